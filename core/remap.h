@@ -1,0 +1,154 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The remap engine: frame pool and guest-physical address spaces.
+ *
+ * All guest memory comes from a frame pool: a memfd cut into 4 KiB frames
+ * and, where the host has hugetlb pages, a hugetlb memfd cut into 2 MiB
+ * frames.  A struct vmq_space is one VM's guest-physical address space: a set
+ * of regions, each a host virtual range (given to KVM as a memslot) whose
+ * pages are each either EMPTY (host range PROT_NONE: no frame), OWNED (a pool
+ * frame mapped read/write, owned by this space at this address) or SHARED_IN
+ * (another space's frame mapped read-only here).
+ *
+ * Moving a page between VMs is an mmap(MAP_FIXED) of a pool frame over the
+ * region's host range; KVM's MMU notifier then drops the stale second-level
+ * entry, and the guest faults the new frame in on its next access.
+ *
+ * Invariant (checked by vmq_pool_check): every frame is either free, or owned
+ * by exactly one (space, address); shared-in mappings reference an owned
+ * frame and are counted on it.  Frames are zeroed before they are handed out
+ * again, so no data crosses VMs through recycling.
+ *
+ * All operations on spaces of one pool are serialised by the pool's lock and
+ * are all-or-nothing: on error nothing has changed.
+ *
+ * Errors: -EINVAL (bad argument: zero count, misaligned address, kind
+ * mismatch), -ERANGE (address run not inside one region), -EPERM (source page
+ * not OWNED by the source space), -EBUSY (source frame is shared out, or a
+ * destination slot is not EMPTY), -ENOMEM (pool has no free frame),
+ * -EOPNOTSUPP (hugetlb frames requested but the pool has none).
+ */
+#ifndef VMQ_REMAP_H
+#define VMQ_REMAP_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+enum vmq_frame_kind {
+        VMQ_FRAME_4K,
+        VMQ_FRAME_2M,
+        VMQ_FRAME_KIND_MAX,
+};
+
+enum vmq_page_state {
+        VMQ_PAGE_EMPTY,
+        VMQ_PAGE_OWNED,
+        VMQ_PAGE_SHARED_IN,
+        VMQ_PAGE_STATE_MAX,
+};
+
+struct vmq_pool;
+struct vmq_space;
+
+struct vmq_pool_config {
+        size_t frames_4k;  /* number of 4 KiB frames (memfd, sparse) */
+        size_t frames_2m;  /* number of 2 MiB hugetlb frames; 0 for none */
+        bool require_huge; /* fail with -ENOMEM instead of running without
+                            * hugetlb frames when they cannot be had */
+};
+
+/* Creates a pool.  Without require_huge, a host with too few hugetlb pages
+ * yields a pool with no 2 MiB frames (vmq_pool_has_huge() is false). */
+int vmq_pool_new(const struct vmq_pool_config *cfg, struct vmq_pool **ret);
+/* Frees a pool; every space must have been freed first.  Accepts NULL;
+ * returns NULL. */
+struct vmq_pool *vmq_pool_free(struct vmq_pool *p);
+
+bool vmq_pool_has_huge(const struct vmq_pool *p);
+size_t vmq_pool_frames_total(const struct vmq_pool *p, enum vmq_frame_kind kind);
+size_t vmq_pool_frames_free(const struct vmq_pool *p, enum vmq_frame_kind kind);
+size_t vmq_frame_size(enum vmq_frame_kind kind);
+
+/* Verifies the ownership invariant over the whole pool and every space in
+ * it.  Returns 0, or -EUCLEAN when it is broken. */
+int vmq_pool_check(struct vmq_pool *p);
+
+int vmq_space_new(struct vmq_pool *pool, struct vmq_space **ret);
+/* Revokes every share into and out of the space, returns all its frames to
+ * the pool, unmaps its regions.  Accepts NULL; returns NULL. */
+struct vmq_space *vmq_space_free(struct vmq_space *s);
+
+#define VMQ_REGION_POPULATE 0x1u /* every page starts OWNED, with a zeroed
+                                  * frame; otherwise every page starts EMPTY */
+
+/*
+ * Adds a region [gpa, gpa + size) of frames of one kind.  gpa and size must be
+ * multiples of the frame size and must not overlap another region.  The host
+ * mapping stays at the same address for the life of the space; *ret_hva gets
+ * it (for KVM_SET_USER_MEMORY_REGION).
+ */
+int vmq_space_add_region(struct vmq_space *s, uint64_t gpa, uint64_t size,
+                         enum vmq_frame_kind kind, unsigned flags, void **ret_hva);
+
+/* Region enumeration, in the order they were added. */
+size_t vmq_space_region_count(const struct vmq_space *s);
+int vmq_space_region(const struct vmq_space *s, size_t index, uint64_t *ret_gpa,
+                     uint64_t *ret_size, enum vmq_frame_kind *ret_kind, void **ret_hva);
+
+/*
+ * The checked accessor: host pointer for [gpa, gpa + len) if the whole range
+ * lies in one region and every page in it is OWNED (or, when !write, OWNED
+ * or SHARED_IN).  NULL otherwise.  len may be 0 (then gpa must still be
+ * inside a region).  The pointer stays valid until the pages change.
+ */
+void *vmq_space_translate(struct vmq_space *s, uint64_t gpa, uint64_t len, bool write);
+
+/* State of the page containing gpa; -ERANGE outside every region. */
+int vmq_space_page_state(struct vmq_space *s, uint64_t gpa, enum vmq_page_state *ret_state,
+                         enum vmq_frame_kind *ret_kind);
+
+/* Finds `count` consecutive EMPTY pages in the region that contains
+ * region_gpa (first fit, starting after the last place found).  -ENOSPC when
+ * there is no such run. */
+int vmq_space_find_empty(struct vmq_space *s, uint64_t region_gpa, size_t count,
+                         uint64_t *ret_gpa);
+
+/*
+ * flip: moves the frames of `count` OWNED pages at src_gpa to the EMPTY
+ * pages at dst_gpa (both runs in regions of the same frame kind); the source
+ * pages get fresh zeroed frames and stay OWNED.
+ */
+int vmq_remap_flip(struct vmq_space *src, uint64_t src_gpa, struct vmq_space *dst,
+                   uint64_t dst_gpa, size_t count);
+
+/*
+ * share: maps the frames of `count` OWNED pages at src_gpa read-only at the
+ * EMPTY pages dst_gpa (SHARED_IN).  While shared, the source frames cannot be
+ * flipped or released (-EBUSY).  vmq_remap_release() on the destination
+ * revokes the share.
+ */
+int vmq_remap_share(struct vmq_space *src, uint64_t src_gpa, struct vmq_space *dst,
+                    uint64_t dst_gpa, size_t count);
+
+/*
+ * copy: gives the EMPTY destination pages covering len bytes at dst_gpa
+ * fresh zeroed frames and copies len bytes from src_gpa (readable pages of
+ * src) into them.  dst_gpa must be frame aligned; src_gpa need not be.
+ */
+int vmq_remap_copy(struct vmq_space *src, uint64_t src_gpa, struct vmq_space *dst,
+                   uint64_t dst_gpa, uint64_t len);
+
+/*
+ * copy_in: like copy, from a host buffer (the host end of a channel).
+ */
+int vmq_remap_copy_in(struct vmq_space *dst, uint64_t dst_gpa, const void *data, uint64_t len);
+
+/*
+ * release: makes `count` pages at gpa EMPTY: OWNED frames go back to the pool
+ * (zeroed before reuse), SHARED_IN mappings are revoked.  EMPTY pages in the
+ * run are an error (-EPERM) and nothing changes.
+ */
+int vmq_remap_release(struct vmq_space *s, uint64_t gpa, size_t count);
+
+#endif /* VMQ_REMAP_H */

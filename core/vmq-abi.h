@@ -1,0 +1,306 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * vmq guest ABI, version 1.
+ *
+ * This header is the contract between the vmq monitor (host) and the code
+ * running inside a vmq micro-VM (guest).  It compiles both freestanding (the
+ * guest SDK builds it with -ffreestanding) and hosted (the monitor), so it
+ * uses only <stdint.h> and <stddef.h>-level facilities and no pointers: every
+ * guest address is a plain uint64_t guest-physical address (GPA).  Guests run
+ * identity mapped, so for the guest a GPA is also a usable pointer value.
+ *
+ * Rules for evolving it:
+ *   - Everything is little-endian, naturally aligned and fixed size.
+ *   - Fields are only ever appended; VMQ_ABI_VERSION is bumped when they are.
+ *   - Every size and offset is pinned by a _Static_assert below.
+ *
+ * Direction markers on every field:
+ *   IN   written by the guest, read by the monitor (hostile: checked on use)
+ *   OUT  written by the monitor, read by the guest (the guest may scribble over
+ *        it; the monitor never reads it back as truth)
+ *
+ * Guest-physical memory layout (fixed by this ABI version)
+ * --------------------------------------------------------
+ *   [0, 4 KiB)                 unmapped: null pointer guard
+ *   [4 KiB, 64 KiB)            system area: page tables, GDT, TSS.  Mapped
+ *                              supervisor-only, the CPL 3 guest cannot touch it
+ *   [64 KiB, +vmcs_size)       the VMCS (VMQ_VMCS_GPA), user read/write
+ *   [1 MiB, ram_size)          the image (ELF segments must lie here), then
+ *                              heap and stack, which the SDK lays out from the
+ *                              layout fields of the VMCS
+ *   [VMQ_RX_GPA, ...)          receive window: 4 KiB slots into which the
+ *                              monitor places incoming pages
+ *   [VMQ_HUGE_GPA, ...)        the guest's own 2 MiB pages (when the host has
+ *                              hugetlb frames), for large zero-copy sends
+ *   [VMQ_HUGE_RX_GPA, ...)     receive window for 2 MiB pages
+ *
+ * Each region's actual size is published in struct vmq_vmcs_layout.
+ *
+ * Entry
+ * -----
+ * Every vCPU starts at the image's ELF entry point at CPL 3 with IOPL 3,
+ * interrupts off, 64-bit mode, identity-mapped paging, and:
+ *   %rdi = vCPU index, %rsi = VMQ_VMCS_GPA,
+ *   %rsp = ram_size - index * VMQ_STACK_SIZE (16-byte aligned).
+ * There is no IDT: any exception stops the VM ("crashed").  The guest may not
+ * execute privileged instructions (there is nothing for it to do at CPL 0).
+ *
+ * Hypercalls
+ * ----------
+ * A hypercall is a 32-bit port read: `inl %dx, %eax` with
+ * %dx = VMQ_HC_PORT_BASE + VMQ_HC_*.  Its arguments are in the calling vCPU's
+ * mailbox (vmcs->mbox[vcpu]) and must be written *before* the port access.
+ * The monitor answers in %eax (0 or a negative VMQ_E_* code, or a
+ * non-negative result where a call says so) and also in the mailbox's OUT
+ * fields.  A write of any value to VMQ_DOORBELL_PORT asks the monitor to drain
+ * the post ring without waiting for the answer (an ioeventfd doorbell).
+ */
+#ifndef VMQ_ABI_H
+#define VMQ_ABI_H
+
+#include <stdint.h>
+
+#define VMQ_ABI_MAGIC 0x31514d56u /* "VMQ1" little-endian */
+#define VMQ_ABI_VERSION 1u
+
+#define VMQ_PAGE_SIZE 4096u
+#define VMQ_PAGE_SHIFT 12u
+#define VMQ_HUGE_PAGE_SIZE (2u * 1024u * 1024u)
+#define VMQ_HUGE_PAGE_SHIFT 21u
+
+/* Fixed guest-physical layout (see the comment at the top). */
+#define VMQ_SYSTEM_GPA 0x1000ull
+#define VMQ_SYSTEM_END 0x10000ull
+#define VMQ_VMCS_GPA 0x10000ull
+#define VMQ_VMCS_MAX_SIZE (256ull * 1024u)
+#define VMQ_IMAGE_GPA 0x100000ull
+#define VMQ_RX_GPA 0x40000000ull       /* 1 GiB */
+#define VMQ_HUGE_GPA 0x80000000ull     /* 2 GiB */
+#define VMQ_HUGE_RX_GPA 0xC0000000ull  /* 3 GiB */
+#define VMQ_GPA_LIMIT 0x100000000ull   /* 4 GiB: nothing is mapped above */
+
+#define VMQ_MAX_VCPUS 8u
+#define VMQ_STACK_SIZE (64u * 1024u) /* per vCPU, at the top of RAM */
+#define VMQ_NAME_MAX 64u     /* including the terminating NUL */
+#define VMQ_INLINE_MAX 96u   /* bytes of payload carried in a descriptor */
+#define VMQ_ARGS_MAX 512u    /* the VM's argument string, including NUL */
+
+/* VM id 0 is the host; guests get ids from 1. */
+#define VMQ_HOST_ID 0u
+
+/* Hypercall ports */
+#define VMQ_HC_PORT_BASE 0x0500u
+#define VMQ_DOORBELL_PORT 0x05f0u
+
+enum vmq_hypercall {
+        VMQ_HC_SEND = 0,    /* immediate send of mbox request; returns 0 / -E */
+        VMQ_HC_FLUSH = 1,   /* drain the post ring now; returns drained count */
+        VMQ_HC_WAIT = 2,    /* block until the queue is non-empty or mbox.arg ns
+                             * elapse (0: do not block, UINT64_MAX: forever);
+                             * returns 0, or -VMQ_E_TIMEDOUT */
+        VMQ_HC_RELEASE = 3, /* give back received pages: mbox.gpa, mbox.len */
+        VMQ_HC_CONSOLE = 4, /* write mbox.len bytes at mbox.gpa to the console */
+        VMQ_HC_CLOCK = 5,   /* mbox.result = monotonic ns; returns 0 */
+        VMQ_HC_EXIT = 6,    /* stop this VM with exit code mbox.arg */
+        VMQ_HC_NOP = 7,     /* does nothing: the raw exit round trip */
+        VMQ_HC_MAX
+};
+
+/* Request operations (mbox.op and post ring entries) */
+enum vmq_op {
+        VMQ_OP_NONE = 0,
+        VMQ_OP_INLINE = 1, /* payload: mbox.data[0..len) */
+        VMQ_OP_PAGE = 2,   /* payload: pages at mbox.gpa, len bytes */
+        VMQ_OP_MAX
+};
+
+/* Request flags (mbox.flags) */
+#define VMQ_REQ_F_COPY 0x1u  /* page op: copy the pages into the receiver */
+#define VMQ_REQ_F_FLIP 0x2u  /* page op: move the frames (zero copy) */
+#define VMQ_REQ_F_SHARE 0x4u /* page op: map read-only in the receiver too */
+#define VMQ_REQ_F_ALL (VMQ_REQ_F_COPY | VMQ_REQ_F_FLIP | VMQ_REQ_F_SHARE)
+/* neither COPY, FLIP nor SHARE: the channel's transfer policy decides */
+
+/* Error codes: hypercalls return their negation. */
+enum vmq_error {
+        VMQ_OK = 0,
+        VMQ_E_INVAL = 1,    /* malformed request field (op, flags, length) */
+        VMQ_E_NOTOWNED = 2, /* page is not owned by the sender */
+        VMQ_E_RANGE = 3,    /* address outside every region of the sender */
+        VMQ_E_ALIGN = 4,    /* page address not aligned to its frame size */
+        VMQ_E_LEN = 5,      /* length beyond the page run or inline maximum */
+        VMQ_E_NOCHAN = 6,   /* no such channel, or sender is not an end of it */
+        VMQ_E_AGAIN = 7,    /* receiver queue or window full: retry later */
+        VMQ_E_FORGED = 8,   /* request claims another VM as its source */
+        VMQ_E_VERSION = 9,  /* request carries an ABI version we do not speak */
+        VMQ_E_NOSYS = 10,   /* unknown hypercall */
+        VMQ_E_CLOSED = 11,  /* channel is closed */
+        VMQ_E_TIMEDOUT = 12, /* wait elapsed with an empty queue */
+        VMQ_E_NOMEM = 13,   /* host is out of frames */
+        VMQ_E_BUSY = 14,    /* page is shared out and cannot move */
+        VMQ_E_PROTO = 15,   /* corrupt queue indices in the VMCS */
+        VMQ_E_MAX
+};
+
+/* Descriptor kinds (struct vmq_desc.kind) */
+enum vmq_desc_kind {
+        VMQ_DESC_NONE = 0,
+        VMQ_DESC_INLINE = 1, /* data[0..len) holds the message */
+        VMQ_DESC_PAGE = 2,   /* pages at gpa..gpa+len in the receive window */
+        VMQ_DESC_HELLO = 3,  /* channel opened; data holds the peer's
+                              * struct vmq_identity */
+        VMQ_DESC_CLOSE = 4,  /* channel closed by the monitor or the peer */
+        VMQ_DESC_ERROR = 5,  /* a posted request failed: error = VMQ_E_*,
+                              * tag = the request's tag */
+        VMQ_DESC_MAX
+};
+
+/* Descriptor flags */
+#define VMQ_DESC_F_COPIED 0x1u /* pages were copied */
+#define VMQ_DESC_F_FLIPPED 0x2u /* frames were moved */
+#define VMQ_DESC_F_SHARED 0x4u /* read-only share; RELEASE revokes it */
+#define VMQ_DESC_F_HUGE 0x8u   /* gpa is in the 2 MiB receive window */
+
+/*
+ * Identity of a VM, stamped by the monitor.  Carried in HELLO descriptors and
+ * published in the VMCS.
+ */
+struct vmq_identity {
+        uint32_t vm_id;             /* OUT 0 = host */
+        uint32_t flags;             /* OUT reserved, 0 */
+        uint8_t uuid[16];           /* OUT RFC 4122 binary */
+        char name[VMQ_NAME_MAX];    /* OUT NUL-terminated */
+};
+
+/* One entry of the VM queue (monitor produces, guest consumes). */
+struct vmq_desc {
+        uint16_t kind;     /* OUT enum vmq_desc_kind */
+        uint16_t flags;    /* OUT VMQ_DESC_F_* */
+        uint32_t channel;  /* OUT channel id */
+        uint32_t src_vm;   /* OUT sender's VM id, stamped by the monitor */
+        uint32_t len;      /* OUT payload length in bytes */
+        uint64_t gpa;      /* OUT receiver-side GPA of PAGE payload, else 0 */
+        uint64_t tag;      /* OUT sender-chosen tag, passed through */
+        int32_t error;     /* OUT VMQ_E_* for ERROR descriptors */
+        uint32_t reserved; /* OUT 0 */
+        uint8_t data[VMQ_INLINE_MAX]; /* OUT inline payload / identity */
+};
+
+/* A request: the per-vCPU send mailbox, and the entries of the post ring. */
+struct vmq_request {
+        uint16_t abi;      /* IN  VMQ_ABI_VERSION */
+        uint16_t op;       /* IN  enum vmq_op */
+        uint32_t flags;    /* IN  VMQ_REQ_F_* */
+        uint32_t channel;  /* IN  channel id */
+        uint32_t src_vm;   /* IN  0 or the sender's own id (anything else is
+                            *     a forgery and is refused) */
+        uint64_t gpa;      /* IN  page run start / buffer address */
+        uint32_t len;      /* IN  length in bytes */
+        uint32_t reserved; /* IN  must be 0 */
+        uint64_t tag;      /* IN  opaque, returned in descriptors */
+        uint64_t arg;      /* IN  hypercall argument (timeout, exit code) */
+        int32_t status;    /* OUT result of the last hypercall on this mbox */
+        uint32_t pad;      /* OUT 0 */
+        uint64_t result;   /* OUT value result (clock, receive gpa, ...) */
+        uint8_t data[VMQ_INLINE_MAX]; /* IN inline payload */
+};
+
+/*
+ * Ring indices.  Each index is free-running (wraps at 2^32); the slot is
+ * index & (capacity - 1).  Producer and consumer indices sit on separate
+ * cache lines.  The producer publishes with a release store after writing
+ * the slot; the consumer reads the producer index with an acquire load
+ * before reading the slot, and publishes its own index with a release store
+ * after it is done with the slot.
+ */
+struct vmq_ring_idx {
+        uint32_t prod;     /* written by the producer only */
+        uint32_t prod_pad[15];
+        uint32_t cons;     /* written by the consumer only */
+        uint32_t cons_pad[15];
+};
+
+/* Where things are, written by the monitor at VM creation. */
+struct vmq_vmcs_layout {
+        uint64_t ram_size;      /* OUT RAM is [0, ram_size) */
+        uint64_t image_end;     /* OUT first byte past the loaded image */
+        uint64_t rx_gpa;        /* OUT receive window (4 KiB slots) */
+        uint64_t rx_size;
+        uint64_t huge_gpa;      /* OUT own 2 MiB pages (0 size: none) */
+        uint64_t huge_size;
+        uint64_t huge_rx_gpa;   /* OUT 2 MiB receive window */
+        uint64_t huge_rx_size;
+        uint32_t queue_off;     /* OUT offset of the queue's vmq_ring_idx */
+        uint32_t queue_cap;     /* OUT queue capacity, a power of two */
+        uint32_t queue_slots_off; /* OUT offset of the queue's descriptors */
+        uint32_t post_off;      /* OUT offset of the post ring's vmq_ring_idx */
+        uint32_t post_cap;      /* OUT post ring capacity, a power of two */
+        uint32_t post_slots_off; /* OUT offset of the post ring's requests */
+        uint32_t vcpus;         /* OUT number of vCPUs */
+        uint32_t reserved;
+};
+
+/* Per-VM counters kept by the monitor and mirrored here for the guest. */
+struct vmq_vmcs_stats {
+        uint64_t sent;          /* OUT requests accepted */
+        uint64_t received;      /* OUT descriptors enqueued to this VM */
+        uint64_t errors;        /* OUT requests refused */
+        uint64_t exits;         /* OUT hypercall exits */
+};
+
+/*
+ * The VM control structure, at VMQ_VMCS_GPA.  vmcs_size covers the header
+ * page and the two rings, whose positions the layout gives.
+ */
+struct vmq_vmcs {
+        uint32_t magic;         /* OUT VMQ_ABI_MAGIC */
+        uint32_t abi_version;   /* OUT VMQ_ABI_VERSION */
+        uint32_t vmcs_size;     /* OUT bytes, multiple of VMQ_PAGE_SIZE */
+        uint32_t header_size;   /* OUT sizeof(struct vmq_vmcs) */
+        struct vmq_identity self; /* OUT who this VM is */
+        struct vmq_vmcs_layout layout;
+        struct vmq_vmcs_stats stats;
+        uint8_t reserved[64];
+        struct vmq_request mbox[VMQ_MAX_VCPUS]; /* IN/OUT per-vCPU mailbox */
+        uint64_t tsc_khz;       /* OUT guest TSC frequency (0: unknown) */
+        char args[VMQ_ARGS_MAX]; /* OUT argument string given at creation,
+                                  *     NUL-terminated ("key=value ...") */
+};
+
+/* Offsets of the rings inside the VMCS, for a queue of qcap descriptors and
+ * a post ring of pcap requests.  The header page comes first. */
+#define VMQ_VMCS_QUEUE_OFF VMQ_PAGE_SIZE
+#define VMQ_VMCS_QUEUE_SLOTS_OFF (VMQ_VMCS_QUEUE_OFF + sizeof(struct vmq_ring_idx))
+#define VMQ_VMCS_POST_OFF(qcap) \
+        (VMQ_VMCS_QUEUE_SLOTS_OFF + (uint32_t)(qcap) * sizeof(struct vmq_desc))
+#define VMQ_VMCS_POST_SLOTS_OFF(qcap) \
+        (VMQ_VMCS_POST_OFF(qcap) + sizeof(struct vmq_ring_idx))
+#define VMQ_VMCS_SIZE(qcap, pcap)                                              \
+        ((VMQ_VMCS_POST_SLOTS_OFF(qcap) + (uint32_t)(pcap) * sizeof(struct vmq_request) + \
+          VMQ_PAGE_SIZE - 1) & ~(VMQ_PAGE_SIZE - 1))
+
+_Static_assert(sizeof(struct vmq_identity) == 88, "identity size");
+_Static_assert(sizeof(struct vmq_identity) <= VMQ_INLINE_MAX, "identity fits");
+_Static_assert(sizeof(struct vmq_desc) == 136, "desc size");
+_Static_assert(__builtin_offsetof(struct vmq_desc, tag) == 24, "desc.tag");
+_Static_assert(__builtin_offsetof(struct vmq_desc, data) == 40, "desc.data");
+_Static_assert(sizeof(struct vmq_request) == 160, "request size");
+_Static_assert(__builtin_offsetof(struct vmq_request, gpa) == 16, "req.gpa");
+_Static_assert(__builtin_offsetof(struct vmq_request, tag) == 32, "req.tag");
+_Static_assert(__builtin_offsetof(struct vmq_request, status) == 48, "req.status");
+_Static_assert(__builtin_offsetof(struct vmq_request, data) == 64, "req.data");
+_Static_assert(sizeof(struct vmq_ring_idx) == 128, "ring idx size");
+_Static_assert(__builtin_offsetof(struct vmq_ring_idx, cons) == 64, "ring cons");
+_Static_assert(sizeof(struct vmq_vmcs_layout) == 96, "layout size");
+_Static_assert(sizeof(struct vmq_vmcs_stats) == 32, "stats size");
+_Static_assert(__builtin_offsetof(struct vmq_vmcs, self) == 16, "vmcs.self");
+_Static_assert(__builtin_offsetof(struct vmq_vmcs, layout) == 104, "vmcs.layout");
+_Static_assert(__builtin_offsetof(struct vmq_vmcs, stats) == 200, "vmcs.stats");
+_Static_assert(__builtin_offsetof(struct vmq_vmcs, mbox) == 296, "vmcs.mbox");
+_Static_assert(__builtin_offsetof(struct vmq_vmcs, tsc_khz) == 1576, "vmcs.tsc_khz");
+_Static_assert(__builtin_offsetof(struct vmq_vmcs, args) == 1584, "vmcs.args");
+_Static_assert(sizeof(struct vmq_vmcs) == 1584 + 512, "vmcs size");
+_Static_assert(sizeof(struct vmq_vmcs) <= VMQ_PAGE_SIZE, "vmcs header fits a page");
+_Static_assert(VMQ_VMCS_GPA + VMQ_VMCS_MAX_SIZE <= VMQ_IMAGE_GPA, "vmcs below image");
+
+#endif /* VMQ_ABI_H */
