@@ -103,6 +103,7 @@ enum vmq_hypercall {
         VMQ_HC_CLOCK = 5,   /* mbox.result = monotonic ns; returns 0 */
         VMQ_HC_EXIT = 6,    /* stop this VM with exit code mbox.arg */
         VMQ_HC_NOP = 7,     /* does nothing: the raw exit round trip */
+        VMQ_HC_PARK = 8,    /* stop this vCPU (not the VM) until the VM stops */
         VMQ_HC_MAX
 };
 
@@ -154,6 +155,10 @@ enum vmq_desc_kind {
                               * tag = the request's tag */
         VMQ_DESC_MAX
 };
+
+/* Well-known tags used by the stock guest images (any value is legal). */
+#define VMQ_TAG_REPORT 0x7265706f7274ull /* "report": ask for / carry a report */
+#define VMQ_TAG_DONE 0x656e6f64ull       /* "done": end of a stream */
 
 /* Descriptor flags */
 #define VMQ_DESC_F_COPIED 0x1u /* pages were copied */
