@@ -23,6 +23,10 @@
 
 #include "core/vmq-abi.h"
 
+/* Largest capacity: keeps every count representable in an int and makes
+ * (prod - cons) mod 2^32 unambiguous. */
+#define VMQ_QUEUE_CAPACITY_MAX (1u << 30)
+
 enum vmq_queue_role {
         VMQ_QUEUE_PRODUCER,
         VMQ_QUEUE_CONSUMER,
@@ -35,8 +39,8 @@ struct vmq_queue {
         uint32_t mask;
         uint32_t slot_size;
         enum vmq_queue_role role;
-        uint32_t local;           /* this end's index (authoritative) */
-        uint32_t peer_cache;      /* last validated index of the other end */
+        uint32_t local;      /* this end's index (authoritative) */
+        uint32_t peer_cache; /* last validated index of the other end */
 };
 
 /*
@@ -44,13 +48,22 @@ struct vmq_queue {
  * >= 1; slot_size > 0.  With reset, both shared indices are set to 0 (only
  * the party creating the ring does that); otherwise this end's index is
  * taken from the shared memory and validated against the other.
- * Returns 0 or -EINVAL / -EPROTO.
+ * Returns 0 or -EINVAL / -EPROTO.  capacity above VMQ_QUEUE_CAPACITY_MAX
+ * is -EINVAL.  q is written only on success.
+ *
+ * Every operation below that looks at the other end's index loads it once
+ * and checks it: -EPROTO means the shared indices describe an impossible
+ * ring, and the call changed nothing.  Calling a producer operation on a
+ * consumer end (or the reverse) returns -EINVAL.
  */
-int vmq_queue_attach(struct vmq_queue *q, struct vmq_ring_idx *idx, void *slots,
-                     uint32_t capacity, uint32_t slot_size, enum vmq_queue_role role, bool reset);
+int vmq_queue_attach(struct vmq_queue *q, struct vmq_ring_idx *idx, void *slots, uint32_t capacity,
+                     uint32_t slot_size, enum vmq_queue_role role, bool reset);
 
 /* Allocates ring memory on the heap for a host-only ring and attaches both
- * ends to it.  Free with vmq_queue_free_pair(). */
+ * ends to it.  The indices and the slots start on cache lines.  Returns 0,
+ * -EINVAL (bad capacity / slot_size) or -ENOMEM; the ends are written only
+ * on success.  Free with vmq_queue_free_pair(), which accepts NULL ends and
+ * zeroes the ones it is given. */
 int vmq_queue_new_pair(uint32_t capacity, uint32_t slot_size, struct vmq_queue *ret_producer,
                        struct vmq_queue *ret_consumer);
 void vmq_queue_free_pair(struct vmq_queue *producer, struct vmq_queue *consumer);
@@ -65,14 +78,21 @@ int vmq_queue_count(struct vmq_queue *q);
  * Returns how many were enqueued (0 when full), or -EPROTO. */
 int vmq_queue_enqueue(struct vmq_queue *q, const void *items, uint32_t n);
 /* All-or-nothing: enqueue exactly n items or none; -EAGAIN when there is no
- * room for all of them. */
+ * room for all of them, -EINVAL when n > capacity (it never could fit).
+ * Returns n on success. */
 int vmq_queue_enqueue_all(struct vmq_queue *q, const void *items, uint32_t n);
 /* Dequeue up to n items into items.  Returns the count, or -EPROTO. */
 int vmq_queue_dequeue(struct vmq_queue *q, void *items, uint32_t n);
 
-/* Consumer: pointer to the next ready slot without consuming it, or NULL. */
+/* Consumer: pointer to the next ready slot without consuming it, or NULL
+ * when the ring is empty or its indices are corrupt (vmq_queue_count() tells
+ * which).  The pointer is into shared memory: if the producer is untrusted,
+ * copy what you need out of the slot once and check the copy.  Slots up to
+ * the count validated by this call (or by vmq_queue_count()) stay valid
+ * until they are consumed. */
 const void *vmq_queue_peek(struct vmq_queue *q);
-/* Consumer: consume n slots previously peeked. */
+/* Consumer: consume n slots previously peeked.  n must not exceed the count
+ * the last peek/count/dequeue validated (larger values are clamped). */
 void vmq_queue_consume(struct vmq_queue *q, uint32_t n);
 
 /* Address of the ring's shared producer index, for futex-style waiting. */
