@@ -1,1 +1,1175 @@
 /* SPDX-License-Identifier: MIT */
+/*
+ * The remap engine: frame pool, guest-physical address spaces, and the page
+ * moves between them (flip, share, copy, release).
+ *
+ * How it works
+ * ------------
+ * A pool is one memfd per frame kind: a sparse shmem memfd cut into 4 KiB
+ * frames and, when the host has them, a hugetlb memfd cut into 2 MiB frames.
+ * The pool keeps its own MAP_SHARED mapping of each memfd, through which it
+ * zeroes and fills frames without touching any guest mapping.  The hugetlb
+ * mapping is made with MAP_POPULATE at creation: mmap(MAP_SHARED) of a
+ * hugetlb file reserves every huge page of the range or fails with ENOMEM, so
+ * a pool that exists can never SIGBUS on a missing huge page later.
+ *
+ * A space is a list of regions.  Each region reserves a host virtual range
+ * once (PROT_NONE, MAP_NORESERVE; 2 MiB aligned for huge regions) that stays
+ * put for the life of the space, because it is what KVM's memslot points at.
+ * Each page of the range is in one of three states, recorded in a per-page
+ * state array together with the frame index:
+ *
+ *   EMPTY      anonymous PROT_NONE mapping: no frame, any access faults;
+ *   OWNED      mmap(MAP_SHARED|MAP_FIXED) of the frame, read/write;
+ *   SHARED_IN  the same, read-only, of a frame another page OWNS.
+ *
+ * Every state change is an mmap(MAP_FIXED) over the page's host range; the
+ * kernel's MMU notifier tells KVM to drop the stale second-level entry, and
+ * the guest faults the new frame in on its next access.  Runs of pages whose
+ * frames are consecutive in the memfd are changed with a single mmap, which
+ * the kernel then keeps (or merges back) as a single VMA: this matters,
+ * because vm.max_map_count (65530 by default) bounds the VMAs of the whole
+ * process, every VM included.  That is also why the frame allocator is a
+ * bitmap searched first-fit for a contiguous run before it falls back to
+ * scattered frames.
+ *
+ * Ownership is recorded twice, on purpose: the page knows its frame, and the
+ * frame knows its (owner space, gpa) and how many SHARED_IN pages map it.
+ * vmq_pool_check() verifies that the two views agree.  Frames are not told
+ * who shares them; revoking the shares of a dying space walks the SHARED_IN
+ * pages of the other spaces, which is rare and bounded by a per-space count.
+ *
+ * Zeroing: a frame is zeroed when it goes back to the pool, not when it is
+ * handed out.  A flip must give the sender a fresh zeroed frame at once, and
+ * zeroing 2 MiB costs about as much as copying 2 MiB: doing it at allocation
+ * would throw away the whole point of flipping huge frames.  Zeroing on
+ * return moves that cost to vmq_remap_release() and vmq_space_free(), off
+ * the send path.  4 KiB runs of 16 frames or more are zeroed by punching a
+ * hole in the memfd instead (cost proportional to the resident pages only,
+ * and the memory goes back to the host: a VM that never touched most of its
+ * RAM does not get it written at teardown).  Huge frames are never punched:
+ * that would drop their hugetlb reservation.
+ *
+ * All-or-nothing: every operation validates the whole request and allocates
+ * the frames it needs before it changes any mapping; if an mmap still fails
+ * (ENOMEM: too many VMAs), the pages already changed are mapped back from
+ * the unchanged state arrays before the error is returned.  If even that
+ * fails, the host mappings no longer match the bookkeeping and a guest could
+ * keep access to a frame it no longer owns: the engine aborts rather than
+ * run on with an isolation breach.
+ *
+ * Locking: one mutex per pool guards the pool and all its spaces.  Every
+ * entry point takes it, including vmq_space_translate(), which is O(regions)
+ * plus one state byte per page of the range.  Pointers it returns stay valid
+ * only until the pages change, which only the caller's own later calls (or
+ * space teardown) do.
+ */
+#include <assert.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <linux/falloc.h>
+#include <linux/memfd.h>
+
+#include "core/remap.h"
+#include "core/util.h"
+
+#define FRAME_NONE UINT32_MAX
+#define PUNCH_MIN_FRAMES 16u
+#define HUGE_SIZE (2u * 1024u * 1024u)
+#define SMALL_SIZE 4096u
+
+struct frame {
+        struct vmq_space *owner; /* NULL: free */
+        uint64_t gpa;            /* the owner's address of this frame */
+        uint32_t shares;         /* SHARED_IN pages mapping this frame */
+};
+
+struct frame_set {
+        int fd;
+        uint8_t *base; /* the pool's own MAP_SHARED mapping of fd */
+        size_t size;   /* frame size */
+        size_t total;
+        size_t nfree;
+        size_t hint;    /* no free frame below this index */
+        uint64_t *used; /* bitmap, 1 = allocated */
+        struct frame *frames;
+};
+
+struct vmq_pool {
+        pthread_mutex_t lock;
+        struct frame_set sets[VMQ_FRAME_KIND_MAX];
+        struct vmq_space *spaces; /* doubly linked, for check and revocation */
+        size_t nspaces;
+};
+
+struct region {
+        uint64_t gpa;
+        uint64_t size;
+        enum vmq_frame_kind kind;
+        uint8_t *hva;
+        size_t npages;
+        size_t nshared_in; /* SHARED_IN pages: lets revocation skip regions */
+        size_t find_hint;
+        uint8_t *state;  /* enum vmq_page_state per page */
+        uint32_t *frame; /* frame index per page, FRAME_NONE when EMPTY */
+};
+
+struct vmq_space {
+        struct vmq_pool *pool;
+        struct vmq_space *prev, *next;
+        struct region *regions;
+        size_t nregions;
+        size_t shared_out; /* sum of shares over the frames this space owns */
+};
+
+size_t vmq_frame_size(enum vmq_frame_kind kind) {
+        return kind == VMQ_FRAME_2M ? HUGE_SIZE : SMALL_SIZE;
+}
+
+static void pool_lock(const struct vmq_pool *p) {
+        /* The lock is state, not value: const accessors lock it too. */
+        int r = pthread_mutex_lock((pthread_mutex_t *)&p->lock);
+        assert(r == 0);
+        (void)r;
+}
+
+static void pool_unlock(const struct vmq_pool *p) {
+        int r = pthread_mutex_unlock((pthread_mutex_t *)&p->lock);
+        assert(r == 0);
+        (void)r;
+}
+
+/* ---- frame bitmap ---------------------------------------------------- */
+
+static bool bm_test(const uint64_t *bm, size_t i) {
+        return (bm[i / 64] >> (i % 64)) & 1;
+}
+
+static void bm_put(uint64_t *bm, size_t i, bool v) {
+        if (v)
+                bm[i / 64] |= 1ull << (i % 64);
+        else
+                bm[i / 64] &= ~(1ull << (i % 64));
+}
+
+/* First index >= from whose bit is `v`, or total. */
+static size_t bm_find(const uint64_t *bm, size_t total, size_t from, bool v) {
+        while (from < total) {
+                uint64_t w = bm[from / 64];
+                if (!v)
+                        w = ~w;
+                w &= ~0ull << (from % 64);
+                if (w) {
+                        size_t i = (from & ~(size_t)63) + (size_t)__builtin_ctzll(w);
+                        return i < total ? i : total;
+                }
+                from = (from | 63) + 1;
+        }
+        return total;
+}
+
+/*
+ * Takes n frames: the first contiguous free run that fits, else the first n
+ * free frames.  Only marks them allocated; the caller fills in the owner once
+ * the operation commits, or gives them back with frames_put().
+ */
+static int frames_take(struct frame_set *fs, size_t n, uint32_t *out) {
+        if (n > fs->nfree)
+                return -ENOMEM;
+        size_t start = fs->total;
+        if (n > 1) {
+                size_t i = bm_find(fs->used, fs->total, fs->hint, false);
+                while (i < fs->total) {
+                        size_t j = bm_find(fs->used, fs->total, i, true);
+                        if (j - i >= n) {
+                                start = i;
+                                break;
+                        }
+                        i = bm_find(fs->used, fs->total, j, false);
+                }
+        }
+        if (start < fs->total) {
+                for (size_t k = 0; k < n; k++)
+                        out[k] = (uint32_t)(start + k);
+        } else {
+                size_t i = fs->hint;
+                for (size_t k = 0; k < n; k++) {
+                        i = bm_find(fs->used, fs->total, i, false);
+                        assert(i < fs->total);
+                        out[k] = (uint32_t)i++;
+                }
+        }
+        for (size_t k = 0; k < n; k++) {
+                assert(!bm_test(fs->used, out[k]));
+                bm_put(fs->used, out[k], true);
+        }
+        fs->nfree -= n;
+        fs->hint = bm_find(fs->used, fs->total, fs->hint, false);
+        return 0;
+}
+
+static void zero_frames(struct frame_set *fs, size_t first, size_t n) {
+        if (fs->size == SMALL_SIZE && n >= PUNCH_MIN_FRAMES &&
+            fallocate(fs->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+                      (off_t)(first * fs->size), (off_t)(n * fs->size)) == 0)
+                return;
+        /* Small runs: a memset of resident pages is cheaper than a syscall.
+         * Huge frames: a hole would drop the hugetlb reservation. */
+        memset(fs->base + first * fs->size, 0, n * fs->size);
+}
+
+/* Zeroes frames and returns them to the free set.  The frames must be mapped
+ * nowhere but in the pool's own mapping. */
+static void frames_put(struct frame_set *fs, const uint32_t *idx, size_t n) {
+        size_t i = 0;
+        while (i < n) {
+                size_t j = i + 1;
+                while (j < n && idx[j] == idx[i] + (j - i))
+                        j++;
+                zero_frames(fs, idx[i], j - i);
+                i = j;
+        }
+        for (size_t k = 0; k < n; k++) {
+                struct frame *f = &fs->frames[idx[k]];
+                assert(bm_test(fs->used, idx[k]));
+                assert(f->shares == 0);
+                bm_put(fs->used, idx[k], false);
+                f->owner = NULL;
+                f->gpa = 0;
+                if (idx[k] < fs->hint)
+                        fs->hint = idx[k];
+        }
+        fs->nfree += n;
+}
+
+/* ---- pool ------------------------------------------------------------ */
+
+static long read_sysfs_long(const char *path) {
+        _cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC);
+        if (fd < 0)
+                return -1;
+        char buf[32];
+        ssize_t n = read(fd, buf, sizeof(buf) - 1);
+        if (n <= 0)
+                return -1;
+        buf[n] = 0;
+        char *end;
+        long v = strtol(buf, &end, 10);
+        return end == buf ? -1 : v;
+}
+
+static void set_fini(struct frame_set *fs) {
+        if (fs->base && fs->total > 0)
+                (void)munmap(fs->base, fs->total * fs->size);
+        fs->fd = vmq_close(fs->fd);
+        free(fs->used);
+        free(fs->frames);
+        *fs = (struct frame_set){.fd = -1};
+}
+
+static int set_init(struct frame_set *fs, enum vmq_frame_kind kind, size_t total) {
+        size_t size = vmq_frame_size(kind);
+        *fs = (struct frame_set){.fd = -1, .size = size};
+        if (total == 0)
+                return 0;
+        /* Frame indices are uint32_t in the page tables of every space. */
+        if (total >= FRAME_NONE || total > SIZE_MAX / size)
+                return -EINVAL;
+        unsigned mflags = MFD_CLOEXEC;
+        int mapflags = MAP_SHARED;
+        if (kind == VMQ_FRAME_2M) {
+                mflags |= MFD_HUGETLB | MFD_HUGE_2MB;
+                /* Reserves and faults in every huge page now: see the top. */
+                mapflags |= MAP_POPULATE;
+        }
+        fs->fd = memfd_create(kind == VMQ_FRAME_2M ? "vmq-pool-2m" : "vmq-pool-4k", mflags);
+        if (fs->fd < 0)
+                return -errno;
+        if (ftruncate(fs->fd, (off_t)(total * size)) < 0)
+                return -errno;
+        void *base = mmap(NULL, total * size, PROT_READ | PROT_WRITE, mapflags, fs->fd, 0);
+        if (base == MAP_FAILED)
+                return -errno;
+        fs->base = base;
+        fs->total = total;
+        fs->used = calloc((total + 63) / 64, sizeof(uint64_t));
+        fs->frames = calloc(total, sizeof(struct frame));
+        if (!fs->used || !fs->frames)
+                return -ENOMEM;
+        fs->nfree = total;
+        return 0;
+}
+
+static bool host_has_huge(size_t n) {
+        long free_pages =
+                read_sysfs_long("/sys/kernel/mm/hugepages/hugepages-2048kB/free_hugepages");
+        long resv = read_sysfs_long("/sys/kernel/mm/hugepages/hugepages-2048kB/resv_hugepages");
+        if (free_pages < 0)
+                return false;
+        /* Reserved pages are counted free but promised to someone else. */
+        if (resv > 0)
+                free_pages -= resv;
+        return free_pages >= 0 && (size_t)free_pages >= n;
+}
+
+int vmq_pool_new(const struct vmq_pool_config *cfg, struct vmq_pool **ret) {
+        if (!cfg || !ret || (cfg->frames_4k == 0 && cfg->frames_2m == 0))
+                return -EINVAL;
+        struct vmq_pool *p = calloc(1, sizeof(*p));
+        if (!p)
+                return -ENOMEM;
+        for (size_t k = 0; k < VMQ_FRAME_KIND_MAX; k++)
+                p->sets[k].fd = -1;
+        int r = pthread_mutex_init(&p->lock, NULL);
+        if (r != 0) {
+                free(p);
+                return -r;
+        }
+
+        r = set_init(&p->sets[VMQ_FRAME_4K], VMQ_FRAME_4K, cfg->frames_4k);
+        if (r < 0)
+                goto fail;
+        if (cfg->frames_2m > 0) {
+                if (!host_has_huge(cfg->frames_2m))
+                        r = -ENOMEM;
+                else
+                        r = set_init(&p->sets[VMQ_FRAME_2M], VMQ_FRAME_2M, cfg->frames_2m);
+                if (r < 0) {
+                        set_fini(&p->sets[VMQ_FRAME_2M]);
+                        if (cfg->require_huge) {
+                                /* EINVAL/EFAULT/ENOSYS from hugetlb mean "no huge
+                                 * pages here" just as ENOMEM does. */
+                                r = -ENOMEM;
+                                goto fail;
+                        }
+                        r = 0;
+                }
+        }
+        if (cfg->frames_4k == 0 && p->sets[VMQ_FRAME_2M].total == 0) {
+                r = -ENOMEM;
+                goto fail;
+        }
+        *ret = p;
+        return 0;
+fail:
+        for (size_t k = 0; k < VMQ_FRAME_KIND_MAX; k++)
+                set_fini(&p->sets[k]);
+        pthread_mutex_destroy(&p->lock);
+        free(p);
+        return r;
+}
+
+struct vmq_pool *vmq_pool_free(struct vmq_pool *p) {
+        if (!p)
+                return NULL;
+        /* Spaces point into the pool: freeing it under them is a bug.  Without
+         * asserts, leak the pool rather than leave them dangling. */
+        assert(p->nspaces == 0);
+        if (p->nspaces != 0)
+                return NULL;
+        for (size_t k = 0; k < VMQ_FRAME_KIND_MAX; k++)
+                set_fini(&p->sets[k]);
+        pthread_mutex_destroy(&p->lock);
+        free(p);
+        return NULL;
+}
+
+bool vmq_pool_has_huge(const struct vmq_pool *p) {
+        return p && p->sets[VMQ_FRAME_2M].total > 0;
+}
+
+size_t vmq_pool_frames_total(const struct vmq_pool *p, enum vmq_frame_kind kind) {
+        if (!p || (unsigned)kind >= VMQ_FRAME_KIND_MAX)
+                return 0;
+        return p->sets[kind].total; /* immutable after creation */
+}
+
+size_t vmq_pool_frames_free(const struct vmq_pool *p, enum vmq_frame_kind kind) {
+        if (!p || (unsigned)kind >= VMQ_FRAME_KIND_MAX)
+                return 0;
+        pool_lock(p);
+        size_t n = p->sets[kind].nfree;
+        pool_unlock(p);
+        return n;
+}
+
+/* ---- mappings ---------------------------------------------------------- */
+
+static size_t region_fsize(const struct region *r) {
+        return vmq_frame_size(r->kind);
+}
+
+/*
+ * Makes the host mapping of pages [first, first + n) of r match the given
+ * states and frames (index 0 of the arrays is page `first`).  `states` may be
+ * NULL, then every page gets `state`.  Consecutive pages with the same state
+ * and consecutive frames are mapped with one mmap.
+ */
+static int map_pages(const struct vmq_pool *p, const struct region *r, size_t first, size_t n,
+                     const uint8_t *states, uint8_t state, const uint32_t *frames) {
+        const struct frame_set *fs = &p->sets[r->kind];
+        size_t i = 0;
+        while (i < n) {
+                uint8_t st = states ? states[i] : state;
+                size_t j = i + 1;
+                while (j < n && (states ? states[j] : state) == st &&
+                       (st == VMQ_PAGE_EMPTY || frames[j] == frames[i] + (j - i)))
+                        j++;
+                void *addr = r->hva + (first + i) * fs->size;
+                size_t len = (j - i) * fs->size;
+                void *m;
+                if (st == VMQ_PAGE_EMPTY)
+                        m = mmap(addr, len, PROT_NONE,
+                                 MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED | MAP_NORESERVE, -1, 0);
+                else
+                        m = mmap(addr, len,
+                                 st == VMQ_PAGE_OWNED ? PROT_READ | PROT_WRITE : PROT_READ,
+                                 MAP_SHARED | MAP_FIXED, fs->fd, (off_t)frames[i] * (off_t)fs->size);
+                if (m == MAP_FAILED)
+                        return -errno;
+                i = j;
+        }
+        return 0;
+}
+
+/* Puts back the mapping that the (unchanged) state arrays describe. */
+static void map_restore(const struct vmq_pool *p, const struct region *r, size_t first, size_t n) {
+        if (map_pages(p, r, first, n, r->state + first, 0, r->frame + first) < 0)
+                /* The host mapping no longer matches the bookkeeping and may
+                 * give a guest a frame it does not own: see the top. */
+                abort();
+}
+
+static struct region *region_of(const struct vmq_space *s, uint64_t gpa) {
+        for (size_t i = 0; i < s->nregions; i++) {
+                struct region *r = &s->regions[i];
+                if (gpa - r->gpa < r->size)
+                        return r;
+        }
+        return NULL;
+}
+
+/* Resolves a run of `count` pages at gpa into one region. */
+static int resolve_run(const struct vmq_space *s, uint64_t gpa, size_t count,
+                       struct region **ret_r, size_t *ret_first) {
+        struct region *r = region_of(s, gpa);
+        if (!r)
+                return -ERANGE;
+        if (!VMQ_IS_ALIGNED(gpa, (uint64_t)region_fsize(r)))
+                return -EINVAL;
+        size_t first = (size_t)((gpa - r->gpa) / region_fsize(r));
+        if (count > r->npages - first)
+                return -ERANGE;
+        *ret_r = r;
+        *ret_first = first;
+        return 0;
+}
+
+static int check_all(const struct region *r, size_t first, size_t n, uint8_t state) {
+        for (size_t i = 0; i < n; i++)
+                if (r->state[first + i] != state)
+                        return -1;
+        return 0;
+}
+
+/* ---- spaces ------------------------------------------------------------ */
+
+int vmq_space_new(struct vmq_pool *pool, struct vmq_space **ret) {
+        if (!pool || !ret)
+                return -EINVAL;
+        struct vmq_space *s = calloc(1, sizeof(*s));
+        if (!s)
+                return -ENOMEM;
+        s->pool = pool;
+        pool_lock(pool);
+        s->next = pool->spaces;
+        if (pool->spaces)
+                pool->spaces->prev = s;
+        pool->spaces = s;
+        pool->nspaces++;
+        pool_unlock(pool);
+        *ret = s;
+        return 0;
+}
+
+/* Turns every SHARED_IN page of any space that maps a frame owned by `owner`
+ * EMPTY.  Cannot fail (see map_restore for why a failing mmap aborts). */
+static void revoke_shares_of(struct vmq_pool *p, struct vmq_space *owner) {
+        for (struct vmq_space *t = p->spaces; t && owner->shared_out > 0; t = t->next) {
+                for (size_t ri = 0; ri < t->nregions; ri++) {
+                        struct region *r = &t->regions[ri];
+                        struct frame_set *fs = &p->sets[r->kind];
+                        for (size_t i = 0; i < r->npages && r->nshared_in > 0; i++) {
+                                if (r->state[i] != VMQ_PAGE_SHARED_IN ||
+                                    fs->frames[r->frame[i]].owner != owner)
+                                        continue;
+                                if (map_pages(p, r, i, 1, NULL, VMQ_PAGE_EMPTY, NULL) < 0)
+                                        abort();
+                                fs->frames[r->frame[i]].shares--;
+                                owner->shared_out--;
+                                r->state[i] = VMQ_PAGE_EMPTY;
+                                r->frame[i] = FRAME_NONE;
+                                r->nshared_in--;
+                        }
+                }
+        }
+        assert(owner->shared_out == 0);
+}
+
+static void region_fini(struct vmq_pool *p, struct region *r) {
+        struct frame_set *fs = &p->sets[r->kind];
+        if (r->hva)
+                (void)munmap(r->hva, r->size);
+        if (r->state) {
+                /* Return owned frames in runs, so that contiguous RAM is
+                 * zeroed by one hole punch. */
+                size_t i = 0;
+                while (i < r->npages) {
+                        if (r->state[i] == VMQ_PAGE_SHARED_IN) {
+                                struct frame *f = &fs->frames[r->frame[i]];
+                                f->shares--;
+                                f->owner->shared_out--;
+                                r->nshared_in--;
+                        }
+                        if (r->state[i] != VMQ_PAGE_OWNED) {
+                                i++;
+                                continue;
+                        }
+                        size_t j = i + 1;
+                        while (j < r->npages && r->state[j] == VMQ_PAGE_OWNED)
+                                j++;
+                        frames_put(fs, r->frame + i, j - i);
+                        i = j;
+                }
+        }
+        free(r->state);
+        free(r->frame);
+        *r = (struct region){0};
+}
+
+struct vmq_space *vmq_space_free(struct vmq_space *s) {
+        if (!s)
+                return NULL;
+        struct vmq_pool *p = s->pool;
+        pool_lock(p);
+        revoke_shares_of(p, s);
+        for (size_t i = 0; i < s->nregions; i++)
+                region_fini(p, &s->regions[i]);
+        if (s->prev)
+                s->prev->next = s->next;
+        else
+                p->spaces = s->next;
+        if (s->next)
+                s->next->prev = s->prev;
+        p->nspaces--;
+        pool_unlock(p);
+        free(s->regions);
+        free(s);
+        return NULL;
+}
+
+int vmq_space_add_region(struct vmq_space *s, uint64_t gpa, uint64_t size,
+                         enum vmq_frame_kind kind, unsigned flags, void **ret_hva) {
+        if (!s || (unsigned)kind >= VMQ_FRAME_KIND_MAX || (flags & ~VMQ_REGION_POPULATE))
+                return -EINVAL;
+        uint64_t fsize = vmq_frame_size(kind);
+        if (size == 0 || !VMQ_IS_ALIGNED(gpa, fsize) || !VMQ_IS_ALIGNED(size, fsize) ||
+            gpa + size < gpa || size > SIZE_MAX - HUGE_SIZE)
+                return -EINVAL;
+        struct vmq_pool *p = s->pool;
+        struct frame_set *fs = &p->sets[kind];
+        size_t npages = (size_t)(size / fsize);
+        if (npages >= FRAME_NONE)
+                return -EINVAL;
+
+        pool_lock(p);
+        int r;
+        struct region reg = {.gpa = gpa, .size = size, .kind = kind, .npages = npages};
+        _cleanup_free_ uint32_t *frames = NULL;
+        bool taken = false;
+        if (fs->total == 0) {
+                r = kind == VMQ_FRAME_2M ? -EOPNOTSUPP : -ENOMEM;
+                goto out;
+        }
+        for (size_t i = 0; i < s->nregions; i++)
+                if (vmq_ranges_overlap(gpa, size, s->regions[i].gpa, s->regions[i].size)) {
+                        r = -EEXIST;
+                        goto out;
+                }
+        struct region *grown = reallocarray(s->regions, s->nregions + 1, sizeof(*grown));
+        if (!grown) {
+                r = -ENOMEM;
+                goto out;
+        }
+        s->regions = grown;
+
+        reg.state = calloc(npages, 1); /* VMQ_PAGE_EMPTY == 0 */
+        reg.frame = malloc(npages * sizeof(uint32_t));
+        if (!reg.state || !reg.frame) {
+                r = -ENOMEM;
+                goto out;
+        }
+        memset(reg.frame, 0xff, npages * sizeof(uint32_t)); /* FRAME_NONE */
+
+        /* Huge frames must sit at 2 MiB-aligned host addresses: reserve one
+         * frame more and trim both ends. */
+        size_t extra = kind == VMQ_FRAME_2M ? HUGE_SIZE : 0;
+        uint8_t *raw = mmap(NULL, size + extra, PROT_NONE,
+                            MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+        if (raw == MAP_FAILED) {
+                r = -errno;
+                goto out;
+        }
+        uint8_t *hva = (uint8_t *)VMQ_ALIGN_UP((uintptr_t)raw, (uintptr_t)fsize);
+        if (hva > raw)
+                (void)munmap(raw, (size_t)(hva - raw));
+        if (raw + size + extra > hva + size)
+                (void)munmap(hva + size, (size_t)(raw + size + extra - (hva + size)));
+        reg.hva = hva;
+
+        if (flags & VMQ_REGION_POPULATE) {
+                frames = malloc(npages * sizeof(uint32_t));
+                if (!frames) {
+                        r = -ENOMEM;
+                        goto out;
+                }
+                r = frames_take(fs, npages, frames);
+                if (r < 0)
+                        goto out;
+                taken = true;
+                r = map_pages(p, &reg, 0, npages, NULL, VMQ_PAGE_OWNED, frames);
+                if (r < 0)
+                        goto out;
+                for (size_t i = 0; i < npages; i++) {
+                        reg.state[i] = VMQ_PAGE_OWNED;
+                        reg.frame[i] = frames[i];
+                        fs->frames[frames[i]].owner = s;
+                        fs->frames[frames[i]].gpa = gpa + i * fsize;
+                }
+                taken = false;
+        }
+        s->regions[s->nregions++] = reg;
+        reg = (struct region){0};
+        if (ret_hva)
+                *ret_hva = hva;
+        r = 0;
+out:
+        if (taken)
+                frames_put(fs, frames, npages);
+        if (reg.hva)
+                (void)munmap(reg.hva, size);
+        free(reg.state);
+        free(reg.frame);
+        pool_unlock(p);
+        return r;
+}
+
+size_t vmq_space_region_count(const struct vmq_space *s) {
+        if (!s)
+                return 0;
+        pool_lock(s->pool);
+        size_t n = s->nregions;
+        pool_unlock(s->pool);
+        return n;
+}
+
+int vmq_space_region(const struct vmq_space *s, size_t index, uint64_t *ret_gpa,
+                     uint64_t *ret_size, enum vmq_frame_kind *ret_kind, void **ret_hva) {
+        if (!s)
+                return -EINVAL;
+        int r = 0;
+        pool_lock(s->pool);
+        if (index >= s->nregions) {
+                r = -ERANGE;
+        } else {
+                const struct region *reg = &s->regions[index];
+                if (ret_gpa)
+                        *ret_gpa = reg->gpa;
+                if (ret_size)
+                        *ret_size = reg->size;
+                if (ret_kind)
+                        *ret_kind = reg->kind;
+                if (ret_hva)
+                        *ret_hva = reg->hva;
+        }
+        pool_unlock(s->pool);
+        return r;
+}
+
+void *vmq_space_translate(struct vmq_space *s, uint64_t gpa, uint64_t len, bool write) {
+        if (!s)
+                return NULL;
+        void *ptr = NULL;
+        pool_lock(s->pool);
+        const struct region *r = region_of(s, gpa);
+        if (!r || !vmq_range_within(gpa, len, r->gpa, r->size))
+                goto out;
+        size_t fsize = region_fsize(r);
+        uint64_t off = gpa - r->gpa;
+        size_t first = (size_t)(off / fsize);
+        size_t last = len == 0 ? first : (size_t)((off + len - 1) / fsize);
+        for (size_t i = first; i <= last && len > 0; i++) {
+                uint8_t st = r->state[i];
+                if (st != VMQ_PAGE_OWNED && (write || st != VMQ_PAGE_SHARED_IN))
+                        goto out;
+        }
+        ptr = r->hva + off;
+out:
+        pool_unlock(s->pool);
+        return ptr;
+}
+
+int vmq_space_page_state(struct vmq_space *s, uint64_t gpa, enum vmq_page_state *ret_state,
+                         enum vmq_frame_kind *ret_kind) {
+        if (!s)
+                return -EINVAL;
+        int r = 0;
+        pool_lock(s->pool);
+        const struct region *reg = region_of(s, gpa);
+        if (!reg) {
+                r = -ERANGE;
+        } else {
+                if (ret_state)
+                        *ret_state = reg->state[(gpa - reg->gpa) / region_fsize(reg)];
+                if (ret_kind)
+                        *ret_kind = reg->kind;
+        }
+        pool_unlock(s->pool);
+        return r;
+}
+
+/* First run of `count` EMPTY pages in [lo, hi), or SIZE_MAX. */
+static size_t scan_empty(const struct region *r, size_t lo, size_t hi, size_t count) {
+        size_t run = 0;
+        for (size_t i = lo; i < hi; i++) {
+                run = r->state[i] == VMQ_PAGE_EMPTY ? run + 1 : 0;
+                if (run == count)
+                        return i + 1 - count;
+        }
+        return SIZE_MAX;
+}
+
+int vmq_space_find_empty(struct vmq_space *s, uint64_t region_gpa, size_t count,
+                         uint64_t *ret_gpa) {
+        if (!s || count == 0 || !ret_gpa)
+                return -EINVAL;
+        int r = 0;
+        pool_lock(s->pool);
+        struct region *reg = region_of(s, region_gpa);
+        if (!reg) {
+                r = -ERANGE;
+                goto out;
+        }
+        /* Next fit: received pages are usually released in arrival order, so
+         * starting after the last find keeps the search short. */
+        size_t at = SIZE_MAX;
+        if (count <= reg->npages) {
+                at = scan_empty(reg, reg->find_hint, reg->npages, count);
+                if (at == SIZE_MAX)
+                        at = scan_empty(reg, 0, VMQ_MIN(reg->npages, reg->find_hint + count - 1),
+                                        count);
+        }
+        if (at == SIZE_MAX) {
+                r = -ENOSPC;
+                goto out;
+        }
+        reg->find_hint = at + count < reg->npages ? at + count : 0;
+        *ret_gpa = reg->gpa + (uint64_t)at * region_fsize(reg);
+out:
+        pool_unlock(s->pool);
+        return r;
+}
+
+/* ---- operations ---------------------------------------------------------- */
+
+int vmq_remap_flip(struct vmq_space *src, uint64_t src_gpa, struct vmq_space *dst,
+                   uint64_t dst_gpa, size_t count) {
+        if (!src || !dst || count == 0 || src->pool != dst->pool)
+                return -EINVAL;
+        struct vmq_pool *p = src->pool;
+        _cleanup_free_ uint32_t *fresh = NULL;
+        struct region *sr, *dr;
+        size_t sf, df;
+        int r;
+
+        pool_lock(p);
+        r = resolve_run(src, src_gpa, count, &sr, &sf);
+        if (r < 0)
+                goto out;
+        r = resolve_run(dst, dst_gpa, count, &dr, &df);
+        if (r < 0)
+                goto out;
+        if (sr->kind != dr->kind) {
+                r = -EINVAL;
+                goto out;
+        }
+        struct frame_set *fs = &p->sets[sr->kind];
+        if (check_all(sr, sf, count, VMQ_PAGE_OWNED) < 0) {
+                r = -EPERM;
+                goto out;
+        }
+        for (size_t i = 0; i < count; i++)
+                if (fs->frames[sr->frame[sf + i]].shares > 0) {
+                        r = -EBUSY;
+                        goto out;
+                }
+        if (check_all(dr, df, count, VMQ_PAGE_EMPTY) < 0) {
+                r = -EBUSY;
+                goto out;
+        }
+        fresh = malloc(count * sizeof(uint32_t));
+        if (!fresh) {
+                r = -ENOMEM;
+                goto out;
+        }
+        r = frames_take(fs, count, fresh);
+        if (r < 0)
+                goto out;
+
+        /* Revoke before granting: the sender loses the old frames before the
+         * receiver gets them. */
+        r = map_pages(p, sr, sf, count, NULL, VMQ_PAGE_OWNED, fresh);
+        if (r < 0) {
+                map_restore(p, sr, sf, count);
+                frames_put(fs, fresh, count);
+                goto out;
+        }
+        r = map_pages(p, dr, df, count, NULL, VMQ_PAGE_OWNED, sr->frame + sf);
+        if (r < 0) {
+                map_restore(p, dr, df, count);
+                map_restore(p, sr, sf, count);
+                frames_put(fs, fresh, count);
+                goto out;
+        }
+        size_t fsize = fs->size;
+        for (size_t i = 0; i < count; i++) {
+                uint32_t old = sr->frame[sf + i];
+                dr->state[df + i] = VMQ_PAGE_OWNED;
+                dr->frame[df + i] = old;
+                fs->frames[old].owner = dst;
+                fs->frames[old].gpa = dst_gpa + i * fsize;
+                sr->frame[sf + i] = fresh[i];
+                fs->frames[fresh[i]].owner = src;
+                fs->frames[fresh[i]].gpa = src_gpa + i * fsize;
+        }
+out:
+        pool_unlock(p);
+        return r;
+}
+
+int vmq_remap_share(struct vmq_space *src, uint64_t src_gpa, struct vmq_space *dst,
+                    uint64_t dst_gpa, size_t count) {
+        if (!src || !dst || count == 0 || src->pool != dst->pool)
+                return -EINVAL;
+        struct vmq_pool *p = src->pool;
+        struct region *sr, *dr;
+        size_t sf, df;
+        int r;
+
+        pool_lock(p);
+        r = resolve_run(src, src_gpa, count, &sr, &sf);
+        if (r < 0)
+                goto out;
+        r = resolve_run(dst, dst_gpa, count, &dr, &df);
+        if (r < 0)
+                goto out;
+        if (sr->kind != dr->kind) {
+                r = -EINVAL;
+                goto out;
+        }
+        if (check_all(sr, sf, count, VMQ_PAGE_OWNED) < 0) {
+                r = -EPERM;
+                goto out;
+        }
+        if (check_all(dr, df, count, VMQ_PAGE_EMPTY) < 0) {
+                r = -EBUSY;
+                goto out;
+        }
+        r = map_pages(p, dr, df, count, NULL, VMQ_PAGE_SHARED_IN, sr->frame + sf);
+        if (r < 0) {
+                map_restore(p, dr, df, count);
+                goto out;
+        }
+        struct frame_set *fs = &p->sets[sr->kind];
+        for (size_t i = 0; i < count; i++) {
+                uint32_t f = sr->frame[sf + i];
+                dr->state[df + i] = VMQ_PAGE_SHARED_IN;
+                dr->frame[df + i] = f;
+                fs->frames[f].shares++;
+        }
+        dr->nshared_in += count;
+        src->shared_out += count;
+out:
+        pool_unlock(p);
+        return r;
+}
+
+/*
+ * Common part of copy and copy_in: gives the EMPTY pages covering len bytes
+ * at dst_gpa fresh frames filled from `data` (a host pointer, which for copy
+ * is the source region's mapping, checked readable by the caller).
+ */
+static int copy_locked(struct vmq_pool *p, struct vmq_space *dst, uint64_t dst_gpa,
+                       const uint8_t *data, uint64_t len) {
+        struct region *dr = region_of(dst, dst_gpa);
+        if (!dr)
+                return -ERANGE;
+        size_t fsize = region_fsize(dr);
+        if (!VMQ_IS_ALIGNED(dst_gpa, (uint64_t)fsize))
+                return -EINVAL;
+        uint64_t count64 = len / fsize + (len % fsize != 0);
+        size_t df;
+        if (count64 > SIZE_MAX)
+                return -ERANGE;
+        size_t count = (size_t)count64;
+        int r = resolve_run(dst, dst_gpa, count, &dr, &df);
+        if (r < 0)
+                return r;
+        if (check_all(dr, df, count, VMQ_PAGE_EMPTY) < 0)
+                return -EBUSY;
+        struct frame_set *fs = &p->sets[dr->kind];
+        _cleanup_free_ uint32_t *fresh = malloc(count * sizeof(uint32_t));
+        if (!fresh)
+                return -ENOMEM;
+        r = frames_take(fs, count, fresh);
+        if (r < 0)
+                return r;
+        /* Fill through the pool's mapping before the receiver can see the
+         * frames: it never observes a half-written page. */
+        for (size_t i = 0; i < count; i++) {
+                uint64_t done = (uint64_t)i * fsize;
+                memcpy(fs->base + (size_t)fresh[i] * fsize, data + done,
+                       (size_t)VMQ_MIN((uint64_t)fsize, len - done));
+        }
+        r = map_pages(p, dr, df, count, NULL, VMQ_PAGE_OWNED, fresh);
+        if (r < 0) {
+                map_restore(p, dr, df, count);
+                frames_put(fs, fresh, count);
+                return r;
+        }
+        for (size_t i = 0; i < count; i++) {
+                dr->state[df + i] = VMQ_PAGE_OWNED;
+                dr->frame[df + i] = fresh[i];
+                fs->frames[fresh[i]].owner = dst;
+                fs->frames[fresh[i]].gpa = dst_gpa + (uint64_t)i * fsize;
+        }
+        return 0;
+}
+
+int vmq_remap_copy(struct vmq_space *src, uint64_t src_gpa, struct vmq_space *dst,
+                   uint64_t dst_gpa, uint64_t len) {
+        if (!src || !dst || len == 0 || src->pool != dst->pool)
+                return -EINVAL;
+        struct vmq_pool *p = src->pool;
+        int r;
+        pool_lock(p);
+        const struct region *sr = region_of(src, src_gpa);
+        if (!sr || !vmq_range_within(src_gpa, len, sr->gpa, sr->size)) {
+                r = -ERANGE;
+                goto out;
+        }
+        size_t fsize = region_fsize(sr);
+        uint64_t off = src_gpa - sr->gpa;
+        for (size_t i = (size_t)(off / fsize); i <= (size_t)((off + len - 1) / fsize); i++)
+                if (sr->state[i] == VMQ_PAGE_EMPTY) {
+                        r = -EPERM;
+                        goto out;
+                }
+        r = copy_locked(p, dst, dst_gpa, sr->hva + off, len);
+out:
+        pool_unlock(p);
+        return r;
+}
+
+int vmq_remap_copy_in(struct vmq_space *dst, uint64_t dst_gpa, const void *data, uint64_t len) {
+        if (!dst || !data || len == 0)
+                return -EINVAL;
+        pool_lock(dst->pool);
+        int r = copy_locked(dst->pool, dst, dst_gpa, data, len);
+        pool_unlock(dst->pool);
+        return r;
+}
+
+int vmq_remap_release(struct vmq_space *s, uint64_t gpa, size_t count) {
+        if (!s || count == 0)
+                return -EINVAL;
+        struct vmq_pool *p = s->pool;
+        _cleanup_free_ uint32_t *owned = NULL;
+        struct region *reg;
+        size_t first, nowned = 0;
+        int r;
+
+        pool_lock(p);
+        r = resolve_run(s, gpa, count, &reg, &first);
+        if (r < 0)
+                goto out;
+        struct frame_set *fs = &p->sets[reg->kind];
+        /* EMPTY pages first, so that the error does not depend on where in
+         * the run the pages are. */
+        for (size_t i = first; i < first + count; i++)
+                if (reg->state[i] == VMQ_PAGE_EMPTY) {
+                        r = -EPERM;
+                        goto out;
+                }
+        for (size_t i = first; i < first + count; i++) {
+                if (reg->state[i] == VMQ_PAGE_OWNED) {
+                        if (fs->frames[reg->frame[i]].shares > 0) {
+                                r = -EBUSY;
+                                goto out;
+                        }
+                        nowned++;
+                }
+        }
+        owned = malloc(VMQ_MAX(nowned, (size_t)1) * sizeof(uint32_t));
+        if (!owned) {
+                r = -ENOMEM;
+                goto out;
+        }
+        r = map_pages(p, reg, first, count, NULL, VMQ_PAGE_EMPTY, NULL);
+        if (r < 0) {
+                map_restore(p, reg, first, count);
+                goto out;
+        }
+        nowned = 0;
+        for (size_t i = first; i < first + count; i++) {
+                uint32_t f = reg->frame[i];
+                if (reg->state[i] == VMQ_PAGE_OWNED) {
+                        owned[nowned++] = f;
+                } else {
+                        fs->frames[f].shares--;
+                        fs->frames[f].owner->shared_out--;
+                        reg->nshared_in--;
+                }
+                reg->state[i] = VMQ_PAGE_EMPTY;
+                reg->frame[i] = FRAME_NONE;
+        }
+        /* Zeroed here, under the lock and off the send path: see the top. */
+        frames_put(fs, owned, nowned);
+out:
+        pool_unlock(p);
+        return r;
+}
+
+/* ---- invariant check ------------------------------------------------------- */
+
+static bool space_listed(const struct vmq_pool *p, const struct vmq_space *s) {
+        for (const struct vmq_space *t = p->spaces; t; t = t->next)
+                if (t == s)
+                        return true;
+        return false;
+}
+
+static int check_locked(struct vmq_pool *p, uint32_t **scratch) {
+        size_t nspaces = 0;
+        for (struct vmq_space *t = p->spaces; t; t = t->next) {
+                if (t->pool != p || (t->next && t->next->prev != t))
+                        return -EUCLEAN;
+                nspaces++;
+        }
+        if (nspaces != p->nspaces || (p->spaces && p->spaces->prev))
+                return -EUCLEAN;
+
+        for (size_t k = 0; k < VMQ_FRAME_KIND_MAX; k++) {
+                struct frame_set *fs = &p->sets[k];
+                /* share references seen per frame */
+                uint32_t *seen = scratch[k];
+                size_t used = 0, owned_pages = 0;
+                for (size_t f = 0; f < fs->total; f++) {
+                        bool u = bm_test(fs->used, f);
+                        const struct frame *fr = &fs->frames[f];
+                        if (u != (fr->owner != NULL))
+                                return -EUCLEAN;
+                        if (!u && fr->shares != 0)
+                                return -EUCLEAN;
+                        if (u && !space_listed(p, fr->owner))
+                                return -EUCLEAN;
+                        if (!u && f < fs->hint)
+                                return -EUCLEAN;
+                        used += u;
+                }
+                if (used + fs->nfree != fs->total)
+                        return -EUCLEAN;
+
+                for (struct vmq_space *t = p->spaces; t; t = t->next) {
+                        for (size_t ri = 0; ri < t->nregions; ri++) {
+                                const struct region *r = &t->regions[ri];
+                                if ((size_t)r->kind != k)
+                                        continue;
+                                size_t nshared = 0;
+                                for (size_t i = 0; i < r->npages; i++) {
+                                        uint32_t f = r->frame[i];
+                                        uint64_t gpa = r->gpa + (uint64_t)i * fs->size;
+                                        switch (r->state[i]) {
+                                        case VMQ_PAGE_EMPTY:
+                                                if (f != FRAME_NONE)
+                                                        return -EUCLEAN;
+                                                break;
+                                        case VMQ_PAGE_OWNED:
+                                                /* (owner, gpa) names one page, so
+                                                 * valid claims are injective; their
+                                                 * count equal to `used` makes it a
+                                                 * bijection. */
+                                                if (f >= fs->total || fs->frames[f].owner != t ||
+                                                    fs->frames[f].gpa != gpa)
+                                                        return -EUCLEAN;
+                                                owned_pages++;
+                                                break;
+                                        case VMQ_PAGE_SHARED_IN:
+                                                if (f >= fs->total || !fs->frames[f].owner)
+                                                        return -EUCLEAN;
+                                                seen[f]++;
+                                                nshared++;
+                                                break;
+                                        default:
+                                                return -EUCLEAN;
+                                        }
+                                }
+                                if (nshared != r->nshared_in)
+                                        return -EUCLEAN;
+                        }
+                }
+                if (owned_pages != used)
+                        return -EUCLEAN;
+                for (size_t f = 0; f < fs->total; f++)
+                        if (seen[f] != fs->frames[f].shares)
+                                return -EUCLEAN;
+        }
+
+        /* Each space's count of shares on its frames. */
+        for (struct vmq_space *t = p->spaces; t; t = t->next) {
+                size_t out = 0;
+                for (size_t k = 0; k < VMQ_FRAME_KIND_MAX; k++)
+                        for (size_t f = 0; f < p->sets[k].total; f++)
+                                if (p->sets[k].frames[f].owner == t)
+                                        out += p->sets[k].frames[f].shares;
+                if (out != t->shared_out)
+                        return -EUCLEAN;
+        }
+        return 0;
+}
+
+int vmq_pool_check(struct vmq_pool *p) {
+        if (!p)
+                return -EINVAL;
+        uint32_t *scratch[VMQ_FRAME_KIND_MAX] = {0};
+        int r = 0;
+        for (size_t k = 0; k < VMQ_FRAME_KIND_MAX; k++) {
+                scratch[k] = calloc(VMQ_MAX(p->sets[k].total, (size_t)1), sizeof(uint32_t));
+                if (!scratch[k])
+                        r = -ENOMEM;
+        }
+        if (r == 0) {
+                pool_lock(p);
+                r = check_locked(p, scratch);
+                pool_unlock(p);
+        }
+        for (size_t k = 0; k < VMQ_FRAME_KIND_MAX; k++)
+                free(scratch[k]);
+        return r;
+}
