@@ -216,8 +216,8 @@ static int frames_take(struct frame_set *fs, size_t n, uint32_t *out) {
 
 static void zero_frames(struct frame_set *fs, size_t first, size_t n) {
         if (fs->size == SMALL_SIZE && n >= PUNCH_MIN_FRAMES &&
-            fallocate(fs->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
-                      (off_t)(first * fs->size), (off_t)(n * fs->size)) == 0)
+            fallocate(fs->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)(first * fs->size),
+                      (off_t)(n * fs->size)) == 0)
                 return;
         /* Small runs: a memset of resident pages is cheaper than a syscall.
          * Huge frames: a hole would drop the hugetlb reservation. */
@@ -430,7 +430,8 @@ static int map_pages(const struct vmq_pool *p, const struct region *r, size_t fi
                 else
                         m = mmap(addr, len,
                                  st == VMQ_PAGE_OWNED ? PROT_READ | PROT_WRITE : PROT_READ,
-                                 MAP_SHARED | MAP_FIXED, fs->fd, (off_t)frames[i] * (off_t)fs->size);
+                                 MAP_SHARED | MAP_FIXED, fs->fd,
+                                 (off_t)frames[i] * (off_t)fs->size);
                 if (m == MAP_FAILED)
                         return -errno;
                 i = j;
@@ -456,8 +457,8 @@ static struct region *region_of(const struct vmq_space *s, uint64_t gpa) {
 }
 
 /* Resolves a run of `count` pages at gpa into one region. */
-static int resolve_run(const struct vmq_space *s, uint64_t gpa, size_t count,
-                       struct region **ret_r, size_t *ret_first) {
+static int resolve_run(const struct vmq_space *s, uint64_t gpa, size_t count, struct region **ret_r,
+                       size_t *ret_first) {
         struct region *r = region_of(s, gpa);
         if (!r)
                 return -ERANGE;
@@ -574,8 +575,8 @@ struct vmq_space *vmq_space_free(struct vmq_space *s) {
         return NULL;
 }
 
-int vmq_space_add_region(struct vmq_space *s, uint64_t gpa, uint64_t size,
-                         enum vmq_frame_kind kind, unsigned flags, void **ret_hva) {
+int vmq_space_add_region(struct vmq_space *s, uint64_t gpa, uint64_t size, enum vmq_frame_kind kind,
+                         unsigned flags, void **ret_hva) {
         if (!s || (unsigned)kind >= VMQ_FRAME_KIND_MAX || (flags & ~VMQ_REGION_POPULATE))
                 return -EINVAL;
         uint64_t fsize = vmq_frame_size(kind);
@@ -679,8 +680,8 @@ size_t vmq_space_region_count(const struct vmq_space *s) {
         return n;
 }
 
-int vmq_space_region(const struct vmq_space *s, size_t index, uint64_t *ret_gpa,
-                     uint64_t *ret_size, enum vmq_frame_kind *ret_kind, void **ret_hva) {
+int vmq_space_region(const struct vmq_space *s, size_t index, uint64_t *ret_gpa, uint64_t *ret_size,
+                     enum vmq_frame_kind *ret_kind, void **ret_hva) {
         if (!s)
                 return -EINVAL;
         int r = 0;
@@ -788,8 +789,8 @@ out:
 
 /* ---- operations ---------------------------------------------------------- */
 
-int vmq_remap_flip(struct vmq_space *src, uint64_t src_gpa, struct vmq_space *dst,
-                   uint64_t dst_gpa, size_t count) {
+int vmq_remap_flip(struct vmq_space *src, uint64_t src_gpa, struct vmq_space *dst, uint64_t dst_gpa,
+                   size_t count) {
         if (!src || !dst || count == 0 || src->pool != dst->pool)
                 return -EINVAL;
         struct vmq_pool *p = src->pool;
@@ -962,8 +963,8 @@ static int copy_locked(struct vmq_pool *p, struct vmq_space *dst, uint64_t dst_g
         return 0;
 }
 
-int vmq_remap_copy(struct vmq_space *src, uint64_t src_gpa, struct vmq_space *dst,
-                   uint64_t dst_gpa, uint64_t len) {
+int vmq_remap_copy(struct vmq_space *src, uint64_t src_gpa, struct vmq_space *dst, uint64_t dst_gpa,
+                   uint64_t len) {
         if (!src || !dst || len == 0 || src->pool != dst->pool)
                 return -EINVAL;
         struct vmq_pool *p = src->pool;

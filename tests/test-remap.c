@@ -306,8 +306,8 @@ Test(remap, copy_and_copy_in) {
 
         static const char msg[] = "hello from the host";
         cr_assert_eq(vmq_remap_copy_in(b, 0x100000 + 5 * PG, msg, sizeof(msg)), 0);
-        cr_assert_str_eq((const char *)vmq_space_translate(b, 0x100000 + 5 * PG, sizeof(msg), false),
-                         msg);
+        cr_assert_str_eq(
+                (const char *)vmq_space_translate(b, 0x100000 + 5 * PG, sizeof(msg), false), msg);
         cr_assert(all_zero(bh + 5 * PG + sizeof(msg), PG - sizeof(msg)));
         cr_assert_eq(vmq_remap_copy_in(b, 0x100000 + 5 * PG, msg, sizeof(msg)), -EBUSY);
         cr_assert_eq(vmq_pool_check(p), 0);
@@ -370,9 +370,9 @@ Test(remap, errors) {
 
         /* exhaustion: 40 frames, 18 in use; take the rest */
         cr_assert_eq(vmq_pool_frames_free(p, VMQ_FRAME_4K), 22);
-        cr_assert_eq(vmq_space_add_region(b, 0x400000, 23 * PG, VMQ_FRAME_4K,
-                                          VMQ_REGION_POPULATE, &hva),
-                     -ENOMEM);
+        cr_assert_eq(
+                vmq_space_add_region(b, 0x400000, 23 * PG, VMQ_FRAME_4K, VMQ_REGION_POPULATE, &hva),
+                -ENOMEM);
         cr_assert_eq(vmq_space_region_count(b), 1);
         cr_assert_eq(vmq_remap_flip(a, 0, b, 0x100000 + 1 * PG, 13), 0);
         cr_assert_eq(vmq_pool_frames_free(p, VMQ_FRAME_4K), 9);
@@ -561,16 +561,16 @@ Test(remap, teardown_returns_everything) {
 
 /* ---- random operations against a model ---------------------------------- */
 
-#define RS 4      /* spaces */
-#define RP 48     /* pages per space */
+#define RS 4  /* spaces */
+#define RP 48 /* pages per space */
 #define RGPA 0x200000ull
 #define RFRAMES 150
 
 struct mpage {
-        int state;     /* enum vmq_page_state */
-        uint64_t tag;  /* OWNED: first 8 bytes of the page */
-        int shares;    /* OWNED: SHARED_IN pages pointing here */
-        int os, op;    /* SHARED_IN: owning space and page */
+        int state;    /* enum vmq_page_state */
+        uint64_t tag; /* OWNED: first 8 bytes of the page */
+        int shares;   /* OWNED: SHARED_IN pages pointing here */
+        int os, op;   /* SHARED_IN: owning space and page */
 };
 
 struct model {
@@ -653,8 +653,8 @@ static void random_op(struct model *m) {
         if (op < 40) { /* populate one page from the host */
                 uint64_t tag = ++m->next_tag;
                 want = m->pg[d][b].state != VMQ_PAGE_EMPTY ? -EBUSY
-                       : m->owned >= RFRAMES                ? -ENOMEM
-                                                            : 0;
+                       : m->owned >= RFRAMES               ? -ENOMEM
+                                                           : 0;
                 r = vmq_remap_copy_in(m->sp[d], gpa_of(b), &tag, sizeof(tag));
                 cr_assert_eq(r, want);
                 if (r == 0) {
@@ -683,8 +683,8 @@ static void random_op(struct model *m) {
                 cr_assert_eq(r, want, "share %d:%d -> %d:%d x%d", s, a, d, b, n);
                 for (int i = 0; r == 0 && i < n; i++) {
                         m->pg[s][a + i].shares++;
-                        m->pg[d][b + i] = (struct mpage){
-                                .state = VMQ_PAGE_SHARED_IN, .os = s, .op = a + i};
+                        m->pg[d][b + i] =
+                                (struct mpage){.state = VMQ_PAGE_SHARED_IN, .os = s, .op = a + i};
                 }
         } else if (op < 150) { /* copy n-1 pages and a bit, from any readable page */
                 uint64_t len = (uint64_t)(n - 1) * PG + 8 + rn(m, PG - 8);
@@ -744,8 +744,8 @@ static void model_verify(struct model *m) {
                                 continue;
                         }
                         cr_assert_not_null(w);
-                        uint64_t tag = q->state == VMQ_PAGE_SHARED_IN ? m->pg[q->os][q->op].tag
-                                                                      : q->tag;
+                        uint64_t tag =
+                                q->state == VMQ_PAGE_SHARED_IN ? m->pg[q->os][q->op].tag : q->tag;
                         cr_assert_eq(*w, tag, "content of %d:%d", s, i);
                         cr_assert_eq(vmq_space_translate(m->sp[s], gpa_of(i), 8, true) != NULL,
                                      q->state == VMQ_PAGE_OWNED);
