@@ -1,1 +1,867 @@
 /* SPDX-License-Identifier: MIT */
+/*
+ * Micro-VM lifecycle: memory from the frame pool, VMCS, page tables and ELF
+ * image, one thread per vCPU running KVM_RUN, and the exit loop.
+ *
+ * Stopping a vCPU thread.  A thread may be inside KVM_RUN, about to enter
+ * it, or blocked in a WAIT hypercall.  The stopper sets vm->stopping, sets
+ * run->immediate_exit (so a KVM_RUN that has not started yet returns -EINTR
+ * at once), sends the kick signal (to interrupt a KVM_RUN in progress) and
+ * broadcasts state_cond (to end a WAIT).  The handler of the kick signal
+ * does nothing; what matters is that it is installed without SA_RESTART.
+ *
+ * Locks: mon->rw (read) is held while an exit is handled, never while a vCPU
+ * sleeps or runs guest code, so that adding or removing VMs and channels
+ * (write) only waits for exits in progress.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/ioctl.h>
+#include <time.h>
+
+#include "core/elf.h"
+#include "core/util.h"
+#include "core/vm.h"
+#include "core/x86.h"
+
+#define VMQ_MIB (1024ull * 1024ull)
+#define VMQ_IMAGE_MAX (64ull * VMQ_MIB)
+
+void vmq_vm_config_init(struct vmq_vm_config *cfg) {
+        memset(cfg, 0, sizeof(*cfg));
+        cfg->ram_size = 16 * VMQ_MIB;
+        cfg->vcpus = 1;
+        cfg->queue_depth = 64;
+        cfg->post_depth = 64;
+        cfg->rx_size = 16 * VMQ_MIB;
+        cfg->huge_size = 0;
+        cfg->huge_rx_size = 0;
+}
+
+const char *vmq_vm_state_to_string(enum vmq_vm_state s) {
+        static const char *const names[VMQ_VM_STATE_MAX] = {
+                [VMQ_VM_CREATED] = "created", [VMQ_VM_RUNNING] = "running",
+                [VMQ_VM_EXITED] = "exited",   [VMQ_VM_STOPPED] = "stopped",
+                [VMQ_VM_CRASHED] = "crashed",
+        };
+        if ((unsigned)s >= VMQ_VM_STATE_MAX)
+                return "unknown";
+        return names[s];
+}
+
+static bool name_is_valid(const char *name) {
+        size_t n;
+        if (!name)
+                return false;
+        n = strlen(name);
+        if (n == 0 || n >= VMQ_NAME_MAX)
+                return false;
+        for (size_t i = 0; i < n; i++) {
+                char c = name[i];
+                if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                      c == '_' || c == '-' || c == '.'))
+                        return false;
+        }
+        return name[0] != '.' && name[0] != '-';
+}
+
+static int check_config(const struct vmq_vm_config *c) {
+        if (!name_is_valid(c->name))
+                return -EINVAL;
+        if (c->ram_size < 4 * VMQ_MIB || c->ram_size > 1024 * VMQ_MIB ||
+            !VMQ_IS_ALIGNED(c->ram_size, (uint64_t)VMQ_HUGE_PAGE_SIZE))
+                return -EINVAL;
+        if (c->vcpus < 1 || c->vcpus > VMQ_MAX_VCPUS)
+                return -EINVAL;
+        if (!VMQ_IS_POW2(c->queue_depth) || c->queue_depth < 4 || !VMQ_IS_POW2(c->post_depth) ||
+            c->post_depth < 4)
+                return -EINVAL;
+        if ((uint64_t)VMQ_VMCS_SIZE((uint64_t)c->queue_depth, (uint64_t)c->post_depth) >
+            VMQ_VMCS_MAX_SIZE)
+                return -EINVAL;
+        if (c->rx_size == 0 || c->rx_size > VMQ_HUGE_GPA - VMQ_RX_GPA ||
+            !VMQ_IS_ALIGNED(c->rx_size, (uint64_t)VMQ_PAGE_SIZE))
+                return -EINVAL;
+        if (c->huge_size > VMQ_HUGE_RX_GPA - VMQ_HUGE_GPA ||
+            !VMQ_IS_ALIGNED(c->huge_size, (uint64_t)VMQ_HUGE_PAGE_SIZE))
+                return -EINVAL;
+        if (c->huge_rx_size > VMQ_GPA_LIMIT - VMQ_HUGE_RX_GPA ||
+            !VMQ_IS_ALIGNED(c->huge_rx_size, (uint64_t)VMQ_HUGE_PAGE_SIZE))
+                return -EINVAL;
+        if (c->args && strlen(c->args) >= VMQ_ARGS_MAX)
+                return -E2BIG;
+        return 0;
+}
+
+static void *translate_cb(void *ctx, uint64_t gpa, uint64_t len) {
+        return vmq_space_translate(ctx, gpa, len, true);
+}
+
+static void random_uuid(uint8_t uuid[16]) {
+        int fd = open("/dev/urandom", O_RDONLY | O_CLOEXEC);
+        bool ok = false;
+        if (fd >= 0) {
+                ok = read(fd, uuid, 16) == 16;
+                close(fd);
+        }
+        if (!ok) {
+                /* Only reachable without /dev/urandom: unique, not secret. */
+                struct timespec ts;
+                clock_gettime(CLOCK_REALTIME, &ts);
+                uint64_t a = (uint64_t)ts.tv_nsec ^ ((uint64_t)ts.tv_sec << 20) ^ (uintptr_t)uuid;
+                for (int i = 0; i < 16; i++) {
+                        a = a * 6364136223846793005ull + 1442695040888963407ull;
+                        uuid[i] = (uint8_t)(a >> 56);
+                }
+        }
+        uuid[6] = (uint8_t)((uuid[6] & 0x0f) | 0x40); /* version 4 */
+        uuid[8] = (uint8_t)((uuid[8] & 0x3f) | 0x80); /* RFC 4122 variant */
+}
+
+static void vm_free_resources(struct vmq_vm *vm) {
+        for (unsigned i = 0; i < vm->nvcpus; i++) {
+                struct vmq_vcpu *c = &vm->vcpus[i];
+                if (c->run)
+                        munmap(c->run, c->run_size);
+                c->fd = vmq_close(c->fd);
+        }
+        if (vm->doorbell_fd >= 0 && vm->vm_fd >= 0)
+                (void)vmq_kvm_ioeventfd(vm->vm_fd, VMQ_DOORBELL_PORT, 1, vm->doorbell_fd, false);
+        vm->doorbell_fd = vmq_close(vm->doorbell_fd);
+        vm->stop_fd = vmq_close(vm->stop_fd);
+        vm->vm_fd = vmq_close(vm->vm_fd);
+        vm->space = vmq_space_free(vm->space);
+        pthread_mutex_destroy(&vm->rxq_lock);
+        pthread_mutex_destroy(&vm->post_lock);
+        pthread_mutex_destroy(&vm->state_lock);
+        pthread_cond_destroy(&vm->state_cond);
+        pthread_mutex_destroy(&vm->console_lock);
+        free(vm->args);
+        free(vm);
+}
+
+static int setup_vcpu(struct vmq_vm *vm, unsigned index, const struct vmq_x86_boot *boot,
+                      uint64_t entry, const struct kvm_cpuid2 *cpuid) {
+        struct vmq_vcpu *c = &vm->vcpus[index];
+        struct kvm_sregs sregs;
+        struct kvm_regs regs;
+        int fd;
+
+        c->vm = vm;
+        c->index = index;
+        fd = vmq_kvm_create_vcpu(vm->mon->kvm_fd, vm->vm_fd, index, &c->run, &c->run_size);
+        if (fd < 0)
+                return fd;
+        c->fd = fd;
+        if (cpuid && ioctl(fd, KVM_SET_CPUID2, cpuid) < 0)
+                return -errno;
+        if (ioctl(fd, KVM_GET_SREGS, &sregs) < 0)
+                return -errno;
+        vmq_x86_setup_sregs(boot, &sregs);
+        if (ioctl(fd, KVM_SET_SREGS, &sregs) < 0)
+                return -errno;
+        vmq_x86_setup_regs(entry, vm->cfg.ram_size - (uint64_t)index * VMQ_STACK_SIZE, index,
+                           VMQ_VMCS_GPA, &regs);
+        if (ioctl(fd, KVM_SET_REGS, &regs) < 0)
+                return -errno;
+        return 0;
+}
+
+static struct kvm_cpuid2 *supported_cpuid(int kvm_fd) {
+        unsigned n = 128;
+        for (int tries = 0; tries < 4; tries++, n *= 2) {
+                struct kvm_cpuid2 *c =
+                        calloc(1, sizeof(*c) + n * sizeof(struct kvm_cpuid_entry2));
+                if (!c)
+                        return NULL;
+                c->nent = n;
+                if (ioctl(kvm_fd, KVM_GET_SUPPORTED_CPUID, c) == 0)
+                        return c;
+                free(c);
+                if (errno != E2BIG)
+                        return NULL;
+        }
+        return NULL;
+}
+
+static int add_region(struct vmq_vm *vm, uint32_t slot, uint64_t gpa, uint64_t size,
+                      enum vmq_frame_kind kind, unsigned flags) {
+        void *hva;
+        int r;
+        if (size == 0)
+                return 0;
+        r = vmq_space_add_region(vm->space, gpa, size, kind, flags, &hva);
+        if (r < 0)
+                return r;
+        return vmq_kvm_set_memslot(vm->vm_fd, slot, gpa, size, hva, 0);
+}
+
+static void init_vmcs(struct vmq_vm *vm, uint64_t image_end) {
+        struct vmq_vmcs *v = vm->vmcs;
+        const struct vmq_vm_config *c = &vm->cfg;
+        uint32_t q = c->queue_depth, p = c->post_depth;
+
+        memset(v, 0, vm->vmcs_size);
+        v->magic = VMQ_ABI_MAGIC;
+        v->abi_version = VMQ_ABI_VERSION;
+        v->vmcs_size = vm->vmcs_size;
+        v->header_size = sizeof(*v);
+        v->self = vm->ident;
+        v->layout.ram_size = c->ram_size;
+        v->layout.image_end = image_end;
+        v->layout.rx_gpa = VMQ_RX_GPA;
+        v->layout.rx_size = c->rx_size;
+        v->layout.huge_gpa = VMQ_HUGE_GPA;
+        v->layout.huge_size = c->huge_size;
+        v->layout.huge_rx_gpa = VMQ_HUGE_RX_GPA;
+        v->layout.huge_rx_size = c->huge_rx_size;
+        v->layout.queue_off = VMQ_VMCS_QUEUE_OFF;
+        v->layout.queue_cap = q;
+        v->layout.queue_slots_off = VMQ_VMCS_QUEUE_SLOTS_OFF;
+        v->layout.post_off = VMQ_VMCS_POST_OFF(q);
+        v->layout.post_cap = p;
+        v->layout.post_slots_off = VMQ_VMCS_POST_SLOTS_OFF(q);
+        v->layout.vcpus = c->vcpus;
+        v->tsc_khz = vm->mon->tsc_khz;
+        if (vm->args)
+                memcpy(v->args, vm->args, strlen(vm->args) + 1);
+}
+
+int vmq_vm_create(struct vmq_monitor *m, const struct vmq_vm_config *cfg, const void *image,
+                  size_t image_size, struct vmq_vm **ret) {
+        struct vmq_vm *vm;
+        struct vmq_elf_info elf;
+        struct vmq_x86_boot boot;
+        struct kvm_cpuid2 *cpuid = NULL;
+        uint8_t *base;
+        void *system;
+        int r;
+
+        r = check_config(cfg);
+        if (r < 0)
+                return r;
+        if (!image || image_size == 0)
+                return -ENOEXEC;
+
+        vm = calloc(1, sizeof(*vm));
+        if (!vm)
+                return -ENOMEM;
+        vm->mon = m;
+        vm->vm_fd = vm->doorbell_fd = vm->stop_fd = -1;
+        for (unsigned i = 0; i < VMQ_MAX_VCPUS; i++)
+                vm->vcpus[i].fd = -1;
+        pthread_mutex_init(&vm->rxq_lock, NULL);
+        pthread_mutex_init(&vm->post_lock, NULL);
+        pthread_mutex_init(&vm->state_lock, NULL);
+        pthread_mutex_init(&vm->console_lock, NULL);
+        {
+                pthread_condattr_t ca;
+                pthread_condattr_init(&ca);
+                pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+                pthread_cond_init(&vm->state_cond, &ca);
+                pthread_condattr_destroy(&ca);
+        }
+        atomic_init(&vm->state, VMQ_VM_CREATED);
+        vm->cfg = *cfg;
+        vm->cfg.name = NULL;
+        vm->cfg.args = NULL;
+        if (!vmq_monitor_has_huge(m)) {
+                /* The guest learns this from its layout (huge_size == 0). */
+                vm->cfg.huge_size = 0;
+                vm->cfg.huge_rx_size = 0;
+        }
+        vm->nvcpus = cfg->vcpus;
+        if (cfg->args) {
+                vm->args = strdup(cfg->args);
+                if (!vm->args) {
+                        r = -ENOMEM;
+                        goto fail;
+                }
+        }
+        snprintf(vm->ident.name, sizeof(vm->ident.name), "%s", cfg->name);
+        memcpy(vm->ident.uuid, cfg->uuid, 16);
+        if (memcmp(vm->ident.uuid, (uint8_t[16]){0}, 16) == 0)
+                random_uuid(vm->ident.uuid);
+
+        /* Parse before allocating anything big: bad images fail fast. */
+        r = vmq_elf_parse(image, image_size, VMQ_IMAGE_GPA,
+                          vm->cfg.ram_size - (uint64_t)vm->nvcpus * VMQ_STACK_SIZE, &elf);
+        if (r < 0)
+                goto fail;
+
+        r = vmq_space_new(m->pool, &vm->space);
+        if (r < 0)
+                goto fail;
+        r = vmq_kvm_create_vm(m->kvm_fd);
+        if (r < 0)
+                goto fail;
+        vm->vm_fd = r;
+
+        r = add_region(vm, 0, 0, vm->cfg.ram_size, VMQ_FRAME_4K, VMQ_REGION_POPULATE);
+        if (r < 0)
+                goto fail;
+        r = add_region(vm, 1, VMQ_RX_GPA, vm->cfg.rx_size, VMQ_FRAME_4K, 0);
+        if (r < 0)
+                goto fail;
+        r = add_region(vm, 2, VMQ_HUGE_GPA, vm->cfg.huge_size, VMQ_FRAME_2M, VMQ_REGION_POPULATE);
+        if (r < 0)
+                goto fail;
+        r = add_region(vm, 3, VMQ_HUGE_RX_GPA, vm->cfg.huge_rx_size, VMQ_FRAME_2M, 0);
+        if (r < 0)
+                goto fail;
+
+        vm->vmcs_size = VMQ_VMCS_SIZE((uint64_t)cfg->queue_depth, (uint64_t)cfg->post_depth);
+        vm->vmcs = vmq_space_translate(vm->space, VMQ_VMCS_GPA, vm->vmcs_size, true);
+        system = vmq_space_translate(vm->space, VMQ_SYSTEM_GPA, VMQ_SYSTEM_END - VMQ_SYSTEM_GPA,
+                                     true);
+        if (!vm->vmcs || !system) {
+                r = -EFAULT;
+                goto fail;
+        }
+
+        {
+                struct vmq_x86_map maps[] = {
+                        {VMQ_VMCS_GPA, vm->cfg.ram_size - VMQ_VMCS_GPA, true, true},
+                        {VMQ_RX_GPA, vm->cfg.rx_size, true, true},
+                        {VMQ_HUGE_GPA, vm->cfg.huge_size, true, true},
+                        {VMQ_HUGE_RX_GPA, vm->cfg.huge_rx_size, true, true},
+                };
+                size_t n = 0;
+                struct vmq_x86_map used[4];
+                for (size_t i = 0; i < VMQ_ARRAY_SIZE(maps); i++)
+                        if (maps[i].size)
+                                used[n++] = maps[i];
+                r = vmq_x86_build(system, used, n, &boot);
+                if (r < 0)
+                        goto fail;
+        }
+
+        r = vmq_elf_load(image, image_size, &elf, translate_cb, vm->space);
+        if (r < 0)
+                goto fail;
+
+        cpuid = supported_cpuid(m->kvm_fd);
+        for (unsigned i = 0; i < vm->nvcpus; i++) {
+                r = setup_vcpu(vm, i, &boot, elf.entry, cpuid);
+                if (r < 0)
+                        goto fail;
+        }
+        free(cpuid);
+        cpuid = NULL;
+        if (m->tsc_khz == 0)
+                m->tsc_khz = vmq_kvm_tsc_khz(vm->vcpus[0].fd);
+
+        r = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+        if (r < 0) {
+                r = -errno;
+                goto fail;
+        }
+        vm->stop_fd = r;
+        r = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+        if (r < 0) {
+                r = -errno;
+                goto fail;
+        }
+        vm->doorbell_fd = r;
+        r = vmq_kvm_ioeventfd(vm->vm_fd, VMQ_DOORBELL_PORT, 1, vm->doorbell_fd, true);
+        if (r < 0) {
+                /* Without ioeventfd the doorbell still works, as an exit. */
+                vm->doorbell_fd = vmq_close(vm->doorbell_fd);
+        }
+
+        base = (uint8_t *)vm->vmcs;
+        pthread_rwlock_wrlock(&m->rw);
+        if (vmq_monitor_find_vm_locked(m, cfg->name)) {
+                pthread_rwlock_unlock(&m->rw);
+                r = -EEXIST;
+                goto fail;
+        }
+        vm->id = m->next_vm_id++;
+        vm->ident.vm_id = vm->id;
+        init_vmcs(vm, VMQ_ALIGN_UP(elf.high, (uint64_t)VMQ_PAGE_SIZE));
+        r = vmq_queue_attach(&vm->rxq, (struct vmq_ring_idx *)(base + VMQ_VMCS_QUEUE_OFF),
+                             base + VMQ_VMCS_QUEUE_SLOTS_OFF, cfg->queue_depth,
+                             sizeof(struct vmq_desc), VMQ_QUEUE_PRODUCER, true);
+        if (r == 0)
+                r = vmq_queue_attach(&vm->postq,
+                                     (struct vmq_ring_idx *)(base + VMQ_VMCS_POST_OFF(cfg->queue_depth)),
+                                     base + VMQ_VMCS_POST_SLOTS_OFF(cfg->queue_depth),
+                                     cfg->post_depth, sizeof(struct vmq_request),
+                                     VMQ_QUEUE_CONSUMER, true);
+        if (r < 0) {
+                pthread_rwlock_unlock(&m->rw);
+                goto fail;
+        }
+        vm->next = m->vms;
+        m->vms = vm;
+        pthread_rwlock_unlock(&m->rw);
+
+        *ret = vm;
+        return 0;
+fail:
+        free(cpuid);
+        vm_free_resources(vm);
+        return r;
+}
+
+int vmq_vm_create_from_file(struct vmq_monitor *m, const struct vmq_vm_config *cfg,
+                            const char *path, struct vmq_vm **ret) {
+        _cleanup_free_ void *data = NULL;
+        size_t size;
+        int r = vmq_read_file(path, VMQ_IMAGE_MAX, &data, &size);
+        if (r < 0)
+                return r;
+        return vmq_vm_create(m, cfg, data, size, ret);
+}
+
+/* ---- state ---------------------------------------------------------------- */
+
+void vmq_vm_set_state(struct vmq_vm *vm, enum vmq_vm_state state, const char *reason) {
+        bool changed = false;
+        pthread_mutex_lock(&vm->state_lock);
+        /* The first terminal state wins: a crash after exit is not news. */
+        int cur = atomic_load(&vm->state);
+        if (cur == VMQ_VM_CREATED || cur == VMQ_VM_RUNNING) {
+                if ((int)state != cur) {
+                        atomic_store(&vm->state, (int)state);
+                        if (state == VMQ_VM_CRASHED)
+                                vm->crash_reason = reason;
+                        changed = true;
+                }
+        }
+        pthread_cond_broadcast(&vm->state_cond);
+        pthread_mutex_unlock(&vm->state_lock);
+        if (changed && vm->mon->cfg.state_changed)
+                vm->mon->cfg.state_changed(vm->mon->cfg.userdata, vm, state);
+}
+
+void vmq_vm_wake(struct vmq_vm *vm) {
+        /* Pairs with the seq_cst increment of waiters in wait_queue(). */
+        atomic_thread_fence(memory_order_seq_cst);
+        if (atomic_load(&vm->waiters) > 0) {
+                pthread_mutex_lock(&vm->state_lock);
+                pthread_cond_broadcast(&vm->state_cond);
+                pthread_mutex_unlock(&vm->state_lock);
+        }
+}
+
+static uint64_t now_ns(void) {
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+/* VMQ_HC_WAIT: returns 0 when the queue holds something, -VMQ_E_TIMEDOUT,
+ * or -VMQ_E_PROTO when the guest broke its queue indices. */
+static int32_t wait_queue(struct vmq_vcpu *c, uint64_t timeout_ns) {
+        struct vmq_vm *vm = c->vm;
+        uint64_t start = now_ns(), spin_end, deadline;
+        int n;
+
+        deadline = timeout_ns == UINT64_MAX || timeout_ns > UINT64_MAX - start
+                           ? UINT64_MAX
+                           : start + timeout_ns;
+        spin_end = start + vm->mon->cfg.spin_ns;
+        if (spin_end > deadline)
+                spin_end = deadline;
+
+        for (;;) {
+                n = vmq_monitor_queue_count(vm);
+                if (n != 0)
+                        return n > 0 ? 0 : -VMQ_E_PROTO;
+                if (atomic_load(&vm->stopping))
+                        return -VMQ_E_TIMEDOUT;
+                uint64_t t = now_ns();
+                if (t >= deadline)
+                        return -VMQ_E_TIMEDOUT;
+                if (t < spin_end) {
+                        __builtin_ia32_pause();
+                        continue;
+                }
+                pthread_mutex_lock(&vm->state_lock);
+                atomic_fetch_add(&vm->waiters, 1);
+                n = vmq_monitor_queue_count(vm);
+                if (n == 0 && !atomic_load(&vm->stopping)) {
+                        if (deadline == UINT64_MAX) {
+                                pthread_cond_wait(&vm->state_cond, &vm->state_lock);
+                        } else {
+                                struct timespec ts = {
+                                        .tv_sec = (time_t)(deadline / 1000000000ull),
+                                        .tv_nsec = (long)(deadline % 1000000000ull),
+                                };
+                                pthread_cond_timedwait(&vm->state_cond, &vm->state_lock, &ts);
+                        }
+                }
+                atomic_fetch_sub(&vm->waiters, 1);
+                pthread_mutex_unlock(&vm->state_lock);
+        }
+}
+
+static void park(struct vmq_vcpu *c) {
+        struct vmq_vm *vm = c->vm;
+        atomic_store(&c->parked, true);
+        pthread_mutex_lock(&vm->state_lock);
+        while (!atomic_load(&vm->stopping))
+                pthread_cond_wait(&vm->state_cond, &vm->state_lock);
+        pthread_mutex_unlock(&vm->state_lock);
+}
+
+static void crash(struct vmq_vm *vm, const char *reason) {
+        vmq_vm_set_state(vm, VMQ_VM_CRASHED, reason);
+}
+
+/* Returns false when the vCPU must stop. */
+static bool handle_io(struct vmq_vcpu *c) {
+        struct vmq_vm *vm = c->vm;
+        struct kvm_run *run = c->run;
+        uint16_t port = run->io.port;
+        uint8_t *data = (uint8_t *)run + run->io.data_offset;
+
+        /* data_offset comes from the kernel, but check it anyway. */
+        if (run->io.data_offset > c->run_size ||
+            (uint64_t)run->io.size * run->io.count > c->run_size - run->io.data_offset) {
+                crash(vm, "malformed I/O exit");
+                return false;
+        }
+
+        if (run->io.direction == KVM_EXIT_IO_OUT) {
+                if (port == VMQ_DOORBELL_PORT) {
+                        /* ioeventfd unavailable: the doorbell is an exit. */
+                        atomic_fetch_add(&vm->st_exits, 1);
+                        pthread_rwlock_rdlock(&vm->mon->rw);
+                        vmq_monitor_drain_posts(vm);
+                        pthread_rwlock_unlock(&vm->mon->rw);
+                        return true;
+                }
+                /* Unknown output port: counted, otherwise ignored. */
+                atomic_fetch_add(&vm->st_errors, 1);
+                atomic_fetch_add(&vm->st_error[VMQ_E_NOSYS], 1);
+                return true;
+        }
+
+        int32_t result;
+        if (run->io.size != 4 || run->io.count != 1 || port < VMQ_HC_PORT_BASE ||
+            port >= VMQ_HC_PORT_BASE + 0x100) {
+                atomic_fetch_add(&vm->st_errors, 1);
+                atomic_fetch_add(&vm->st_error[VMQ_E_NOSYS], 1);
+                result = -VMQ_E_NOSYS;
+        } else {
+                unsigned nr = port - VMQ_HC_PORT_BASE;
+                atomic_fetch_add(&vm->st_exits, 1);
+                if (nr == VMQ_HC_WAIT) {
+                        struct vmq_request *mb = &vm->vmcs->mbox[c->index];
+                        uint64_t timeout = __atomic_load_n(&mb->arg, __ATOMIC_RELAXED);
+                        pthread_rwlock_rdlock(&vm->mon->rw);
+                        vmq_monitor_drain_posts(vm);
+                        result = vmq_monitor_hypercall(c, nr); /* retries blocked senders */
+                        pthread_rwlock_unlock(&vm->mon->rw);
+                        if (result == 0)
+                                result = wait_queue(c, timeout);
+                        __atomic_store_n(&mb->status, result, __ATOMIC_RELAXED);
+                } else if (nr == VMQ_HC_PARK) {
+                        pthread_rwlock_rdlock(&vm->mon->rw);
+                        vmq_monitor_drain_posts(vm);
+                        pthread_rwlock_unlock(&vm->mon->rw);
+                        park(c);
+                        return false;
+                } else {
+                        pthread_rwlock_rdlock(&vm->mon->rw);
+                        result = vmq_monitor_hypercall(c, nr);
+                        vmq_monitor_drain_posts(vm);
+                        pthread_rwlock_unlock(&vm->mon->rw);
+                        if (nr == VMQ_HC_EXIT) {
+                                pthread_mutex_lock(&vm->state_lock);
+                                vm->exit_code = (int)result;
+                                pthread_mutex_unlock(&vm->state_lock);
+                                vmq_vm_set_state(vm, VMQ_VM_EXITED, NULL);
+                                return false;
+                        }
+                }
+        }
+        memcpy(data, &result, sizeof(result));
+        return true;
+}
+
+static void kick_others(struct vmq_vm *vm, const struct vmq_vcpu *self);
+
+static void *vcpu_thread(void *arg) {
+        struct vmq_vcpu *c = arg;
+        struct vmq_vm *vm = c->vm;
+        bool go = true;
+
+        while (go && !atomic_load(&vm->stopping)) {
+                int r = ioctl(c->fd, KVM_RUN, 0);
+                if (r < 0) {
+                        if (errno == EINTR || errno == EAGAIN)
+                                continue;
+                        if (errno == EFAULT)
+                                crash(vm, "guest accessed memory it may not touch");
+                        else
+                                crash(vm, "KVM_RUN failed");
+                        break;
+                }
+                switch (c->run->exit_reason) {
+                case KVM_EXIT_IO:
+                        go = handle_io(c);
+                        break;
+                case KVM_EXIT_SHUTDOWN:
+                        crash(vm, "guest exception (triple fault)");
+                        go = false;
+                        break;
+                case KVM_EXIT_MMIO:
+                        crash(vm, "guest accessed unbacked guest-physical memory");
+                        go = false;
+                        break;
+                case KVM_EXIT_HLT:
+                        crash(vm, "guest halted");
+                        go = false;
+                        break;
+                case KVM_EXIT_INTR:
+                        break;
+                case KVM_EXIT_FAIL_ENTRY:
+                        crash(vm, "VM entry failed");
+                        go = false;
+                        break;
+                case KVM_EXIT_INTERNAL_ERROR:
+                        crash(vm, "KVM internal error (emulation failure)");
+                        go = false;
+                        break;
+                default:
+                        crash(vm, "unexpected VM exit");
+                        go = false;
+                        break;
+                }
+                /* Natural exits drain the post ring too (deferred mode). */
+                if (go && c->run->exit_reason != KVM_EXIT_IO) {
+                        pthread_rwlock_rdlock(&vm->mon->rw);
+                        vmq_monitor_drain_posts(vm);
+                        pthread_rwlock_unlock(&vm->mon->rw);
+                }
+        }
+        /* When one vCPU ends the VM (exit, crash), the others stop too. */
+        if (!atomic_exchange(&vm->stopping, true))
+                kick_others(vm, c);
+        atomic_fetch_sub(&vm->running_vcpus, 1);
+        return NULL;
+}
+
+static void *doorbell_thread(void *arg) {
+        struct vmq_vm *vm = arg;
+        struct pollfd p[2] = {
+                {.fd = vm->doorbell_fd, .events = POLLIN},
+                {.fd = vm->stop_fd, .events = POLLIN},
+        };
+        for (;;) {
+                uint64_t v;
+                if (poll(p, 2, -1) < 0) {
+                        if (errno == EINTR)
+                                continue;
+                        break;
+                }
+                if (p[1].revents)
+                        break;
+                if (p[0].revents & POLLIN) {
+                        (void)!read(vm->doorbell_fd, &v, sizeof(v));
+                        pthread_rwlock_rdlock(&vm->mon->rw);
+                        vmq_monitor_drain_posts(vm);
+                        pthread_rwlock_unlock(&vm->mon->rw);
+                }
+        }
+        return NULL;
+}
+
+static void kick_others(struct vmq_vm *vm, const struct vmq_vcpu *self) {
+        int sig = vm->mon->cfg.kick_signal;
+        for (unsigned i = 0; i < vm->nvcpus; i++) {
+                struct vmq_vcpu *c = &vm->vcpus[i];
+                if (c == self || !c->thread_started)
+                        continue;
+                __atomic_store_n(&c->run->immediate_exit, 1, __ATOMIC_SEQ_CST);
+                pthread_kill(c->thread, sig);
+        }
+        pthread_mutex_lock(&vm->state_lock);
+        pthread_cond_broadcast(&vm->state_cond);
+        pthread_mutex_unlock(&vm->state_lock);
+        if (vm->stop_fd >= 0) {
+                uint64_t one = 1;
+                (void)!write(vm->stop_fd, &one, sizeof(one));
+        }
+}
+
+int vmq_vm_start(struct vmq_vm *vm) {
+        sigset_t all, old;
+        int r = 0;
+
+        pthread_mutex_lock(&vm->state_lock);
+        if (atomic_load(&vm->state) != VMQ_VM_CREATED) {
+                pthread_mutex_unlock(&vm->state_lock);
+                return -EBUSY;
+        }
+        atomic_store(&vm->state, VMQ_VM_RUNNING);
+        pthread_mutex_unlock(&vm->state_lock);
+
+        /* Threads start with every signal blocked but the kick signal. */
+        sigfillset(&all);
+        sigdelset(&all, vm->mon->cfg.kick_signal);
+        sigdelset(&all, SIGSEGV);
+        sigdelset(&all, SIGBUS);
+        sigdelset(&all, SIGFPE);
+        sigdelset(&all, SIGILL);
+        pthread_sigmask(SIG_SETMASK, &all, &old);
+        if (vm->doorbell_fd >= 0) {
+                r = -pthread_create(&vm->doorbell_thread, NULL, doorbell_thread, vm);
+                if (r == 0)
+                        vm->doorbell_started = true;
+        }
+        for (unsigned i = 0; r == 0 && i < vm->nvcpus; i++) {
+                atomic_fetch_add(&vm->running_vcpus, 1);
+                r = -pthread_create(&vm->vcpus[i].thread, NULL, vcpu_thread, &vm->vcpus[i]);
+                if (r == 0)
+                        vm->vcpus[i].thread_started = true;
+                else
+                        atomic_fetch_sub(&vm->running_vcpus, 1);
+        }
+        pthread_sigmask(SIG_SETMASK, &old, NULL);
+        if (vm->mon->cfg.state_changed)
+                vm->mon->cfg.state_changed(vm->mon->cfg.userdata, vm, VMQ_VM_RUNNING);
+        if (r < 0) {
+                crash(vm, "could not start vCPU threads");
+                vmq_vm_stop(vm);
+        }
+        return r;
+}
+
+int vmq_vm_stop(struct vmq_vm *vm) {
+        if (atomic_load(&vm->state) == VMQ_VM_CREATED) {
+                vmq_vm_set_state(vm, VMQ_VM_STOPPED, NULL);
+                return 0;
+        }
+        atomic_store(&vm->stopping, true);
+        kick_others(vm, NULL);
+        pthread_mutex_lock(&vm->state_lock);
+        bool join = !vm->joined;
+        vm->joined = true;
+        pthread_mutex_unlock(&vm->state_lock);
+        if (join) {
+                for (unsigned i = 0; i < vm->nvcpus; i++)
+                        if (vm->vcpus[i].thread_started)
+                                pthread_join(vm->vcpus[i].thread, NULL);
+                if (vm->doorbell_started)
+                        pthread_join(vm->doorbell_thread, NULL);
+        }
+        vmq_vm_set_state(vm, VMQ_VM_STOPPED, NULL);
+        return 0;
+}
+
+int vmq_vm_wait(struct vmq_vm *vm, int timeout_ms) {
+        struct timespec ts;
+        int r = 0;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        if (timeout_ms >= 0) {
+                ts.tv_sec += timeout_ms / 1000;
+                ts.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
+                if (ts.tv_nsec >= 1000000000L) {
+                        ts.tv_sec++;
+                        ts.tv_nsec -= 1000000000L;
+                }
+        }
+        pthread_mutex_lock(&vm->state_lock);
+        while (atomic_load(&vm->state) == VMQ_VM_RUNNING ||
+               atomic_load(&vm->state) == VMQ_VM_CREATED) {
+                if (timeout_ms < 0)
+                        pthread_cond_wait(&vm->state_cond, &vm->state_lock);
+                else if (pthread_cond_timedwait(&vm->state_cond, &vm->state_lock, &ts) ==
+                         ETIMEDOUT) {
+                        r = -ETIMEDOUT;
+                        break;
+                }
+        }
+        pthread_mutex_unlock(&vm->state_lock);
+        return r < 0 ? r : atomic_load(&vm->state);
+}
+
+void vmq_vm_destroy(struct vmq_vm *vm) {
+        struct vmq_monitor *m;
+        if (!vm)
+                return;
+        m = vm->mon;
+        vmq_vm_stop(vm);
+        pthread_rwlock_wrlock(&m->rw);
+        vmq_monitor_vm_gone(m, vm);
+        for (struct vmq_vm **p = &m->vms; *p; p = &(*p)->next)
+                if (*p == vm) {
+                        *p = vm->next;
+                        break;
+                }
+        pthread_rwlock_unlock(&m->rw);
+        vm_free_resources(vm);
+}
+
+/* ---- accessors ------------------------------------------------------------ */
+
+uint32_t vmq_vm_id(const struct vmq_vm *vm) {
+        return vm->id;
+}
+
+const char *vmq_vm_name(const struct vmq_vm *vm) {
+        return vm->ident.name;
+}
+
+void vmq_vm_identity(const struct vmq_vm *vm, struct vmq_identity *ret) {
+        *ret = vm->ident;
+}
+
+enum vmq_vm_state vmq_vm_state(const struct vmq_vm *vm) {
+        return (enum vmq_vm_state)atomic_load(&vm->state);
+}
+
+int vmq_vm_exit_code(const struct vmq_vm *vm) {
+        return vm->exit_code;
+}
+
+const char *vmq_vm_crash_reason(const struct vmq_vm *vm) {
+        return vm->crash_reason ? vm->crash_reason : "";
+}
+
+void vmq_vm_get_stats(const struct vmq_vm *vm, struct vmq_vm_stats *ret) {
+        memset(ret, 0, sizeof(*ret));
+        ret->exits = atomic_load(&vm->st_exits);
+        ret->sent = atomic_load(&vm->st_sent);
+        ret->posted = atomic_load(&vm->st_posted);
+        ret->received = atomic_load(&vm->st_received);
+        ret->bytes_sent = atomic_load(&vm->st_bytes_sent);
+        ret->copies = atomic_load(&vm->st_copies);
+        ret->flips = atomic_load(&vm->st_flips);
+        ret->shares = atomic_load(&vm->st_shares);
+        ret->errors = atomic_load(&vm->st_errors);
+        for (unsigned i = 0; i < VMQ_E_MAX; i++)
+                ret->error[i] = atomic_load(&vm->st_error[i]);
+}
+
+void vmq_vm_console_append(struct vmq_vm *vm, const char *buf, size_t len) {
+        pthread_mutex_lock(&vm->console_lock);
+        for (size_t i = 0; i < len; i++)
+                vm->console[(vm->console_head + i) % VMQ_CONSOLE_RING] = buf[i];
+        vm->console_head += len;
+        pthread_mutex_unlock(&vm->console_lock);
+        if (vm->mon->cfg.console)
+                vm->mon->cfg.console(vm->mon->cfg.userdata, vm, buf, len);
+}
+
+size_t vmq_vm_console_read(struct vmq_vm *vm, char *buf, size_t size) {
+        size_t have, start, n;
+        pthread_mutex_lock(&vm->console_lock);
+        have = VMQ_MIN(vm->console_head, (size_t)VMQ_CONSOLE_RING);
+        n = VMQ_MIN(have, size);
+        start = vm->console_head - n;
+        for (size_t i = 0; i < n; i++)
+                buf[i] = vm->console[(start + i) % VMQ_CONSOLE_RING];
+        pthread_mutex_unlock(&vm->console_lock);
+        return n;
+}

@@ -72,3 +72,52 @@ const char *vmq_test_guest(const char *name) {
         snprintf(path, sizeof(path), "%s/%s.elf", dir, name);
         return path;
 }
+
+#include <elf.h>
+#include <stdint.h>
+
+#include "core/vmq-abi.h"
+
+uint64_t vmq_test_fnv1a(uint64_t h, const void *p, size_t n) {
+        const uint8_t *b = p;
+        for (size_t i = 0; i < n; i++) {
+                h ^= b[i];
+                h *= 0x100000001b3ull;
+        }
+        return h;
+}
+
+void vmq_test_source_pattern(uint64_t i, uint8_t *buf, size_t len) {
+        for (size_t j = 0; j < len; j++)
+                buf[j] = (uint8_t)(i * 131 + j * 7 + 1);
+}
+
+void *vmq_test_make_elf(const void *code, size_t code_len, size_t *ret_size) {
+        size_t off = 0x1000, size = off + code_len;
+        uint8_t *img = calloc(1, size);
+        Elf64_Ehdr *eh = (Elf64_Ehdr *)img;
+        Elf64_Phdr *ph = (Elf64_Phdr *)(img + sizeof(*eh));
+        if (!img)
+                return NULL;
+        memcpy(eh->e_ident, ELFMAG, SELFMAG);
+        eh->e_ident[EI_CLASS] = ELFCLASS64;
+        eh->e_ident[EI_DATA] = ELFDATA2LSB;
+        eh->e_ident[EI_VERSION] = EV_CURRENT;
+        eh->e_type = ET_EXEC;
+        eh->e_machine = EM_X86_64;
+        eh->e_version = EV_CURRENT;
+        eh->e_entry = VMQ_IMAGE_GPA;
+        eh->e_phoff = sizeof(*eh);
+        eh->e_ehsize = sizeof(*eh);
+        eh->e_phentsize = sizeof(*ph);
+        eh->e_phnum = 1;
+        ph->p_type = PT_LOAD;
+        ph->p_flags = PF_R | PF_X;
+        ph->p_offset = off;
+        ph->p_vaddr = ph->p_paddr = VMQ_IMAGE_GPA;
+        ph->p_filesz = ph->p_memsz = code_len;
+        ph->p_align = 0x1000;
+        memcpy(img + off, code, code_len);
+        *ret_size = size;
+        return img;
+}

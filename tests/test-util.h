@@ -22,4 +22,19 @@ long vmq_test_reserve_hugepages(long pages);
 /* Path of a built guest image, e.g. vmq_test_guest("echo") */
 const char *vmq_test_guest(const char *name);
 
+
+
+#include <stdint.h>
+
+#define VMQ_TEST_FNV_INIT 0xcbf29ce484222325ull
+uint64_t vmq_test_fnv1a(uint64_t h, const void *p, size_t n);
+/* The bytes the `source` image puts in message i: (i*131 + j*7 + 1) & 0xff */
+void vmq_test_source_pattern(uint64_t i, uint8_t *buf, size_t len);
+
+/*
+ * Builds a minimal ELF64 x86-64 executable in memory whose single PT_LOAD
+ * segment holds `code` at VMQ_IMAGE_GPA and whose entry is its first byte.
+ * Returns the malloc()ed image and its size.
+ */
+void *vmq_test_make_elf(const void *code, size_t code_len, size_t *ret_size);
 #endif

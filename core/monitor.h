@@ -1,0 +1,193 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The vmq monitor: micro-VMs on KVM, the channels between them, and the
+ * host as a channel end.  This is the core API the daemon and the example
+ * programs build on.  It does no logging: console output and state changes
+ * are handed to callbacks, errors are negative errno values.
+ *
+ * Threads: the monitor runs one thread per vCPU and one doorbell thread per
+ * VM.  All functions here are thread-safe.  Callbacks run on those threads
+ * and must not call back into the monitor for the same VM's lifecycle (start,
+ * stop, destroy); doing I/O or signalling another thread is fine.
+ */
+#ifndef VMQ_MONITOR_H
+#define VMQ_MONITOR_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/vmq-abi.h"
+
+struct vmq_monitor;
+struct vmq_vm;
+
+enum vmq_vm_state {
+        VMQ_VM_CREATED,  /* loaded, not yet started */
+        VMQ_VM_RUNNING,
+        VMQ_VM_EXITED,   /* the guest called exit; exit_code is valid */
+        VMQ_VM_STOPPED,  /* stopped by the host */
+        VMQ_VM_CRASHED,  /* guest fault, shutdown or forbidden access */
+        VMQ_VM_STATE_MAX
+};
+
+enum vmq_transfer {
+        VMQ_TRANSFER_AUTO, /* copy 4 KiB frames, flip 2 MiB frames */
+        VMQ_TRANSFER_COPY,
+        VMQ_TRANSFER_FLIP,
+        VMQ_TRANSFER_MAX
+};
+
+struct vmq_monitor_config {
+        size_t pool_4k_frames;  /* 4 KiB frames in the pool (sparse memfd) */
+        size_t pool_2m_frames;  /* 2 MiB hugetlb frames; 0 for none */
+        bool require_huge;      /* fail if the hugetlb frames can't be had */
+        int kick_signal;        /* signal used to interrupt KVM_RUN (0: SIGUSR1) */
+        uint32_t spin_ns;       /* WAIT polls this long before sleeping */
+        /* called with console bytes written by a guest (may be NULL) */
+        void (*console)(void *userdata, struct vmq_vm *vm, const char *buf, size_t len);
+        /* called when a VM changes state (may be NULL) */
+        void (*state_changed)(void *userdata, struct vmq_vm *vm, enum vmq_vm_state state);
+        void *userdata;
+};
+
+/* Fills a config with the defaults. */
+void vmq_monitor_config_init(struct vmq_monitor_config *cfg);
+
+/* Opens /dev/kvm and creates the frame pool.  -ENOENT/-EACCES: no usable
+ * KVM; -ENOMEM: pool (or required hugetlb frames) unavailable. */
+int vmq_monitor_new(const struct vmq_monitor_config *cfg, struct vmq_monitor **ret);
+/* Destroys every VM and channel, then the monitor.  Accepts NULL. */
+struct vmq_monitor *vmq_monitor_free(struct vmq_monitor *m);
+
+bool vmq_monitor_has_huge(const struct vmq_monitor *m);
+
+struct vmq_vm_config {
+        const char *name;         /* unique, [A-Za-z0-9_.-], < VMQ_NAME_MAX */
+        uint8_t uuid[16];         /* all zero: generate a random one */
+        uint64_t ram_size;        /* bytes, multiple of 2 MiB; default 16 MiB */
+        unsigned vcpus;           /* 1..VMQ_MAX_VCPUS */
+        uint32_t queue_depth;     /* VM queue capacity, power of two */
+        uint32_t post_depth;      /* post ring capacity, power of two */
+        uint64_t rx_size;         /* 4 KiB receive window, bytes */
+        uint64_t huge_size;       /* own 2 MiB region, bytes (0: none) */
+        uint64_t huge_rx_size;    /* 2 MiB receive window, bytes */
+        const char *args;         /* argument string for the guest, or NULL */
+};
+
+void vmq_vm_config_init(struct vmq_vm_config *cfg);
+
+/*
+ * Creates a VM from an ELF image held in memory: allocates its memory from
+ * the pool, builds the VMCS and page tables, loads the image.  The VM is
+ * CREATED; start it with vmq_vm_start().
+ * Errors: -EINVAL (bad config), -EEXIST (name in use), -ENOEXEC/-ERANGE/
+ * -EOVERFLOW (bad image, see core/elf.h), -ENOMEM.
+ */
+int vmq_vm_create(struct vmq_monitor *m, const struct vmq_vm_config *cfg, const void *image,
+                  size_t image_size, struct vmq_vm **ret);
+/* Same, reading the image from a file. */
+int vmq_vm_create_from_file(struct vmq_monitor *m, const struct vmq_vm_config *cfg,
+                            const char *path, struct vmq_vm **ret);
+
+/* Starts the vCPU threads.  -EBUSY unless CREATED. */
+int vmq_vm_start(struct vmq_vm *vm);
+/* Stops a running VM (state STOPPED) and joins its threads.  A VM that
+ * already exited or crashed is just joined.  Idempotent. */
+int vmq_vm_stop(struct vmq_vm *vm);
+/* Waits until the VM is no longer RUNNING, or timeout_ms elapse (-1: no
+ * limit).  Returns the state, or -ETIMEDOUT. */
+int vmq_vm_wait(struct vmq_vm *vm, int timeout_ms);
+/* Stops the VM, closes its channels (peers get CLOSE), frees it. */
+void vmq_vm_destroy(struct vmq_vm *vm);
+
+struct vmq_vm *vmq_monitor_find_vm(struct vmq_monitor *m, const char *name);
+struct vmq_vm *vmq_monitor_find_vm_id(struct vmq_monitor *m, uint32_t id);
+
+uint32_t vmq_vm_id(const struct vmq_vm *vm);
+const char *vmq_vm_name(const struct vmq_vm *vm);
+void vmq_vm_identity(const struct vmq_vm *vm, struct vmq_identity *ret);
+enum vmq_vm_state vmq_vm_state(const struct vmq_vm *vm);
+int vmq_vm_exit_code(const struct vmq_vm *vm);
+/* Why the VM crashed (static string, "" unless CRASHED). */
+const char *vmq_vm_crash_reason(const struct vmq_vm *vm);
+const char *vmq_vm_state_to_string(enum vmq_vm_state s);
+
+struct vmq_vm_stats {
+        uint64_t exits;       /* hypercall exits */
+        uint64_t sent;        /* requests accepted from this VM */
+        uint64_t posted;      /* of those, deferred (post ring) */
+        uint64_t received;    /* descriptors enqueued to this VM */
+        uint64_t bytes_sent;
+        uint64_t copies, flips, shares;
+        uint64_t errors;      /* requests refused, all classes */
+        uint64_t error[VMQ_E_MAX]; /* per VMQ_E_* class */
+};
+void vmq_vm_get_stats(const struct vmq_vm *vm, struct vmq_vm_stats *ret);
+
+/* Copies up to size bytes of the VM's most recent console output (a ring of
+ * the last 64 KiB) and returns how many; the text is not NUL-terminated. */
+size_t vmq_vm_console_read(struct vmq_vm *vm, char *buf, size_t size);
+
+/* Channels ---------------------------------------------------------------- */
+
+struct vmq_channel_config {
+        uint32_t host_depth;         /* messages queued for a host end */
+        enum vmq_transfer transfer;  /* policy for page requests without flags */
+};
+void vmq_channel_config_init(struct vmq_channel_config *cfg);
+
+/*
+ * Opens a channel between two ends, each a VM id or VMQ_HOST_ID (not both
+ * the host, not twice the same VM).  Each end receives a HELLO descriptor
+ * carrying the other's identity, stamped by the monitor.  Returns the new
+ * channel id in *ret_id.  Errors: -ENOENT (no such VM), -EINVAL, -EAGAIN (an
+ * end's queue has no room for the HELLO; nothing was opened).
+ */
+int vmq_channel_open(struct vmq_monitor *m, uint32_t end_a, uint32_t end_b,
+                     const struct vmq_channel_config *cfg, uint32_t *ret_id);
+/* Closes a channel; each VM end receives a CLOSE descriptor.  -ENOENT. */
+int vmq_channel_close(struct vmq_monitor *m, uint32_t id);
+
+struct vmq_channel_info {
+        uint32_t id;
+        uint32_t end[2];          /* VM ids, VMQ_HOST_ID for the host */
+        bool open;
+        enum vmq_transfer transfer;
+        uint64_t messages[2];     /* delivered to end[i] */
+        uint64_t bytes[2];
+};
+int vmq_channel_get_info(struct vmq_monitor *m, uint32_t id, struct vmq_channel_info *ret);
+
+/* The host end -------------------------------------------------------------- */
+
+struct vmq_host_msg {
+        uint16_t kind;      /* enum vmq_desc_kind */
+        uint16_t flags;
+        uint32_t channel;
+        uint32_t src_vm;
+        int32_t error;
+        uint64_t tag;
+        size_t len;
+        uint8_t data[];     /* len bytes (HELLO: struct vmq_identity) */
+};
+
+/*
+ * Sends len bytes from the host on a channel the host is an end of.  Up to
+ * VMQ_INLINE_MAX bytes travel inline; more are copied into pages of the
+ * receiver's window.  -EAGAIN: receiver full (nothing sent); -ENOENT: no such
+ * channel; -EPERM: the host is not an end; -EPIPE: closed; -EMSGSIZE: larger
+ * than the receiver's window.
+ */
+int vmq_host_send(struct vmq_monitor *m, uint32_t channel, const void *data, size_t len,
+                  uint64_t tag);
+/* Receives the next message for the host on a channel, waiting up to
+ * timeout_ms (-1: forever, 0: poll).  *ret is malloc()ed, the caller frees
+ * it.  -ETIMEDOUT, -ENOENT, -EPERM, -EPIPE (closed and drained). */
+int vmq_host_recv(struct vmq_monitor *m, uint32_t channel, int timeout_ms,
+                  struct vmq_host_msg **ret);
+
+/* The host's identity as guests see it (VM id 0, name "host"). */
+void vmq_monitor_host_identity(const struct vmq_monitor *m, struct vmq_identity *ret);
+
+#endif /* VMQ_MONITOR_H */
