@@ -176,6 +176,12 @@ Test(remap, flip_2m) {
 
 Test(remap, flip_batched_run) {
         struct vmq_pool *p = new_pool(256, 0);
+        /* Fragment the free frames first: single-frame holes at the start of
+         * the pool, so that only a search for a contiguous run finds one. */
+        struct vmq_space *c = new_space(p);
+        add_region(c, 0, 8 * PG, VMQ_FRAME_4K, VMQ_REGION_POPULATE);
+        for (int i = 0; i < 8; i += 2)
+                cr_assert_eq(vmq_remap_release(c, (uint64_t)i * PG, 1), 0);
         struct vmq_space *a = new_space(p), *b = new_space(p);
         uint8_t *ah = add_region(a, 0, 64 * PG, VMQ_FRAME_4K, VMQ_REGION_POPULATE);
         uint8_t *bh = add_region(b, 0x200000, 64 * PG, VMQ_FRAME_4K, 0);
@@ -198,8 +204,15 @@ Test(remap, flip_batched_run) {
         /* and a batched release puts the whole run back */
         cr_assert_eq(vmq_remap_release(b, 0x200000 + 16 * PG, 32), 0);
         cr_assert_eq(vmq_space_translate(b, 0x200000 + 16 * PG, 1, false), NULL);
-        cr_assert_eq(vmq_pool_frames_free(p, VMQ_FRAME_4K), 256 - 64);
+        cr_assert_eq(vmq_pool_frames_free(p, VMQ_FRAME_4K), 256 - 64 - 4);
         cr_assert_eq(vmq_pool_check(p), 0);
+        /* scattered frames still work when no run is left: 4 single holes */
+        struct vmq_space *d = new_space(p);
+        add_region(d, 0, 188 * PG, VMQ_FRAME_4K, VMQ_REGION_POPULATE);
+        cr_assert_eq(vmq_pool_frames_free(p, VMQ_FRAME_4K), 0);
+        cr_assert_eq(vmq_pool_check(p), 0);
+        vmq_space_free(d);
+        vmq_space_free(c);
         vmq_space_free(a);
         vmq_space_free(b);
         vmq_pool_free(p);
