@@ -1,0 +1,365 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Sending, posting and receiving.
+ *
+ * The VM queue: the monitor produces descriptors, we consume.  We load the
+ * producer index with acquire (so the slot we read is the one the monitor
+ * finished writing), copy the descriptor out, then publish our index with a
+ * release store (so the monitor reuses the slot only after we are done).
+ *
+ * The post ring: we produce requests, the monitor consumes.  We load the
+ * consumer index with acquire (the slot we are about to overwrite has been
+ * read), write the slot, then publish with a release store.
+ *
+ * Both rings' geometry is read from the VMCS once at start-up and checked;
+ * our own indices are read back from the VMCS (we are their only writer).
+ */
+#include "guest/lib/internal.h"
+
+struct ring {
+        struct vmq_ring_idx *idx;
+        uint8_t *slots;
+        uint32_t cap; /* power of two, 0: absent */
+};
+
+static struct ring queue, post;
+
+struct peer {
+        bool used;
+        uint32_t channel;
+        struct vmq_identity id;
+};
+
+static struct peer peers[VMQ_PEERS_MAX];
+
+/* How long vmq_recv() spins before it blocks. */
+static uint64_t spin_ns = 30000;
+
+static bool is_pow2(uint32_t v) {
+        return v && !(v & (v - 1));
+}
+
+static int ring_init(struct ring *r, uint32_t off, uint32_t slots_off, uint32_t cap,
+                     uint32_t slot_size, uint32_t size) {
+        if (!cap) {
+                r->cap = 0;
+                return 0;
+        }
+        if (!is_pow2(cap) || off % 64 || (uint64_t)off + sizeof(struct vmq_ring_idx) > size ||
+            (uint64_t)slots_off + (uint64_t)cap * slot_size > size)
+                return -1;
+        r->idx = (struct vmq_ring_idx *)((uint8_t *)vmq__vmcs + off);
+        r->slots = (uint8_t *)vmq__vmcs + slots_off;
+        r->cap = cap;
+        return 0;
+}
+
+int vmq__queue_init(void) {
+        const struct vmq_vmcs_layout *l = &vmq__vmcs->layout;
+        uint32_t size = vmq__vmcs->vmcs_size;
+
+        if (size < VMQ_PAGE_SIZE || size > VMQ_VMCS_MAX_SIZE)
+                return -1;
+        if (ring_init(&queue, l->queue_off, l->queue_slots_off, l->queue_cap,
+                      sizeof(struct vmq_desc), size) < 0 ||
+            !queue.cap)
+                return -1;
+        if (ring_init(&post, l->post_off, l->post_slots_off, l->post_cap,
+                      sizeof(struct vmq_request), size) < 0)
+                return -1;
+        return 0;
+}
+
+/* ---- sending ---- */
+
+static struct vmq_request *mbox_send(uint16_t op, uint32_t ch, uint32_t flags, uint64_t tag) {
+        struct vmq_request *m = vmq_mbox();
+
+        m->abi = VMQ_ABI_VERSION;
+        m->op = op;
+        m->flags = flags;
+        m->channel = ch;
+        m->src_vm = 0;
+        m->gpa = 0;
+        m->len = 0;
+        m->reserved = 0;
+        m->tag = tag;
+        m->arg = 0;
+        return m;
+}
+
+int vmq_send_inline(uint32_t ch, const void *data, size_t len, uint64_t tag) {
+        struct vmq_request *m;
+
+        if (len > VMQ_INLINE_MAX)
+                return -VMQ_E_LEN;
+        m = mbox_send(VMQ_OP_INLINE, ch, 0, tag);
+        m->len = (uint32_t)len;
+        memcpy(m->data, data, len);
+        return vmq_hypercall(VMQ_HC_SEND);
+}
+
+int vmq_send_pages(uint32_t ch, const void *pages, size_t len, uint32_t flags, uint64_t tag) {
+        struct vmq_request *m;
+
+        if (len == 0 || len > UINT32_MAX)
+                return -VMQ_E_LEN;
+        m = mbox_send(VMQ_OP_PAGE, ch, flags, tag);
+        m->gpa = (uint64_t)(uintptr_t)pages;
+        m->len = (uint32_t)len;
+        return vmq_hypercall(VMQ_HC_SEND);
+}
+
+int vmq_send_request(const struct vmq_request *req) {
+        return vmq_hypercall_req(VMQ_HC_SEND, req);
+}
+
+int vmq_flush(void) {
+        struct vmq_request *m = mbox_send(VMQ_OP_NONE, 0, 0, 0);
+
+        (void)m;
+        return vmq_hypercall(VMQ_HC_FLUSH);
+}
+
+void vmq_doorbell(void) {
+        __asm__ volatile("outb %%al, %%dx" ::"a"((uint8_t)1), "d"((uint16_t)VMQ_DOORBELL_PORT)
+                         : "memory");
+}
+
+/* Returns the slot to fill, or NULL when the ring stays full. */
+static struct vmq_request *post_slot(uint32_t *ret_prod) {
+        uint32_t prod, cons;
+        int tries;
+
+        if (!post.cap)
+                return NULL;
+        prod = __atomic_load_n(&post.idx->prod, __ATOMIC_RELAXED);
+        for (tries = 0; tries < 4; tries++) {
+                cons = __atomic_load_n(&post.idx->cons, __ATOMIC_ACQUIRE);
+                if ((uint32_t)(prod - cons) < post.cap) {
+                        *ret_prod = prod;
+                        return (struct vmq_request *)(post.slots +
+                                                      (size_t)(prod & (post.cap - 1)) *
+                                                              sizeof(struct vmq_request));
+                }
+                vmq_flush();
+        }
+        return NULL;
+}
+
+static void post_publish(uint32_t prod) {
+        __atomic_store_n(&post.idx->prod, prod + 1, __ATOMIC_RELEASE);
+}
+
+static int post_common(uint16_t op, uint32_t ch, const void *data, uint64_t gpa, size_t len,
+                       uint32_t flags, uint64_t tag) {
+        struct vmq_request *s;
+        uint32_t prod;
+
+        if (!post.cap)
+                return -VMQ_E_NOSYS;
+        s = post_slot(&prod);
+        if (!s)
+                return -VMQ_E_AGAIN;
+        s->abi = VMQ_ABI_VERSION;
+        s->op = op;
+        s->flags = flags;
+        s->channel = ch;
+        s->src_vm = 0;
+        s->gpa = gpa;
+        s->len = (uint32_t)len;
+        s->reserved = 0;
+        s->tag = tag;
+        s->arg = 0;
+        s->status = 0;
+        s->pad = 0;
+        s->result = 0;
+        if (data)
+                memcpy(s->data, data, len);
+        post_publish(prod);
+        return 0;
+}
+
+int vmq_post_inline(uint32_t ch, const void *data, size_t len, uint64_t tag) {
+        if (len > VMQ_INLINE_MAX)
+                return -VMQ_E_LEN;
+        return post_common(VMQ_OP_INLINE, ch, len ? data : NULL, 0, len, 0, tag);
+}
+
+int vmq_post_pages(uint32_t ch, const void *pages, size_t len, uint32_t flags, uint64_t tag) {
+        if (len == 0 || len > UINT32_MAX)
+                return -VMQ_E_LEN;
+        return post_common(VMQ_OP_PAGE, ch, NULL, (uint64_t)(uintptr_t)pages, len, flags, tag);
+}
+
+int vmq_post_request(const struct vmq_request *req) {
+        struct vmq_request *s;
+        uint32_t prod;
+
+        if (!post.cap)
+                return -VMQ_E_NOSYS;
+        s = post_slot(&prod);
+        if (!s)
+                return -VMQ_E_AGAIN;
+        memcpy(s, req, sizeof(*req));
+        post_publish(prod);
+        return 0;
+}
+
+uint32_t vmq_post_pending(void) {
+        uint32_t prod, cons;
+
+        if (!post.cap)
+                return 0;
+        prod = __atomic_load_n(&post.idx->prod, __ATOMIC_RELAXED);
+        cons = __atomic_load_n(&post.idx->cons, __ATOMIC_ACQUIRE);
+        return prod - cons;
+}
+
+uint32_t vmq_post_capacity(void) {
+        return post.cap;
+}
+
+/* ---- receiving ---- */
+
+static struct peer *peer_find(uint32_t ch) {
+        for (unsigned i = 0; i < VMQ_PEERS_MAX; i++)
+                if (peers[i].used && peers[i].channel == ch)
+                        return &peers[i];
+        return NULL;
+}
+
+static void peer_note(const struct vmq_desc *d) {
+        struct peer *p = peer_find(d->channel);
+
+        if (d->kind == VMQ_DESC_CLOSE) {
+                if (p)
+                        p->used = false;
+                return;
+        }
+        for (unsigned i = 0; !p && i < VMQ_PEERS_MAX; i++)
+                if (!peers[i].used)
+                        p = &peers[i];
+        if (!p)
+                return; /* table full: vmq_peer() will not know this one */
+        p->used = true;
+        p->channel = d->channel;
+        memcpy(&p->id, d->data, sizeof(p->id));
+        p->id.name[VMQ_NAME_MAX - 1] = '\0';
+}
+
+int vmq_peer(uint32_t ch, struct vmq_identity *ret) {
+        struct peer *p = peer_find(ch);
+
+        if (!p)
+                return -VMQ_E_NOCHAN;
+        memcpy(ret, &p->id, sizeof(*ret));
+        return 0;
+}
+
+int vmq_try_recv(struct vmq_desc *ret) {
+        uint32_t prod, cons;
+
+        prod = __atomic_load_n(&queue.idx->prod, __ATOMIC_ACQUIRE);
+        cons = __atomic_load_n(&queue.idx->cons, __ATOMIC_RELAXED);
+        if (prod == cons)
+                return -VMQ_E_AGAIN;
+        if ((uint32_t)(prod - cons) > queue.cap)
+                return -VMQ_E_PROTO;
+        memcpy(ret, queue.slots + (size_t)(cons & (queue.cap - 1)) * sizeof(struct vmq_desc),
+               sizeof(*ret));
+        __atomic_store_n(&queue.idx->cons, cons + 1, __ATOMIC_RELEASE);
+        if (ret->kind == VMQ_DESC_HELLO || ret->kind == VMQ_DESC_CLOSE)
+                peer_note(ret);
+        return 0;
+}
+
+/* Non-zero when the queue holds something (or is corrupt: let try_recv say
+ * so). */
+static bool queue_ready(void) {
+        return __atomic_load_n(&queue.idx->prod, __ATOMIC_ACQUIRE) !=
+               __atomic_load_n(&queue.idx->cons, __ATOMIC_RELAXED);
+}
+
+void vmq_set_spin_ns(uint64_t ns) {
+        spin_ns = ns;
+}
+
+/* Spins up to ns for the queue to fill; returns whether it did. */
+static bool spin(uint64_t ns) {
+        uint64_t khz = vmq__tsc_khz;
+
+        if (!ns)
+                return queue_ready();
+        if (khz) {
+                uint64_t ticks = ns / 1000000 * khz + ns % 1000000 * khz / 1000000;
+                uint64_t start = vmq_rdtsc();
+
+                do {
+                        if (queue_ready())
+                                return true;
+                        vmq_cpu_relax();
+                } while (vmq_rdtsc() - start < ticks);
+        } else {
+                /* Rate unknown: about 1000 pause iterations per 30 us. */
+                uint64_t iters = ns / 30 + 1;
+
+                while (iters--) {
+                        if (queue_ready())
+                                return true;
+                        vmq_cpu_relax();
+                }
+        }
+        return queue_ready();
+}
+
+int vmq_wait(uint64_t timeout_ns) {
+        struct vmq_request *m = mbox_send(VMQ_OP_NONE, 0, 0, 0);
+
+        m->arg = timeout_ns;
+        return vmq_hypercall(VMQ_HC_WAIT);
+}
+
+int vmq_recv(struct vmq_desc *ret, uint64_t timeout_ns) {
+        uint64_t deadline = 0, left = timeout_ns, now;
+        int r;
+
+        r = vmq_try_recv(ret);
+        if (r != -VMQ_E_AGAIN)
+                return r;
+        if (timeout_ns == 0)
+                return -VMQ_E_TIMEDOUT;
+        if (spin(timeout_ns < spin_ns ? timeout_ns : spin_ns)) {
+                r = vmq_try_recv(ret);
+                if (r != -VMQ_E_AGAIN)
+                        return r;
+        }
+        if (timeout_ns != UINT64_MAX) {
+                now = vmq_clock_ns();
+                deadline = now + timeout_ns < now ? UINT64_MAX - 1 : now + timeout_ns;
+        }
+        for (;;) {
+                /* WAIT returns at once when the queue is non-empty, so a
+                 * descriptor that arrived after the spin is not missed. */
+                r = vmq_wait(left);
+                if (r < 0 && r != -VMQ_E_TIMEDOUT)
+                        return r;
+                r = vmq_try_recv(ret);
+                if (r != -VMQ_E_AGAIN)
+                        return r;
+                if (timeout_ns != UINT64_MAX) {
+                        now = vmq_clock_ns();
+                        if (now >= deadline)
+                                return -VMQ_E_TIMEDOUT;
+                        left = deadline - now;
+                }
+        }
+}
+
+int vmq_release(const void *pages, size_t len) {
+        struct vmq_request *m = mbox_send(VMQ_OP_NONE, 0, 0, 0);
+
+        m->gpa = (uint64_t)(uintptr_t)pages;
+        m->len = len > UINT32_MAX ? UINT32_MAX : (uint32_t)len;
+        return vmq_hypercall(VMQ_HC_RELEASE);
+}
