@@ -68,6 +68,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -95,9 +96,13 @@ struct frame_set {
         uint8_t *base; /* the pool's own MAP_SHARED mapping of fd */
         size_t size;   /* frame size */
         size_t total;
-        size_t nfree;
-        size_t hint;    /* no free frame below this index */
-        uint64_t *used; /* bitmap, 1 = allocated */
+        size_t nfree;    /* not owned: clean + ndirty + nscrub */
+        size_t ndirty;   /* free, waiting for the scrubber */
+        size_t nscrub;   /* free, being zeroed by the scrubber right now */
+        bool deferred;   /* zeroing is the scrubber's job */
+        size_t hint;     /* no clean free frame below this index */
+        uint64_t *used;  /* bitmap, 1 = not clean-free (owned, dirty, scrubbing) */
+        uint64_t *dirty; /* bitmap, 1 = dirty (deferred sets only) */
         struct frame *frames;
 };
 
@@ -106,6 +111,12 @@ struct vmq_pool {
         struct frame_set sets[VMQ_FRAME_KIND_MAX];
         struct vmq_space *spaces; /* doubly linked, for check and revocation */
         size_t nspaces;
+        /* the scrubber: zeroes released huge frames off the callers' path */
+        pthread_t scrubber;
+        bool scrubber_running;
+        bool scrubber_stop;
+        pthread_cond_t scrub_work; /* a frame became dirty, or stop */
+        pthread_cond_t scrub_done; /* a frame became clean */
 };
 
 struct region {
@@ -174,14 +185,50 @@ static size_t bm_find(const uint64_t *bm, size_t total, size_t from, bool v) {
         return total;
 }
 
+static void zero_frames(struct frame_set *fs, size_t first, size_t n) {
+        if (fs->size == SMALL_SIZE && n >= PUNCH_MIN_FRAMES &&
+            fallocate(fs->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)(first * fs->size),
+                      (off_t)(n * fs->size)) == 0)
+                return;
+        /* Small runs: a memset of resident pages is cheaper than a syscall.
+         * Huge frames: a hole would drop the hugetlb reservation. */
+        memset(fs->base + first * fs->size, 0, n * fs->size);
+}
+
+static void mark_clean(struct frame_set *fs, size_t f) {
+        bm_put(fs->used, f, false);
+        if (f < fs->hint)
+                fs->hint = f;
+}
+
 /*
- * Takes n frames: the first contiguous free run that fits, else the first n
- * free frames.  Only marks them allocated; the caller fills in the owner once
+ * Takes n frames: the first contiguous clean run that fits, else the first n
+ * clean frames.  Only marks them allocated; the caller fills in the owner once
  * the operation commits, or gives them back with frames_put().
+ *
+ * When too few frames are clean, dirty ones are zeroed here, synchronously.
+ * When even that is not enough but the scrubber is zeroing some right now,
+ * waits for it and returns -EAGAIN: the lock was dropped, so the caller must
+ * validate its request again (nothing has changed yet).
  */
-static int frames_take(struct frame_set *fs, size_t n, uint32_t *out) {
+static int frames_take(struct vmq_pool *p, struct frame_set *fs, size_t n, uint32_t *out) {
         if (n > fs->nfree)
                 return -ENOMEM;
+        size_t clean = fs->nfree - fs->ndirty - fs->nscrub;
+        if (clean + fs->ndirty < n) {
+                int e = pthread_cond_wait(&p->scrub_done, &p->lock);
+                assert(e == 0);
+                (void)e;
+                return -EAGAIN;
+        }
+        for (; clean < n; clean++) {
+                size_t f = bm_find(fs->dirty, fs->total, 0, true);
+                assert(f < fs->total);
+                bm_put(fs->dirty, f, false);
+                fs->ndirty--;
+                zero_frames(fs, f, 1);
+                mark_clean(fs, f);
+        }
         size_t start = fs->total;
         if (n > 1) {
                 size_t i = bm_find(fs->used, fs->total, fs->hint, false);
@@ -214,19 +261,26 @@ static int frames_take(struct frame_set *fs, size_t n, uint32_t *out) {
         return 0;
 }
 
-static void zero_frames(struct frame_set *fs, size_t first, size_t n) {
-        if (fs->size == SMALL_SIZE && n >= PUNCH_MIN_FRAMES &&
-            fallocate(fs->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)(first * fs->size),
-                      (off_t)(n * fs->size)) == 0)
+/* Returns frames to the free set, zeroed now or handed to the scrubber.  The
+ * frames must be mapped nowhere but in the pool's own mapping. */
+static void frames_put(struct vmq_pool *p, struct frame_set *fs, const uint32_t *idx, size_t n) {
+        for (size_t k = 0; k < n; k++) {
+                struct frame *f = &fs->frames[idx[k]];
+                assert(bm_test(fs->used, idx[k]));
+                assert(f->shares == 0);
+                f->owner = NULL;
+                f->gpa = 0;
+        }
+        fs->nfree += n;
+        if (fs->deferred) {
+                for (size_t k = 0; k < n; k++)
+                        bm_put(fs->dirty, idx[k], true);
+                fs->ndirty += n;
+                int e = pthread_cond_signal(&p->scrub_work);
+                assert(e == 0);
+                (void)e;
                 return;
-        /* Small runs: a memset of resident pages is cheaper than a syscall.
-         * Huge frames: a hole would drop the hugetlb reservation. */
-        memset(fs->base + first * fs->size, 0, n * fs->size);
-}
-
-/* Zeroes frames and returns them to the free set.  The frames must be mapped
- * nowhere but in the pool's own mapping. */
-static void frames_put(struct frame_set *fs, const uint32_t *idx, size_t n) {
+        }
         size_t i = 0;
         while (i < n) {
                 size_t j = i + 1;
@@ -235,17 +289,81 @@ static void frames_put(struct frame_set *fs, const uint32_t *idx, size_t n) {
                 zero_frames(fs, idx[i], j - i);
                 i = j;
         }
-        for (size_t k = 0; k < n; k++) {
-                struct frame *f = &fs->frames[idx[k]];
-                assert(bm_test(fs->used, idx[k]));
-                assert(f->shares == 0);
-                bm_put(fs->used, idx[k], false);
-                f->owner = NULL;
-                f->gpa = 0;
-                if (idx[k] < fs->hint)
-                        fs->hint = idx[k];
+        for (size_t k = 0; k < n; k++)
+                mark_clean(fs, idx[k]);
+}
+
+/*
+ * The scrubber thread: zeroes dirty frames one at a time with the lock
+ * dropped, so that neither the releasing vCPU nor any other waits for 2 MiB
+ * of memset.  A frame being zeroed is neither owned nor allocatable
+ * (counted in nscrub); frames_take() waits for it only when nothing else
+ * would do.
+ */
+static void *scrubber_main(void *arg) {
+        struct vmq_pool *p = arg;
+        pthread_mutex_lock(&p->lock);
+        for (;;) {
+                struct frame_set *fs = NULL;
+                for (size_t k = 0; k < VMQ_FRAME_KIND_MAX && !fs; k++)
+                        if (p->sets[k].ndirty > 0)
+                                fs = &p->sets[k];
+                if (p->scrubber_stop)
+                        break;
+                if (!fs) {
+                        pthread_cond_wait(&p->scrub_work, &p->lock);
+                        continue;
+                }
+                size_t f = bm_find(fs->dirty, fs->total, 0, true);
+                assert(f < fs->total);
+                bm_put(fs->dirty, f, false);
+                fs->ndirty--;
+                fs->nscrub++;
+                pthread_mutex_unlock(&p->lock);
+                memset(fs->base + f * fs->size, 0, fs->size);
+                pthread_mutex_lock(&p->lock);
+                fs->nscrub--;
+                mark_clean(fs, f);
+                pthread_cond_broadcast(&p->scrub_done);
         }
-        fs->nfree += n;
+        pthread_mutex_unlock(&p->lock);
+        return NULL;
+}
+
+static int scrubber_start(struct vmq_pool *p) {
+        /* The thread must not take the process's signals (SIGINT, SIGCHLD,
+         * ...): block them all in it. */
+        sigset_t all, old;
+        sigfillset(&all);
+        pthread_sigmask(SIG_SETMASK, &all, &old);
+        int r = pthread_create(&p->scrubber, NULL, scrubber_main, p);
+        pthread_sigmask(SIG_SETMASK, &old, NULL);
+        if (r != 0)
+                return -r;
+        (void)pthread_setname_np(p->scrubber, "vmq-scrub");
+        p->scrubber_running = true;
+        return 0;
+}
+
+static void scrubber_stop(struct vmq_pool *p) {
+        if (!p->scrubber_running)
+                return;
+        pool_lock(p);
+        p->scrubber_stop = true;
+        pthread_cond_signal(&p->scrub_work);
+        pool_unlock(p);
+        pthread_join(p->scrubber, NULL);
+        p->scrubber_running = false;
+}
+
+void vmq_pool_scrub_wait(struct vmq_pool *p) {
+        if (!p)
+                return;
+        pool_lock(p);
+        for (size_t k = 0; k < VMQ_FRAME_KIND_MAX; k++)
+                while (p->sets[k].ndirty + p->sets[k].nscrub > 0)
+                        pthread_cond_wait(&p->scrub_done, &p->lock);
+        pool_unlock(p);
 }
 
 /* ---- pool ------------------------------------------------------------ */
@@ -269,6 +387,7 @@ static void set_fini(struct frame_set *fs) {
                 (void)munmap(fs->base, fs->total * fs->size);
         fs->fd = vmq_close(fs->fd);
         free(fs->used);
+        free(fs->dirty);
         free(fs->frames);
         *fs = (struct frame_set){.fd = -1};
 }
@@ -299,8 +418,9 @@ static int set_init(struct frame_set *fs, enum vmq_frame_kind kind, size_t total
         fs->base = base;
         fs->total = total;
         fs->used = calloc((total + 63) / 64, sizeof(uint64_t));
+        fs->dirty = calloc((total + 63) / 64, sizeof(uint64_t));
         fs->frames = calloc(total, sizeof(struct frame));
-        if (!fs->used || !fs->frames)
+        if (!fs->used || !fs->dirty || !fs->frames)
                 return -ENOMEM;
         fs->nfree = total;
         return 0;
@@ -326,11 +446,11 @@ int vmq_pool_new(const struct vmq_pool_config *cfg, struct vmq_pool **ret) {
                 return -ENOMEM;
         for (size_t k = 0; k < VMQ_FRAME_KIND_MAX; k++)
                 p->sets[k].fd = -1;
-        int r = pthread_mutex_init(&p->lock, NULL);
-        if (r != 0) {
-                free(p);
-                return -r;
-        }
+        /* Plain initialisers: default attributes, and none of these can fail. */
+        p->lock = (pthread_mutex_t)PTHREAD_MUTEX_INITIALIZER;
+        p->scrub_work = (pthread_cond_t)PTHREAD_COND_INITIALIZER;
+        p->scrub_done = (pthread_cond_t)PTHREAD_COND_INITIALIZER;
+        int r;
 
         r = set_init(&p->sets[VMQ_FRAME_4K], VMQ_FRAME_4K, cfg->frames_4k);
         if (r < 0)
@@ -355,12 +475,19 @@ int vmq_pool_new(const struct vmq_pool_config *cfg, struct vmq_pool **ret) {
                 r = -ENOMEM;
                 goto fail;
         }
+        if (p->sets[VMQ_FRAME_2M].total > 0) {
+                /* Only huge frames are worth a thread: zeroing 4 KiB costs
+                 * less than waking it. */
+                r = scrubber_start(p);
+                if (r < 0)
+                        goto fail;
+                p->sets[VMQ_FRAME_2M].deferred = true;
+        }
         *ret = p;
         return 0;
 fail:
         for (size_t k = 0; k < VMQ_FRAME_KIND_MAX; k++)
                 set_fini(&p->sets[k]);
-        pthread_mutex_destroy(&p->lock);
         free(p);
         return r;
 }
@@ -373,8 +500,11 @@ struct vmq_pool *vmq_pool_free(struct vmq_pool *p) {
         assert(p->nspaces == 0);
         if (p->nspaces != 0)
                 return NULL;
+        scrubber_stop(p);
         for (size_t k = 0; k < VMQ_FRAME_KIND_MAX; k++)
                 set_fini(&p->sets[k]);
+        pthread_cond_destroy(&p->scrub_work);
+        pthread_cond_destroy(&p->scrub_done);
         pthread_mutex_destroy(&p->lock);
         free(p);
         return NULL;
@@ -545,7 +675,7 @@ static void region_fini(struct vmq_pool *p, struct region *r) {
                         size_t j = i + 1;
                         while (j < r->npages && r->state[j] == VMQ_PAGE_OWNED)
                                 j++;
-                        frames_put(fs, r->frame + i, j - i);
+                        frames_put(p, fs, r->frame + i, j - i);
                         i = j;
                 }
         }
@@ -589,32 +719,20 @@ int vmq_space_add_region(struct vmq_space *s, uint64_t gpa, uint64_t size, enum 
         if (npages >= FRAME_NONE)
                 return -EINVAL;
 
-        pool_lock(p);
-        int r;
         struct region reg = {.gpa = gpa, .size = size, .kind = kind, .npages = npages};
         _cleanup_free_ uint32_t *frames = NULL;
         bool taken = false;
-        if (fs->total == 0) {
-                r = kind == VMQ_FRAME_2M ? -EOPNOTSUPP : -ENOMEM;
-                goto out;
-        }
-        for (size_t i = 0; i < s->nregions; i++)
-                if (vmq_ranges_overlap(gpa, size, s->regions[i].gpa, s->regions[i].size)) {
-                        r = -EEXIST;
-                        goto out;
-                }
-        struct region *grown = reallocarray(s->regions, s->nregions + 1, sizeof(*grown));
-        if (!grown) {
-                r = -ENOMEM;
-                goto out;
-        }
-        s->regions = grown;
+        int r;
 
+        /* What is private to the new region is built before taking the lock. */
         reg.state = calloc(npages, 1); /* VMQ_PAGE_EMPTY == 0 */
         reg.frame = malloc(npages * sizeof(uint32_t));
-        if (!reg.state || !reg.frame) {
-                r = -ENOMEM;
-                goto out;
+        if (flags & VMQ_REGION_POPULATE)
+                frames = malloc(npages * sizeof(uint32_t));
+        if (!reg.state || !reg.frame || ((flags & VMQ_REGION_POPULATE) && !frames)) {
+                free(reg.state);
+                free(reg.frame);
+                return -ENOMEM;
         }
         memset(reg.frame, 0xff, npages * sizeof(uint32_t)); /* FRAME_NONE */
 
@@ -625,7 +743,9 @@ int vmq_space_add_region(struct vmq_space *s, uint64_t gpa, uint64_t size, enum 
                             MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
         if (raw == MAP_FAILED) {
                 r = -errno;
-                goto out;
+                free(reg.state);
+                free(reg.frame);
+                return r;
         }
         uint8_t *hva = (uint8_t *)VMQ_ALIGN_UP((uintptr_t)raw, (uintptr_t)fsize);
         if (hva > raw)
@@ -634,16 +754,32 @@ int vmq_space_add_region(struct vmq_space *s, uint64_t gpa, uint64_t size, enum 
                 (void)munmap(hva + size, (size_t)(raw + size + extra - (hva + size)));
         reg.hva = hva;
 
-        if (flags & VMQ_REGION_POPULATE) {
-                frames = malloc(npages * sizeof(uint32_t));
-                if (!frames) {
-                        r = -ENOMEM;
+        pool_lock(p);
+        if (fs->total == 0) {
+                r = kind == VMQ_FRAME_2M ? -EOPNOTSUPP : -ENOMEM;
+                goto out;
+        }
+retry:
+        for (size_t i = 0; i < s->nregions; i++)
+                if (vmq_ranges_overlap(gpa, size, s->regions[i].gpa, s->regions[i].size)) {
+                        r = -EEXIST;
                         goto out;
                 }
-                r = frames_take(fs, npages, frames);
+        if (flags & VMQ_REGION_POPULATE) {
+                r = frames_take(p, fs, npages, frames);
+                if (r == -EAGAIN)
+                        goto retry; /* the lock was dropped */
                 if (r < 0)
                         goto out;
                 taken = true;
+        }
+        struct region *grown = reallocarray(s->regions, s->nregions + 1, sizeof(*grown));
+        if (!grown) {
+                r = -ENOMEM;
+                goto out;
+        }
+        s->regions = grown;
+        if (flags & VMQ_REGION_POPULATE) {
                 r = map_pages(p, &reg, 0, npages, NULL, VMQ_PAGE_OWNED, frames);
                 if (r < 0)
                         goto out;
@@ -662,7 +798,7 @@ int vmq_space_add_region(struct vmq_space *s, uint64_t gpa, uint64_t size, enum 
         r = 0;
 out:
         if (taken)
-                frames_put(fs, frames, npages);
+                frames_put(p, fs, frames, npages);
         if (reg.hva)
                 (void)munmap(reg.hva, size);
         free(reg.state);
@@ -800,6 +936,7 @@ int vmq_remap_flip(struct vmq_space *src, uint64_t src_gpa, struct vmq_space *ds
         int r;
 
         pool_lock(p);
+retry:
         r = resolve_run(src, src_gpa, count, &sr, &sf);
         if (r < 0)
                 goto out;
@@ -824,12 +961,15 @@ int vmq_remap_flip(struct vmq_space *src, uint64_t src_gpa, struct vmq_space *ds
                 r = -EBUSY;
                 goto out;
         }
-        fresh = malloc(count * sizeof(uint32_t));
+        if (!fresh)
+                fresh = malloc(count * sizeof(uint32_t));
         if (!fresh) {
                 r = -ENOMEM;
                 goto out;
         }
-        r = frames_take(fs, count, fresh);
+        r = frames_take(p, fs, count, fresh);
+        if (r == -EAGAIN)
+                goto retry; /* the lock was dropped: validate again */
         if (r < 0)
                 goto out;
 
@@ -838,14 +978,14 @@ int vmq_remap_flip(struct vmq_space *src, uint64_t src_gpa, struct vmq_space *ds
         r = map_pages(p, sr, sf, count, NULL, VMQ_PAGE_OWNED, fresh);
         if (r < 0) {
                 map_restore(p, sr, sf, count);
-                frames_put(fs, fresh, count);
+                frames_put(p, fs, fresh, count);
                 goto out;
         }
         r = map_pages(p, dr, df, count, NULL, VMQ_PAGE_OWNED, sr->frame + sf);
         if (r < 0) {
                 map_restore(p, dr, df, count);
                 map_restore(p, sr, sf, count);
-                frames_put(fs, fresh, count);
+                frames_put(p, fs, fresh, count);
                 goto out;
         }
         size_t fsize = fs->size;
@@ -914,7 +1054,8 @@ out:
 /*
  * Common part of copy and copy_in: gives the EMPTY pages covering len bytes
  * at dst_gpa fresh frames filled from `data` (a host pointer, which for copy
- * is the source region's mapping, checked readable by the caller).
+ * is the source region's mapping, checked readable by the caller).  -EAGAIN
+ * when frames_take() dropped the lock: the caller validates again.
  */
 static int copy_locked(struct vmq_pool *p, struct vmq_space *dst, uint64_t dst_gpa,
                        const uint8_t *data, uint64_t len) {
@@ -938,7 +1079,7 @@ static int copy_locked(struct vmq_pool *p, struct vmq_space *dst, uint64_t dst_g
         _cleanup_free_ uint32_t *fresh = malloc(count * sizeof(uint32_t));
         if (!fresh)
                 return -ENOMEM;
-        r = frames_take(fs, count, fresh);
+        r = frames_take(p, fs, count, fresh);
         if (r < 0)
                 return r;
         /* Fill through the pool's mapping before the receiver can see the
@@ -951,7 +1092,7 @@ static int copy_locked(struct vmq_pool *p, struct vmq_space *dst, uint64_t dst_g
         r = map_pages(p, dr, df, count, NULL, VMQ_PAGE_OWNED, fresh);
         if (r < 0) {
                 map_restore(p, dr, df, count);
-                frames_put(fs, fresh, count);
+                frames_put(p, fs, fresh, count);
                 return r;
         }
         for (size_t i = 0; i < count; i++) {
@@ -970,6 +1111,7 @@ int vmq_remap_copy(struct vmq_space *src, uint64_t src_gpa, struct vmq_space *ds
         struct vmq_pool *p = src->pool;
         int r;
         pool_lock(p);
+retry:;
         const struct region *sr = region_of(src, src_gpa);
         if (!sr || !vmq_range_within(src_gpa, len, sr->gpa, sr->size)) {
                 r = -ERANGE;
@@ -983,6 +1125,8 @@ int vmq_remap_copy(struct vmq_space *src, uint64_t src_gpa, struct vmq_space *ds
                         goto out;
                 }
         r = copy_locked(p, dst, dst_gpa, sr->hva + off, len);
+        if (r == -EAGAIN)
+                goto retry; /* the lock was dropped: validate the source again */
 out:
         pool_unlock(p);
         return r;
@@ -991,8 +1135,11 @@ out:
 int vmq_remap_copy_in(struct vmq_space *dst, uint64_t dst_gpa, const void *data, uint64_t len) {
         if (!dst || !data || len == 0)
                 return -EINVAL;
+        int r;
         pool_lock(dst->pool);
-        int r = copy_locked(dst->pool, dst, dst_gpa, data, len);
+        do
+                r = copy_locked(dst->pool, dst, dst_gpa, data, len);
+        while (r == -EAGAIN);
         pool_unlock(dst->pool);
         return r;
 }
@@ -1051,7 +1198,7 @@ int vmq_remap_release(struct vmq_space *s, uint64_t gpa, size_t count) {
                 reg->frame[i] = FRAME_NONE;
         }
         /* Zeroed here, under the lock and off the send path: see the top. */
-        frames_put(fs, owned, nowned);
+        frames_put(p, fs, owned, nowned);
 out:
         pool_unlock(p);
         return r;
@@ -1080,21 +1227,26 @@ static int check_locked(struct vmq_pool *p, uint32_t **scratch) {
                 struct frame_set *fs = &p->sets[k];
                 /* share references seen per frame */
                 uint32_t *seen = scratch[k];
-                size_t used = 0, owned_pages = 0;
+                size_t used = 0, unowned = 0, ndirty = 0, owned_pages = 0;
                 for (size_t f = 0; f < fs->total; f++) {
                         bool u = bm_test(fs->used, f);
+                        bool d = bm_test(fs->dirty, f);
                         const struct frame *fr = &fs->frames[f];
-                        if (u != (fr->owner != NULL))
+                        /* free (clean, dirty or being scrubbed) XOR owned */
+                        if (fr->owner && (!u || d || !space_listed(p, fr->owner)))
                                 return -EUCLEAN;
-                        if (!u && fr->shares != 0)
+                        if (!fr->owner && fr->shares != 0)
                                 return -EUCLEAN;
-                        if (u && !space_listed(p, fr->owner))
+                        if (d && (!u || !fs->deferred))
                                 return -EUCLEAN;
                         if (!u && f < fs->hint)
                                 return -EUCLEAN;
-                        used += u;
+                        used += fr->owner != NULL;
+                        unowned += u && !fr->owner;
+                        ndirty += d;
                 }
-                if (used + fs->nfree != fs->total)
+                if (used + fs->nfree != fs->total || ndirty != fs->ndirty ||
+                    unowned != fs->ndirty + fs->nscrub)
                         return -EUCLEAN;
 
                 for (struct vmq_space *t = p->spaces; t; t = t->next) {

@@ -17,13 +17,19 @@
  * Invariant (checked by vmq_pool_check): every frame is either free, or owned
  * by exactly one (space, address); shared-in mappings reference an owned
  * frame and are counted on it.  Frames are zeroed before they are handed out
- * again, so no data crosses VMs through recycling.
+ * again, so no data crosses VMs through recycling.  4 KiB frames are zeroed
+ * by the call that frees them; 2 MiB frames by the pool's scrubber thread
+ * (started by vmq_pool_new when the pool has huge frames, joined by
+ * vmq_pool_free), so that releasing one costs no 2 MiB memset on the
+ * caller's path.  A free-but-not-yet-zeroed frame counts as free; an
+ * allocation that needs it zeroes it itself or waits for the scrubber.
  *
  * All operations on spaces of one pool are serialised by the pool's lock and
  * are all-or-nothing: on error nothing has changed.
  *
  * Errors: -EINVAL (bad argument: zero count, misaligned address, kind
- * mismatch), -ERANGE (address run not inside one region), -EPERM (source page
+ * mismatch, spaces of different pools), -ERANGE (address run not inside one
+ * region), -EPERM (source page
  * not OWNED by the source space), -EBUSY (source frame is shared out, or a
  * destination slot is not EMPTY), -ENOMEM (pool has no free frame),
  * -EOPNOTSUPP (hugetlb frames requested but the pool has none).
@@ -59,7 +65,10 @@ struct vmq_pool_config {
 };
 
 /* Creates a pool.  Without require_huge, a host with too few hugetlb pages
- * yields a pool with no 2 MiB frames (vmq_pool_has_huge() is false). */
+ * yields a pool with no 2 MiB frames (vmq_pool_has_huge() is false).  The
+ * huge frames are reserved and faulted in here (MAP_POPULATE of the whole
+ * hugetlb memfd), so they can never SIGBUS later.  -EINVAL when both counts
+ * are 0 or a count exceeds 2^32 - 1 frames. */
 int vmq_pool_new(const struct vmq_pool_config *cfg, struct vmq_pool **ret);
 /* Frees a pool; every space must have been freed first.  Accepts NULL;
  * returns NULL. */
@@ -67,8 +76,13 @@ struct vmq_pool *vmq_pool_free(struct vmq_pool *p);
 
 bool vmq_pool_has_huge(const struct vmq_pool *p);
 size_t vmq_pool_frames_total(const struct vmq_pool *p, enum vmq_frame_kind kind);
+/* Frames not owned by any space (including freed frames not yet zeroed). */
 size_t vmq_pool_frames_free(const struct vmq_pool *p, enum vmq_frame_kind kind);
 size_t vmq_frame_size(enum vmq_frame_kind kind);
+
+/* Waits until the scrubber has zeroed every freed frame (benchmarks settle
+ * with it; nothing needs it for correctness). */
+void vmq_pool_scrub_wait(struct vmq_pool *p);
 
 /* Verifies the ownership invariant over the whole pool and every space in
  * it.  Returns 0, or -EUCLEAN when it is broken. */
@@ -79,22 +93,28 @@ int vmq_space_new(struct vmq_pool *pool, struct vmq_space **ret);
  * the pool, unmaps its regions.  Accepts NULL; returns NULL. */
 struct vmq_space *vmq_space_free(struct vmq_space *s);
 
-#define VMQ_REGION_POPULATE 0x1u /* every page starts OWNED, with a zeroed
+#define VMQ_REGION_POPULATE                                                                        \
+        0x1u /* every page starts OWNED, with a zeroed
                                   * frame; otherwise every page starts EMPTY */
 
 /*
  * Adds a region [gpa, gpa + size) of frames of one kind.  gpa and size must be
- * multiples of the frame size and must not overlap another region.  The host
- * mapping stays at the same address for the life of the space; *ret_hva gets
- * it (for KVM_SET_USER_MEMORY_REGION).
+ * multiples of the frame size (-EINVAL) and must not overlap another region
+ * (-EEXIST).  2 MiB regions need a pool with huge frames (-EOPNOTSUPP).  With
+ * VMQ_REGION_POPULATE, -ENOMEM when the pool has too few free frames (then no
+ * region is added).  Populated frames are taken as one contiguous run where
+ * the pool has one, so the region is one host mapping (one VMA).  The host
+ * mapping stays at the same address for the life of the space (2 MiB aligned
+ * for huge regions); *ret_hva gets it (for KVM_SET_USER_MEMORY_REGION).
  */
-int vmq_space_add_region(struct vmq_space *s, uint64_t gpa, uint64_t size,
-                         enum vmq_frame_kind kind, unsigned flags, void **ret_hva);
+int vmq_space_add_region(struct vmq_space *s, uint64_t gpa, uint64_t size, enum vmq_frame_kind kind,
+                         unsigned flags, void **ret_hva);
 
-/* Region enumeration, in the order they were added. */
+/* Region enumeration, in the order they were added; -ERANGE past the end.
+ * Every ret_* may be NULL. */
 size_t vmq_space_region_count(const struct vmq_space *s);
-int vmq_space_region(const struct vmq_space *s, size_t index, uint64_t *ret_gpa,
-                     uint64_t *ret_size, enum vmq_frame_kind *ret_kind, void **ret_hva);
+int vmq_space_region(const struct vmq_space *s, size_t index, uint64_t *ret_gpa, uint64_t *ret_size,
+                     enum vmq_frame_kind *ret_kind, void **ret_hva);
 
 /*
  * The checked accessor: host pointer for [gpa, gpa + len) if the whole range
@@ -109,18 +129,18 @@ int vmq_space_page_state(struct vmq_space *s, uint64_t gpa, enum vmq_page_state 
                          enum vmq_frame_kind *ret_kind);
 
 /* Finds `count` consecutive EMPTY pages in the region that contains
- * region_gpa (first fit, starting after the last place found).  -ENOSPC when
- * there is no such run. */
-int vmq_space_find_empty(struct vmq_space *s, uint64_t region_gpa, size_t count,
-                         uint64_t *ret_gpa);
+ * region_gpa (any address in it; -ERANGE if none) (first fit, starting after
+ * the last place found).  -ENOSPC when there is no such run.  It reserves
+ * nothing: the caller fills the run under its own serialisation. */
+int vmq_space_find_empty(struct vmq_space *s, uint64_t region_gpa, size_t count, uint64_t *ret_gpa);
 
 /*
  * flip: moves the frames of `count` OWNED pages at src_gpa to the EMPTY
  * pages at dst_gpa (both runs in regions of the same frame kind); the source
  * pages get fresh zeroed frames and stay OWNED.
  */
-int vmq_remap_flip(struct vmq_space *src, uint64_t src_gpa, struct vmq_space *dst,
-                   uint64_t dst_gpa, size_t count);
+int vmq_remap_flip(struct vmq_space *src, uint64_t src_gpa, struct vmq_space *dst, uint64_t dst_gpa,
+                   size_t count);
 
 /*
  * share: maps the frames of `count` OWNED pages at src_gpa read-only at the
@@ -134,10 +154,12 @@ int vmq_remap_share(struct vmq_space *src, uint64_t src_gpa, struct vmq_space *d
 /*
  * copy: gives the EMPTY destination pages covering len bytes at dst_gpa
  * fresh zeroed frames and copies len bytes from src_gpa (readable pages of
- * src) into them.  dst_gpa must be frame aligned; src_gpa need not be.
+ * src) into them.  dst_gpa must be frame aligned; src_gpa need not be.  The
+ * two regions may be of different kinds.  The copy is made under the pool
+ * lock: meant for small messages.
  */
-int vmq_remap_copy(struct vmq_space *src, uint64_t src_gpa, struct vmq_space *dst,
-                   uint64_t dst_gpa, uint64_t len);
+int vmq_remap_copy(struct vmq_space *src, uint64_t src_gpa, struct vmq_space *dst, uint64_t dst_gpa,
+                   uint64_t len);
 
 /*
  * copy_in: like copy, from a host buffer (the host end of a channel).
@@ -147,7 +169,8 @@ int vmq_remap_copy_in(struct vmq_space *dst, uint64_t dst_gpa, const void *data,
 /*
  * release: makes `count` pages at gpa EMPTY: OWNED frames go back to the pool
  * (zeroed before reuse), SHARED_IN mappings are revoked.  EMPTY pages in the
- * run are an error (-EPERM) and nothing changes.
+ * run are an error (-EPERM) and nothing changes; so is an OWNED frame that is
+ * shared out (-EBUSY; -EPERM wins when both apply).
  */
 int vmq_remap_release(struct vmq_space *s, uint64_t gpa, size_t count);
 

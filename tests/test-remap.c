@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "core/remap.h"
+#include "core/util.h"
 #include "tests/test-util.h"
 
 #define PG 4096ull
@@ -23,7 +24,7 @@ static struct vmq_pool *new_pool(size_t f4k, size_t f2m) {
         struct vmq_pool_config cfg = {.frames_4k = f4k, .frames_2m = f2m, .require_huge = f2m > 0};
         struct vmq_pool *p = NULL;
         if (f2m > 0)
-                cr_assert_geq(vmq_test_reserve_hugepages(16), (long)f2m,
+                cr_assert_geq(vmq_test_reserve_hugepages((long)f2m + 8), (long)f2m,
                               "could not reserve hugetlb pages (root is required)");
         int r = vmq_pool_new(&cfg, &p);
         cr_assert_eq(r, 0, "vmq_pool_new: %s", strerror(-r));
@@ -524,6 +525,24 @@ Test(remap, huge_frames_zeroed_before_reuse) {
         vmq_pool_free(p);
 }
 
+Test(remap, scrubber_zeroes_released_huge_frames) {
+        struct vmq_pool *p = new_pool(16, 2);
+        struct vmq_space *a = new_space(p);
+        uint8_t *ah = add_region(a, 0x80000000, 2 * HPG, VMQ_FRAME_2M, VMQ_REGION_POPULATE);
+        memset(ah, 0xaa, 2 * HPG);
+        cr_assert_eq(vmq_remap_release(a, 0x80000000, 2), 0);
+        cr_assert_eq(vmq_pool_frames_free(p, VMQ_FRAME_2M), 2, "dirty frames count as free");
+        cr_assert_eq(vmq_pool_check(p), 0);
+        /* all zeroing done by the thread: nothing is left for allocation */
+        vmq_pool_scrub_wait(p);
+        cr_assert_eq(vmq_pool_check(p), 0);
+        uint8_t *bh = add_region(a, 0xC0000000, 2 * HPG, VMQ_FRAME_2M, VMQ_REGION_POPULATE);
+        cr_assert(all_zero(bh, 2 * HPG));
+        vmq_space_free(a);
+        vmq_pool_scrub_wait(p);
+        vmq_pool_free(p);
+}
+
 Test(remap, no_huge_without_require) {
         /* far more huge pages than any host here has free: the pool degrades */
         struct vmq_pool_config cfg = {.frames_4k = 8, .frames_2m = 1u << 20};
@@ -541,6 +560,7 @@ Test(remap, no_huge_without_require) {
 
 Test(remap, teardown_returns_everything) {
         int fds = vmq_test_count_fds();
+        int threads = vmq_test_count_threads();
         struct vmq_pool *p = new_pool(256, 2);
         struct vmq_space *s[3];
         for (int i = 0; i < 3; i++) {
@@ -568,16 +588,16 @@ Test(remap, teardown_returns_everything) {
         cr_assert_eq(vmq_pool_frames_free(p, VMQ_FRAME_4K), 256);
         cr_assert_eq(vmq_pool_frames_free(p, VMQ_FRAME_2M), 2);
         cr_assert_eq(vmq_pool_check(p), 0);
+        cr_assert_eq(vmq_test_count_threads(), threads + 1, "the scrubber runs");
         vmq_pool_free(p);
         cr_assert_eq(vmq_test_count_fds(), fds, "no fd leaked");
+        cr_assert_eq(vmq_test_count_threads(), threads, "scrubber joined");
 }
 
 /* ---- random operations against a model ---------------------------------- */
 
-#define RS 4  /* spaces */
-#define RP 48 /* pages per space */
-#define RGPA 0x200000ull
-#define RFRAMES 150
+#define RS 4     /* spaces */
+#define RPMAX 48 /* pages per space, at most */
 
 struct mpage {
         int state;    /* enum vmq_page_state */
@@ -587,12 +607,18 @@ struct mpage {
 };
 
 struct model {
+        enum vmq_frame_kind kind;
+        uint64_t fs;   /* frame size */
+        uint64_t base; /* gpa of every space's region */
+        int np;        /* pages per space */
+        int nf;        /* frames in the pool */
         struct vmq_pool *pool;
         struct vmq_space *sp[RS];
-        struct mpage pg[RS][RP];
+        struct mpage pg[RS][RPMAX];
         uint64_t rng;
         uint64_t next_tag;
         int owned;
+        int moves; /* successful flips, shares and copies */
 };
 
 static uint64_t rnd(struct model *m) {
@@ -607,9 +633,10 @@ static unsigned rn(struct model *m, unsigned n) {
         return (unsigned)(rnd(m) % n);
 }
 
-static uint64_t gpa_of(int page) {
-        return RGPA + (uint64_t)page * PG;
+static uint64_t gpa_of_(struct model *m, int page) {
+        return m->base + (uint64_t)page * m->fs;
 }
+#define gpa_of(page) gpa_of_(m, page)
 
 static uint64_t *word(struct model *m, int s, int page) {
         return vmq_space_translate(m->sp[s], gpa_of(page), 8, false);
@@ -617,19 +644,19 @@ static uint64_t *word(struct model *m, int s, int page) {
 
 static void model_space_new(struct model *m, int s) {
         m->sp[s] = new_space(m->pool);
-        add_region(m->sp[s], RGPA, RP * PG, VMQ_FRAME_4K, 0);
-        for (int i = 0; i < RP; i++)
+        add_region(m->sp[s], m->base, (uint64_t)m->np * m->fs, m->kind, 0);
+        for (int i = 0; i < m->np; i++)
                 m->pg[s][i] = (struct mpage){.state = VMQ_PAGE_EMPTY};
 }
 
 static void model_space_free(struct model *m, int s) {
         for (int t = 0; t < RS; t++)
-                for (int i = 0; i < RP; i++) {
+                for (int i = 0; i < m->np; i++) {
                         struct mpage *q = &m->pg[t][i];
                         if (q->state == VMQ_PAGE_SHARED_IN && q->os == s)
                                 *q = (struct mpage){.state = VMQ_PAGE_EMPTY};
                 }
-        for (int i = 0; i < RP; i++) {
+        for (int i = 0; i < m->np; i++) {
                 struct mpage *q = &m->pg[s][i];
                 if (q->state == VMQ_PAGE_SHARED_IN)
                         m->pg[q->os][q->op].shares--;
@@ -651,22 +678,45 @@ static int expect_move(struct model *m, int s, int a, int d, int b, int n, bool 
         for (int i = 0; i < n; i++)
                 if (m->pg[d][b + i].state != VMQ_PAGE_EMPTY)
                         return -EBUSY;
-        if (!share && RFRAMES - m->owned < n)
+        if (!share && m->nf - m->owned < n)
                 return -ENOMEM;
         return 0;
+}
+
+/* A page of space s in `state` (any page if there is none), to make most
+ * operations plausible rather than almost all of them errors. */
+static int pick(struct model *m, int s, int state) {
+        int start = (int)rn(m, (unsigned)m->np);
+        for (int i = 0; i < m->np; i++) {
+                int p = (start + i) % m->np;
+                if (m->pg[s][p].state == state)
+                        return p;
+        }
+        return start;
 }
 
 static void random_op(struct model *m) {
         int s = (int)rn(m, RS), d = (int)rn(m, RS);
         int n = 1 + (int)rn(m, 4);
-        int a = (int)rn(m, RP - n + 1), b = (int)rn(m, RP - n + 1);
+        int a, b;
+        if (rn(m, 4) != 0) {
+                a = pick(m, s, rn(m, 2) ? VMQ_PAGE_OWNED : VMQ_PAGE_SHARED_IN);
+                b = pick(m, d, VMQ_PAGE_EMPTY);
+                if (rn(m, 2))
+                        n = 1;
+                n = VMQ_MIN(n, m->np - VMQ_MAX(a, b));
+        } else {
+                n = VMQ_MIN(n, m->np);
+                a = (int)rn(m, (unsigned)(m->np - n + 1));
+                b = (int)rn(m, (unsigned)(m->np - n + 1));
+        }
         unsigned op = rn(m, 200);
         int r, want;
 
         if (op < 40) { /* populate one page from the host */
                 uint64_t tag = ++m->next_tag;
                 want = m->pg[d][b].state != VMQ_PAGE_EMPTY ? -EBUSY
-                       : m->owned >= RFRAMES               ? -ENOMEM
+                       : m->owned >= m->nf                 ? -ENOMEM
                                                            : 0;
                 r = vmq_remap_copy_in(m->sp[d], gpa_of(b), &tag, sizeof(tag));
                 cr_assert_eq(r, want);
@@ -676,7 +726,7 @@ static void random_op(struct model *m) {
                 }
         } else if (op < 60) { /* the guest writes its page */
                 if (m->pg[s][a].state == VMQ_PAGE_OWNED) {
-                        uint64_t *w = vmq_space_translate(m->sp[s], gpa_of(a), PG, true);
+                        uint64_t *w = vmq_space_translate(m->sp[s], gpa_of(a), m->fs, true);
                         cr_assert_not_null(w);
                         m->pg[s][a].tag = *w = ++m->next_tag;
                 }
@@ -688,19 +738,22 @@ static void random_op(struct model *m) {
                         m->pg[d][b + i] = m->pg[s][a + i];
                         m->pg[s][a + i].tag = 0;
                 }
-                if (r == 0)
+                if (r == 0) {
                         m->owned += n;
+                        m->moves++;
+                }
         } else if (op < 125) { /* share */
                 want = expect_move(m, s, a, d, b, n, true);
                 r = vmq_remap_share(m->sp[s], gpa_of(a), m->sp[d], gpa_of(b), (size_t)n);
                 cr_assert_eq(r, want, "share %d:%d -> %d:%d x%d", s, a, d, b, n);
+                m->moves += r == 0;
                 for (int i = 0; r == 0 && i < n; i++) {
                         m->pg[s][a + i].shares++;
                         m->pg[d][b + i] =
                                 (struct mpage){.state = VMQ_PAGE_SHARED_IN, .os = s, .op = a + i};
                 }
         } else if (op < 150) { /* copy n-1 pages and a bit, from any readable page */
-                uint64_t len = (uint64_t)(n - 1) * PG + 8 + rn(m, PG - 8);
+                uint64_t len = (uint64_t)(n - 1) * m->fs + 8 + rn(m, (unsigned)m->fs - 8);
                 want = 0;
                 for (int i = 0; i < n; i++)
                         if (m->pg[s][a + i].state == VMQ_PAGE_EMPTY)
@@ -708,7 +761,7 @@ static void random_op(struct model *m) {
                 for (int i = 0; i < n && want == 0; i++)
                         if (m->pg[d][b + i].state != VMQ_PAGE_EMPTY)
                                 want = -EBUSY;
-                if (want == 0 && RFRAMES - m->owned < n)
+                if (want == 0 && m->nf - m->owned < n)
                         want = -ENOMEM;
                 uint64_t tags[4];
                 for (int i = 0; i < n; i++) {
@@ -719,8 +772,10 @@ static void random_op(struct model *m) {
                 cr_assert_eq(r, want, "copy %d:%d -> %d:%d x%d", s, a, d, b, n);
                 for (int i = 0; r == 0 && i < n; i++)
                         m->pg[d][b + i] = (struct mpage){.state = VMQ_PAGE_OWNED, .tag = tags[i]};
-                if (r == 0)
+                if (r == 0) {
                         m->owned += n;
+                        m->moves++;
+                }
         } else if (op < 198) { /* release */
                 want = 0;
                 for (int i = 0; i < n; i++)
@@ -743,12 +798,12 @@ static void random_op(struct model *m) {
                 model_space_free(m, s);
                 model_space_new(m, s);
         }
-        cr_assert_eq(vmq_pool_frames_free(m->pool, VMQ_FRAME_4K), (size_t)(RFRAMES - m->owned));
+        cr_assert_eq(vmq_pool_frames_free(m->pool, m->kind), (size_t)(m->nf - m->owned));
 }
 
 static void model_verify(struct model *m) {
         for (int s = 0; s < RS; s++)
-                for (int i = 0; i < RP; i++) {
+                for (int i = 0; i < m->np; i++) {
                         struct mpage *q = &m->pg[s][i];
                         cr_assert_eq((int)state_of(m->sp[s], gpa_of(i)), q->state, "%d:%d", s, i);
                         uint64_t *w = word(m, s, i);
@@ -765,31 +820,48 @@ static void model_verify(struct model *m) {
                 }
 }
 
+static void random_run(struct model *m, int ops) {
+        for (int s = 0; s < RS; s++)
+                model_space_new(m, s);
+        for (int i = 0; i < ops; i++) {
+                random_op(m);
+                if (i % 250 == 0) {
+                        model_verify(m);
+                        cr_assert_eq(vmq_pool_check(m->pool), 0, "after op %d", i);
+                }
+        }
+        model_verify(m);
+        cr_assert_eq(vmq_pool_check(m->pool), 0);
+        size_t nfree = vmq_pool_frames_free(m->pool, m->kind);
+        cr_assert_eq(nfree + (size_t)m->owned, vmq_pool_frames_total(m->pool, m->kind),
+                     "frames conserved");
+        cr_assert_gt(m->owned, 0);
+        cr_assert_gt(m->moves, ops / 20, "only %d moves succeeded", m->moves);
+        for (int s = 0; s < RS; s++)
+                model_space_free(m, s);
+        cr_assert_eq(vmq_pool_frames_free(m->pool, m->kind), (size_t)m->nf);
+        cr_assert_eq(vmq_pool_check(m->pool), 0);
+        vmq_pool_free(m->pool);
+}
+
 Test(remap, random_operations) {
         static struct model m;
         memset(&m, 0, sizeof(m));
+        m = (struct model){.kind = VMQ_FRAME_4K, .fs = PG, .base = 0x200000, .np = 48, .nf = 150};
         m.rng = 0x9e3779b97f4a7c15ull;
-        m.pool = new_pool(RFRAMES, 0);
-        for (int s = 0; s < RS; s++)
-                model_space_new(&m, s);
-        for (int i = 0; i < 10000; i++) {
-                random_op(&m);
-                if (i % 250 == 0) {
-                        model_verify(&m);
-                        cr_assert_eq(vmq_pool_check(m.pool), 0, "after op %d", i);
-                }
-        }
-        model_verify(&m);
-        cr_assert_eq(vmq_pool_check(m.pool), 0);
-        size_t free4k = vmq_pool_frames_free(m.pool, VMQ_FRAME_4K);
-        cr_assert_eq(free4k + (size_t)m.owned, vmq_pool_frames_total(m.pool, VMQ_FRAME_4K),
-                     "frames conserved");
-        cr_assert_gt(m.owned, 0);
-        for (int s = 0; s < RS; s++)
-                model_space_free(&m, s);
-        cr_assert_eq(vmq_pool_frames_free(m.pool, VMQ_FRAME_4K), RFRAMES);
-        cr_assert_eq(vmq_pool_check(m.pool), 0);
-        vmq_pool_free(m.pool);
+        m.pool = new_pool((size_t)m.nf, 0);
+        random_run(&m, 10000);
+}
+
+/* The same with 2 MiB frames, whose zeroing the scrubber does concurrently:
+ * allocations race with it for the frames it is zeroing. */
+Test(remap, random_operations_2m) {
+        static struct model m;
+        memset(&m, 0, sizeof(m));
+        m = (struct model){.kind = VMQ_FRAME_2M, .fs = HPG, .base = 0x80000000, .np = 4, .nf = 8};
+        m.rng = 0x2545f4914f6cdd1dull;
+        m.pool = new_pool(16, (size_t)m.nf);
+        random_run(&m, 1500);
 }
 
 /* ---- concurrency ---------------------------------------------------------- */
