@@ -31,7 +31,8 @@ int vmq_kvm_set_memslot(int vm_fd, uint32_t slot, uint64_t gpa, uint64_t size, v
 int vmq_kvm_create_vcpu(int kvm_fd, int vm_fd, unsigned id, struct kvm_run **ret_run,
                         size_t *ret_run_size);
 
-/* KVM_IOEVENTFD on a PIO port (any write of `len` bytes, no datamatch). */
+/* KVM_IOEVENTFD on a PIO port: any write of `len` bytes (1, 2, 4 or 8; 0
+ * matches any length), no datamatch.  assign false removes it. */
 int vmq_kvm_ioeventfd(int vm_fd, uint16_t port, unsigned len, int event_fd, bool assign);
 
 /* KVM_GET_TSC_KHZ on a vCPU; 0 when unknown. */

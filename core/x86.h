@@ -19,6 +19,34 @@
 
 #include <linux/kvm.h>
 
+/*
+ * GDT selectors.  The layout copies the one of x86-64 Linux on purpose: under
+ * the PVM nested hypervisor the guest's user code really runs on the host's
+ * user segments, so a guest that reads %cs/%ss sees 0x33/0x2b whatever we
+ * say; with the same numbers in our GDT, what it reads is also what we set.
+ * The user selectors carry RPL 3.
+ */
+#define VMQ_X86_KERNEL_CS 0x10u
+#define VMQ_X86_KERNEL_DS 0x18u
+#define VMQ_X86_USER_DS (0x28u | 3u)
+#define VMQ_X86_USER_CS (0x30u | 3u)
+#define VMQ_X86_TSS_SEL 0x38u /* 16-byte descriptor: two GDT slots */
+#define VMQ_X86_GDT_ENTRIES 9u
+/* Offset of the TSS in the GDT page (the last page of the system area). */
+#define VMQ_X86_TSS_OFF 0x80u
+
+/*
+ * Ports the TSS I/O permission bitmap opens at CPL 3: the vmq hypercall
+ * range [VMQ_HC_PORT_BASE, VMQ_HC_PORT_BASE + 0x100), doorbell included.
+ * IOPL 3 alone does not do: PVM runs the guest's user code with the host's
+ * IOPL 0 and emulates `in`/`out` from the #GP, checking the TSS bitmap.
+ */
+#define VMQ_X86_IO_PORT_FIRST 0x500u
+#define VMQ_X86_IO_PORT_END 0x600u
+
+/* Entry RFLAGS: IOPL 3 (port I/O allowed at CPL 3), reserved bit 1, IF clear. */
+#define VMQ_X86_RFLAGS 0x3002ull
+
 /* A guest-physical range to identity-map for the guest. */
 struct vmq_x86_map {
         uint64_t gpa;  /* 4 KiB aligned */
@@ -39,17 +67,22 @@ struct vmq_x86_boot {
  * pointer of guest-physical [VMQ_SYSTEM_GPA, VMQ_SYSTEM_END).  Ranges may use
  * 2 MiB page-table entries where a whole aligned 2 MiB is mapped with the same
  * attributes; everything not listed is not present.  The system area itself
- * is mapped supervisor-only.  Returns 0, -EINVAL (bad range) or -ENOSPC
- * (tables do not fit the system area).
+ * is mapped supervisor-only; a range overlapping it, another range, or
+ * VMQ_GPA_LIMIT, or not 4 KiB aligned, is -EINVAL.  Zero-size ranges are
+ * ignored.  Returns 0, -EINVAL (bad range) or -ENOSPC (tables do not fit the
+ * system area: at most 12 page directories and page tables together).
  */
 int vmq_x86_build(void *system, const struct vmq_x86_map *maps, size_t nmaps,
                   struct vmq_x86_boot *ret);
 
 /* Special registers for 64-bit CPL 3 entry (long mode, paging, flat
- * segments of DPL 3, TSS loaded). Starts from the vCPU's current sregs. */
+ * segments of DPL 3, busy TSS loaded, no IDT so that any exception becomes a
+ * triple fault, i.e. KVM_EXIT_SHUTDOWN).  Starts from the vCPU's current
+ * sregs (KVM_GET_SREGS) so that fields KVM owns, like apic_base, are kept. */
 void vmq_x86_setup_sregs(const struct vmq_x86_boot *boot, struct kvm_sregs *sregs);
 
-/* General registers: rip, rsp, rdi, rsi; RFLAGS = IOPL 3, IF clear. */
+/* General registers: rip, rsp, rdi, rsi; RFLAGS = VMQ_X86_RFLAGS; all
+ * other registers zero. */
 void vmq_x86_setup_regs(uint64_t entry, uint64_t stack, uint64_t arg0, uint64_t arg1,
                         struct kvm_regs *regs);
 
