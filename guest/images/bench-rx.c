@@ -1,4 +1,93 @@
-#include "guest/vmq-guest.h"
+/* SPDX-License-Identifier: MIT */
+/*
+ * bench-rx: the receiving half of the benchmark pair (protocol in bench.h).
+ *
+ * Waits on its queue spinning in the guest for spin_us before it blocks in
+ * the monitor, so a back-to-back stream or a ping-pong never pays for a
+ * wake-up.  For a PAGE message it reads one byte of every 4 KiB page of
+ * [gpa, gpa + len) (so a flip pays its refaults, a copy its copy), releases
+ * the run, and answers BENCH_TAG_LAST messages with an ACK.  INLINE pings are
+ * answered at once with the same data.
+ *
+ * Arguments:
+ *   spin_us=N   spin before blocking, microseconds (default 200)
+ *   post=0|1    send replies immediately (default) or posted + doorbell
+ *
+ * Console:
+ *   bench-rx: start vm=<id> name=<name> spin_us=<N> post=<0|1>
+ *   bench-rx: hello channel=<id> peer=<vm_id> name=<name> uuid=<uuid>
+ *   bench-rx: done messages=<n> bytes=<b> pages=<p>   (on VMQ_TAG_DONE, exit 0)
+ */
+#include "guest/images/bench.h"
+
+static bool post;
+
+static void reply(uint32_t ch, const void *data, size_t len, uint64_t tag) {
+        int r;
+
+        for (;;) {
+                r = post ? vmq_post_inline(ch, data, len, tag)
+                         : vmq_send_inline(ch, data, len, tag);
+                if (r != -VMQ_E_AGAIN)
+                        break;
+                vmq_cpu_relax();
+        }
+        if (r < 0)
+                vmq_printf("bench-rx: reply failed channel=%u error=%s\n", ch, vmq_strerror(r));
+        else if (post)
+                vmq_doorbell();
+}
+
 int vmq_main(void) {
-        return 0;
+        uint64_t spin_us = vmq_arg_u64("spin_us", 200), messages = 0, bytes = 0, pages = 0;
+        volatile uint8_t sum = 0;
+        struct vmq_desc d;
+        int r;
+
+        post = vmq_arg_u64("post", 0) != 0;
+        vmq_set_spin_ns(spin_us * 1000);
+        vmq_printf("bench-rx: start vm=%u name=%s spin_us=%lu post=%u\n", vmq_self()->vm_id,
+                   vmq_self()->name, spin_us, post);
+        for (;;) {
+                r = vmq_recv(&d, UINT64_MAX);
+                if (r < 0) {
+                        vmq_printf("bench-rx: recv failed error=%s\n", vmq_strerror(r));
+                        return 1;
+                }
+                switch (d.kind) {
+                case VMQ_DESC_HELLO:
+                        image_print_hello("bench-rx", &d);
+                        break;
+                case VMQ_DESC_INLINE:
+                        if (d.tag == VMQ_TAG_DONE) {
+                                vmq_printf("bench-rx: done messages=%lu bytes=%lu pages=%lu\n",
+                                           messages, bytes, pages);
+                                return 0;
+                        }
+                        messages++;
+                        bytes += d.len;
+                        if (d.tag == BENCH_TAG_PING)
+                                reply(d.channel, d.data, d.len, d.tag);
+                        break;
+                case VMQ_DESC_PAGE: {
+                        const volatile uint8_t *p = vmq_desc_pages(&d);
+
+                        for (uint64_t off = 0; off < d.len; off += VMQ_PAGE_SIZE) {
+                                sum += p[off];
+                                pages++;
+                        }
+                        r = vmq_release(vmq_desc_pages(&d), d.len);
+                        if (r < 0)
+                                vmq_printf("bench-rx: release failed error=%s\n", vmq_strerror(r));
+                        messages++;
+                        bytes += d.len;
+                        if (d.tag & BENCH_TAG_LAST)
+                                reply(d.channel, &d.tag, sizeof(d.tag), BENCH_TAG_ACK);
+                        break;
+                }
+                default:
+                        image_print_other("bench-rx", &d);
+                        break;
+                }
+        }
 }

@@ -1,4 +1,367 @@
-#include "guest/vmq-guest.h"
+/* SPDX-License-Identifier: MIT */
+/*
+ * bench-tx: the sending half of the benchmark pair (protocol in bench.h).
+ * Times are taken with the TSC in the guest and converted with the rate the
+ * monitor publishes (vmq_tsc_khz()).  Results are console lines
+ * "BENCHDATA <key> <value>", values in ns or GB/s (1e9 bytes/s, three
+ * decimals).
+ *
+ * test=latency (default): ping-pong with bench-rx, one message in flight.
+ *   path=inline|page_copy|page_flip   inline ping of `size` bytes (default 8,
+ *                                     at most 96) answered by an inline pong;
+ *                                     or a page run of `size` bytes (default
+ *                                     4096) sent with COPY or FLIP and
+ *                                     answered by an inline ACK
+ *   post=0|1        immediate sends, or posted requests
+ *   doorbell=1|0    with post=1: ring the doorbell after posting (default),
+ *                   or let the next exit (the WAIT for the reply) drain them
+ *   iters=N         timed round trips (default 10000), after warmup=W
+ *                   untimed ones (default min(iters / 10, 1000))
+ *   spin_us=N       spin on the queue before blocking (default 200)
+ *   Each round trip is timed from just before the request to the dequeue of
+ *   the reply; one-way latency is half of it.
+ *   BENCHDATA oneway_p50_ns <v>
+ *   BENCHDATA oneway_p99_ns <v>
+ *   BENCHDATA rtt_p50_ns <v>
+ *   BENCHDATA samples <n>
+ *
+ * test=exit: the raw exit round trip (VMQ_HC_NOP), no peer needed.
+ *   iters=N (default 100000) in batches of batch=B (default 100) NOPs; the
+ *   per-exit time of each batch is a sample.
+ *   BENCHDATA exit_roundtrip_ns <median>
+ *   BENCHDATA exit_roundtrip_p99_ns <v>
+ *
+ * test=memcpy: guest memcpy bandwidth (the limit of any copying design), no
+ *   peer needed.  size=S (default 2M) between two heap buffers, reps=R
+ *   (default 50) timed copies after one untimed.
+ *   BENCHDATA memcpy_gbps_p50 <v>
+ *
+ * test=throughput: back-to-back page messages.
+ *   method=copy|flip4k|flip2m|auto  copy: RAM pages with COPY; flip4k: RAM
+ *                   pages with FLIP; flip2m: own 2 MiB frames with FLIP;
+ *                   auto: flags 0 (channel policy), 2 MiB frames when
+ *                   size >= 2 MiB and the VM has them, else RAM pages
+ *   size=S          bytes per message (default 64K)
+ *   total=T         bytes per rep (default 64M): ceil(T / S) messages, at
+ *                   least one, the last tagged BENCH_TAG_LAST
+ *   reps=R          timed reps (default 5) after warmup=W untimed (default 1)
+ *   post=0|1        immediate sends (a full receiver is retried at once),
+ *                   or posted + doorbell
+ *   A rep runs from the first request to the ACK of the last message, which
+ *   bench-rx sends after reading one byte of every page of every message.
+ *   BENCHDATA throughput_gbps_p50 <median over reps of bytes / time>
+ *   BENCHDATA throughput_bytes <bytes per rep>
+ *   BENCHDATA throughput_messages <messages per rep>
+ *
+ * Every test except exit and memcpy first waits for the HELLO of its
+ * channel, and at the end sends VMQ_TAG_DONE so that bench-rx exits too.
+ *
+ * Console:
+ *   bench-tx: start vm=<id> name=<name> test=<t>
+ *   bench-tx: hello channel=<id> peer=<vm_id> name=<name> uuid=<uuid>
+ *   BENCHDATA <key> <value>
+ *   bench-tx: done test=<t>
+ *   bench-tx: failed ... (exit code 1; bad arguments: 2)
+ */
+#include "guest/images/bench.h"
+
+static uint32_t channel;
+static bool post, doorbell = true;
+
+VMQ_NORETURN static void fail(const char *what, int r) {
+        vmq_printf("bench-tx: failed %s error=%s\n", what, vmq_strerror(r));
+        vmq_exit(1);
+}
+
+static void wait_hello(void) {
+        struct vmq_desc d;
+        int r;
+
+        do {
+                r = vmq_recv(&d, UINT64_MAX);
+                if (r < 0)
+                        fail("recv", r);
+        } while (d.kind != VMQ_DESC_HELLO);
+        image_print_hello("bench-tx", &d);
+        channel = d.channel;
+}
+
+/* Waits for an INLINE reply with the given tag; releases stray pages. */
+static void wait_reply(uint64_t tag) {
+        struct vmq_desc d;
+        int r;
+
+        for (;;) {
+                r = vmq_recv(&d, UINT64_MAX);
+                if (r < 0)
+                        fail("recv", r);
+                if (d.kind == VMQ_DESC_INLINE && d.tag == tag)
+                        return;
+                if (d.kind == VMQ_DESC_PAGE)
+                        vmq_release(vmq_desc_pages(&d), d.len);
+                else if (d.kind == VMQ_DESC_ERROR || d.kind == VMQ_DESC_CLOSE)
+                        fail(d.kind == VMQ_DESC_ERROR ? "posted request" : "channel closed",
+                             -d.error);
+        }
+}
+
+static void send_inline(const void *data, size_t len, uint64_t tag) {
+        int r;
+
+        while ((r = post ? vmq_post_inline(channel, data, len, tag)
+                         : vmq_send_inline(channel, data, len, tag)) == -VMQ_E_AGAIN)
+                vmq_cpu_relax();
+        if (r < 0)
+                fail("send", r);
+        if (post && doorbell)
+                vmq_doorbell();
+}
+
+static void send_pages(const void *p, size_t len, uint32_t flags, uint64_t tag) {
+        int r;
+
+        while ((r = post ? vmq_post_pages(channel, p, len, flags, tag)
+                         : vmq_send_pages(channel, p, len, flags, tag)) == -VMQ_E_AGAIN)
+                vmq_cpu_relax();
+        if (r < 0)
+                fail("send", r);
+        if (post && doorbell)
+                vmq_doorbell();
+}
+
+static uint64_t *alloc_samples(uint64_t n) {
+        uint64_t *s = vmq_alloc_pages((n * sizeof(uint64_t) + VMQ_PAGE_SIZE - 1) / VMQ_PAGE_SIZE);
+
+        if (!s) {
+                vmq_printf("bench-tx: failed no memory for %lu samples\n", n);
+                vmq_exit(1);
+        }
+        return s;
+}
+
+/* Index of the p-th percentile in n sorted samples. */
+static uint64_t pct(uint64_t n, unsigned p) {
+        uint64_t i = (n * p + 99) / 100;
+
+        return i ? i - 1 : 0;
+}
+
+static void print_gbps(const char *key, uint64_t bytes, uint64_t ns) {
+        uint64_t milli = ns ? bytes * 1000 / ns : 0; /* bytes/ns = GB/s */
+
+        vmq_printf("BENCHDATA %s %lu.%03lu\n", key, milli / 1000, milli % 1000);
+}
+
+static int latency(void) {
+        char path[16] = "inline";
+        uint64_t iters = vmq_arg_u64("iters", 10000), warmup, size, n;
+        bool page;
+        uint32_t flags = 0;
+        uint64_t *s;
+        uint8_t *buf = NULL, data[VMQ_INLINE_MAX] = {0};
+
+        warmup = iters / 10 < 1000 ? iters / 10 : 1000;
+        warmup = vmq_arg_u64("warmup", warmup);
+        vmq_arg_str("path", path, sizeof(path));
+        doorbell = vmq_arg_u64("doorbell", 1) != 0;
+        if (!strcmp(path, "inline"))
+                page = false;
+        else if (!strcmp(path, "page_copy"))
+                page = true, flags = VMQ_REQ_F_COPY;
+        else if (!strcmp(path, "page_flip"))
+                page = true, flags = VMQ_REQ_F_FLIP;
+        else {
+                vmq_printf("bench-tx: failed bad path=%s\n", path);
+                return 2;
+        }
+        size = vmq_arg_u64("size", page ? VMQ_PAGE_SIZE : 8);
+        if (!iters || (!page && size > VMQ_INLINE_MAX) || (page && (!size || size > 1u << 30))) {
+                vmq_printf("bench-tx: failed bad iters=%lu or size=%lu\n", iters, size);
+                return 2;
+        }
+        if (post && !doorbell)
+                vmq_set_spin_ns(0); /* nothing comes until our WAIT exit drains */
+        s = alloc_samples(iters);
+        if (page) {
+                buf = vmq_alloc_pages((size + VMQ_PAGE_SIZE - 1) / VMQ_PAGE_SIZE);
+                if (!buf) {
+                        vmq_printf("bench-tx: failed no memory for size=%lu\n", size);
+                        return 1;
+                }
+                memset(buf, 1, size);
+        }
+        wait_hello();
+        for (uint64_t i = 0; i < warmup + iters; i++) {
+                uint64_t t0, t1, tag = page ? BENCH_TAG_LAST | i : BENCH_TAG_PING;
+
+                if (page)
+                        buf[0] = (uint8_t)i;
+                else
+                        memcpy(data, &i, sizeof(i));
+                t0 = vmq_rdtsc();
+                if (page)
+                        send_pages(buf, size, flags, tag);
+                else
+                        send_inline(data, size, tag);
+                wait_reply(page ? BENCH_TAG_ACK : BENCH_TAG_PING);
+                t1 = vmq_rdtsc();
+                if (i >= warmup)
+                        s[i - warmup] = t1 - t0;
+        }
+        n = iters;
+        vmq_sort_u64(s, n);
+        vmq_printf("BENCHDATA oneway_p50_ns %lu\n", vmq_tsc_to_ns(s[pct(n, 50)]) / 2);
+        vmq_printf("BENCHDATA oneway_p99_ns %lu\n", vmq_tsc_to_ns(s[pct(n, 99)]) / 2);
+        vmq_printf("BENCHDATA rtt_p50_ns %lu\n", vmq_tsc_to_ns(s[pct(n, 50)]));
+        vmq_printf("BENCHDATA samples %lu\n", n);
+        return 0;
+}
+
+static int exit_rt(void) {
+        uint64_t iters = vmq_arg_u64("iters", 100000), batch = vmq_arg_u64("batch", 100), n;
+        uint64_t *s;
+
+        if (!batch || iters < batch) {
+                vmq_printf("bench-tx: failed bad iters=%lu batch=%lu\n", iters, batch);
+                return 2;
+        }
+        n = iters / batch;
+        s = alloc_samples(n);
+        for (uint64_t k = 0; k < 10; k++) /* warm up */
+                vmq_nop();
+        for (uint64_t b = 0; b < n; b++) {
+                uint64_t t0 = vmq_rdtsc();
+
+                for (uint64_t k = 0; k < batch; k++)
+                        vmq_nop();
+                s[b] = (vmq_rdtsc() - t0) / batch;
+        }
+        vmq_sort_u64(s, n);
+        vmq_printf("BENCHDATA exit_roundtrip_ns %lu\n", vmq_tsc_to_ns(s[pct(n, 50)]));
+        vmq_printf("BENCHDATA exit_roundtrip_p99_ns %lu\n", vmq_tsc_to_ns(s[pct(n, 99)]));
+        return 0;
+}
+
+static int memcpy_bw(void) {
+        uint64_t size = vmq_arg_u64("size", 2u << 20), reps = vmq_arg_u64("reps", 50);
+        uint64_t pages = (size + VMQ_PAGE_SIZE - 1) / VMQ_PAGE_SIZE, *s;
+        uint8_t *a, *b;
+
+        if (!size || !reps) {
+                vmq_printf("bench-tx: failed bad size=%lu reps=%lu\n", size, reps);
+                return 2;
+        }
+        s = alloc_samples(reps);
+        a = vmq_alloc_pages(pages);
+        b = vmq_alloc_pages(pages);
+        if (!a || !b) {
+                vmq_printf("bench-tx: failed no memory for 2 x size=%lu\n", size);
+                return 1;
+        }
+        memset(a, 3, size);
+        memcpy(b, a, size);
+        for (uint64_t r = 0; r < reps; r++) {
+                uint64_t t0 = vmq_rdtsc();
+
+                memcpy(b, a, size);
+                s[r] = vmq_rdtsc() - t0;
+        }
+        vmq_sort_u64(s, reps);
+        print_gbps("memcpy_gbps_p50", size, vmq_tsc_to_ns(s[pct(reps, 50)]));
+        return 0;
+}
+
+static int throughput(void) {
+        char method[16] = "auto";
+        uint64_t size = vmq_arg_u64("size", 64u << 10), total = vmq_arg_u64("total", 64u << 20);
+        uint64_t reps = vmq_arg_u64("reps", 5), warmup = vmq_arg_u64("warmup", 1), n, *s;
+        uint32_t flags;
+        bool huge;
+        uint8_t *buf;
+
+        vmq_arg_str("method", method, sizeof(method));
+        if (!size || size > UINT32_MAX || !reps) {
+                vmq_printf("bench-tx: failed bad size=%lu reps=%lu\n", size, reps);
+                return 2;
+        }
+        if (!strcmp(method, "copy"))
+                flags = VMQ_REQ_F_COPY, huge = false;
+        else if (!strcmp(method, "flip4k"))
+                flags = VMQ_REQ_F_FLIP, huge = false;
+        else if (!strcmp(method, "flip2m"))
+                flags = VMQ_REQ_F_FLIP, huge = true;
+        else if (!strcmp(method, "auto"))
+                flags = 0, huge = size >= VMQ_HUGE_PAGE_SIZE && vmq_huge_free_frames() > 0;
+        else {
+                vmq_printf("bench-tx: failed bad method=%s\n", method);
+                return 2;
+        }
+        if (huge) {
+                buf = vmq_alloc_huge((size + VMQ_HUGE_PAGE_SIZE - 1) / VMQ_HUGE_PAGE_SIZE);
+                if (!buf && !strcmp(method, "auto"))
+                        huge = false;
+                else if (!buf) {
+                        vmq_printf("bench-tx: failed no 2 MiB frames for size=%lu (have %zu)\n",
+                                   size, vmq_huge_free_frames());
+                        return 1;
+                }
+        }
+        if (!huge) {
+                buf = vmq_alloc_pages((size + VMQ_PAGE_SIZE - 1) / VMQ_PAGE_SIZE);
+                if (!buf) {
+                        vmq_printf("bench-tx: failed no memory for size=%lu\n", size);
+                        return 1;
+                }
+        }
+        memset(buf, 7, size);
+        n = (total + size - 1) / size;
+        if (!n)
+                n = 1;
+        s = alloc_samples(reps);
+        wait_hello();
+        for (uint64_t r = 0; r < warmup + reps; r++) {
+                uint64_t t0 = vmq_rdtsc();
+
+                for (uint64_t m = 0; m < n; m++)
+                        send_pages(buf, size, flags, m + 1 == n ? BENCH_TAG_LAST | m : m);
+                wait_reply(BENCH_TAG_ACK);
+                if (r >= warmup)
+                        s[r - warmup] = vmq_tsc_to_ns(vmq_rdtsc() - t0);
+        }
+        vmq_sort_u64(s, reps);
+        print_gbps("throughput_gbps_p50", n * size, s[pct(reps, 50)]);
+        vmq_printf("BENCHDATA throughput_bytes %lu\n", n * size);
+        vmq_printf("BENCHDATA throughput_messages %lu\n", n);
+        return 0;
+}
+
 int vmq_main(void) {
+        char test[16] = "latency";
+        int r;
+
+        vmq_arg_str("test", test, sizeof(test));
+        post = vmq_arg_u64("post", 0) != 0;
+        vmq_set_spin_ns(vmq_arg_u64("spin_us", 200) * 1000);
+        vmq_printf("bench-tx: start vm=%u name=%s test=%s\n", vmq_self()->vm_id, vmq_self()->name,
+                   test);
+        if (!strcmp(test, "latency"))
+                r = latency();
+        else if (!strcmp(test, "throughput"))
+                r = throughput();
+        else if (!strcmp(test, "exit"))
+                r = exit_rt();
+        else if (!strcmp(test, "memcpy"))
+                r = memcpy_bw();
+        else {
+                vmq_printf("bench-tx: failed bad test=%s\n", test);
+                return 2;
+        }
+        if (r)
+                return r;
+        if (channel) {
+                post = false;
+                send_inline("done", 4, VMQ_TAG_DONE);
+        }
+        vmq_printf("bench-tx: done test=%s\n", test);
         return 0;
 }
