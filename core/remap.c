@@ -206,12 +206,15 @@ static void mark_clean(struct frame_set *fs, size_t f) {
  * clean frames.  Only marks them allocated; the caller fills in the owner once
  * the operation commits, or gives them back with frames_put().
  *
- * When too few frames are clean, dirty ones are zeroed here, synchronously.
- * When even that is not enough but the scrubber is zeroing some right now,
- * waits for it and returns -EAGAIN: the lock was dropped, so the caller must
- * validate its request again (nothing has changed yet).
+ * When too few frames are clean, dirty ones are zeroed here, synchronously,
+ * unless `overwrite`: the caller is about to write every byte of every frame
+ * (copy), so zeroing first would only double the cost.  When even that is
+ * not enough but the scrubber is zeroing some right now, waits for it and
+ * returns -EAGAIN: the lock was dropped, so the caller must validate its
+ * request again (nothing has changed yet).
  */
-static int frames_take(struct vmq_pool *p, struct frame_set *fs, size_t n, uint32_t *out) {
+static int frames_take(struct vmq_pool *p, struct frame_set *fs, size_t n, uint32_t *out,
+                       bool overwrite) {
         if (n > fs->nfree)
                 return -ENOMEM;
         size_t clean = fs->nfree - fs->ndirty - fs->nscrub;
@@ -226,7 +229,8 @@ static int frames_take(struct vmq_pool *p, struct frame_set *fs, size_t n, uint3
                 assert(f < fs->total);
                 bm_put(fs->dirty, f, false);
                 fs->ndirty--;
-                zero_frames(fs, f, 1);
+                if (!overwrite)
+                        zero_frames(fs, f, 1);
                 mark_clean(fs, f);
         }
         size_t start = fs->total;
@@ -766,7 +770,7 @@ retry:
                         goto out;
                 }
         if (flags & VMQ_REGION_POPULATE) {
-                r = frames_take(p, fs, npages, frames);
+                r = frames_take(p, fs, npages, frames, false);
                 if (r == -EAGAIN)
                         goto retry; /* the lock was dropped */
                 if (r < 0)
@@ -967,7 +971,7 @@ retry:
                 r = -ENOMEM;
                 goto out;
         }
-        r = frames_take(p, fs, count, fresh);
+        r = frames_take(p, fs, count, fresh, false);
         if (r == -EAGAIN)
                 goto retry; /* the lock was dropped: validate again */
         if (r < 0)
@@ -1079,15 +1083,20 @@ static int copy_locked(struct vmq_pool *p, struct vmq_space *dst, uint64_t dst_g
         _cleanup_free_ uint32_t *fresh = malloc(count * sizeof(uint32_t));
         if (!fresh)
                 return -ENOMEM;
-        r = frames_take(p, fs, count, fresh);
+        r = frames_take(p, fs, count, fresh, true);
         if (r < 0)
                 return r;
         /* Fill through the pool's mapping before the receiver can see the
-         * frames: it never observes a half-written page. */
+         * frames: it never observes a half-written page.  Frames of a
+         * deferred set may be dirty (see frames_take): their tail is zeroed
+         * here, which is all of the zeroing they need. */
         for (size_t i = 0; i < count; i++) {
                 uint64_t done = (uint64_t)i * fsize;
-                memcpy(fs->base + (size_t)fresh[i] * fsize, data + done,
-                       (size_t)VMQ_MIN((uint64_t)fsize, len - done));
+                size_t n = (size_t)VMQ_MIN((uint64_t)fsize, len - done);
+                uint8_t *frame = fs->base + (size_t)fresh[i] * fsize;
+                memcpy(frame, data + done, n);
+                if (fs->deferred && n < fsize)
+                        memset(frame + n, 0, fsize - n);
         }
         r = map_pages(p, dr, df, count, NULL, VMQ_PAGE_OWNED, fresh);
         if (r < 0) {

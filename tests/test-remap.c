@@ -538,6 +538,17 @@ Test(remap, scrubber_zeroes_released_huge_frames) {
         cr_assert_eq(vmq_pool_check(p), 0);
         uint8_t *bh = add_region(a, 0xC0000000, 2 * HPG, VMQ_FRAME_2M, VMQ_REGION_POPULATE);
         cr_assert(all_zero(bh, 2 * HPG));
+        /* a copy into a frame still dirty zeroes the part it does not fill */
+        memset(bh, 0xbb, 2 * HPG);
+        cr_assert_eq(vmq_remap_release(a, 0xC0000000, 2), 0);
+        static const char msg[] = "small message in a huge frame";
+        cr_assert_eq(vmq_remap_copy_in(a, 0xC0000000, msg, sizeof(msg)), 0);
+        cr_assert_eq(vmq_remap_copy_in(a, 0xC0000000 + HPG, msg, sizeof(msg)), 0);
+        for (int i = 0; i < 2; i++) {
+                cr_assert_str_eq((const char *)bh + i * HPG, msg);
+                cr_assert(all_zero(bh + i * HPG + sizeof(msg), HPG - sizeof(msg)));
+        }
+        cr_assert_eq(vmq_pool_check(p), 0);
         vmq_space_free(a);
         vmq_pool_scrub_wait(p);
         vmq_pool_free(p);
