@@ -44,7 +44,9 @@
  * zeroing 2 MiB costs about as much as copying 2 MiB: doing it at allocation
  * would throw away the whole point of flipping huge frames.  Zeroing on
  * return moves that cost to vmq_remap_release() and vmq_space_free(), off
- * the send path.  4 KiB runs of 16 frames or more are zeroed by punching a
+ * the send path; optionally (scrub_thread) further, to a pool thread, which
+ * pays off where cross-CPU wake-ups are cheap (bare metal), not on a nested
+ * host where a wake-up costs more than the 2 MiB memset it saves.  4 KiB runs of 16 frames or more are zeroed by punching a
  * hole in the memfd instead (cost proportional to the resident pages only,
  * and the memory goes back to the host: a VM that never touched most of its
  * RAM does not get it written at teardown).  Huge frames are never punched:
@@ -479,7 +481,7 @@ int vmq_pool_new(const struct vmq_pool_config *cfg, struct vmq_pool **ret) {
                 r = -ENOMEM;
                 goto fail;
         }
-        if (p->sets[VMQ_FRAME_2M].total > 0) {
+        if (cfg->scrub_thread && p->sets[VMQ_FRAME_2M].total > 0) {
                 /* Only huge frames are worth a thread: zeroing 4 KiB costs
                  * less than waking it. */
                 r = scrubber_start(p);

@@ -17,11 +17,13 @@
  * Invariant (checked by vmq_pool_check): every frame is either free, or owned
  * by exactly one (space, address); shared-in mappings reference an owned
  * frame and are counted on it.  Frames are zeroed before they are handed out
- * again, so no data crosses VMs through recycling.  4 KiB frames are zeroed
- * by the call that frees them; 2 MiB frames by the pool's scrubber thread
- * (started by vmq_pool_new when the pool has huge frames, joined by
- * vmq_pool_free), so that releasing one costs no 2 MiB memset on the
- * caller's path.  A free-but-not-yet-zeroed frame counts as free; an
+ * again, so no data crosses VMs through recycling.  By default the call that
+ * frees a frame zeroes it (release, space teardown), so that allocation, and
+ * thus flip, hands out zeroed frames at no cost.  With scrub_thread, 2 MiB
+ * frames are zeroed by a pool thread instead (started by vmq_pool_new,
+ * joined by vmq_pool_free): release then costs no 2 MiB memset, but waking
+ * the thread costs a cross-CPU wake-up, which on a nested host is dearer
+ * than the memset.  A freed-but-not-yet-zeroed frame counts as free; an
  * allocation that needs it zeroes it itself or waits for the scrubber.
  *
  * All operations on spaces of one pool are serialised by the pool's lock and
@@ -62,6 +64,8 @@ struct vmq_pool_config {
         size_t frames_2m;  /* number of 2 MiB hugetlb frames; 0 for none */
         bool require_huge; /* fail with -ENOMEM instead of running without
                             * hugetlb frames when they cannot be had */
+        bool scrub_thread; /* zero freed 2 MiB frames in a background thread
+                            * instead of in the freeing call */
 };
 
 /* Creates a pool.  Without require_huge, a host with too few hugetlb pages

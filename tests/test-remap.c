@@ -20,8 +20,11 @@
 #define PG 4096ull
 #define HPG (2ull * 1024 * 1024)
 
-static struct vmq_pool *new_pool(size_t f4k, size_t f2m) {
-        struct vmq_pool_config cfg = {.frames_4k = f4k, .frames_2m = f2m, .require_huge = f2m > 0};
+static struct vmq_pool *new_pool_scrub(size_t f4k, size_t f2m, bool scrub_thread) {
+        struct vmq_pool_config cfg = {.frames_4k = f4k,
+                                      .frames_2m = f2m,
+                                      .require_huge = f2m > 0,
+                                      .scrub_thread = scrub_thread};
         struct vmq_pool *p = NULL;
         if (f2m > 0)
                 cr_assert_geq(vmq_test_reserve_hugepages((long)f2m + 8), (long)f2m,
@@ -30,6 +33,10 @@ static struct vmq_pool *new_pool(size_t f4k, size_t f2m) {
         cr_assert_eq(r, 0, "vmq_pool_new: %s", strerror(-r));
         cr_assert_eq(vmq_pool_has_huge(p), f2m > 0);
         return p;
+}
+
+static struct vmq_pool *new_pool(size_t f4k, size_t f2m) {
+        return new_pool_scrub(f4k, f2m, false);
 }
 
 static struct vmq_space *new_space(struct vmq_pool *p) {
@@ -526,7 +533,7 @@ Test(remap, huge_frames_zeroed_before_reuse) {
 }
 
 Test(remap, scrubber_zeroes_released_huge_frames) {
-        struct vmq_pool *p = new_pool(16, 2);
+        struct vmq_pool *p = new_pool_scrub(16, 2, true);
         struct vmq_space *a = new_space(p);
         uint8_t *ah = add_region(a, 0x80000000, 2 * HPG, VMQ_FRAME_2M, VMQ_REGION_POPULATE);
         memset(ah, 0xaa, 2 * HPG);
@@ -572,7 +579,7 @@ Test(remap, no_huge_without_require) {
 Test(remap, teardown_returns_everything) {
         int fds = vmq_test_count_fds();
         int threads = vmq_test_count_threads();
-        struct vmq_pool *p = new_pool(256, 2);
+        struct vmq_pool *p = new_pool_scrub(256, 2, true);
         struct vmq_space *s[3];
         for (int i = 0; i < 3; i++) {
                 s[i] = new_space(p);
@@ -871,8 +878,17 @@ Test(remap, random_operations_2m) {
         memset(&m, 0, sizeof(m));
         m = (struct model){.kind = VMQ_FRAME_2M, .fs = HPG, .base = 0x80000000, .np = 4, .nf = 8};
         m.rng = 0x2545f4914f6cdd1dull;
-        m.pool = new_pool(16, (size_t)m.nf);
+        m.pool = new_pool_scrub(16, (size_t)m.nf, true);
         random_run(&m, 1500);
+}
+
+Test(remap, random_operations_2m_inline_zeroing) {
+        static struct model m;
+        memset(&m, 0, sizeof(m));
+        m = (struct model){.kind = VMQ_FRAME_2M, .fs = HPG, .base = 0x80000000, .np = 4, .nf = 8};
+        m.rng = 0x853c49e6748fea9bull;
+        m.pool = new_pool(16, (size_t)m.nf);
+        random_run(&m, 1000);
 }
 
 /* ---- concurrency ---------------------------------------------------------- */
