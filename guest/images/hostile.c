@@ -17,10 +17,15 @@
  *   foreign=<ch>  a channel between two other VMs (optional)
  *   full=<ch>     a channel of this VM whose other end never dequeues
  *                 (optional)
- * It first waits (up to 5 s each) for the HELLOs of peer and full.
+ * Instead of an id, peer=guest names the first channel whose HELLO shows a
+ * guest at the other end, and full=host the first whose HELLO shows the host
+ * (for callers that must create the VM before its channels exist, and so
+ * cannot know the ids).  It first waits (up to 5 s each) for the HELLOs of
+ * peer and full.
  *
  * Console, one line per check, then the summary; the exit code is <m>:
- *   hostile: start vm=<id> name=<name> peer=<ch> foreign=<ch> full=<ch>
+ *   hostile: start vm=<id> name=<name> args=<args>
+ *   hostile: channels peer=<ch> foreign=<ch> full=<ch>
  *   hostile: <check> ok
  *   hostile: <check> FAIL got=<n> want=<n>
  *   hostile: <check> skipped (<why>)
@@ -73,24 +78,69 @@ static struct vmq_request page_req(uint32_t ch, uint64_t gpa, uint32_t len) {
         return q;
 }
 
-/* Waits for the HELLO of channel ch. */
-static bool wait_hello(uint32_t ch) {
-        struct vmq_identity id;
-        struct vmq_desc d;
-        uint64_t start = vmq_clock_ns();
+/* HELLOs seen: channel and the VM id at its other end. */
+static struct { uint32_t channel, vm_id; } hellos[VMQ_PEERS_MAX];
+static unsigned nhellos;
 
-        while (vmq_peer(ch, &id) < 0) {
-                if (vmq_clock_ns() - start > WAIT_NS)
-                        return false;
-                (void)vmq_recv(&d, WAIT_NS / 10);
+static void note(const struct vmq_desc *d) {
+        struct vmq_identity id;
+
+        if (d->kind == VMQ_DESC_HELLO && nhellos < VMQ_PEERS_MAX) {
+                memcpy(&id, d->data, sizeof(id));
+                hellos[nhellos].channel = d->channel;
+                hellos[nhellos].vm_id = id.vm_id;
+                nhellos++;
+        } else if (d->kind == VMQ_DESC_PAGE) {
+                vmq_release(vmq_desc_pages(d), d->len);
         }
-        return true;
+}
+
+/* Finds a seen HELLO: of channel ch (want_host < 0), or of a channel other
+ * than `not` with the host (want_host 1) or a guest (0) at the other end. */
+static uint32_t find_hello(uint32_t ch, int want_host, uint32_t not ) {
+        for (unsigned i = 0; i < nhellos; i++) {
+                if (want_host < 0 ? hellos[i].channel == ch
+                                  : hellos[i].channel != not &&(hellos[i].vm_id == VMQ_HOST_ID) ==
+                                            (want_host == 1))
+                        return hellos[i].channel;
+        }
+        return 0;
+}
+
+/* Resolves the channel argument `key` ("<id>", or "guest" / "host", see
+ * above) and waits for its HELLO.  Returns the channel id, 0 when the
+ * argument is absent or no fitting HELLO came. */
+static uint32_t resolve(const char *key, uint32_t not ) {
+        char v[32];
+        uint64_t id = 0, start;
+        int want_host = -1;
+        struct vmq_desc d;
+        uint32_t ch;
+
+        if (vmq_arg_str(key, v, sizeof(v)) < 0)
+                return 0;
+        if (!strcmp(v, "host"))
+                want_host = 1;
+        else if (!strcmp(v, "guest"))
+                want_host = 0;
+        else if (vmq_parse_u64(v, &id) < 0 || !id || id > UINT32_MAX) {
+                vmq_printf("hostile: bad %s=%s\n", key, v);
+                return 0;
+        }
+        start = vmq_clock_ns();
+        while (!(ch = find_hello((uint32_t)id, want_host, not ))) {
+                if (vmq_clock_ns() - start > WAIT_NS) {
+                        vmq_printf("hostile: no HELLO for %s=%s\n", key, v);
+                        return want_host < 0 ? (uint32_t)id : 0;
+                }
+                if (vmq_recv(&d, WAIT_NS / 10) == 0)
+                        note(&d);
+        }
+        return ch;
 }
 
 int vmq_main(void) {
-        uint32_t peer = (uint32_t)vmq_arg_u64("peer", 0);
-        uint32_t foreign = (uint32_t)vmq_arg_u64("foreign", 0);
-        uint32_t full = (uint32_t)vmq_arg_u64("full", 0);
+        uint32_t peer, full, foreign = (uint32_t)vmq_arg_u64("foreign", 0);
         const struct vmq_vmcs_layout *l = &vmq_vmcs()->layout;
         uint64_t ram = l->ram_size, rx_slot = l->rx_gpa + l->rx_size - VMQ_PAGE_SIZE, hole;
         uint8_t *heap = vmq_alloc_pages(2);
@@ -98,8 +148,11 @@ int vmq_main(void) {
         struct vmq_desc d;
         int r;
 
-        vmq_printf("hostile: start vm=%u name=%s peer=%u foreign=%u full=%u\n", vmq_self()->vm_id,
-                   vmq_self()->name, peer, foreign, full);
+        vmq_printf("hostile: start vm=%u name=%s args=%.*s\n", vmq_self()->vm_id, vmq_self()->name,
+                   (int)VMQ_ARGS_MAX, vmq_vmcs()->args);
+        peer = resolve("peer", 0);
+        full = resolve("full", peer);
+        vmq_printf("hostile: channels peer=%u foreign=%u full=%u\n", peer, foreign, full);
         if (!peer || !heap || !l->rx_size) {
                 vmq_printf("hostile: cannot run: %s\n", !peer   ? "no peer= argument"
                                                         : !heap ? "no heap"
@@ -108,10 +161,6 @@ int vmq_main(void) {
                 return 1;
         }
         memset(heap, 0x5a, 2 * VMQ_PAGE_SIZE);
-        if (!wait_hello(peer))
-                vmq_printf("hostile: no HELLO on peer=%u (going on)\n", peer);
-        if (full && !wait_hello(full))
-                vmq_printf("hostile: no HELLO on full=%u (going on)\n", full);
 
         /* An unknown hypercall number. */
         check("unknown-hypercall", vmq_hypercall(0x40), -VMQ_E_NOSYS);
@@ -223,8 +272,7 @@ int vmq_main(void) {
                                 got = d.error;
                                 break;
                         }
-                        if (d.kind == VMQ_DESC_PAGE)
-                                vmq_release(vmq_desc_pages(&d), d.len);
+                        note(&d);
                 }
                 check("posted-version", got, VMQ_E_VERSION);
         }
