@@ -363,14 +363,16 @@ static int find_region(struct vmq_space *s, uint64_t gpa, uint64_t *ret_base, ui
         return -ERANGE;
 }
 
+/* Adds (sign 1) or takes back (sign -1) one sent message. */
 static void count_sent(struct vmq_vm *vm, struct vmq_channel *ch, int to, uint64_t len,
-                       bool deferred) {
-        atomic_fetch_add(&vm->st_sent, 1);
-        atomic_fetch_add(&vm->st_bytes_sent, len);
+                       bool deferred, int sign) {
+        uint64_t one = (uint64_t)(int64_t)sign, bytes = len * (uint64_t)(int64_t)sign;
+        atomic_fetch_add(&vm->st_sent, one);
+        atomic_fetch_add(&vm->st_bytes_sent, bytes);
         if (deferred)
-                atomic_fetch_add(&vm->st_posted, 1);
-        atomic_fetch_add(&ch->messages[to], 1);
-        atomic_fetch_add(&ch->bytes[to], len);
+                atomic_fetch_add(&vm->st_posted, one);
+        atomic_fetch_add(&ch->messages[to], one);
+        atomic_fetch_add(&ch->bytes[to], bytes);
 }
 
 /* Remembers that `sender`'s deferred requests wait for room at `to`. */
@@ -441,6 +443,9 @@ static int32_t handle_request(struct vmq_vm *vm, const struct vmq_request *req, 
                         return -VMQ_E_LEN;
                 d.kind = VMQ_DESC_INLINE;
                 memcpy(d.data, req->data, req->len);
+                /* Counted before delivery so that whoever receives it sees
+                 * the counters include it; undone if delivery fails. */
+                count_sent(vm, ch, to, req->len, deferred, 1);
                 if (peer) {
                         r = deliver_vm(peer, &d);
                 } else {
@@ -449,8 +454,8 @@ static int32_t handle_request(struct vmq_vm *vm, const struct vmq_request *req, 
                 }
                 if (r == -VMQ_E_AGAIN)
                         *ret_peer = peer;
-                if (r == 0)
-                        count_sent(vm, ch, to, req->len, deferred);
+                if (r < 0)
+                        count_sent(vm, ch, to, req->len, deferred, -1);
                 return r;
         }
 
@@ -501,11 +506,12 @@ static int32_t handle_request(struct vmq_vm *vm, const struct vmq_request *req, 
                 d.kind = VMQ_DESC_PAGE;
                 d.flags = VMQ_DESC_F_COPIED;
                 struct vmq_host_msg *msg = host_msg_new(&d, src, req->len);
+                count_sent(vm, ch, to, req->len, deferred, 1);
                 r = msg ? deliver_host(m, ch, msg, false) : -VMQ_E_NOMEM;
-                if (r == 0) {
+                if (r == 0)
                         atomic_fetch_add(&vm->st_copies, 1);
-                        count_sent(vm, ch, to, req->len, deferred);
-                }
+                else
+                        count_sent(vm, ch, to, req->len, deferred, -1);
                 return r;
         }
 
@@ -562,7 +568,7 @@ static int32_t handle_request(struct vmq_vm *vm, const struct vmq_request *req, 
                         atomic_fetch_add(&vm->st_flips, 1);
                 else
                         atomic_fetch_add(&vm->st_shares, 1);
-                count_sent(vm, ch, to, req->len, deferred);
+                count_sent(vm, ch, to, req->len, deferred, 1);
         } else if (r == -VMQ_E_AGAIN) {
                 *ret_peer = peer;
         }

@@ -1,1 +1,513 @@
 /* SPDX-License-Identifier: MIT */
+/*
+ * End-to-end tests: real guest images on the real /dev/kvm, through the
+ * monitor.  guest<->guest and host<->guest channels, both delivery modes,
+ * identities, the hostile image, crash isolation and leak-free teardown.
+ */
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "core/monitor.h"
+#include "tests/test-util.h"
+
+#define HUGE_FRAMES 24
+
+static struct vmq_monitor *mon;
+
+static void setup_monitor(size_t huge_frames) {
+        struct vmq_monitor_config mc;
+        vmq_monitor_config_init(&mc);
+        if (huge_frames) {
+                long free_pages = vmq_test_reserve_hugepages((long)huge_frames);
+                cr_assert_geq(free_pages, (long)huge_frames,
+                              "could not reserve %zu hugetlb pages (have %ld)", huge_frames,
+                              free_pages);
+                mc.pool_2m_frames = huge_frames;
+                mc.require_huge = true;
+        }
+        int r = vmq_monitor_new(&mc, &mon);
+        cr_assert_eq(r, 0, "vmq_monitor_new: %s", strerror(-r));
+}
+
+static void setup(void) {
+        setup_monitor(0);
+}
+
+static void teardown(void) {
+        mon = vmq_monitor_free(mon);
+}
+
+static struct vmq_vm *boot(const char *name, const char *image, const char *args,
+                           const struct vmq_vm_config *base) {
+        struct vmq_vm_config vc;
+        struct vmq_vm *vm;
+        if (base)
+                vc = *base;
+        else
+                vmq_vm_config_init(&vc);
+        vc.name = name;
+        vc.args = args;
+        int r = vmq_vm_create_from_file(mon, &vc, vmq_test_guest(image), &vm);
+        cr_assert_eq(r, 0, "create %s from %s: %s", name, vmq_test_guest(image), strerror(-r));
+        cr_assert_eq(vmq_vm_start(vm), 0);
+        return vm;
+}
+
+static uint32_t open_channel(uint32_t a, uint32_t b, const struct vmq_channel_config *cfg) {
+        uint32_t id;
+        int r = vmq_channel_open(mon, a, b, cfg, &id);
+        cr_assert_eq(r, 0, "channel open %u<->%u: %s", a, b, strerror(-r));
+        return id;
+}
+
+/* Returns the console text of a VM (static buffer). */
+static const char *console(struct vmq_vm *vm) {
+        static char buf[65536];
+        size_t n = vmq_vm_console_read(vm, buf, sizeof(buf) - 1);
+        buf[n] = 0;
+        return buf;
+}
+
+/* Waits until the VM's console contains `needle`; returns the line. */
+static const char *wait_console(struct vmq_vm *vm, const char *needle, int timeout_ms) {
+        for (int waited = 0;; waited += 10) {
+                const char *text = console(vm);
+                const char *p = strstr(text, needle);
+                if (p) {
+                        while (p > text && p[-1] != '\n')
+                                p--;
+                        return p;
+                }
+                if (waited >= timeout_ms)
+                        cr_assert_fail("%s: no '%s' on the console within %d ms; console:\n%s",
+                                       vmq_vm_name(vm), needle, timeout_ms, text);
+                usleep(10000);
+        }
+}
+
+/* Value of " key=" in a console line, in the given base. */
+static uint64_t line_value(const char *line, const char *key, int base) {
+        char pat[64];
+        snprintf(pat, sizeof(pat), "%s=", key);
+        const char *eol = strchr(line, '\n');
+        const char *p = line;
+        for (;;) {
+                p = strstr(p, pat);
+                cr_assert_not_null(p, "no %s in line '%.*s'", key,
+                                   (int)(eol ? eol - line : 80), line);
+                if (eol)
+                        cr_assert_lt(p, eol, "no %s in line '%.*s'", key, (int)(eol - line), line);
+                if (p == line || p[-1] == ' ')
+                        break;
+                p++;
+        }
+        return strtoull(p + strlen(pat), NULL, base);
+}
+
+static struct vmq_host_msg *host_recv(uint32_t ch, int timeout_ms) {
+        struct vmq_host_msg *msg = NULL;
+        int r = vmq_host_recv(mon, ch, timeout_ms, &msg);
+        cr_assert_eq(r, 0, "host recv on %u: %s", ch, strerror(-r));
+        return msg;
+}
+
+static void expect_hello(uint32_t ch, struct vmq_vm *peer) {
+        struct vmq_host_msg *msg = host_recv(ch, 5000);
+        struct vmq_identity want, got;
+        cr_assert_eq(msg->kind, VMQ_DESC_HELLO);
+        cr_assert_eq(msg->len, sizeof(got));
+        memcpy(&got, msg->data, sizeof(got));
+        vmq_vm_identity(peer, &want);
+        cr_assert_eq(got.vm_id, vmq_vm_id(peer));
+        cr_assert_eq(msg->src_vm, vmq_vm_id(peer));
+        cr_assert_str_eq(got.name, vmq_vm_name(peer));
+        cr_assert_arr_eq(got.uuid, want.uuid, 16);
+        free(msg);
+}
+
+static void send_retry(uint32_t ch, const void *data, size_t len, uint64_t tag) {
+        for (int tries = 0;; tries++) {
+                int r = vmq_host_send(mon, ch, data, len, tag);
+                if (r == 0)
+                        return;
+                cr_assert_eq(r, -EAGAIN, "host send: %s", strerror(-r));
+                cr_assert_lt(tries, 100000, "receiver never made room");
+                usleep(100);
+        }
+}
+
+/* Asks a sink for its report over a host channel. */
+static void sink_report(uint32_t ch, uint64_t rep[3]) {
+        send_retry(ch, "report", 6, VMQ_TAG_REPORT);
+        for (;;) {
+                struct vmq_host_msg *msg = host_recv(ch, 10000);
+                bool done = msg->kind == VMQ_DESC_INLINE && msg->tag == VMQ_TAG_REPORT;
+                if (done) {
+                        cr_assert_geq(msg->len, 3 * sizeof(uint64_t));
+                        memcpy(rep, msg->data, 3 * sizeof(uint64_t));
+                }
+                free(msg);
+                if (done)
+                        return;
+        }
+}
+
+static void expected_stream(uint64_t count, uint64_t size, uint64_t *ret_bytes,
+                            uint64_t *ret_sum) {
+        uint8_t *buf = malloc(size);
+        uint64_t h = VMQ_TEST_FNV_INIT;
+        cr_assert_not_null(buf);
+        for (uint64_t i = 0; i < count; i++) {
+                vmq_test_source_pattern(i, buf, size);
+                h = vmq_test_fnv1a(h, buf, size);
+        }
+        free(buf);
+        *ret_bytes = count * size;
+        *ret_sum = h;
+}
+
+/* source -> sink over a guest<->guest channel, then the sink's report (asked
+ * for by the host) must match both what the source says and the expected
+ * stream computed here. */
+static void stream_guest_to_guest(const char *src_args, uint64_t count, uint64_t size,
+                                  const struct vmq_vm_config *src_cfg,
+                                  const struct vmq_vm_config *dst_cfg) {
+        struct vmq_vm *src = boot("src", "source", src_args, src_cfg);
+        struct vmq_vm *dst = boot("dst", "sink", "", dst_cfg);
+        uint32_t ch = open_channel(vmq_vm_id(src), vmq_vm_id(dst), NULL);
+
+        /* HELLO identities, as each guest reports them. */
+        const char *hello = wait_console(dst, "sink: hello", 5000);
+        cr_assert_eq(line_value(hello, "channel", 10), ch);
+        cr_assert_eq(line_value(hello, "peer", 10), vmq_vm_id(src));
+        cr_assert(strstr(hello, "name=src") != NULL, "%s", hello);
+
+        cr_assert_eq(vmq_vm_wait(src, 120000), VMQ_VM_EXITED, "source: %s %s",
+                     vmq_vm_state_to_string(vmq_vm_state(src)), console(src));
+        cr_assert_eq(vmq_vm_exit_code(src), 0, "%s", console(src));
+        const char *sent = wait_console(src, "source: channel=", 1000);
+
+        uint64_t bytes, sum;
+        expected_stream(count, size, &bytes, &sum);
+        cr_assert_eq(line_value(sent, "count", 10), count);
+        cr_assert_eq(line_value(sent, "bytes", 10), bytes);
+        cr_assert_eq(line_value(sent, "checksum", 16), sum, "%s", sent);
+
+        uint32_t hc = open_channel(VMQ_HOST_ID, vmq_vm_id(dst), NULL);
+        expect_hello(hc, dst);
+        uint64_t rep[3];
+        sink_report(hc, rep);
+        cr_assert_eq(rep[0], count);
+        cr_assert_eq(rep[1], bytes);
+        cr_assert_eq(rep[2], sum, "sink checksum %016" PRIx64 " want %016" PRIx64, rep[2], sum);
+
+        struct vmq_vm_stats st;
+        vmq_vm_get_stats(src, &st);
+        cr_assert_geq(st.sent, count);
+        cr_assert_eq(st.errors - st.error[VMQ_E_AGAIN], 0, "source saw %" PRIu64 " errors",
+                     st.errors);
+        cr_assert_eq(vmq_vm_state(dst), VMQ_VM_RUNNING);
+}
+
+TestSuite(e2e, .init = setup, .fini = teardown, .timeout = 240);
+
+Test(e2e, inline_guest_to_guest_immediate) {
+        stream_guest_to_guest("count=1000 size=64 post=0", 1000, 64, NULL, NULL);
+}
+
+Test(e2e, inline_guest_to_guest_deferred) {
+        stream_guest_to_guest("count=1000 size=64 post=1", 1000, 64, NULL, NULL);
+        struct vmq_vm_stats st;
+        vmq_vm_get_stats(vmq_monitor_find_vm(mon, "src"), &st);
+        cr_assert_geq(st.posted, 1000, "posted=%" PRIu64, st.posted);
+}
+
+Test(e2e, pages_copy_guest_to_guest) {
+        stream_guest_to_guest("count=1000 size=8192 transfer=copy", 1000, 8192, NULL, NULL);
+        struct vmq_vm_stats st;
+        vmq_vm_get_stats(vmq_monitor_find_vm(mon, "src"), &st);
+        cr_assert_geq(st.copies, 1000);
+}
+
+Test(e2e, pages_flip_guest_to_guest_deferred) {
+        stream_guest_to_guest("count=1000 size=12288 transfer=flip post=1", 1000, 12288, NULL,
+                              NULL);
+        struct vmq_vm_stats st;
+        vmq_vm_get_stats(vmq_monitor_find_vm(mon, "src"), &st);
+        cr_assert_geq(st.flips, 1000);
+}
+
+Test(e2e, host_to_guest_and_back_both_modes) {
+        /* host -> echo -> host, 1000 messages, inline and page sizes. */
+        struct vmq_vm *echo = boot("echo0", "echo", "", NULL);
+        uint32_t ch = open_channel(VMQ_HOST_ID, vmq_vm_id(echo), NULL);
+        expect_hello(ch, echo);
+        const char *hello = wait_console(echo, "echo: hello", 5000);
+        cr_assert_eq(line_value(hello, "peer", 10), VMQ_HOST_ID);
+        cr_assert(strstr(hello, "name=host") != NULL, "%s", hello);
+
+        uint8_t buf[10000];
+        for (uint64_t i = 0; i < 1000; i++) {
+                size_t len = i % 3 == 0 ? sizeof(buf) : (size_t)(1 + i % VMQ_INLINE_MAX);
+                vmq_test_source_pattern(i, buf, len);
+                send_retry(ch, buf, len, i);
+                struct vmq_host_msg *msg = host_recv(ch, 5000);
+                cr_assert_eq(msg->tag, i);
+                cr_assert_eq(msg->len, len);
+                cr_assert_eq(msg->src_vm, vmq_vm_id(echo));
+                cr_assert_arr_eq(msg->data, buf, len, "message %" PRIu64 " differs", i);
+                free(msg);
+        }
+        struct vmq_channel_info ci;
+        cr_assert_eq(vmq_channel_get_info(mon, ch, &ci), 0);
+        cr_assert_eq(ci.messages[0] + ci.messages[1], 2000);
+}
+
+static void guest_to_host(const char *args) {
+        struct vmq_vm *src = boot("src", "source", args, NULL);
+        uint32_t ch = open_channel(vmq_vm_id(src), VMQ_HOST_ID, NULL);
+        expect_hello(ch, src);
+        uint64_t h = VMQ_TEST_FNV_INIT, n = 0;
+        for (;;) {
+                struct vmq_host_msg *msg = host_recv(ch, 10000);
+                cr_assert_eq(msg->src_vm, vmq_vm_id(src));
+                if (msg->tag == VMQ_TAG_DONE) {
+                        free(msg);
+                        break;
+                }
+                h = vmq_test_fnv1a(h, msg->data, msg->len);
+                n++;
+                free(msg);
+        }
+        uint64_t bytes, sum;
+        expected_stream(1000, 100, &bytes, &sum);
+        cr_assert_eq(n, 1000);
+        cr_assert_eq(h, sum);
+        cr_assert_eq(vmq_vm_wait(src, 10000), VMQ_VM_EXITED);
+}
+
+Test(e2e, guest_to_host_immediate) {
+        guest_to_host("count=1000 size=100 post=0");
+}
+
+Test(e2e, guest_to_host_deferred) {
+        guest_to_host("count=1000 size=100 post=1");
+}
+
+Test(e2e, host_to_guest_stream_checksum) {
+        struct vmq_vm *dst = boot("dst", "sink", "", NULL);
+        uint32_t ch = open_channel(VMQ_HOST_ID, vmq_vm_id(dst), NULL);
+        expect_hello(ch, dst);
+        uint8_t buf[5000];
+        uint64_t h = VMQ_TEST_FNV_INIT, bytes = 0;
+        for (uint64_t i = 0; i < 1000; i++) {
+                size_t len = i % 2 ? 64 : sizeof(buf);
+                vmq_test_source_pattern(i, buf, len);
+                h = vmq_test_fnv1a(h, buf, len);
+                bytes += len;
+                send_retry(ch, buf, len, i);
+        }
+        uint64_t rep[3];
+        sink_report(ch, rep);
+        cr_assert_eq(rep[0], 1000);
+        cr_assert_eq(rep[1], bytes);
+        cr_assert_eq(rep[2], h);
+}
+
+Test(e2e, relay_forwards_between_channels) {
+        struct vmq_vm *relay = boot("relay0", "relay", "", NULL);
+        struct vmq_vm *echo = boot("echo0", "echo", "", NULL);
+        uint32_t a = open_channel(VMQ_HOST_ID, vmq_vm_id(relay), NULL);
+        uint32_t b = open_channel(vmq_vm_id(relay), vmq_vm_id(echo), NULL);
+        (void)b;
+        expect_hello(a, relay);
+        uint8_t buf[20000];
+        for (uint64_t i = 0; i < 50; i++) {
+                size_t len = i % 2 ? 50 : sizeof(buf);
+                vmq_test_source_pattern(i, buf, len);
+                send_retry(a, buf, len, i);
+                struct vmq_host_msg *msg = host_recv(a, 5000);
+                cr_assert_eq(msg->len, len);
+                cr_assert_arr_eq(msg->data, buf, len);
+                free(msg);
+        }
+}
+
+Test(e2e, hostile_guest_gets_every_error_and_others_survive) {
+        struct vmq_channel_config small;
+        vmq_channel_config_init(&small);
+        small.host_depth = 16;
+        struct vmq_vm *echo = boot("echo0", "echo", "", NULL);
+        struct vmq_vm *x = boot("x", "sink", "", NULL);
+        struct vmq_vm *y = boot("y", "sink", "", NULL);
+        /* A channel between two other VMs, then the hostile guest, which
+         * finds its own channels from their HELLOs ("guest" and "host"). */
+        uint32_t foreign = open_channel(vmq_vm_id(x), vmq_vm_id(y), NULL);
+        char args[128];
+        snprintf(args, sizeof(args), "peer=guest foreign=%u full=host", foreign);
+        struct vmq_vm_config vc;
+        vmq_vm_config_init(&vc);
+        vc.name = "hostile";
+        vc.args = args;
+        struct vmq_vm *h;
+        int r = vmq_vm_create_from_file(mon, &vc, vmq_test_guest("hostile"), &h);
+        cr_assert_eq(r, 0);
+        open_channel(vmq_vm_id(h), vmq_vm_id(echo), NULL);
+        uint32_t full = open_channel(vmq_vm_id(h), VMQ_HOST_ID, &small);
+        cr_assert_eq(vmq_vm_start(h), 0);
+
+        cr_assert_eq(vmq_vm_wait(h, 60000), VMQ_VM_EXITED, "hostile: %s %s",
+                     vmq_vm_state_to_string(vmq_vm_state(h)), vmq_vm_crash_reason(h));
+        const char *summary = wait_console(h, "hostile: checks=", 1000);
+        cr_assert_eq(line_value(summary, "failed", 10), 0, "%s", console(h));
+        cr_assert_geq(line_value(summary, "checks", 10), 20, "%s", summary);
+        cr_assert_eq(vmq_vm_exit_code(h), 0);
+
+        /* Nothing lost on the full channel: the host gets exactly what was
+         * accepted (after the HELLO). */
+        uint64_t accepted = line_value(wait_console(h, "hostile: full accepted=", 100),
+                                       "accepted", 10);
+        cr_assert_gt(accepted, 0);
+        expect_hello(full, h);
+        uint64_t got = 0;
+        struct vmq_host_msg *msg;
+        while (vmq_host_recv(mon, full, 200, &msg) == 0) {
+                if (msg->kind == VMQ_DESC_INLINE || msg->kind == VMQ_DESC_PAGE)
+                        got++;
+                free(msg);
+        }
+        cr_assert_eq(got, accepted);
+
+        /* Every refusal was counted, class by class. */
+        struct vmq_vm_stats st;
+        vmq_vm_get_stats(h, &st);
+        int classes[] = {VMQ_E_INVAL,   VMQ_E_NOTOWNED, VMQ_E_RANGE, VMQ_E_ALIGN,
+                         VMQ_E_LEN,     VMQ_E_NOCHAN,   VMQ_E_AGAIN, VMQ_E_FORGED,
+                         VMQ_E_VERSION, VMQ_E_NOSYS};
+        for (size_t i = 0; i < sizeof(classes) / sizeof(classes[0]); i++)
+                cr_assert_gt(st.error[classes[i]], 0, "no count for error %d", classes[i]);
+
+        /* The monitor and another VM still work. */
+        uint32_t hc = open_channel(VMQ_HOST_ID, vmq_vm_id(echo), NULL);
+        expect_hello(hc, echo);
+        send_retry(hc, "still alive", 11, 7);
+        msg = host_recv(hc, 5000);
+        cr_assert_eq(msg->len, 11);
+        cr_assert_arr_eq(msg->data, "still alive", 11);
+        free(msg);
+        cr_assert_eq(vmq_vm_state(echo), VMQ_VM_RUNNING);
+        cr_assert_eq(vmq_vm_state(x), VMQ_VM_RUNNING);
+}
+
+Test(e2e, crash_marks_only_that_vm) {
+        /* ud2: an exception with no IDT -> triple fault */
+        static const uint8_t ud2[] = {0x0f, 0x0b};
+        /* a CPL 3 write into the supervisor-only system area */
+        static const uint8_t wr_sys[] = {0x48, 0xc7, 0xc0, 0x00, 0x20, 0x00, 0x00, /* mov $0x2000,%rax */
+                                         0xc6, 0x00, 0x01,                         /* movb $1,(%rax) */
+                                         0xeb, 0xfe};                              /* jmp . */
+        /* a read of unbacked guest-physical memory (no memslot) */
+        static const uint8_t rd_hole[] = {0x48, 0xc7, 0xc0, 0x00, 0x00, 0x00, 0x30, /* mov $0x30000000 */
+                                          0x8a, 0x00, 0xeb, 0xfe};
+        const struct {
+                const uint8_t *code;
+                size_t len;
+        } bad[] = {{ud2, sizeof(ud2)}, {wr_sys, sizeof(wr_sys)}, {rd_hole, sizeof(rd_hole)}};
+
+        struct vmq_vm *echo = boot("echo0", "echo", "", NULL);
+        uint32_t hc = open_channel(VMQ_HOST_ID, vmq_vm_id(echo), NULL);
+        expect_hello(hc, echo);
+        for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+                size_t size;
+                void *img = vmq_test_make_elf(bad[i].code, bad[i].len, &size);
+                struct vmq_vm_config vc;
+                struct vmq_vm *vm;
+                char name[16];
+                vmq_vm_config_init(&vc);
+                snprintf(name, sizeof(name), "bad%zu", i);
+                vc.name = name;
+                cr_assert_eq(vmq_vm_create(mon, &vc, img, size, &vm), 0);
+                free(img);
+                cr_assert_eq(vmq_vm_start(vm), 0);
+                cr_assert_eq(vmq_vm_wait(vm, 30000), VMQ_VM_CRASHED, "case %zu: %s", i,
+                             vmq_vm_state_to_string(vmq_vm_state(vm)));
+                cr_assert_neq(vmq_vm_crash_reason(vm)[0], 0);
+                vmq_vm_destroy(vm);
+
+                send_retry(hc, "ping", 4, i);
+                struct vmq_host_msg *msg = host_recv(hc, 5000);
+                cr_assert_eq(msg->tag, i);
+                free(msg);
+        }
+}
+
+Test(e2e, bad_images_are_refused) {
+        struct vmq_vm_config vc;
+        struct vmq_vm *vm;
+        vmq_vm_config_init(&vc);
+        vc.name = "bad";
+        cr_assert_eq(vmq_vm_create(mon, &vc, "not an elf", 10, &vm), -ENOEXEC);
+        cr_assert_eq(vmq_vm_create_from_file(mon, &vc, "/nonexistent/image.elf", &vm), -ENOENT);
+        /* names are checked */
+        vc.name = "bad name";
+        size_t size;
+        static const uint8_t code[] = {0xeb, 0xfe};
+        void *img = vmq_test_make_elf(code, sizeof(code), &size);
+        cr_assert_eq(vmq_vm_create(mon, &vc, img, size, &vm), -EINVAL);
+        vc.name = "ok";
+        cr_assert_eq(vmq_vm_create(mon, &vc, img, size, &vm), 0);
+        cr_assert_eq(vmq_vm_create(mon, &vc, img, size, &vm), -EEXIST);
+        free(img);
+}
+
+Test(e2e, channel_close_reaches_guest_and_blocks_sends) {
+        struct vmq_vm *echo = boot("echo0", "echo", "", NULL);
+        uint32_t ch = open_channel(VMQ_HOST_ID, vmq_vm_id(echo), NULL);
+        expect_hello(ch, echo);
+        cr_assert_eq(vmq_channel_close(mon, ch), 0);
+        cr_assert_eq(vmq_host_send(mon, ch, "x", 1, 0), -EPIPE);
+        wait_console(echo, "echo: close", 5000);
+        cr_assert_eq(vmq_channel_close(mon, ch), -EPIPE);
+        cr_assert_eq(vmq_channel_close(mon, 9999), -ENOENT);
+        cr_assert_eq(vmq_channel_open(mon, VMQ_HOST_ID, VMQ_HOST_ID, NULL, &ch), -EINVAL);
+        cr_assert_eq(vmq_channel_open(mon, VMQ_HOST_ID, 4242, NULL, &ch), -ENOENT);
+}
+
+Test(e2e_huge, flip2m_guest_to_guest, .timeout = 240) {
+        setup_monitor(HUGE_FRAMES);
+        cr_assert(vmq_monitor_has_huge(mon));
+        struct vmq_vm_config s, d;
+        vmq_vm_config_init(&s);
+        s.huge_size = 4u << 20;
+        vmq_vm_config_init(&d);
+        d.huge_rx_size = 8u << 20;
+        stream_guest_to_guest("count=20 size=2097152 transfer=flip", 20, 2u << 20, &s, &d);
+        struct vmq_vm_stats st;
+        vmq_vm_get_stats(vmq_monitor_find_vm(mon, "src"), &st);
+        cr_assert_geq(st.flips, 20);
+        teardown();
+}
+
+Test(e2e_teardown, leaks_no_fd_thread_or_frame) {
+        int fds = vmq_test_count_fds(), threads = vmq_test_count_threads();
+        for (int round = 0; round < 3; round++) {
+                setup_monitor(0);
+                struct vmq_vm *a = boot("a", "echo", "", NULL);
+                struct vmq_vm *b = boot("b", "echo", "", NULL);
+                open_channel(vmq_vm_id(a), vmq_vm_id(b), NULL);
+                uint32_t hc = open_channel(VMQ_HOST_ID, vmq_vm_id(a), NULL);
+                expect_hello(hc, a);
+                send_retry(hc, "hi", 2, 1);
+                free(host_recv(hc, 5000));
+                cr_assert_gt(vmq_test_count_threads(), threads);
+                teardown();
+                cr_assert_eq(vmq_test_count_fds(), fds, "round %d", round);
+                cr_assert_eq(vmq_test_count_threads(), threads, "round %d", round);
+        }
+}

@@ -1,0 +1,308 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * vmq-bench: the vmq benchmarks (DESIGN.md §6), every figure measured side
+ * by side in one run with its baselines:
+ *
+ *   exit_roundtrip_us         raw port-I/O exit round trip (NOP hypercall):
+ *                             the floor of any exit-based design
+ *   memcpy_gbps               host memcpy bandwidth: the limit of copying
+ *   unix_socketpair_oneway_us two host processes on different CPUs (like two
+ *                             VMs on two vCPUs) ping-ponging 64-byte messages
+ *                             over a UNIX socketpair, one-way = RTT/2; the
+ *                             ".same_cpu" variant lets the scheduler keep both
+ *                             on one CPU
+ *   oneway_p50_us.<path>, oneway_p99_us.<path>
+ *                             guest-to-guest ping-pong, one-way = RTT/2, for
+ *                             inline.immediate, inline.deferred,
+ *                             page_copy.immediate, page_flip.immediate
+ *   throughput_gbps.<method>.<size>
+ *                             guest-to-guest back-to-back page messages of
+ *                             <size> until 32 MiB moved (at least 4 messages),
+ *                             until the receiver read one byte of every 4 KiB
+ *                             page; median of 5 reps
+ *
+ * Output: one line "BENCH <name> <value> <unit>" per figure, then a table.
+ * Usage: vmq-bench [--quick] [--guest-dir DIR]
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "bench/bench-util.h"
+#include "core/monitor.h"
+#include "tests/test-util.h"
+
+#define MIB (1024ull * 1024ull)
+#define HUGE_FRAMES 72
+
+static const char *guest_dir = VMQ_GUEST_DIR;
+static struct vmq_monitor *mon;
+static bool quick;
+
+static char *image_path(const char *name) {
+        static char path[4096];
+        snprintf(path, sizeof(path), "%s/%s.elf", guest_dir, name);
+        return path;
+}
+
+/* Reads "BENCHDATA <key> <value>" from a VM's console. */
+static int benchdata(struct vmq_vm *vm, const char *key, double *ret) {
+        static char buf[65536];
+        size_t n = vmq_vm_console_read(vm, buf, sizeof(buf) - 1);
+        char pat[128];
+        buf[n] = 0;
+        snprintf(pat, sizeof(pat), "BENCHDATA %s ", key);
+        char *p = strstr(buf, pat);
+        if (!p)
+                return -ENOENT;
+        *ret = strtod(p + strlen(pat), NULL);
+        return 0;
+}
+
+static void dump_console(struct vmq_vm *vm) {
+        static char buf[65536];
+        size_t n = vmq_vm_console_read(vm, buf, sizeof(buf) - 1);
+        buf[n] = 0;
+        fprintf(stderr, "--- console of %s (%s %s)\n%s---\n", vmq_vm_name(vm),
+                vmq_vm_state_to_string(vmq_vm_state(vm)), vmq_vm_crash_reason(vm), buf);
+}
+
+/*
+ * Runs bench-tx with `args` (paired with bench-rx unless alone) and reads
+ * the BENCHDATA keys into values.  Returns 0 or a negative errno.
+ */
+static int run(const char *args, bool alone, enum vmq_transfer transfer, bool huge,
+               const char *const *keys, double *values, size_t nkeys) {
+        struct vmq_vm_config tc, rc;
+        struct vmq_vm *tx = NULL, *rx = NULL;
+        int r;
+
+        vmq_vm_config_init(&tc);
+        tc.name = "bench-tx";
+        tc.args = args;
+        tc.ram_size = 96 * MIB;
+        if (huge)
+                tc.huge_size = 32 * MIB;
+        vmq_vm_config_init(&rc);
+        rc.name = "bench-rx";
+        rc.args = "";
+        rc.rx_size = 64 * MIB;
+        if (huge)
+                rc.huge_rx_size = 32 * MIB;
+
+        r = vmq_vm_create_from_file(mon, &tc, image_path("bench-tx"), &tx);
+        if (r < 0)
+                goto out;
+        if (!alone) {
+                struct vmq_channel_config cc;
+                uint32_t ch;
+                r = vmq_vm_create_from_file(mon, &rc, image_path("bench-rx"), &rx);
+                if (r < 0)
+                        goto out;
+                vmq_channel_config_init(&cc);
+                cc.transfer = transfer;
+                r = vmq_channel_open(mon, vmq_vm_id(tx), vmq_vm_id(rx), &cc, &ch);
+                if (r < 0)
+                        goto out;
+                r = vmq_vm_start(rx);
+                if (r < 0)
+                        goto out;
+        }
+        r = vmq_vm_start(tx);
+        if (r < 0)
+                goto out;
+        r = vmq_vm_wait(tx, 240000);
+        if (r != VMQ_VM_EXITED || vmq_vm_exit_code(tx) != 0) {
+                fprintf(stderr, "vmq-bench: '%s' failed\n", args);
+                dump_console(tx);
+                if (rx)
+                        dump_console(rx);
+                r = -EIO;
+                goto out;
+        }
+        r = 0;
+        for (size_t i = 0; i < nkeys; i++) {
+                if (benchdata(tx, keys[i], &values[i]) < 0) {
+                        fprintf(stderr, "vmq-bench: '%s' printed no %s\n", args, keys[i]);
+                        dump_console(tx);
+                        r = -EIO;
+                }
+        }
+out:
+        if (r < 0 && r != -EIO)
+                fprintf(stderr, "vmq-bench: '%s': %s\n", args, strerror(-r));
+        vmq_vm_destroy(tx);
+        vmq_vm_destroy(rx);
+        return r;
+}
+
+struct tp {
+        const char *method;
+        const char *size_name;
+        uint64_t size;
+        double gbps;
+};
+
+int main(int argc, char **argv) {
+        static const struct option opts[] = {
+                {"quick", no_argument, NULL, 'q'},
+                {"guest-dir", required_argument, NULL, 'g'},
+                {"help", no_argument, NULL, 'h'},
+                {0},
+        };
+        int c, failures = 0;
+        char args[256];
+
+        if (getenv("VMQ_GUEST_DIR"))
+                guest_dir = getenv("VMQ_GUEST_DIR");
+        while ((c = getopt_long(argc, argv, "qg:h", opts, NULL)) != -1) {
+                switch (c) {
+                case 'q':
+                        quick = true;
+                        break;
+                case 'g':
+                        guest_dir = optarg;
+                        break;
+                case 'h':
+                        printf("Usage: vmq-bench [--quick] [--guest-dir DIR]\n"
+                               "Runs the vmq benchmarks and prints BENCH <name> <value> <unit>\n"
+                               "lines and a table.  Needs /dev/kvm and root (for hugetlb "
+                               "pages).\n");
+                        return 0;
+                default:
+                        return 2;
+                }
+        }
+
+        long have = vmq_test_reserve_hugepages(HUGE_FRAMES);
+        struct vmq_monitor_config mc;
+        vmq_monitor_config_init(&mc);
+        if (have >= HUGE_FRAMES)
+                mc.pool_2m_frames = HUGE_FRAMES;
+        else
+                fprintf(stderr, "vmq-bench: only %ld free hugetlb pages: flip2m is skipped\n",
+                        have);
+        int r = vmq_monitor_new(&mc, &mon);
+        if (r < 0) {
+                fprintf(stderr, "vmq-bench: cannot start the monitor: %s\n", strerror(-r));
+                return 1;
+        }
+        bool huge = vmq_monitor_has_huge(mon);
+
+        /* Floors and baselines. */
+        {
+                const char *keys[] = {"exit_roundtrip_ns", "exit_roundtrip_p99_ns"};
+                double v[2];
+                snprintf(args, sizeof(args), "test=exit iters=%d", quick ? 20000 : 100000);
+                if (run(args, true, VMQ_TRANSFER_AUTO, false, keys, v, 2) == 0)
+                        bench_report("exit_roundtrip_us", v[0] / 1000.0, "us");
+                else
+                        failures++;
+        }
+        double memcpy_gbps = bench_memcpy_gbps();
+        if (memcpy_gbps > 0)
+                bench_report("memcpy_gbps", memcpy_gbps, "GB/s");
+        else
+                failures++;
+        {
+                double p50, p99;
+                if (sysconf(_SC_NPROCESSORS_ONLN) >= 2 &&
+                    bench_unix_socketpair_oneway_pinned_us(0, 1, &p50, &p99) == 0) {
+                        bench_report("unix_socketpair_oneway_us", p50, "us");
+                        bench_report("unix_socketpair_oneway_p99_us", p99, "us");
+                } else {
+                        failures++;
+                }
+                if (bench_unix_socketpair_oneway_us(&p50, &p99) == 0)
+                        bench_report("unix_socketpair_oneway_us.same_cpu", p50, "us");
+        }
+
+        /* One-way latency. */
+        static const struct {
+                const char *name, *args;
+        } paths[] = {
+                {"inline.immediate", "path=inline post=0 size=64"},
+                {"inline.deferred", "path=inline post=1 size=64"},
+                {"page_copy.immediate", "path=page_copy post=0 size=4096"},
+                {"page_flip.immediate", "path=page_flip post=0 size=4096"},
+        };
+        for (size_t i = 0; i < sizeof(paths) / sizeof(paths[0]); i++) {
+                const char *keys[] = {"oneway_p50_ns", "oneway_p99_ns"};
+                double v[2];
+                char name[128];
+                snprintf(args, sizeof(args), "test=latency %s iters=%d", paths[i].args,
+                         quick ? 1000 : 5000);
+                if (run(args, false, VMQ_TRANSFER_AUTO, false, keys, v, 2) < 0) {
+                        failures++;
+                        continue;
+                }
+                snprintf(name, sizeof(name), "oneway_p50_us.%s", paths[i].name);
+                bench_report(name, v[0] / 1000.0, "us");
+                snprintf(name, sizeof(name), "oneway_p99_us.%s", paths[i].name);
+                bench_report(name, v[1] / 1000.0, "us");
+        }
+
+        /* Throughput. */
+        static const char *methods[] = {"copy", "flip4k", "flip2m", "auto"};
+        static const struct {
+                const char *name;
+                uint64_t size;
+        } sizes[] = {{"4k", 4096}, {"64k", 65536}, {"1m", MIB}, {"2m", 2 * MIB}, {"16m", 16 * MIB}};
+        struct tp results[4][5];
+        for (size_t mi = 0; mi < 4; mi++) {
+                for (size_t si = 0; si < 5; si++) {
+                        struct tp *t = &results[mi][si];
+                        const char *keys[] = {"throughput_gbps_p50"};
+                        char name[128];
+                        uint64_t total = 32 * MIB;
+                        if (total < 4 * sizes[si].size)
+                                total = 4 * sizes[si].size;
+                        if (quick)
+                                total /= 4;
+                        t->method = methods[mi];
+                        t->size_name = sizes[si].name;
+                        t->size = sizes[si].size;
+                        t->gbps = -1;
+                        if (strcmp(methods[mi], "flip2m") == 0 && !huge)
+                                continue;
+                        snprintf(args, sizeof(args),
+                                 "test=throughput method=%s size=%llu total=%llu reps=%d",
+                                 methods[mi], (unsigned long long)sizes[si].size,
+                                 (unsigned long long)total, quick ? 3 : 5);
+                        if (run(args, false, VMQ_TRANSFER_AUTO, huge, keys, &t->gbps, 1) < 0) {
+                                failures++;
+                                t->gbps = -1;
+                                continue;
+                        }
+                        snprintf(name, sizeof(name), "throughput_gbps.%s.%s", methods[mi],
+                                 sizes[si].name);
+                        bench_report(name, t->gbps, "GB/s");
+                }
+        }
+
+        bench_print_table();
+
+        /* What the figures say against each other (informational). */
+        printf("\nratios (same run):\n");
+        for (size_t si = 0; si < 5; si++) {
+                double best = 0, autov = results[3][si].gbps;
+                const char *best_name = "-";
+                for (size_t mi = 0; mi < 3; mi++)
+                        if (results[mi][si].gbps > best) {
+                                best = results[mi][si].gbps;
+                                best_name = methods[mi];
+                        }
+                if (best > 0 && autov > 0)
+                        printf("  %-4s auto / best (%s) = %.2f\n", sizes[si].name, best_name,
+                               autov / best);
+        }
+        if (results[2][3].gbps > 0 && results[0][3].gbps > 0)
+                printf("  2m   flip2m / copy = %.2f\n", results[2][3].gbps / results[0][3].gbps);
+        vmq_monitor_free(mon);
+        if (failures)
+                fprintf(stderr, "vmq-bench: %d measurements failed\n", failures);
+        return failures ? 1 : 0;
+}
