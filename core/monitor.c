@@ -493,7 +493,8 @@ static int32_t handle_request(struct vmq_vm *vm, const struct vmq_request *req, 
                  * machines we measured; a 2 MiB frame is far cheaper to move. */
                 how = kind == VMQ_FRAME_2M ? FLIP : COPY;
 
-        const void *src = vmq_space_translate(vm->space, req->gpa, req->len, how != COPY ? true : false);
+        const void *src =
+                vmq_space_translate(vm->space, req->gpa, req->len, how != COPY ? true : false);
         if (!src)
                 return -VMQ_E_NOTOWNED;
 

@@ -23,11 +23,11 @@ struct vmq_monitor;
 struct vmq_vm;
 
 enum vmq_vm_state {
-        VMQ_VM_CREATED,  /* loaded, not yet started */
+        VMQ_VM_CREATED, /* loaded, not yet started */
         VMQ_VM_RUNNING,
-        VMQ_VM_EXITED,   /* the guest called exit; exit_code is valid */
-        VMQ_VM_STOPPED,  /* stopped by the host */
-        VMQ_VM_CRASHED,  /* guest fault, shutdown or forbidden access */
+        VMQ_VM_EXITED,  /* the guest called exit; exit_code is valid */
+        VMQ_VM_STOPPED, /* stopped by the host */
+        VMQ_VM_CRASHED, /* guest fault, shutdown or forbidden access */
         VMQ_VM_STATE_MAX
 };
 
@@ -39,11 +39,11 @@ enum vmq_transfer {
 };
 
 struct vmq_monitor_config {
-        size_t pool_4k_frames;  /* 4 KiB frames in the pool (sparse memfd) */
-        size_t pool_2m_frames;  /* 2 MiB hugetlb frames; 0 for none */
-        bool require_huge;      /* fail if the hugetlb frames can't be had */
-        int kick_signal;        /* signal used to interrupt KVM_RUN (0: SIGUSR1) */
-        uint32_t spin_ns;       /* WAIT polls this long before sleeping */
+        size_t pool_4k_frames; /* 4 KiB frames in the pool (sparse memfd) */
+        size_t pool_2m_frames; /* 2 MiB hugetlb frames; 0 for none */
+        bool require_huge;     /* fail if the hugetlb frames can't be had */
+        int kick_signal;       /* signal used to interrupt KVM_RUN (0: SIGUSR1) */
+        uint32_t spin_ns;      /* WAIT polls this long before sleeping */
         /* called with console bytes written by a guest (may be NULL) */
         void (*console)(void *userdata, struct vmq_vm *vm, const char *buf, size_t len);
         /* called when a VM changes state (may be NULL) */
@@ -63,16 +63,16 @@ struct vmq_monitor *vmq_monitor_free(struct vmq_monitor *m);
 bool vmq_monitor_has_huge(const struct vmq_monitor *m);
 
 struct vmq_vm_config {
-        const char *name;         /* unique, [A-Za-z0-9_.-], < VMQ_NAME_MAX */
-        uint8_t uuid[16];         /* all zero: generate a random one */
-        uint64_t ram_size;        /* bytes, multiple of 2 MiB; default 16 MiB */
-        unsigned vcpus;           /* 1..VMQ_MAX_VCPUS */
-        uint32_t queue_depth;     /* VM queue capacity, power of two */
-        uint32_t post_depth;      /* post ring capacity, power of two */
-        uint64_t rx_size;         /* 4 KiB receive window, bytes */
-        uint64_t huge_size;       /* own 2 MiB region, bytes (0: none) */
-        uint64_t huge_rx_size;    /* 2 MiB receive window, bytes */
-        const char *args;         /* argument string for the guest, or NULL */
+        const char *name;      /* unique, [A-Za-z0-9_.-], < VMQ_NAME_MAX */
+        uint8_t uuid[16];      /* all zero: generate a random one */
+        uint64_t ram_size;     /* bytes, multiple of 2 MiB; default 16 MiB */
+        unsigned vcpus;        /* 1..VMQ_MAX_VCPUS */
+        uint32_t queue_depth;  /* VM queue capacity, power of two */
+        uint32_t post_depth;   /* post ring capacity, power of two */
+        uint64_t rx_size;      /* 4 KiB receive window, bytes */
+        uint64_t huge_size;    /* own 2 MiB region, bytes (0: none) */
+        uint64_t huge_rx_size; /* 2 MiB receive window, bytes */
+        const char *args;      /* argument string for the guest, or NULL */
 };
 
 void vmq_vm_config_init(struct vmq_vm_config *cfg);
@@ -114,13 +114,13 @@ const char *vmq_vm_crash_reason(const struct vmq_vm *vm);
 const char *vmq_vm_state_to_string(enum vmq_vm_state s);
 
 struct vmq_vm_stats {
-        uint64_t exits;       /* hypercall exits */
-        uint64_t sent;        /* requests accepted from this VM */
-        uint64_t posted;      /* of those, deferred (post ring) */
-        uint64_t received;    /* descriptors enqueued to this VM */
+        uint64_t exits;    /* hypercall exits */
+        uint64_t sent;     /* requests accepted from this VM */
+        uint64_t posted;   /* of those, deferred (post ring) */
+        uint64_t received; /* descriptors enqueued to this VM */
         uint64_t bytes_sent;
         uint64_t copies, flips, shares;
-        uint64_t errors;      /* requests refused, all classes */
+        uint64_t errors;           /* requests refused, all classes */
         uint64_t error[VMQ_E_MAX]; /* per VMQ_E_* class */
 };
 void vmq_vm_get_stats(const struct vmq_vm *vm, struct vmq_vm_stats *ret);
@@ -132,8 +132,8 @@ size_t vmq_vm_console_read(struct vmq_vm *vm, char *buf, size_t size);
 /* Channels ---------------------------------------------------------------- */
 
 struct vmq_channel_config {
-        uint32_t host_depth;         /* messages queued for a host end */
-        enum vmq_transfer transfer;  /* policy for page requests without flags */
+        uint32_t host_depth;        /* messages queued for a host end */
+        enum vmq_transfer transfer; /* policy for page requests without flags */
 };
 void vmq_channel_config_init(struct vmq_channel_config *cfg);
 
@@ -151,10 +151,10 @@ int vmq_channel_close(struct vmq_monitor *m, uint32_t id);
 
 struct vmq_channel_info {
         uint32_t id;
-        uint32_t end[2];          /* VM ids, VMQ_HOST_ID for the host */
+        uint32_t end[2]; /* VM ids, VMQ_HOST_ID for the host */
         bool open;
         enum vmq_transfer transfer;
-        uint64_t messages[2];     /* delivered to end[i] */
+        uint64_t messages[2]; /* delivered to end[i] */
         uint64_t bytes[2];
 };
 int vmq_channel_get_info(struct vmq_monitor *m, uint32_t id, struct vmq_channel_info *ret);
@@ -162,14 +162,14 @@ int vmq_channel_get_info(struct vmq_monitor *m, uint32_t id, struct vmq_channel_
 /* The host end -------------------------------------------------------------- */
 
 struct vmq_host_msg {
-        uint16_t kind;      /* enum vmq_desc_kind */
+        uint16_t kind; /* enum vmq_desc_kind */
         uint16_t flags;
         uint32_t channel;
         uint32_t src_vm;
         int32_t error;
         uint64_t tag;
         size_t len;
-        uint8_t data[];     /* len bytes (HELLO: struct vmq_identity) */
+        uint8_t data[]; /* len bytes (HELLO: struct vmq_identity) */
 };
 
 /*

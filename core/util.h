@@ -48,25 +48,24 @@ static inline void vmq_freep(void *p) {
 #define _cleanup_free_ _cleanup_(vmq_freep)
 
 /* Take ownership out of a cleanup variable. */
-#define VMQ_TAKE_PTR(p)                                                        \
-        ({                                                                     \
-                __typeof__(p) _t = (p);                                        \
-                (p) = NULL;                                                    \
-                _t;                                                            \
+#define VMQ_TAKE_PTR(p)                                                                            \
+        ({                                                                                         \
+                __typeof__(p) _t = (p);                                                            \
+                (p) = NULL;                                                                        \
+                _t;                                                                                \
         })
-#define VMQ_TAKE_FD(fd)                                                        \
-        ({                                                                     \
-                int _t = (fd);                                                 \
-                (fd) = -1;                                                     \
-                _t;                                                            \
+#define VMQ_TAKE_FD(fd)                                                                            \
+        ({                                                                                         \
+                int _t = (fd);                                                                     \
+                (fd) = -1;                                                                         \
+                _t;                                                                                \
         })
 
 /*
  * Checked range test: is [addr, addr + len) inside [base, base + size)?
  * Never overflows, whatever the (hostile) inputs.
  */
-static inline bool vmq_range_within(uint64_t addr, uint64_t len, uint64_t base,
-                                    uint64_t size) {
+static inline bool vmq_range_within(uint64_t addr, uint64_t len, uint64_t base, uint64_t size) {
         if (addr < base)
                 return false;
         if (addr - base > size)
@@ -75,8 +74,7 @@ static inline bool vmq_range_within(uint64_t addr, uint64_t len, uint64_t base,
 }
 
 /* Does [a, a + alen) overlap [b, b + blen)?  Inputs must not wrap. */
-static inline bool vmq_ranges_overlap(uint64_t a, uint64_t alen, uint64_t b,
-                                      uint64_t blen) {
+static inline bool vmq_ranges_overlap(uint64_t a, uint64_t alen, uint64_t b, uint64_t blen) {
         return a < b + blen && b < a + alen;
 }
 

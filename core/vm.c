@@ -132,7 +132,7 @@ static void vm_free_resources(struct vmq_vm *vm) {
                 c->fd = vmq_close(c->fd);
         }
         if (vm->doorbell_fd >= 0 && vm->vm_fd >= 0)
-                (void)vmq_kvm_ioeventfd(vm->vm_fd, VMQ_DOORBELL_PORT, 1, vm->doorbell_fd, false);
+                (void)vmq_kvm_ioeventfd(vm->vm_fd, VMQ_DOORBELL_PORT, 0, vm->doorbell_fd, false);
         vm->doorbell_fd = vmq_close(vm->doorbell_fd);
         vm->stop_fd = vmq_close(vm->stop_fd);
         vm->vm_fd = vmq_close(vm->vm_fd);
@@ -176,8 +176,7 @@ static int setup_vcpu(struct vmq_vm *vm, unsigned index, const struct vmq_x86_bo
 static struct kvm_cpuid2 *supported_cpuid(int kvm_fd) {
         unsigned n = 128;
         for (int tries = 0; tries < 4; tries++, n *= 2) {
-                struct kvm_cpuid2 *c =
-                        calloc(1, sizeof(*c) + n * sizeof(struct kvm_cpuid_entry2));
+                struct kvm_cpuid2 *c = calloc(1, sizeof(*c) + n * sizeof(struct kvm_cpuid_entry2));
                 if (!c)
                         return NULL;
                 c->nent = n;
@@ -369,7 +368,7 @@ int vmq_vm_create(struct vmq_monitor *m, const struct vmq_vm_config *cfg, const 
                 goto fail;
         }
         vm->doorbell_fd = r;
-        r = vmq_kvm_ioeventfd(vm->vm_fd, VMQ_DOORBELL_PORT, 1, vm->doorbell_fd, true);
+        r = vmq_kvm_ioeventfd(vm->vm_fd, VMQ_DOORBELL_PORT, 0, vm->doorbell_fd, true);
         if (r < 0) {
                 /* Without ioeventfd the doorbell still works, as an exit. */
                 vm->doorbell_fd = vmq_close(vm->doorbell_fd);
@@ -389,11 +388,11 @@ int vmq_vm_create(struct vmq_monitor *m, const struct vmq_vm_config *cfg, const 
                              base + VMQ_VMCS_QUEUE_SLOTS_OFF, cfg->queue_depth,
                              sizeof(struct vmq_desc), VMQ_QUEUE_PRODUCER, true);
         if (r == 0)
-                r = vmq_queue_attach(&vm->postq,
-                                     (struct vmq_ring_idx *)(base + VMQ_VMCS_POST_OFF(cfg->queue_depth)),
-                                     base + VMQ_VMCS_POST_SLOTS_OFF(cfg->queue_depth),
-                                     cfg->post_depth, sizeof(struct vmq_request),
-                                     VMQ_QUEUE_CONSUMER, true);
+                r = vmq_queue_attach(
+                        &vm->postq,
+                        (struct vmq_ring_idx *)(base + VMQ_VMCS_POST_OFF(cfg->queue_depth)),
+                        base + VMQ_VMCS_POST_SLOTS_OFF(cfg->queue_depth), cfg->post_depth,
+                        sizeof(struct vmq_request), VMQ_QUEUE_CONSUMER, true);
         if (r < 0) {
                 pthread_rwlock_unlock(&m->rw);
                 goto fail;
@@ -464,9 +463,8 @@ static int32_t wait_queue(struct vmq_vcpu *c, uint64_t timeout_ns) {
         uint64_t start = now_ns(), spin_end, deadline;
         int n;
 
-        deadline = timeout_ns == UINT64_MAX || timeout_ns > UINT64_MAX - start
-                           ? UINT64_MAX
-                           : start + timeout_ns;
+        deadline = timeout_ns == UINT64_MAX || timeout_ns > UINT64_MAX - start ? UINT64_MAX
+                                                                               : start + timeout_ns;
         spin_end = start + vm->mon->cfg.spin_ns;
         if (spin_end > deadline)
                 spin_end = deadline;

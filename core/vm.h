@@ -62,8 +62,8 @@ struct vmq_vm {
         struct vmq_vcpu vcpus[VMQ_MAX_VCPUS];
         _Atomic unsigned running_vcpus;
 
-        int doorbell_fd;  /* ioeventfd on VMQ_DOORBELL_PORT */
-        int stop_fd;      /* eventfd that stops the doorbell thread */
+        int doorbell_fd; /* ioeventfd on VMQ_DOORBELL_PORT */
+        int stop_fd;     /* eventfd that stops the doorbell thread */
         pthread_t doorbell_thread;
         bool doorbell_started;
 
@@ -72,7 +72,7 @@ struct vmq_vm {
         pthread_cond_t state_cond; /* state changes, queue non-empty */
         _Atomic int state;         /* enum vmq_vm_state */
         _Atomic bool stopping;
-        _Atomic int waiters;       /* vCPUs sleeping in WAIT */
+        _Atomic int waiters; /* vCPUs sleeping in WAIT */
         int exit_code;
         const char *crash_reason;
         bool joined;

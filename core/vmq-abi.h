@@ -74,16 +74,16 @@
 #define VMQ_VMCS_GPA 0x10000ull
 #define VMQ_VMCS_MAX_SIZE (256ull * 1024u)
 #define VMQ_IMAGE_GPA 0x100000ull
-#define VMQ_RX_GPA 0x40000000ull       /* 1 GiB */
-#define VMQ_HUGE_GPA 0x80000000ull     /* 2 GiB */
-#define VMQ_HUGE_RX_GPA 0xC0000000ull  /* 3 GiB */
-#define VMQ_GPA_LIMIT 0x100000000ull   /* 4 GiB: nothing is mapped above */
+#define VMQ_RX_GPA 0x40000000ull      /* 1 GiB */
+#define VMQ_HUGE_GPA 0x80000000ull    /* 2 GiB */
+#define VMQ_HUGE_RX_GPA 0xC0000000ull /* 3 GiB */
+#define VMQ_GPA_LIMIT 0x100000000ull  /* 4 GiB: nothing is mapped above */
 
 #define VMQ_MAX_VCPUS 8u
 #define VMQ_STACK_SIZE (64u * 1024u) /* per vCPU, at the top of RAM */
-#define VMQ_NAME_MAX 64u     /* including the terminating NUL */
-#define VMQ_INLINE_MAX 96u   /* bytes of payload carried in a descriptor */
-#define VMQ_ARGS_MAX 512u    /* the VM's argument string, including NUL */
+#define VMQ_NAME_MAX 64u             /* including the terminating NUL */
+#define VMQ_INLINE_MAX 96u           /* bytes of payload carried in a descriptor */
+#define VMQ_ARGS_MAX 512u            /* the VM's argument string, including NUL */
 
 /* VM id 0 is the host; guests get ids from 1. */
 #define VMQ_HOST_ID 0u
@@ -125,21 +125,21 @@ enum vmq_op {
 /* Error codes: hypercalls return their negation. */
 enum vmq_error {
         VMQ_OK = 0,
-        VMQ_E_INVAL = 1,    /* malformed request field (op, flags, length) */
-        VMQ_E_NOTOWNED = 2, /* page is not owned by the sender */
-        VMQ_E_RANGE = 3,    /* address outside every region of the sender */
-        VMQ_E_ALIGN = 4,    /* page address not aligned to its frame size */
-        VMQ_E_LEN = 5,      /* length beyond the page run or inline maximum */
-        VMQ_E_NOCHAN = 6,   /* no such channel, or sender is not an end of it */
-        VMQ_E_AGAIN = 7,    /* receiver queue or window full: retry later */
-        VMQ_E_FORGED = 8,   /* request claims another VM as its source */
-        VMQ_E_VERSION = 9,  /* request carries an ABI version we do not speak */
-        VMQ_E_NOSYS = 10,   /* unknown hypercall */
-        VMQ_E_CLOSED = 11,  /* channel is closed */
+        VMQ_E_INVAL = 1,     /* malformed request field (op, flags, length) */
+        VMQ_E_NOTOWNED = 2,  /* page is not owned by the sender */
+        VMQ_E_RANGE = 3,     /* address outside every region of the sender */
+        VMQ_E_ALIGN = 4,     /* page address not aligned to its frame size */
+        VMQ_E_LEN = 5,       /* length beyond the page run or inline maximum */
+        VMQ_E_NOCHAN = 6,    /* no such channel, or sender is not an end of it */
+        VMQ_E_AGAIN = 7,     /* receiver queue or window full: retry later */
+        VMQ_E_FORGED = 8,    /* request claims another VM as its source */
+        VMQ_E_VERSION = 9,   /* request carries an ABI version we do not speak */
+        VMQ_E_NOSYS = 10,    /* unknown hypercall */
+        VMQ_E_CLOSED = 11,   /* channel is closed */
         VMQ_E_TIMEDOUT = 12, /* wait elapsed with an empty queue */
-        VMQ_E_NOMEM = 13,   /* host is out of frames */
-        VMQ_E_BUSY = 14,    /* page is shared out and cannot move */
-        VMQ_E_PROTO = 15,   /* corrupt queue indices in the VMCS */
+        VMQ_E_NOMEM = 13,    /* host is out of frames */
+        VMQ_E_BUSY = 14,     /* page is shared out and cannot move */
+        VMQ_E_PROTO = 15,    /* corrupt queue indices in the VMCS */
         VMQ_E_MAX
 };
 
@@ -161,52 +161,52 @@ enum vmq_desc_kind {
 #define VMQ_TAG_DONE 0x656e6f64ull       /* "done": end of a stream */
 
 /* Descriptor flags */
-#define VMQ_DESC_F_COPIED 0x1u /* pages were copied */
+#define VMQ_DESC_F_COPIED 0x1u  /* pages were copied */
 #define VMQ_DESC_F_FLIPPED 0x2u /* frames were moved */
-#define VMQ_DESC_F_SHARED 0x4u /* read-only share; RELEASE revokes it */
-#define VMQ_DESC_F_HUGE 0x8u   /* gpa is in the 2 MiB receive window */
+#define VMQ_DESC_F_SHARED 0x4u  /* read-only share; RELEASE revokes it */
+#define VMQ_DESC_F_HUGE 0x8u    /* gpa is in the 2 MiB receive window */
 
 /*
  * Identity of a VM, stamped by the monitor.  Carried in HELLO descriptors and
  * published in the VMCS.
  */
 struct vmq_identity {
-        uint32_t vm_id;             /* OUT 0 = host */
-        uint32_t flags;             /* OUT reserved, 0 */
-        uint8_t uuid[16];           /* OUT RFC 4122 binary */
-        char name[VMQ_NAME_MAX];    /* OUT NUL-terminated */
+        uint32_t vm_id;          /* OUT 0 = host */
+        uint32_t flags;          /* OUT reserved, 0 */
+        uint8_t uuid[16];        /* OUT RFC 4122 binary */
+        char name[VMQ_NAME_MAX]; /* OUT NUL-terminated */
 };
 
 /* One entry of the VM queue (monitor produces, guest consumes). */
 struct vmq_desc {
-        uint16_t kind;     /* OUT enum vmq_desc_kind */
-        uint16_t flags;    /* OUT VMQ_DESC_F_* */
-        uint32_t channel;  /* OUT channel id */
-        uint32_t src_vm;   /* OUT sender's VM id, stamped by the monitor */
-        uint32_t len;      /* OUT payload length in bytes */
-        uint64_t gpa;      /* OUT receiver-side GPA of PAGE payload, else 0 */
-        uint64_t tag;      /* OUT sender-chosen tag, passed through */
-        int32_t error;     /* OUT VMQ_E_* for ERROR descriptors */
-        uint32_t reserved; /* OUT 0 */
+        uint16_t kind;                /* OUT enum vmq_desc_kind */
+        uint16_t flags;               /* OUT VMQ_DESC_F_* */
+        uint32_t channel;             /* OUT channel id */
+        uint32_t src_vm;              /* OUT sender's VM id, stamped by the monitor */
+        uint32_t len;                 /* OUT payload length in bytes */
+        uint64_t gpa;                 /* OUT receiver-side GPA of PAGE payload, else 0 */
+        uint64_t tag;                 /* OUT sender-chosen tag, passed through */
+        int32_t error;                /* OUT VMQ_E_* for ERROR descriptors */
+        uint32_t reserved;            /* OUT 0 */
         uint8_t data[VMQ_INLINE_MAX]; /* OUT inline payload / identity */
 };
 
 /* A request: the per-vCPU send mailbox, and the entries of the post ring. */
 struct vmq_request {
-        uint16_t abi;      /* IN  VMQ_ABI_VERSION */
-        uint16_t op;       /* IN  enum vmq_op */
-        uint32_t flags;    /* IN  VMQ_REQ_F_* */
-        uint32_t channel;  /* IN  channel id */
-        uint32_t src_vm;   /* IN  0 or the sender's own id (anything else is
+        uint16_t abi;                 /* IN  VMQ_ABI_VERSION */
+        uint16_t op;                  /* IN  enum vmq_op */
+        uint32_t flags;               /* IN  VMQ_REQ_F_* */
+        uint32_t channel;             /* IN  channel id */
+        uint32_t src_vm;              /* IN  0 or the sender's own id (anything else is
                             *     a forgery and is refused) */
-        uint64_t gpa;      /* IN  page run start / buffer address */
-        uint32_t len;      /* IN  length in bytes */
-        uint32_t reserved; /* IN  must be 0 */
-        uint64_t tag;      /* IN  opaque, returned in descriptors */
-        uint64_t arg;      /* IN  hypercall argument (timeout, exit code) */
-        int32_t status;    /* OUT result of the last hypercall on this mbox */
-        uint32_t pad;      /* OUT 0 */
-        uint64_t result;   /* OUT value result (clock, receive gpa, ...) */
+        uint64_t gpa;                 /* IN  page run start / buffer address */
+        uint32_t len;                 /* IN  length in bytes */
+        uint32_t reserved;            /* IN  must be 0 */
+        uint64_t tag;                 /* IN  opaque, returned in descriptors */
+        uint64_t arg;                 /* IN  hypercall argument (timeout, exit code) */
+        int32_t status;               /* OUT result of the last hypercall on this mbox */
+        uint32_t pad;                 /* OUT 0 */
+        uint64_t result;              /* OUT value result (clock, receive gpa, ...) */
         uint8_t data[VMQ_INLINE_MAX]; /* IN inline payload */
 };
 
@@ -219,38 +219,38 @@ struct vmq_request {
  * after it is done with the slot.
  */
 struct vmq_ring_idx {
-        uint32_t prod;     /* written by the producer only */
+        uint32_t prod; /* written by the producer only */
         uint32_t prod_pad[15];
-        uint32_t cons;     /* written by the consumer only */
+        uint32_t cons; /* written by the consumer only */
         uint32_t cons_pad[15];
 };
 
 /* Where things are, written by the monitor at VM creation. */
 struct vmq_vmcs_layout {
-        uint64_t ram_size;      /* OUT RAM is [0, ram_size) */
-        uint64_t image_end;     /* OUT first byte past the loaded image */
-        uint64_t rx_gpa;        /* OUT receive window (4 KiB slots) */
+        uint64_t ram_size;  /* OUT RAM is [0, ram_size) */
+        uint64_t image_end; /* OUT first byte past the loaded image */
+        uint64_t rx_gpa;    /* OUT receive window (4 KiB slots) */
         uint64_t rx_size;
-        uint64_t huge_gpa;      /* OUT own 2 MiB pages (0 size: none) */
+        uint64_t huge_gpa; /* OUT own 2 MiB pages (0 size: none) */
         uint64_t huge_size;
-        uint64_t huge_rx_gpa;   /* OUT 2 MiB receive window */
+        uint64_t huge_rx_gpa; /* OUT 2 MiB receive window */
         uint64_t huge_rx_size;
-        uint32_t queue_off;     /* OUT offset of the queue's vmq_ring_idx */
-        uint32_t queue_cap;     /* OUT queue capacity, a power of two */
+        uint32_t queue_off;       /* OUT offset of the queue's vmq_ring_idx */
+        uint32_t queue_cap;       /* OUT queue capacity, a power of two */
         uint32_t queue_slots_off; /* OUT offset of the queue's descriptors */
-        uint32_t post_off;      /* OUT offset of the post ring's vmq_ring_idx */
-        uint32_t post_cap;      /* OUT post ring capacity, a power of two */
-        uint32_t post_slots_off; /* OUT offset of the post ring's requests */
-        uint32_t vcpus;         /* OUT number of vCPUs */
+        uint32_t post_off;        /* OUT offset of the post ring's vmq_ring_idx */
+        uint32_t post_cap;        /* OUT post ring capacity, a power of two */
+        uint32_t post_slots_off;  /* OUT offset of the post ring's requests */
+        uint32_t vcpus;           /* OUT number of vCPUs */
         uint32_t reserved;
 };
 
 /* Per-VM counters kept by the monitor and mirrored here for the guest. */
 struct vmq_vmcs_stats {
-        uint64_t sent;          /* OUT requests accepted */
-        uint64_t received;      /* OUT descriptors enqueued to this VM */
-        uint64_t errors;        /* OUT requests refused */
-        uint64_t exits;         /* OUT hypercall exits */
+        uint64_t sent;     /* OUT requests accepted */
+        uint64_t received; /* OUT descriptors enqueued to this VM */
+        uint64_t errors;   /* OUT requests refused */
+        uint64_t exits;    /* OUT hypercall exits */
 };
 
 /*
@@ -258,17 +258,17 @@ struct vmq_vmcs_stats {
  * page and the two rings, whose positions the layout gives.
  */
 struct vmq_vmcs {
-        uint32_t magic;         /* OUT VMQ_ABI_MAGIC */
-        uint32_t abi_version;   /* OUT VMQ_ABI_VERSION */
-        uint32_t vmcs_size;     /* OUT bytes, multiple of VMQ_PAGE_SIZE */
-        uint32_t header_size;   /* OUT sizeof(struct vmq_vmcs) */
+        uint32_t magic;           /* OUT VMQ_ABI_MAGIC */
+        uint32_t abi_version;     /* OUT VMQ_ABI_VERSION */
+        uint32_t vmcs_size;       /* OUT bytes, multiple of VMQ_PAGE_SIZE */
+        uint32_t header_size;     /* OUT sizeof(struct vmq_vmcs) */
         struct vmq_identity self; /* OUT who this VM is */
         struct vmq_vmcs_layout layout;
         struct vmq_vmcs_stats stats;
         uint8_t reserved[64];
         struct vmq_request mbox[VMQ_MAX_VCPUS]; /* IN/OUT per-vCPU mailbox */
-        uint64_t tsc_khz;       /* OUT guest TSC frequency (0: unknown) */
-        char args[VMQ_ARGS_MAX]; /* OUT argument string given at creation,
+        uint64_t tsc_khz;                       /* OUT guest TSC frequency (0: unknown) */
+        char args[VMQ_ARGS_MAX];                /* OUT argument string given at creation,
                                   *     NUL-terminated ("key=value ...") */
 };
 
@@ -276,13 +276,13 @@ struct vmq_vmcs {
  * a post ring of pcap requests.  The header page comes first. */
 #define VMQ_VMCS_QUEUE_OFF VMQ_PAGE_SIZE
 #define VMQ_VMCS_QUEUE_SLOTS_OFF (VMQ_VMCS_QUEUE_OFF + sizeof(struct vmq_ring_idx))
-#define VMQ_VMCS_POST_OFF(qcap) \
+#define VMQ_VMCS_POST_OFF(qcap)                                                                    \
         (VMQ_VMCS_QUEUE_SLOTS_OFF + (uint32_t)(qcap) * sizeof(struct vmq_desc))
-#define VMQ_VMCS_POST_SLOTS_OFF(qcap) \
-        (VMQ_VMCS_POST_OFF(qcap) + sizeof(struct vmq_ring_idx))
-#define VMQ_VMCS_SIZE(qcap, pcap)                                              \
-        ((VMQ_VMCS_POST_SLOTS_OFF(qcap) + (uint32_t)(pcap) * sizeof(struct vmq_request) + \
-          VMQ_PAGE_SIZE - 1) & ~(VMQ_PAGE_SIZE - 1))
+#define VMQ_VMCS_POST_SLOTS_OFF(qcap) (VMQ_VMCS_POST_OFF(qcap) + sizeof(struct vmq_ring_idx))
+#define VMQ_VMCS_SIZE(qcap, pcap)                                                                  \
+        ((VMQ_VMCS_POST_SLOTS_OFF(qcap) + (uint32_t)(pcap) * sizeof(struct vmq_request) +          \
+          VMQ_PAGE_SIZE - 1) &                                                                     \
+         ~(VMQ_PAGE_SIZE - 1))
 
 _Static_assert(sizeof(struct vmq_identity) == 88, "identity size");
 _Static_assert(sizeof(struct vmq_identity) <= VMQ_INLINE_MAX, "identity fits");

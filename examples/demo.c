@@ -56,10 +56,9 @@ static void on_state(void *userdata, struct vmq_vm *vm, enum vmq_vm_state state)
 }
 
 static void format_uuid(char out[37], const uint8_t u[16]) {
-        snprintf(out, 37,
-                 "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", u[0],
-                 u[1], u[2], u[3], u[4], u[5], u[6], u[7], u[8], u[9], u[10], u[11], u[12], u[13],
-                 u[14], u[15]);
+        snprintf(out, 37, "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x",
+                 u[0], u[1], u[2], u[3], u[4], u[5], u[6], u[7], u[8], u[9], u[10], u[11], u[12],
+                 u[13], u[14], u[15]);
 }
 
 static int die(const char *what, int r) {
@@ -118,7 +117,8 @@ int main(int argc, char **argv) {
                                "[--transfer copy|flip|auto] [--guest-dir DIR]\n"
                                "Boots two micro-VMs (source -> sink), shows the identities each\n"
                                "receives, streams N messages of BYTES through a vmq channel, asks\n"
-                               "the sink for its report over a host channel and prints counters.\n");
+                               "the sink for its report over a host channel and prints "
+                               "counters.\n");
                         return 0;
                 default:
                         return 2;
@@ -199,8 +199,7 @@ int main(int argc, char **argv) {
                 if (done)
                         break;
         }
-        printf("  [host] bob reports count=%" PRIu64 " bytes=%" PRIu64 " checksum=%016" PRIx64
-               "\n",
+        printf("  [host] bob reports count=%" PRIu64 " bytes=%" PRIu64 " checksum=%016" PRIx64 "\n",
                rep[0], rep[1], rep[2]);
 
         uint64_t sent_count = 0, sent_sum = 0;

@@ -267,6 +267,23 @@ void vmq_free_huge(void *frames, size_t n);
 /* Free 2 MiB frames left in the huge region. */
 size_t vmq_huge_free_frames(void);
 
+/*
+ * Smallest message for which vmq_alloc_buffer() picks 2 MiB frames.  Moving
+ * a whole 2 MiB frame costs about as much as copying 64 KiB on the machines
+ * vmq was measured on, and much less than copying 512 KiB; below this size a
+ * copy of 4 KiB pages wins.
+ */
+#define VMQ_AUTO_HUGE_MIN (512u * 1024u)
+
+/*
+ * Allocates a send buffer of `bytes` placed for the monitor's adaptive
+ * ("auto") transfer: 2 MiB frames, which the monitor moves by remapping,
+ * when bytes >= VMQ_AUTO_HUGE_MIN and enough frames are free; otherwise 4 KiB
+ * pages, which it copies.  *ret_huge (may be NULL) says which; free with
+ * vmq_free_huge() or vmq_free_pages() accordingly.  NULL when neither fits.
+ */
+void *vmq_alloc_buffer(size_t bytes, bool *ret_huge);
+
 /* ------------------------------------------------------------------------ */
 /* Console                                                                   */
 

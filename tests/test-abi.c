@@ -31,7 +31,7 @@ Test(abi, errors_and_kinds_are_distinct_and_bounded) {
         cr_assert_eq(VMQ_HC_PORT_BASE + VMQ_HC_MAX <= VMQ_DOORBELL_PORT, 1);
         cr_assert_eq(VMQ_ABI_MAGIC, 0x31514d56u);
         const char *m = "VMQ1";
-        uint32_t v = (uint32_t)m[0] | (uint32_t)m[1] << 8 | (uint32_t)m[2] << 16 |
-                     (uint32_t)m[3] << 24;
+        uint32_t v =
+                (uint32_t)m[0] | (uint32_t)m[1] << 8 | (uint32_t)m[2] << 16 | (uint32_t)m[3] << 24;
         cr_assert_eq(v, VMQ_ABI_MAGIC);
 }

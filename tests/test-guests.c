@@ -99,8 +99,8 @@ static uint64_t line_value(const char *line, const char *key, int base) {
         const char *p = line;
         for (;;) {
                 p = strstr(p, pat);
-                cr_assert_not_null(p, "no %s in line '%.*s'", key,
-                                   (int)(eol ? eol - line : 80), line);
+                cr_assert_not_null(p, "no %s in line '%.*s'", key, (int)(eol ? eol - line : 80),
+                                   line);
                 if (eol)
                         cr_assert_lt(p, eol, "no %s in line '%.*s'", key, (int)(eol - line), line);
                 if (p == line || p[-1] == ' ')
@@ -158,8 +158,7 @@ static void sink_report(uint32_t ch, uint64_t rep[3]) {
         }
 }
 
-static void expected_stream(uint64_t count, uint64_t size, uint64_t *ret_bytes,
-                            uint64_t *ret_sum) {
+static void expected_stream(uint64_t count, uint64_t size, uint64_t *ret_bytes, uint64_t *ret_sum) {
         uint8_t *buf = malloc(size);
         uint64_t h = VMQ_TEST_FNV_INIT;
         cr_assert_not_null(buf);
@@ -371,8 +370,8 @@ Test(e2e, hostile_guest_gets_every_error_and_others_survive) {
 
         /* Nothing lost on the full channel: the host gets exactly what was
          * accepted (after the HELLO). */
-        uint64_t accepted = line_value(wait_console(h, "hostile: full accepted=", 100),
-                                       "accepted", 10);
+        uint64_t accepted =
+                line_value(wait_console(h, "hostile: full accepted=", 100), "accepted", 10);
         cr_assert_gt(accepted, 0);
         expect_hello(full, h);
         uint64_t got = 0;
@@ -387,9 +386,8 @@ Test(e2e, hostile_guest_gets_every_error_and_others_survive) {
         /* Every refusal was counted, class by class. */
         struct vmq_vm_stats st;
         vmq_vm_get_stats(h, &st);
-        int classes[] = {VMQ_E_INVAL,   VMQ_E_NOTOWNED, VMQ_E_RANGE, VMQ_E_ALIGN,
-                         VMQ_E_LEN,     VMQ_E_NOCHAN,   VMQ_E_AGAIN, VMQ_E_FORGED,
-                         VMQ_E_VERSION, VMQ_E_NOSYS};
+        int classes[] = {VMQ_E_INVAL,  VMQ_E_NOTOWNED, VMQ_E_RANGE,  VMQ_E_ALIGN,   VMQ_E_LEN,
+                         VMQ_E_NOCHAN, VMQ_E_AGAIN,    VMQ_E_FORGED, VMQ_E_VERSION, VMQ_E_NOSYS};
         for (size_t i = 0; i < sizeof(classes) / sizeof(classes[0]); i++)
                 cr_assert_gt(st.error[classes[i]], 0, "no count for error %d", classes[i]);
 
@@ -409,11 +407,13 @@ Test(e2e, crash_marks_only_that_vm) {
         /* ud2: an exception with no IDT -> triple fault */
         static const uint8_t ud2[] = {0x0f, 0x0b};
         /* a CPL 3 write into the supervisor-only system area */
-        static const uint8_t wr_sys[] = {0x48, 0xc7, 0xc0, 0x00, 0x20, 0x00, 0x00, /* mov $0x2000,%rax */
-                                         0xc6, 0x00, 0x01,                         /* movb $1,(%rax) */
-                                         0xeb, 0xfe};                              /* jmp . */
+        static const uint8_t wr_sys[] = {0x48, 0xc7, 0xc0, 0x00,
+                                         0x20, 0x00, 0x00, /* mov $0x2000,%rax */
+                                         0xc6, 0x00, 0x01, /* movb $1,(%rax) */
+                                         0xeb, 0xfe};      /* jmp . */
         /* a read of unbacked guest-physical memory (no memslot) */
-        static const uint8_t rd_hole[] = {0x48, 0xc7, 0xc0, 0x00, 0x00, 0x00, 0x30, /* mov $0x30000000 */
+        static const uint8_t rd_hole[] = {0x48, 0xc7, 0xc0, 0x00,
+                                          0x00, 0x00, 0x30, /* mov $0x30000000 */
                                           0x8a, 0x00, 0xeb, 0xfe};
         const struct {
                 const uint8_t *code;

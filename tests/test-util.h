@@ -22,8 +22,6 @@ long vmq_test_reserve_hugepages(long pages);
 /* Path of a built guest image, e.g. vmq_test_guest("echo") */
 const char *vmq_test_guest(const char *name);
 
-
-
 #include <stdint.h>
 
 #define VMQ_TEST_FNV_INIT 0xcbf29ce484222325ull

@@ -39,8 +39,9 @@
  * test=throughput: back-to-back page messages.
  *   method=copy|flip4k|flip2m|auto  copy: RAM pages with COPY; flip4k: RAM
  *                   pages with FLIP; flip2m: own 2 MiB frames with FLIP;
- *                   auto: flags 0 (channel policy), 2 MiB frames when
- *                   size >= 2 MiB and the VM has them, else RAM pages
+ *                   auto: flags 0 (channel policy) on a buffer from
+ *                   vmq_alloc_buffer() (2 MiB frames from
+ *                   VMQ_AUTO_HUGE_MIN up, else RAM pages)
  *   size=S          bytes per message (default 64K)
  *   total=T         bytes per rep (default 64M): ceil(T / S) messages, at
  *                   least one, the last tagged BENCH_TAG_LAST
@@ -277,7 +278,7 @@ static int throughput(void) {
         uint64_t reps = vmq_arg_u64("reps", 5), warmup = vmq_arg_u64("warmup", 1), n, *s;
         uint32_t flags;
         bool huge;
-        uint8_t *buf;
+        uint8_t *buf = NULL;
 
         vmq_arg_str("method", method, sizeof(method));
         if (!size || size > UINT32_MAX || !reps) {
@@ -291,22 +292,27 @@ static int throughput(void) {
         else if (!strcmp(method, "flip2m"))
                 flags = VMQ_REQ_F_FLIP, huge = true;
         else if (!strcmp(method, "auto"))
-                flags = 0, huge = size >= VMQ_HUGE_PAGE_SIZE && vmq_huge_free_frames() > 0;
+                flags = 0, huge = false;
         else {
                 vmq_printf("bench-tx: failed bad method=%s\n", method);
                 return 2;
         }
-        if (huge) {
+        if (!strcmp(method, "auto")) {
+                /* The SDK's adaptive placement, then the channel's policy. */
+                buf = vmq_alloc_buffer(size, &huge);
+                if (!buf) {
+                        vmq_printf("bench-tx: failed no memory for size=%lu\n", size);
+                        return 1;
+                }
+        } else if (huge) {
                 buf = vmq_alloc_huge((size + VMQ_HUGE_PAGE_SIZE - 1) / VMQ_HUGE_PAGE_SIZE);
-                if (!buf && !strcmp(method, "auto"))
-                        huge = false;
-                else if (!buf) {
+                if (!buf) {
                         vmq_printf("bench-tx: failed no 2 MiB frames for size=%lu (have %zu)\n",
                                    size, vmq_huge_free_frames());
                         return 1;
                 }
         }
-        if (!huge) {
+        if (!huge && strcmp(method, "auto")) {
                 buf = vmq_alloc_pages((size + VMQ_PAGE_SIZE - 1) / VMQ_PAGE_SIZE);
                 if (!buf) {
                         vmq_printf("bench-tx: failed no memory for size=%lu\n", size);

@@ -146,3 +146,20 @@ void vmq_free_huge(void *frames, size_t n) {
 size_t vmq_huge_free_frames(void) {
         return huge.nfree;
 }
+
+void *vmq_alloc_buffer(size_t bytes, bool *ret_huge) {
+        void *p = NULL;
+        bool is_huge = false;
+
+        if (bytes == 0)
+                return NULL;
+        if (bytes >= VMQ_AUTO_HUGE_MIN) {
+                p = vmq_alloc_huge((bytes + VMQ_HUGE_PAGE_SIZE - 1) / VMQ_HUGE_PAGE_SIZE);
+                is_huge = p != NULL;
+        }
+        if (!p)
+                p = vmq_alloc_pages((bytes + VMQ_PAGE_SIZE - 1) / VMQ_PAGE_SIZE);
+        if (p && ret_huge)
+                *ret_huge = is_huge;
+        return p;
+}
