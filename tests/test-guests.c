@@ -242,6 +242,14 @@ Test(e2e, pages_flip_guest_to_guest_deferred) {
         cr_assert_geq(st.flips, 1000);
 }
 
+Test(e2e, pages_share_guest_to_guest) {
+        /* read-only shares, revoked by the sink's release */
+        stream_guest_to_guest("count=300 size=4096 transfer=share", 300, 4096, NULL, NULL);
+        struct vmq_vm_stats st;
+        vmq_vm_get_stats(vmq_monitor_find_vm(mon, "src"), &st);
+        cr_assert_geq(st.shares, 300);
+}
+
 Test(e2e, host_to_guest_and_back_both_modes) {
         /* host -> echo -> host, 1000 messages, inline and page sizes. */
         struct vmq_vm *echo = boot("echo0", "echo", "", NULL);
