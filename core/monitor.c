@@ -178,6 +178,14 @@ bool vmq_monitor_has_huge(const struct vmq_monitor *m) {
         return vmq_pool_has_huge(m->pool);
 }
 
+size_t vmq_monitor_frames_free(const struct vmq_monitor *m, bool huge) {
+        return vmq_pool_frames_free(m->pool, huge ? VMQ_FRAME_2M : VMQ_FRAME_4K);
+}
+
+size_t vmq_monitor_frames_total(const struct vmq_monitor *m, bool huge) {
+        return vmq_pool_frames_total(m->pool, huge ? VMQ_FRAME_2M : VMQ_FRAME_4K);
+}
+
 void vmq_monitor_host_identity(const struct vmq_monitor *m, struct vmq_identity *ret) {
         *ret = m->host_ident;
 }

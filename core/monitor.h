@@ -62,6 +62,11 @@ struct vmq_monitor *vmq_monitor_free(struct vmq_monitor *m);
 
 bool vmq_monitor_has_huge(const struct vmq_monitor *m);
 
+/* Frames of the pool (4 KiB, or 2 MiB when huge) that are free, and in all.
+ * With no VM left, free == total: nothing leaked. */
+size_t vmq_monitor_frames_free(const struct vmq_monitor *m, bool huge);
+size_t vmq_monitor_frames_total(const struct vmq_monitor *m, bool huge);
+
 struct vmq_vm_config {
         const char *name;      /* unique, [A-Za-z0-9_.-], < VMQ_NAME_MAX */
         uint8_t uuid[16];      /* all zero: generate a random one */

@@ -499,6 +499,10 @@ Test(e2e_huge, flip2m_guest_to_guest, .timeout = 240) {
         struct vmq_vm_stats st;
         vmq_vm_get_stats(vmq_monitor_find_vm(mon, "src"), &st);
         cr_assert_geq(st.flips, 20);
+        vmq_vm_destroy(vmq_monitor_find_vm(mon, "src"));
+        vmq_vm_destroy(vmq_monitor_find_vm(mon, "dst"));
+        cr_assert_eq(vmq_monitor_frames_free(mon, true), vmq_monitor_frames_total(mon, true));
+        cr_assert_eq(vmq_monitor_frames_free(mon, false), vmq_monitor_frames_total(mon, false));
         teardown();
 }
 
@@ -514,6 +518,13 @@ Test(e2e_teardown, leaks_no_fd_thread_or_frame) {
                 send_retry(hc, "hi", 2, 1);
                 free(host_recv(hc, 5000));
                 cr_assert_gt(vmq_test_count_threads(), threads);
+                cr_assert_lt(vmq_monitor_frames_free(mon, false),
+                             vmq_monitor_frames_total(mon, false));
+                vmq_vm_destroy(a);
+                vmq_vm_destroy(b);
+                /* every frame is back in the pool */
+                cr_assert_eq(vmq_monitor_frames_free(mon, false),
+                             vmq_monitor_frames_total(mon, false), "round %d", round);
                 teardown();
                 cr_assert_eq(vmq_test_count_fds(), fds, "round %d", round);
                 cr_assert_eq(vmq_test_count_threads(), threads, "round %d", round);
