@@ -27,6 +27,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <time.h>
 
 #include "core/util.h"
@@ -95,6 +96,11 @@ int vmq_monitor_new(const struct vmq_monitor_config *cfg, struct vmq_monitor **r
         if (m->cfg.kick_signal <= 0)
                 m->cfg.kick_signal = SIGUSR1;
         m->kvm_fd = -1;
+        m->event_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+        if (m->event_fd < 0) {
+                free(m);
+                return -errno;
+        }
         pthread_rwlock_init(&m->rw, NULL);
         pthread_mutex_init(&m->host_lock, NULL);
         {
@@ -167,6 +173,7 @@ struct vmq_monitor *vmq_monitor_free(struct vmq_monitor *m) {
         free(m->channels);
         m->pool = vmq_pool_free(m->pool);
         m->kvm_fd = vmq_close(m->kvm_fd);
+        m->event_fd = vmq_close(m->event_fd);
         pthread_rwlock_destroy(&m->rw);
         pthread_mutex_destroy(&m->host_lock);
         pthread_cond_destroy(&m->host_cond);
@@ -176,6 +183,16 @@ struct vmq_monitor *vmq_monitor_free(struct vmq_monitor *m) {
 
 bool vmq_monitor_has_huge(const struct vmq_monitor *m) {
         return vmq_pool_has_huge(m->pool);
+}
+
+int vmq_monitor_event_fd(const struct vmq_monitor *m) {
+        return m->event_fd;
+}
+
+void vmq_monitor_notify(struct vmq_monitor *m) {
+        uint64_t one = 1;
+        /* Non-blocking: a counter at its maximum is still readable. */
+        (void)!write(m->event_fd, &one, sizeof(one));
 }
 
 size_t vmq_monitor_frames_free(const struct vmq_monitor *m, bool huge) {
@@ -318,6 +335,7 @@ static int deliver_host(struct vmq_monitor *m, struct vmq_channel *ch, struct vm
         ch->inbox_len++;
         pthread_cond_broadcast(&m->host_cond);
         pthread_mutex_unlock(&m->host_lock);
+        vmq_monitor_notify(m);
         return 0;
 }
 
@@ -889,6 +907,7 @@ static void close_locked(struct vmq_monitor *m, struct vmq_channel *ch, uint32_t
                 }
         }
         pthread_cond_broadcast(&m->host_cond);
+        vmq_monitor_notify(m);
 }
 
 int vmq_channel_close(struct vmq_monitor *m, uint32_t id) {

@@ -97,6 +97,11 @@ int vmq_vm_create_from_file(struct vmq_monitor *m, const struct vmq_vm_config *c
 
 /* Starts the vCPU threads.  -EBUSY unless CREATED. */
 int vmq_vm_start(struct vmq_vm *vm);
+/* Asks a running VM to stop: enqueues a SHUTDOWN descriptor, which the
+ * guest SDK answers by exiting.  The caller stops it by force (vmq_vm_stop)
+ * if it has not exited by the caller's deadline.  -EAGAIN: queue full;
+ * -ESRCH: not running. */
+int vmq_vm_shutdown(struct vmq_vm *vm);
 /* Stops a running VM (state STOPPED) and joins its threads.  A VM that
  * already exited or crashed is just joined.  Idempotent. */
 int vmq_vm_stop(struct vmq_vm *vm);
@@ -133,6 +138,20 @@ void vmq_vm_get_stats(const struct vmq_vm *vm, struct vmq_vm_stats *ret);
 /* Copies up to size bytes of the VM's most recent console output (a ring of
  * the last 64 KiB) and returns how many; the text is not NUL-terminated. */
 size_t vmq_vm_console_read(struct vmq_vm *vm, char *buf, size_t size);
+
+/* Console output from byte offset *offset (counted since the VM started);
+ * bytes older than the last 64 KiB are gone, so a stale offset skips ahead.
+ * Returns the number of bytes copied and advances *offset past them. */
+size_t vmq_vm_console_read_from(struct vmq_vm *vm, uint64_t *offset, char *buf, size_t size);
+
+/*
+ * An eventfd (O_CLOEXEC, non-blocking) that becomes readable whenever
+ * something happened that an event loop may want to look at: a message for
+ * a host end, a VM state change, a channel closing.  Read it to reset it,
+ * then poll the monitor (vmq_host_recv with timeout 0, vmq_vm_state, ...).
+ * Owned by the monitor.
+ */
+int vmq_monitor_event_fd(const struct vmq_monitor *m);
 
 /* Channels ---------------------------------------------------------------- */
 

@@ -434,10 +434,33 @@ void vmq_vm_set_state(struct vmq_vm *vm, enum vmq_vm_state state, const char *re
                         changed = true;
                 }
         }
+        /* Before the broadcast: whoever wakes up sees the event too. */
+        if (changed)
+                vmq_monitor_notify(vm->mon);
         pthread_cond_broadcast(&vm->state_cond);
         pthread_mutex_unlock(&vm->state_lock);
         if (changed && vm->mon->cfg.state_changed)
                 vm->mon->cfg.state_changed(vm->mon->cfg.userdata, vm, state);
+}
+
+int vmq_vm_shutdown(struct vmq_vm *vm) {
+        struct vmq_desc d = {0};
+        int r;
+
+        if (atomic_load(&vm->state) != VMQ_VM_RUNNING)
+                return -ESRCH;
+        d.kind = VMQ_DESC_SHUTDOWN;
+        d.src_vm = VMQ_HOST_ID;
+        pthread_mutex_lock(&vm->rxq_lock);
+        r = vmq_queue_space(&vm->rxq);
+        if (r > 0)
+                r = vmq_queue_enqueue(&vm->rxq, &d, 1) == 1 ? 0 : -EAGAIN;
+        else
+                r = r == 0 ? -EAGAIN : -EPROTO;
+        pthread_mutex_unlock(&vm->rxq_lock);
+        if (r == 0)
+                vmq_vm_wake(vm);
+        return r;
 }
 
 void vmq_vm_wake(struct vmq_vm *vm) {
@@ -728,6 +751,7 @@ int vmq_vm_start(struct vmq_vm *vm) {
         pthread_sigmask(SIG_SETMASK, &old, NULL);
         if (vm->mon->cfg.state_changed)
                 vm->mon->cfg.state_changed(vm->mon->cfg.userdata, vm, VMQ_VM_RUNNING);
+        vmq_monitor_notify(vm->mon);
         if (r < 0) {
                 crash(vm, "could not start vCPU threads");
                 vmq_vm_stop(vm);
@@ -860,6 +884,22 @@ size_t vmq_vm_console_read(struct vmq_vm *vm, char *buf, size_t size) {
         start = vm->console_head - n;
         for (size_t i = 0; i < n; i++)
                 buf[i] = vm->console[(start + i) % VMQ_CONSOLE_RING];
+        pthread_mutex_unlock(&vm->console_lock);
+        return n;
+}
+
+size_t vmq_vm_console_read_from(struct vmq_vm *vm, uint64_t *offset, char *buf, size_t size) {
+        size_t n = 0;
+        pthread_mutex_lock(&vm->console_lock);
+        uint64_t head = vm->console_head;
+        uint64_t oldest = head > VMQ_CONSOLE_RING ? head - VMQ_CONSOLE_RING : 0;
+        uint64_t from = *offset < oldest ? oldest : *offset;
+        if (from > head)
+                from = head;
+        n = (size_t)VMQ_MIN((uint64_t)size, head - from);
+        for (size_t i = 0; i < n; i++)
+                buf[i] = vm->console[(from + i) % VMQ_CONSOLE_RING];
+        *offset = from + n;
         pthread_mutex_unlock(&vm->console_lock);
         return n;
 }

@@ -123,7 +123,12 @@ struct vmq_monitor {
         /* Host inboxes. */
         pthread_mutex_t host_lock;
         pthread_cond_t host_cond;
+
+        int event_fd; /* see vmq_monitor_event_fd() */
 };
+
+/* monitor.c */
+void vmq_monitor_notify(struct vmq_monitor *m);
 
 /* vm.c */
 void vmq_vm_wake(struct vmq_vm *vm);

@@ -146,13 +146,16 @@ enum vmq_error {
 /* Descriptor kinds (struct vmq_desc.kind) */
 enum vmq_desc_kind {
         VMQ_DESC_NONE = 0,
-        VMQ_DESC_INLINE = 1, /* data[0..len) holds the message */
-        VMQ_DESC_PAGE = 2,   /* pages at gpa..gpa+len in the receive window */
-        VMQ_DESC_HELLO = 3,  /* channel opened; data holds the peer's
+        VMQ_DESC_INLINE = 1,   /* data[0..len) holds the message */
+        VMQ_DESC_PAGE = 2,     /* pages at gpa..gpa+len in the receive window */
+        VMQ_DESC_HELLO = 3,    /* channel opened; data holds the peer's
                               * struct vmq_identity */
-        VMQ_DESC_CLOSE = 4,  /* channel closed by the monitor or the peer */
-        VMQ_DESC_ERROR = 5,  /* a posted request failed: error = VMQ_E_*,
+        VMQ_DESC_CLOSE = 4,    /* channel closed by the monitor or the peer */
+        VMQ_DESC_ERROR = 5,    /* a posted request failed: error = VMQ_E_*,
                               * tag = the request's tag */
+        VMQ_DESC_SHUTDOWN = 6, /* the host asks the VM to stop: finish up and
+                                * exit; after the host's deadline it is
+                                * stopped by force */
         VMQ_DESC_MAX
 };
 

@@ -201,6 +201,11 @@ int vmq_flush(void);
  * descriptors also record the peer's identity for vmq_peer(); CLOSE forgets
  * it.  Returns 0 with *ret filled, -VMQ_E_AGAIN when the queue is empty,
  * -VMQ_E_PROTO when the queue indices are impossible.  vCPU 0 only. */
+/* What vmq_try_recv()/vmq_recv() do when they dequeue a SHUTDOWN
+ * descriptor (the host stopping the VM gracefully), before returning it: by
+ * default print a line and vmq_exit(0).  NULL: just return the descriptor. */
+void vmq_set_shutdown_handler(void (*handler)(void));
+
 int vmq_try_recv(struct vmq_desc *ret);
 
 /* Dequeues one descriptor, waiting up to timeout_ns (0: poll once,

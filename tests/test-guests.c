@@ -530,3 +530,33 @@ Test(e2e_teardown, leaks_no_fd_thread_or_frame) {
                 cr_assert_eq(vmq_test_count_threads(), threads, "round %d", round);
         }
 }
+
+Test(e2e, graceful_shutdown_console_offsets_and_event_fd) {
+        int efd = vmq_monitor_event_fd(mon);
+        uint64_t v;
+        cr_assert_geq(efd, 0);
+        while (read(efd, &v, sizeof(v)) > 0)
+                ;
+        struct vmq_vm *echo = boot("echo0", "echo", "", NULL);
+        /* starting a VM is an event */
+        cr_assert_eq(read(efd, &v, sizeof(v)), sizeof(v));
+        wait_console(echo, "echo: start", 5000);
+
+        char buf[256];
+        uint64_t off = 0;
+        size_t n = vmq_vm_console_read_from(echo, &off, buf, 5);
+        cr_assert_eq(n, 5);
+        cr_assert_eq(off, 5);
+        cr_assert_arr_eq(buf, "echo:", 5);
+        n = vmq_vm_console_read_from(echo, &off, buf, sizeof(buf));
+        cr_assert_gt(n, 0);
+        cr_assert_eq(vmq_vm_console_read_from(echo, &off, buf, sizeof(buf)), 0);
+
+        cr_assert_eq(vmq_vm_shutdown(echo), 0);
+        cr_assert_eq(vmq_vm_wait(echo, 10000), VMQ_VM_EXITED);
+        cr_assert_eq(vmq_vm_exit_code(echo), 0);
+        cr_assert_eq(vmq_vm_shutdown(echo), -ESRCH);
+        wait_console(echo, "shutdown requested", 1000);
+        /* the state change was an event too */
+        cr_assert_eq(read(efd, &v, sizeof(v)), sizeof(v));
+}

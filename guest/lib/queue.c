@@ -257,6 +257,8 @@ int vmq_peer(uint32_t ch, struct vmq_identity *ret) {
         return 0;
 }
 
+static void (*shutdown_handler)(void);
+
 int vmq_try_recv(struct vmq_desc *ret) {
         uint32_t prod, cons;
 
@@ -271,7 +273,21 @@ int vmq_try_recv(struct vmq_desc *ret) {
         __atomic_store_n(&queue.idx->cons, cons + 1, __ATOMIC_RELEASE);
         if (ret->kind == VMQ_DESC_HELLO || ret->kind == VMQ_DESC_CLOSE)
                 peer_note(ret);
+        if (ret->kind == VMQ_DESC_SHUTDOWN && shutdown_handler)
+                shutdown_handler();
         return 0;
+}
+
+/* The default answer to a SHUTDOWN descriptor: exit cleanly. */
+static void default_shutdown(void) {
+        vmq_printf("vmq: shutdown requested by the host\n");
+        vmq_exit(0);
+}
+
+static void (*shutdown_handler)(void) = default_shutdown;
+
+void vmq_set_shutdown_handler(void (*handler)(void)) {
+        shutdown_handler = handler;
 }
 
 /* Non-zero when the queue holds something (or is corrupt: let try_recv say
