@@ -1,0 +1,284 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * org.vmq1.Machine: one object per machine under VMQ_BUS_MACHINE_PREFIX,
+ * found through a fallback vtable (the last path element is the machine
+ * name, escaped with sd_bus_path_encode()) and listed by an enumerator.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "bus/vmq-bus.h"
+#include "core/util.h"
+#include "vmqd/log.h"
+#include "vmqd/machine.h"
+#include "vmqd/manager.h"
+
+#define CONSOLE_CHUNK (64u * 1024u)
+
+int bus_machine_method_start(sd_bus_message *message, void *userdata, sd_bus_error *error) {
+        struct machine *mc = userdata;
+        int r;
+
+        r = vmqd_check_access(message, error);
+        if (r < 0)
+                return r;
+        r = manager_start_machine(mc->manager, mc, error);
+        if (r < 0)
+                return r;
+        return sd_bus_reply_method_return(message, NULL);
+}
+
+int bus_machine_method_stop(sd_bus_message *message, void *userdata, sd_bus_error *error) {
+        struct machine *mc = userdata;
+        struct manager *m = mc->manager;
+        uint32_t timeout_sec;
+        int r;
+
+        r = vmqd_check_access(message, error);
+        if (r < 0)
+                return r;
+        r = sd_bus_message_read(message, "u", &timeout_sec);
+        if (r < 0)
+                return r;
+        if (machine_current_state(mc) != MACHINE_RUNNING)
+                return sd_bus_error_setf(error, VMQ_BUS_ERROR_NOT_RUNNING,
+                                         "Machine '%s' is not running", mc->name);
+        if (timeout_sec == 0)
+                timeout_sec = m->config.stop_timeout_sec;
+
+        r = vmq_vm_shutdown(mc->vm);
+        if (r == -EAGAIN) {
+                /* The guest's queue is full: it won't see a SHUTDOWN soon. */
+                log_notice("Machine '%s' has no room for a shutdown request, stopping it",
+                           mc->name);
+                (void)machine_kill(mc);
+        } else if (r < 0 && r != -ESRCH) {
+                return sd_bus_error_set_errnof(error, -r, "Cannot stop machine '%s': %s", mc->name,
+                                               strerror(-r));
+        }
+
+        r = machine_add_stop_request(mc, message, (uint64_t)timeout_sec * 1000000u);
+        if (r < 0)
+                return r;
+        /* It may be over already. */
+        manager_process_monitor(m);
+        return 1;
+}
+
+int bus_machine_method_destroy(sd_bus_message *message, void *userdata, sd_bus_error *error) {
+        struct machine *mc = userdata;
+        int r;
+
+        r = vmqd_check_access(message, error);
+        if (r < 0)
+                return r;
+        if (machine_current_state(mc) != MACHINE_RUNNING)
+                return sd_bus_error_setf(error, VMQ_BUS_ERROR_NOT_RUNNING,
+                                         "Machine '%s' is not running", mc->name);
+        (void)machine_kill(mc);
+        manager_process_monitor(mc->manager);
+        return sd_bus_reply_method_return(message, NULL);
+}
+
+int bus_machine_method_undefine(sd_bus_message *message, void *userdata, sd_bus_error *error) {
+        struct machine *mc = userdata;
+        int r;
+
+        r = vmqd_check_access(message, error);
+        if (r < 0)
+                return r;
+        r = manager_undefine_machine(mc->manager, mc, error);
+        if (r < 0)
+                return r;
+        return sd_bus_reply_method_return(message, NULL);
+}
+
+static int method_read_console(sd_bus_message *message, void *userdata, sd_bus_error *error) {
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
+        _cleanup_free_ char *buf = NULL;
+        struct machine *mc = userdata;
+        uint64_t offset;
+        size_t n = 0;
+        int r;
+
+        (void)error;
+        r = sd_bus_message_read(message, "t", &offset);
+        if (r < 0)
+                return r;
+        if (mc->vm) {
+                buf = malloc(CONSOLE_CHUNK);
+                if (!buf)
+                        return -ENOMEM;
+                n = vmq_vm_console_read_from(mc->vm, &offset, buf, CONSOLE_CHUNK);
+        }
+        r = sd_bus_message_new_method_return(message, &reply);
+        if (r < 0)
+                return r;
+        r = sd_bus_message_append_array(reply, 'y', buf ? buf : "", n);
+        if (r < 0)
+                return r;
+        r = sd_bus_message_append(reply, "t", offset);
+        if (r < 0)
+                return r;
+        return sd_bus_send(NULL, reply, NULL);
+}
+
+static int property_get_state(sd_bus *bus, const char *path, const char *interface,
+                              const char *property, sd_bus_message *reply, void *userdata,
+                              sd_bus_error *error) {
+        struct machine *mc = userdata;
+
+        (void)bus;
+        (void)path;
+        (void)interface;
+        (void)property;
+        (void)error;
+        return sd_bus_message_append(reply, "s", machine_state_to_string(mc->state));
+}
+
+static int property_get_crash_reason(sd_bus *bus, const char *path, const char *interface,
+                                     const char *property, sd_bus_message *reply, void *userdata,
+                                     sd_bus_error *error) {
+        struct machine *mc = userdata;
+
+        (void)bus;
+        (void)path;
+        (void)interface;
+        (void)property;
+        (void)error;
+        return sd_bus_message_append(reply, "s", mc->crash_reason ? mc->crash_reason : "");
+}
+
+static int property_get_uuid(sd_bus *bus, const char *path, const char *interface,
+                             const char *property, sd_bus_message *reply, void *userdata,
+                             sd_bus_error *error) {
+        struct machine *mc = userdata;
+
+        (void)bus;
+        (void)path;
+        (void)interface;
+        (void)property;
+        (void)error;
+        return sd_bus_message_append(reply, "s", mc->uuid);
+}
+
+static int property_get_statistics(sd_bus *bus, const char *path, const char *interface,
+                                   const char *property, sd_bus_message *reply, void *userdata,
+                                   sd_bus_error *error) {
+        struct machine *mc = userdata;
+        struct vmq_vm_stats st = {0};
+        int r;
+
+        (void)bus;
+        (void)path;
+        (void)interface;
+        (void)property;
+        (void)error;
+        if (mc->vm)
+                vmq_vm_get_stats(mc->vm, &st);
+        r = sd_bus_message_open_container(reply, 'a', "{st}");
+        if (r < 0)
+                return r;
+        const struct {
+                const char *key;
+                uint64_t value;
+        } items[] = {
+                {"exits", st.exits},           {"sent", st.sent},
+                {"posted", st.posted},         {"received", st.received},
+                {"bytes_sent", st.bytes_sent}, {"copies", st.copies},
+                {"flips", st.flips},           {"shares", st.shares},
+                {"errors", st.errors},
+        };
+        for (size_t i = 0; i < VMQ_ARRAY_SIZE(items); i++) {
+                r = sd_bus_message_append(reply, "{st}", items[i].key, items[i].value);
+                if (r < 0)
+                        return r;
+        }
+        return sd_bus_message_close_container(reply);
+}
+
+const sd_bus_vtable machine_vtable[] = {
+        SD_BUS_VTABLE_START(0),
+        SD_BUS_PROPERTY("Name", "s", NULL, offsetof(struct machine, name),
+                        SD_BUS_VTABLE_PROPERTY_CONST),
+        SD_BUS_PROPERTY("UUID", "s", property_get_uuid, 0, SD_BUS_VTABLE_PROPERTY_CONST),
+        SD_BUS_PROPERTY("Image", "s", NULL, offsetof(struct machine, image),
+                        SD_BUS_VTABLE_PROPERTY_CONST),
+        SD_BUS_PROPERTY("Memory", "t", NULL, offsetof(struct machine, memory),
+                        SD_BUS_VTABLE_PROPERTY_CONST),
+        SD_BUS_PROPERTY("VCPUs", "u", NULL, offsetof(struct machine, vcpus),
+                        SD_BUS_VTABLE_PROPERTY_CONST),
+        SD_BUS_PROPERTY("QueueDepth", "u", NULL, offsetof(struct machine, queue_depth),
+                        SD_BUS_VTABLE_PROPERTY_CONST),
+        SD_BUS_PROPERTY("Persistent", "b", bus_property_get_bool,
+                        offsetof(struct machine, persistent), SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+        SD_BUS_PROPERTY("Autostart", "b", bus_property_get_bool,
+                        offsetof(struct machine, autostart), SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+        SD_BUS_PROPERTY("Id", "u", NULL, offsetof(struct machine, id),
+                        SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+        SD_BUS_PROPERTY("State", "s", property_get_state, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+        SD_BUS_PROPERTY("ExitCode", "i", NULL, offsetof(struct machine, exit_code),
+                        SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+        SD_BUS_PROPERTY("CrashReason", "s", property_get_crash_reason, 0,
+                        SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+        SD_BUS_PROPERTY("Statistics", "a{st}", property_get_statistics, 0, 0),
+        SD_BUS_METHOD_WITH_ARGS("Start", SD_BUS_NO_ARGS, SD_BUS_NO_RESULT, bus_machine_method_start,
+                                SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_ARGS("Stop", SD_BUS_ARGS("u", timeout_sec), SD_BUS_NO_RESULT,
+                                bus_machine_method_stop, SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_ARGS("Destroy", SD_BUS_NO_ARGS, SD_BUS_NO_RESULT,
+                                bus_machine_method_destroy, SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_ARGS("Undefine", SD_BUS_NO_ARGS, SD_BUS_NO_RESULT,
+                                bus_machine_method_undefine, SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_ARGS("ReadConsole", SD_BUS_ARGS("t", offset),
+                                SD_BUS_RESULT("ay", data, "t", next_offset), method_read_console,
+                                SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_VTABLE_END,
+};
+
+int machine_object_find(sd_bus *bus, const char *path, const char *interface, void *userdata,
+                        void **found, sd_bus_error *error) {
+        _cleanup_free_ char *name = NULL;
+        struct manager *m = userdata;
+        struct machine *mc;
+        int r;
+
+        (void)bus;
+        (void)interface;
+        (void)error;
+        r = sd_bus_path_decode(path, VMQ_BUS_MACHINE_PREFIX, &name);
+        if (r <= 0)
+                return r;
+        mc = manager_find_machine(m, name);
+        if (!mc)
+                return 0;
+        *found = mc;
+        return 1;
+}
+
+int machine_node_enumerator(sd_bus *bus, const char *path, void *userdata, char ***nodes,
+                            sd_bus_error *error) {
+        struct manager *m = userdata;
+        char **l;
+        size_t i = 0;
+
+        (void)bus;
+        (void)path;
+        (void)error;
+        l = calloc(m->n_machines + 1, sizeof(char *));
+        if (!l)
+                return -ENOMEM;
+        for (struct machine *mc = m->machines; mc; mc = mc->next) {
+                l[i] = strdup(mc->path);
+                if (!l[i]) {
+                        for (size_t j = 0; j < i; j++)
+                                free(l[j]);
+                        free(l);
+                        return -ENOMEM;
+                }
+                i++;
+        }
+        *nodes = l;
+        return 1;
+}

@@ -1,0 +1,123 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * A machine: a definition (name, image, sizes, arguments) and, once it has
+ * been started, the core VM that runs it.  A machine that is not running
+ * keeps its definition and its last core VM (so its console and exit code
+ * stay readable) until it is started again or undefined.
+ */
+#ifndef VMQD_MACHINE_H
+#define VMQD_MACHINE_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <systemd/sd-bus.h>
+#include <systemd/sd-event.h>
+
+#include "core/monitor.h"
+#include "vmqd/state.h"
+
+struct manager;
+struct stop_request;
+
+enum machine_state {
+        MACHINE_DEFINED,
+        MACHINE_RUNNING,
+        MACHINE_EXITED,
+        MACHINE_STOPPED,
+        MACHINE_CRASHED,
+        MACHINE_STATE_MAX
+};
+
+struct machine {
+        struct manager *manager;
+        struct machine *prev, *next;
+
+        /* The definition. */
+        char *name;
+        char *image; /* as given: a path or an installed image's name */
+        char uuid[37];
+        uint64_t memory;
+        uint32_t vcpus;
+        uint32_t queue_depth;
+        uint64_t huge_memory;
+        char *args; /* NULL: none */
+        bool persistent;
+        bool autostart;
+
+        char *path; /* object path */
+        struct vmq_vm *vm;
+
+        /* What the bus saw last. */
+        enum machine_state state;
+        uint32_t id;
+        int exit_code;
+        const char *crash_reason; /* static, from the core */
+
+        struct stop_request *stops; /* pending Stop calls */
+        sd_event_source *stop_timer;
+};
+
+const char *machine_state_to_string(enum machine_state s);
+
+/*
+ * Creates a machine object from a definition (copied), adds it to the
+ * manager, but does not announce it.  -EEXIST, -ENOMEM.
+ */
+int machine_new(struct manager *m, const struct vmqd_machine_def *def, bool persistent,
+                struct machine **ret);
+/* Stops and frees the core VM, fails pending Stop calls, unlinks and frees
+ * the machine.  Accepts NULL; returns NULL. */
+struct machine *machine_free(struct machine *mc);
+
+/* Fills a definition that points into mc (not to be freed). */
+void machine_to_def(const struct machine *mc, struct vmqd_machine_def *ret);
+
+/* The path of the image file: the image itself if absolute, else
+ * <image_dir>/<image>.elf.  malloc()ed. */
+char *machine_image_path(const struct machine *mc);
+
+/* The state the core reports now. */
+enum machine_state machine_current_state(const struct machine *mc);
+uint32_t machine_current_id(const struct machine *mc);
+
+/*
+ * Rebuilds the core VM from the definition and starts it.  -EBUSY if
+ * running.  Sets a D-Bus error with a message on error (which may be NULL).
+ */
+int machine_start(struct machine *mc, sd_bus_error *error);
+
+/* Stops a running machine by force and reaps it (state stopped). */
+int machine_kill(struct machine *mc);
+
+/* Frees the core VM of a machine that is not running. */
+void machine_drop_vm(struct machine *mc);
+
+/* Emits the changes since the last call: state, id, exit code, crash
+ * reason.  Returns true if the state changed. */
+bool machine_publish(struct machine *mc);
+
+/* Announces a new machine (MachineNew + ObjectManager), and its removal. */
+void machine_send_new(struct machine *mc);
+void machine_send_removed(struct machine *mc);
+
+/* Queues a Stop call that is answered once the machine is not running;
+ * after timeout_usec the machine is stopped by force. */
+int machine_add_stop_request(struct machine *mc, sd_bus_message *call, uint64_t timeout_usec);
+
+/* Answers the pending Stop calls if the machine is no longer running. */
+void machine_complete_stops(struct machine *mc);
+
+/* machine-bus.c */
+extern const sd_bus_vtable machine_vtable[];
+int machine_object_find(sd_bus *bus, const char *path, const char *interface, void *userdata,
+                        void **found, sd_bus_error *error);
+int machine_node_enumerator(sd_bus *bus, const char *path, void *userdata, char ***nodes,
+                            sd_bus_error *error);
+/* Method bodies shared with the Manager: the message's read pointer is
+ * past the name argument. */
+int bus_machine_method_start(sd_bus_message *message, void *userdata, sd_bus_error *error);
+int bus_machine_method_stop(sd_bus_message *message, void *userdata, sd_bus_error *error);
+int bus_machine_method_destroy(sd_bus_message *message, void *userdata, sd_bus_error *error);
+int bus_machine_method_undefine(sd_bus_message *message, void *userdata, sd_bus_error *error);
+
+#endif /* VMQD_MACHINE_H */

@@ -1,0 +1,121 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * vmqd's context: one struct that owns the event loop, the bus connection,
+ * the configuration, the core monitor, the saved state and the machine and
+ * channel objects.
+ *
+ * Threads: everything here runs on the event loop's thread.  The monitor's
+ * vCPU and doorbell threads never call into sd-bus; they only make the
+ * monitor's event fd readable, and manager_process_monitor() (an sd-event
+ * io source on that fd) then compares the core's state with what was last
+ * published on the bus, and serves pending Receive calls.
+ */
+#ifndef VMQD_MANAGER_H
+#define VMQD_MANAGER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <systemd/sd-bus.h>
+#include <systemd/sd-event.h>
+
+#include "core/monitor.h"
+#include "vmqd/config.h"
+#include "vmqd/state.h"
+
+struct machine;
+struct channel;
+
+struct manager {
+        sd_event *event;
+        sd_bus *bus;
+        struct vmqd_config config;
+        struct vmq_monitor *monitor;
+        struct vmqd_state state;
+        char *corrupt_state_file; /* where a corrupt state file was moved, or "" */
+
+        sd_event_source *monitor_source;
+        sd_event_source *stop_timer; /* the shutdown deadline, once stopping */
+        sd_bus_slot *owner_slot;     /* NameOwnerChanged: drop a gone client's calls */
+
+        struct machine *machines; /* in creation order */
+        size_t n_machines;
+        struct channel *channels; /* in creation order */
+        size_t n_channels;
+
+        bool stopping;
+};
+
+/* Creates the context with the configuration defaults; nothing runs yet. */
+int manager_new(struct manager **ret);
+/* Frees everything (stopping any machine still running).  Accepts NULL. */
+struct manager *manager_free(struct manager *m);
+
+/*
+ * Creates the monitor, loads the state and restores the saved machines and
+ * channels.  The configuration must be final.  Logs its own errors.
+ */
+int manager_startup(struct manager *m);
+/* Registers the objects on m->bus (before the name is requested). */
+int manager_bus_register(struct manager *m);
+
+/*
+ * Compares every machine and channel with what the bus last saw, emits
+ * the signals for what changed, closes the channels of machines that left
+ * the running state, reopens persistent channels, answers pending Stop and
+ * Receive calls.  Safe to call at any time on the loop's thread.
+ */
+void manager_process_monitor(struct manager *m);
+
+/* Begins an orderly shutdown: asks every guest to stop, stops them by force
+ * after the default timeout, then leaves the event loop. */
+void manager_begin_shutdown(struct manager *m);
+
+/* Writes the persistent definitions; logs a failure and returns it. */
+int manager_save_state(struct manager *m);
+
+struct machine *manager_find_machine(struct manager *m, const char *name);
+struct channel *manager_find_channel(struct manager *m, uint32_t id);
+size_t manager_count_running(struct manager *m);
+size_t manager_count_open_channels(struct manager *m);
+
+/*
+ * Opens every persistent channel whose ends are all running (or the host)
+ * and which is not open already.  Failures are logged.
+ */
+void manager_open_persistent_channels(struct manager *m);
+
+/*
+ * Starts a machine that is not running: drops the closed channels it was
+ * an end of, rebuilds it, publishes the change and reopens its persistent
+ * channels.  Sets error on failure.
+ */
+int manager_start_machine(struct manager *m, struct machine *mc, sd_bus_error *error);
+
+/* Forgets a machine that is not running, its channels and its saved
+ * definitions.  -EBUSY if running; a failed save is returned. */
+int manager_undefine_machine(struct manager *m, struct machine *mc, sd_bus_error *error);
+
+/* Closes a channel, forgets its saved definition, removes its object. */
+int manager_close_channel(struct manager *m, struct channel *c, sd_bus_error *error);
+
+/* Removes the closed channels that have the end name (announcing it). */
+void manager_remove_closed_channels(struct manager *m, const char *name);
+
+/* A property getter for a C bool at the property's offset. */
+int bus_property_get_bool(sd_bus *bus, const char *path, const char *interface,
+                          const char *property, sd_bus_message *reply, void *userdata,
+                          sd_bus_error *error);
+
+/*
+ * Access rule for mutating methods: the sender's effective uid is 0, or
+ * the group VMQ_BUS_GROUP is among its effective and supplementary gids.
+ * Returns 0 if allowed, else sets AccessDenied on error and returns
+ * -EACCES (or another negative errno if the credentials can't be read).
+ */
+int vmqd_check_access(sd_bus_message *message, sd_bus_error *error);
+
+/* Manager vtable (on VMQ_BUS_PATH). */
+extern const sd_bus_vtable manager_vtable[];
+
+#endif /* VMQD_MANAGER_H */
