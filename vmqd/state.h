@@ -1,0 +1,137 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * vmqd's persistent state: the definitions of persistent machines and
+ * channels, saved as <state_dir>/state.json and restored when vmqd starts.
+ *
+ * Saving is atomic (temp file, fsync, rename, fsync of the directory): a
+ * crash at any point leaves either the old or the new file.  A file that
+ * cannot be understood is moved aside, never deleted, so nothing the
+ * administrator had is silently lost.
+ *
+ * No D-Bus and no logging here: errors come back as negative errno plus,
+ * where useful, a message for the daemon to log.
+ *
+ * The file:
+ *
+ *   {
+ *     "version": 1,
+ *     "machines": [
+ *       { "name": "rx", "image": "echo",
+ *         "uuid": "0f8a5c1e-3b9d-4c1a-9e77-1d2c3b4a5f60",
+ *         "memory": 16777216, "vcpus": 1, "queue_depth": 64,
+ *         "huge_memory": 0, "args": null, "autostart": false }
+ *     ],
+ *     "channels": [
+ *       { "end_a": "host", "end_b": "rx", "depth": 256,
+ *         "mode": "immediate", "transfer": "auto" }
+ *     ]
+ *   }
+ *
+ * Every machine key is required except huge_memory (0), args (null: none)
+ * and autostart (false); every channel key is required.  Unknown keys make
+ * the file invalid (a newer vmqd writes a new version instead), so that a
+ * save never drops what an older reader did not understand.
+ */
+#ifndef VMQD_STATE_H
+#define VMQD_STATE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define VMQD_STATE_FILE "state.json"
+#define VMQD_STATE_VERSION 1
+
+struct vmqd_machine_def {
+        char *name;           /* vmqd_name_is_valid() */
+        char *image;          /* absolute path or installed image name; non-empty */
+        char uuid[37];        /* text form, 8-4-4-4-12 hex digits */
+        uint64_t memory;      /* bytes, a multiple of 2 MiB, 4 MiB..1 GiB */
+        uint32_t vcpus;       /* 1..8 */
+        uint32_t queue_depth; /* a power of two, 4..1024 */
+        uint64_t huge_memory; /* bytes of own 2 MiB frames, a multiple of 2 MiB, <= 1 GiB */
+        char *args;           /* the guest's argument string (< 512 bytes), or NULL */
+        bool autostart;
+};
+
+struct vmqd_channel_def {
+        char *end_a, *end_b; /* machine name or "host"; different, not both "host" */
+        uint32_t depth;      /* a power of two, 1..65536 */
+        char *mode;          /* "immediate" | "deferred" */
+        char *transfer;      /* "copy" | "flip" | "auto" */
+};
+
+struct vmqd_state {
+        struct vmqd_machine_def *machines;
+        size_t n_machines;
+        struct vmqd_channel_def *channels;
+        size_t n_channels;
+};
+
+/*
+ * Loads <dir>/state.json into *ret (which need not be initialised).
+ *
+ * Returns 0 when loaded, and when the file is missing (empty state).
+ * Returns 1 when the file is not valid (bad JSON, wrong version, wrong
+ * types, invalid or duplicate names, bad values, not a regular file, over
+ * VMQD_FILE_MAX): it has been renamed to
+ * <dir>/state.json.corrupt-<UTC YYYYMMDDTHHMMSSZ> (with ".1", ".2", ...
+ * appended if that name is taken; never deleted, never overwritten), and
+ * *ret is an empty state.
+ * Returns a negative errno on I/O errors (-EACCES, -EIO, ...), including
+ * failing to move a corrupt file aside; *ret is then not touched.
+ *
+ * ret_moved_to and ret_error may be NULL; when not, they are always
+ * written: NULL on 0; on 1 the new path and the reason (malloc()ed); on
+ * failure NULL and a message saying what failed, or NULL.
+ */
+int vmqd_state_load(const char *dir, struct vmqd_state *ret, char **ret_moved_to, char **ret_error);
+
+/*
+ * Writes <dir>/state.json atomically: the temp file <dir>/state.json.tmp
+ * (created exclusively, O_CLOEXEC, mode 0600; a stale one from a crash is
+ * removed first), write, fsync, rename over state.json, fsync the directory.
+ * Creates dir (0755, and its parents) if missing.  On failure the temp file
+ * is removed and state.json is untouched.  -EINVAL if a definition in *s is
+ * not valid.
+ */
+int vmqd_state_save(const char *dir, const struct vmqd_state *s);
+
+/* Frees everything in *s and leaves it empty.  Accepts NULL. */
+void vmqd_state_done(struct vmqd_state *s);
+
+/*
+ * Helpers for the daemon.  add_* deep-copy the definition: -EINVAL if it is
+ * not valid, -EEXIST if a machine of that name exists, -ENOMEM.
+ * remove_*: -ENOENT if there is no such definition.
+ */
+int vmqd_state_add_machine(struct vmqd_state *s, const struct vmqd_machine_def *d);
+/* Also removes the channels that name the machine as an end. */
+int vmqd_state_remove_machine(struct vmqd_state *s, const char *name);
+/* NULL if there is none.  The pointer is valid until the next add/remove. */
+struct vmqd_machine_def *vmqd_state_find_machine(struct vmqd_state *s, const char *name);
+/* Channels may repeat (two channels between the same ends are allowed). */
+int vmqd_state_add_channel(struct vmqd_state *s, const struct vmqd_channel_def *d);
+/* Removes the first channel with exactly these ends (in this order). */
+int vmqd_state_remove_channel(struct vmqd_state *s, const char *end_a, const char *end_b);
+/* The first channel with exactly these ends, or NULL. */
+struct vmqd_channel_def *vmqd_state_find_channel(struct vmqd_state *s, const char *end_a,
+                                                 const char *end_b);
+
+/* 1-63 chars [A-Za-z0-9_.-], not starting with '.' or '-', not "host". */
+bool vmqd_name_is_valid(const char *name);
+/* 8-4-4-4-12 hexadecimal digits (either case). */
+bool vmqd_uuid_is_valid(const char *uuid);
+
+/*
+ * Checks one definition the way vmqd_state_load() does.  0, or -EINVAL and
+ * (if ret_error is not NULL) a malloc()ed reason in *ret_error.
+ */
+int vmqd_machine_def_validate(const struct vmqd_machine_def *d, char **ret_error);
+int vmqd_channel_def_validate(const struct vmqd_channel_def *d, char **ret_error);
+
+/* Frees the strings of one definition and zeroes it.  Accept NULL. */
+void vmqd_machine_def_done(struct vmqd_machine_def *d);
+void vmqd_channel_def_done(struct vmqd_channel_def *d);
+
+#endif /* VMQD_STATE_H */
