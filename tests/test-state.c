@@ -149,7 +149,8 @@ Test(config, missing_file) {
 
         vmqd_config_init(&c);
         cr_assert_eq(vmqd_config_load(&c, p, &error), -ENOENT);
-        cr_assert_null(error);
+        cr_assert_str_eq(error, strerror(ENOENT));
+        free(error);
         assert_defaults(&c);
         vmqd_config_done(&c);
         assert_no_fd_leak();

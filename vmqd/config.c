@@ -659,6 +659,10 @@ int vmqd_config_load(struct vmqd_config *c, const char *path, char **ret_error) 
                         }
                 }
         }
+        /* I/O errors get a message too, so that the caller can always log
+         * one. */
+        if (r < 0 && r != -EINVAL && !error)
+                error = strdup(strerror(-r));
         if (ret_error)
                 *ret_error = error;
         else

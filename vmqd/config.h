@@ -59,9 +59,10 @@ void vmqd_config_init(struct vmqd_config *c);
  *
  * On any failure *c is left exactly as it was (the file is applied all or
  * nothing).  If ret_error is not NULL it is always written: NULL on success,
- * else a malloc()ed message saying which key and why, for example
- * "limits.max_machines: must be between 1 and 4096" (it may be NULL on
- * -ENOMEM).  The message does not repeat the path.
+ * else a malloc()ed message: on -EINVAL which key and why, for example
+ * "limits.max_machines: must be between 1 and 4096"; on other errors the
+ * strerror() text.  It may be NULL on -ENOMEM.  The message does not repeat
+ * the path.
  */
 int vmqd_config_load(struct vmqd_config *c, const char *path, char **ret_error);
 
