@@ -1,0 +1,255 @@
+/* SPDX-License-Identifier: MIT */
+#include <criterion/criterion.h>
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "tests/daemon-util.h"
+
+const char *vmq_test_builddir(void) {
+        const char *d = getenv("VMQ_BUILDDIR");
+        return d ? d : VMQ_BUILDDIR;
+}
+
+const char *vmq_test_srcdir(void) {
+        const char *d = getenv("VMQ_SRCDIR");
+        return d ? d : VMQ_SRCDIR;
+}
+
+static void write_file(const char *path, const char *text) {
+        FILE *f = fopen(path, "we");
+        cr_assert_not_null(f, "%s: %s", path, strerror(errno));
+        fputs(text, f);
+        cr_assert_eq(fclose(f), 0);
+}
+
+static bool wait_for_path(const char *path, int timeout_ms) {
+        for (int waited = 0; waited <= timeout_ms; waited += 10) {
+                if (access(path, F_OK) == 0)
+                        return true;
+                usleep(10000);
+        }
+        return false;
+}
+
+void vmq_testbus_start(struct vmq_testbus *t) {
+        char conf[300], sock[300], text[2048];
+
+        memset(t, 0, sizeof(*t));
+        t->notify_fd = -1;
+        snprintf(t->dir, sizeof(t->dir), "/tmp/vmq-test-XXXXXX");
+        cr_assert_not_null(mkdtemp(t->dir));
+        /* the private bus must be reachable for the unprivileged test user */
+        chmod(t->dir, 0755);
+        snprintf(sock, sizeof(sock), "%s/bus", t->dir);
+        snprintf(conf, sizeof(conf), "%s/bus.conf", t->dir);
+        snprintf(t->address, sizeof(t->address), "unix:path=%s", sock);
+        snprintf(t->state_dir, sizeof(t->state_dir), "%s/state", t->dir);
+        /* A bus where anyone may talk to anyone: vmqd does its own access
+         * checks, which is what the tests exercise. */
+        snprintf(text, sizeof(text),
+                 "<!DOCTYPE busconfig PUBLIC \"-//freedesktop//DTD D-Bus Bus Configuration "
+                 "1.0//EN\"\n \"http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd\">\n"
+                 "<busconfig>\n"
+                 "  <type>custom</type>\n"
+                 "  <listen>unix:path=%s</listen>\n"
+                 "  <auth>EXTERNAL</auth>\n"
+                 "  <policy context=\"default\">\n"
+                 "    <allow user=\"*\"/>\n"
+                 "    <allow own=\"*\"/>\n"
+                 "    <allow send_destination=\"*\"/>\n"
+                 "    <allow receive_sender=\"*\"/>\n"
+                 "  </policy>\n"
+                 "</busconfig>\n",
+                 sock);
+        write_file(conf, text);
+
+        t->dbus_pid = fork();
+        cr_assert_geq(t->dbus_pid, 0);
+        if (t->dbus_pid == 0) {
+                int null = open("/dev/null", O_RDWR | O_CLOEXEC);
+                dup2(null, 0);
+                dup2(null, 1);
+                execlp("dbus-daemon", "dbus-daemon", "--config-file", conf, "--nofork",
+                       "--nopidfile", (char *)NULL);
+                _exit(127);
+        }
+        cr_assert(wait_for_path(sock, 10000), "dbus-daemon did not come up at %s", sock);
+        chmod(sock, 0777);
+}
+
+void vmq_testbus_start_vmqd(struct vmq_testbus *t, const char *extra_args) {
+        struct sockaddr_un sa = {.sun_family = AF_UNIX};
+        char vmqd[512], images[512], logpath[600], cmd[4096];
+
+        if (t->notify_fd < 0) {
+                snprintf(t->notify_path, sizeof(t->notify_path), "%s/notify", t->dir);
+                t->notify_fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+                cr_assert_geq(t->notify_fd, 0);
+                cr_assert_lt(strlen(t->notify_path), sizeof(sa.sun_path));
+                memcpy(sa.sun_path, t->notify_path, strlen(t->notify_path) + 1);
+                cr_assert_eq(bind(t->notify_fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+        }
+        snprintf(vmqd, sizeof(vmqd), "%s/vmqd/vmqd", vmq_test_builddir());
+        snprintf(images, sizeof(images), "%s/guest/images", vmq_test_builddir());
+        snprintf(logpath, sizeof(logpath), "%s/vmqd.log", t->dir);
+        snprintf(cmd, sizeof(cmd), "exec %s --bus=%s --state-dir=%s --image-dir=%s %s >>%s 2>&1",
+                 vmqd, t->address, t->state_dir, images, extra_args ? extra_args : "", logpath);
+
+        t->vmqd_pid = fork();
+        cr_assert_geq(t->vmqd_pid, 0);
+        if (t->vmqd_pid == 0) {
+                setenv("NOTIFY_SOCKET", t->notify_path, 1);
+                execl("/bin/sh", "sh", "-c", cmd, (char *)NULL);
+                _exit(127);
+        }
+
+        /* Wait for READY=1 on the notify socket. */
+        for (int waited = 0;; waited += 100) {
+                struct pollfd p = {.fd = t->notify_fd, .events = POLLIN};
+                char buf[1024];
+                int status;
+                cr_assert_lt(waited, 20000, "vmqd sent no READY=1 within 20 s");
+                if (waitpid(t->vmqd_pid, &status, WNOHANG) == t->vmqd_pid) {
+                        char *log = NULL;
+                        vmq_testbus_run(t, &log, true, "cat %s", logpath);
+                        cr_assert_fail("vmqd exited (status %d) before READY=1:\n%s", status,
+                                       log ? log : "");
+                }
+                if (poll(&p, 1, 100) <= 0)
+                        continue;
+                ssize_t n = recv(t->notify_fd, buf, sizeof(buf) - 1, 0);
+                if (n <= 0)
+                        continue;
+                buf[n] = 0;
+                char *s = strstr(buf, "STATUS=");
+                if (s) {
+                        snprintf(t->last_status, sizeof(t->last_status), "%s", s + 7);
+                        char *nl = strchr(t->last_status, '\n');
+                        if (nl)
+                                *nl = 0;
+                }
+                if (strstr(buf, "READY=1"))
+                        break;
+        }
+}
+
+int vmq_testbus_stop_vmqd(struct vmq_testbus *t, int sig) {
+        int status = -1;
+        if (t->vmqd_pid <= 0)
+                return -1;
+        kill(t->vmqd_pid, sig);
+        for (int waited = 0; waited < 30000; waited += 10) {
+                if (waitpid(t->vmqd_pid, &status, WNOHANG) == t->vmqd_pid) {
+                        t->vmqd_pid = 0;
+                        return status;
+                }
+                usleep(10000);
+        }
+        kill(t->vmqd_pid, SIGKILL);
+        waitpid(t->vmqd_pid, &status, 0);
+        t->vmqd_pid = 0;
+        cr_assert_fail("vmqd did not stop within 30 s of signal %d", sig);
+        return status;
+}
+
+void vmq_testbus_stop(struct vmq_testbus *t) {
+        char cmd[400];
+        if (t->vmqd_pid > 0)
+                vmq_testbus_stop_vmqd(t, SIGTERM);
+        if (t->dbus_pid > 0) {
+                kill(t->dbus_pid, SIGTERM);
+                waitpid(t->dbus_pid, NULL, 0);
+                t->dbus_pid = 0;
+        }
+        if (t->notify_fd >= 0)
+                close(t->notify_fd);
+        t->notify_fd = -1;
+        if (t->dir[0] && !getenv("VMQ_TEST_KEEP")) {
+                snprintf(cmd, sizeof(cmd), "rm -rf '%s'", t->dir);
+                (void)!system(cmd);
+        }
+}
+
+int vmq_testbus_run(struct vmq_testbus *t, char **ret_out, bool merge_stderr, const char *fmt,
+                    ...) {
+        char *body = NULL, *cmd = NULL;
+        va_list ap;
+        va_start(ap, fmt);
+        cr_assert_geq(vasprintf(&body, fmt, ap), 0);
+        va_end(ap);
+        cr_assert_geq(asprintf(&cmd,
+                               "VMQCTL='%s/vmqctl/vmqctl --bus=%s'; BUSCTL='busctl --address=%s'; "
+                               "BUS='%s'; export VMQCTL BUSCTL BUS; %s %s",
+                               vmq_test_builddir(), t->address, t->address, t->address, body,
+                               merge_stderr ? "2>&1" : ""),
+                      0);
+        FILE *p = popen(cmd, "r");
+        free(body);
+        free(cmd);
+        cr_assert_not_null(p);
+        size_t cap = 4096, len = 0;
+        char *out = malloc(cap);
+        cr_assert_not_null(out);
+        size_t n;
+        while ((n = fread(out + len, 1, cap - len - 1, p)) > 0) {
+                len += n;
+                if (cap - len < 2) {
+                        cap *= 2;
+                        out = realloc(out, cap);
+                        cr_assert_not_null(out);
+                }
+        }
+        out[len] = 0;
+        int status = pclose(p);
+        if (ret_out)
+                *ret_out = out;
+        else
+                free(out);
+        return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+static int count_entries(const char *path) {
+        DIR *d = opendir(path);
+        int n = 0;
+        struct dirent *de;
+        if (!d)
+                return -1;
+        while ((de = readdir(d)))
+                if (de->d_name[0] != '.')
+                        n++;
+        closedir(d);
+        return n;
+}
+
+int vmq_testbus_vmqd_fds(struct vmq_testbus *t) {
+        char path[64];
+        snprintf(path, sizeof(path), "/proc/%d/fd", (int)t->vmqd_pid);
+        return count_entries(path);
+}
+
+long vmq_testbus_vmqd_rss_kib(struct vmq_testbus *t) {
+        char path[64], line[256];
+        long kib = -1;
+        snprintf(path, sizeof(path), "/proc/%d/status", (int)t->vmqd_pid);
+        FILE *f = fopen(path, "re");
+        if (!f)
+                return -1;
+        while (fgets(line, sizeof(line), f))
+                if (sscanf(line, "VmRSS: %ld", &kib) == 1)
+                        break;
+        fclose(f);
+        return kib;
+}

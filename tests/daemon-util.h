@@ -1,0 +1,52 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Integration-test harness: a private dbus-daemon, a vmqd on it (with a
+ * NOTIFY_SOCKET the test listens on), and helpers to run vmqctl and busctl
+ * against them as outside clients.
+ */
+#ifndef VMQ_DAEMON_UTIL_H
+#define VMQ_DAEMON_UTIL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <sys/types.h>
+
+struct vmq_testbus {
+        char dir[256];         /* private temporary directory */
+        char address[512];     /* D-Bus address of the private bus */
+        char state_dir[512];
+        pid_t dbus_pid;
+        pid_t vmqd_pid;
+        int notify_fd;         /* bound NOTIFY_SOCKET */
+        char notify_path[512];
+        char last_status[256]; /* last STATUS= seen */
+};
+
+/* Starts a private dbus-daemon in a fresh temporary directory. */
+void vmq_testbus_start(struct vmq_testbus *t);
+/* Starts vmqd on it (extra arguments appended) and waits for READY=1. */
+void vmq_testbus_start_vmqd(struct vmq_testbus *t, const char *extra_args);
+/* Sends sig to vmqd and waits for it; returns its wait status. */
+int vmq_testbus_stop_vmqd(struct vmq_testbus *t, int sig);
+/* Stops everything and removes the directory. */
+void vmq_testbus_stop(struct vmq_testbus *t);
+
+/*
+ * Runs a shell command line with VMQCTL, BUSCTL and BUS expanded by the
+ * shell: $VMQCTL is the built vmqctl with --bus=<private address>, $BUSCTL
+ * is busctl --address=<private address>, $BUS the address itself.  Captures
+ * stdout (and stderr when merge_stderr) into a malloc()ed string; returns
+ * the exit status (or -1).
+ */
+int vmq_testbus_run(struct vmq_testbus *t, char **ret_out, bool merge_stderr, const char *fmt, ...)
+        __attribute__((format(printf, 4, 5)));
+
+/* Path of a file in the build or source tree. */
+const char *vmq_test_builddir(void);
+const char *vmq_test_srcdir(void);
+
+/* Number of fds vmqd has open, and its VmRSS in KiB. */
+int vmq_testbus_vmqd_fds(struct vmq_testbus *t);
+long vmq_testbus_vmqd_rss_kib(struct vmq_testbus *t);
+
+#endif

@@ -1,0 +1,430 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * vmqd end to end on a private dbus-daemon, driven by outside clients:
+ * vmqctl (through libvmq-client) and busctl.
+ */
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "tests/daemon-util.h"
+
+static struct vmq_testbus tb;
+
+static void up(void) {
+        vmq_testbus_start(&tb);
+        vmq_testbus_start_vmqd(&tb, "");
+}
+
+static void down(void) {
+        vmq_testbus_stop(&tb);
+}
+
+/* Runs a command line; asserts its exit status; returns its stdout. */
+static char *ok(int want, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static char *ok(int want, const char *fmt, ...) {
+        char *line = NULL, *out = NULL, *err = NULL;
+        va_list ap;
+        va_start(ap, fmt);
+        cr_assert_geq(vasprintf(&line, fmt, ap), 0);
+        va_end(ap);
+        int r = vmq_testbus_run(&tb, &out, false, "%s 2>%s/last.err", line, tb.dir);
+        if (r != want) {
+                vmq_testbus_run(&tb, &err, true, "cat %s/last.err; tail -20 %s/vmqd.log", tb.dir,
+                                tb.dir);
+                cr_assert_fail("'%s' exited %d, want %d\nstdout: %s\nstderr+log: %s", line, r,
+                               want, out, err);
+        }
+        free(line);
+        return out;
+}
+
+/* stderr of the last ok() call */
+static char *last_err(void) {
+        char *err = NULL;
+        vmq_testbus_run(&tb, &err, false, "cat %s/last.err", tb.dir);
+        return err;
+}
+
+static void has(const char *text, const char *needle) {
+        cr_assert(strstr(text, needle) != NULL, "'%s' not in:\n%s", needle, text);
+}
+
+static void hasnt(const char *text, const char *needle) {
+        cr_assert(strstr(text, needle) == NULL, "'%s' unexpectedly in:\n%s", needle, text);
+}
+
+TestSuite(daemon, .init = up, .fini = down, .timeout = 180);
+
+Test(daemon, ready_and_introspection_names_arguments) {
+        has(tb.last_status, "machines");
+        char *xml = ok(0, "$BUSCTL introspect --xml-interface org.vmq1 /org/vmq1");
+        has(xml, "<interface name=\"org.vmq1.Manager\">");
+        has(xml, "<method name=\"CreateMachine\">");
+        has(xml, "<arg type=\"s\" name=\"name\" direction=\"in\"/>");
+        has(xml, "<arg type=\"s\" name=\"image\" direction=\"in\"/>");
+        has(xml, "<arg type=\"a{sv}\" name=\"options\" direction=\"in\"/>");
+        has(xml, "<method name=\"OpenChannel\">");
+        has(xml, "<arg type=\"s\" name=\"end_a\" direction=\"in\"/>");
+        has(xml, "<signal name=\"MachineStateChanged\">");
+        free(xml);
+        char *tbl = ok(0, "$BUSCTL introspect org.vmq1 /org/vmq1");
+        has(tbl, "org.vmq1.Manager");
+        has(tbl, ".ListMachines");
+        free(tbl);
+}
+
+Test(daemon, vmqctl_flow) {
+        free(ok(0, "$VMQCTL create alice --image echo --start"));
+        free(ok(0, "$VMQCTL create bob --image sink --memory 32M --start"));
+        char *list = ok(0, "$VMQCTL list");
+        has(list, "alice");
+        has(list, "bob");
+        has(list, "running");
+        free(list);
+
+        char *id = ok(0, "$VMQCTL open alice bob");
+        unsigned gg = (unsigned)strtoul(id, NULL, 10);
+        cr_assert_gt(gg, 0, "open printed '%s'", id);
+        free(id);
+        id = ok(0, "$VMQCTL open host alice");
+        unsigned hc = (unsigned)strtoul(id, NULL, 10);
+        cr_assert_gt(hc, gg);
+        free(id);
+
+        /* Binary-safe send/recv through the echo guest: 300 bytes with NULs
+         * and every byte value goes out, comes back as page copies. */
+        free(ok(0, "head -c 300 /dev/urandom > %s/blob; printf 'a\\000b' >> %s/blob", tb.dir,
+                tb.dir));
+        free(ok(0, "$VMQCTL send %u --file %s/blob", hc, tb.dir));
+        free(ok(0, "$VMQCTL recv %u --timeout 10 --output %s/back", hc, tb.dir));
+        free(ok(0, "cmp %s/blob %s/back", tb.dir, tb.dir));
+        /* data from stdin, and a positional DATA argument */
+        free(ok(0, "printf 'from stdin' | $VMQCTL send %u", hc));
+        char *got = ok(0, "$VMQCTL recv %u --timeout 10", hc);
+        cr_assert_str_eq(got, "from stdin");
+        free(got);
+        free(ok(0, "$VMQCTL send %u 'hello alice'", hc));
+        got = ok(0, "$VMQCTL recv %u --timeout 10 --count 1", hc);
+        cr_assert_str_eq(got, "hello alice");
+        free(got);
+
+        /* identities each side received */
+        char *cons = ok(0, "$VMQCTL console alice");
+        has(cons, "echo: hello channel=");
+        has(cons, "name=bob");
+        has(cons, "name=host");
+        free(cons);
+        char *ch = ok(0, "$VMQCTL --json channels");
+        has(ch, "\"alice\"");
+        has(ch, "\"bob\"");
+        free(ch);
+
+        char *stats = ok(0, "$VMQCTL stats alice");
+        has(stats, "sent");
+        free(stats);
+        stats = ok(0, "$VMQCTL --json stats");
+        has(stats, "{");
+        free(stats);
+        char *info = ok(0, "$VMQCTL --json info alice");
+        has(info, "\"name\"");
+        has(info, "\"alice\"");
+        has(info, "\"running\"");
+        free(info);
+
+        free(ok(0, "$VMQCTL close %u", gg));
+        free(ok(0, "$VMQCTL stop alice --timeout 5"));
+        info = ok(0, "$VMQCTL info alice");
+        hasnt(info, "running");
+        free(info);
+        free(ok(0, "$VMQCTL destroy bob"));
+        free(ok(0, "$VMQCTL undefine bob"));
+        list = ok(0, "$VMQCTL list");
+        hasnt(list, "bob");
+        free(list);
+        char *v = ok(0, "$VMQCTL version");
+        has(v, "0.1");
+        free(v);
+}
+
+Test(daemon, vmqctl_errors_have_exit_codes_and_one_line) {
+        free(ok(3, "$VMQCTL info nosuch"));
+        char *e = last_err();
+        has(e, "'nosuch'");
+        cr_assert_eq(strchr(e, '\n'), e + strlen(e) - 1, "not one line: %s", e);
+        free(e);
+        free(ok(2, "$VMQCTL frobnicate"));
+        free(ok(3, "$VMQCTL create x --image no-such-image"));
+        free(ok(0, "$VMQCTL create e --image echo --start"));
+        char *id = ok(0, "$VMQCTL open host e");
+        unsigned hc = (unsigned)strtoul(id, NULL, 10);
+        free(id);
+        /* the HELLO first, then nothing: a timeout */
+        free(ok(5, "$VMQCTL recv %u --timeout 1 --count 2", hc));
+        /* the daemon not running */
+        free(ok(6, "$VMQCTL --bus=unix:path=%s/nobus list", tb.dir));
+        e = last_err();
+        cr_assert_neq(e[0], 0);
+        free(e);
+}
+
+Test(daemon, busctl_flow) {
+        char *o = ok(0, "$BUSCTL call org.vmq1 /org/vmq1 org.vmq1.Manager CreateMachine "
+                        "ssa{sv} m1 echo 2 memory t 33554432 start b true");
+        has(o, "/org/vmq1/machine/m1");
+        free(o);
+        o = ok(0, "$BUSCTL get-property org.vmq1 /org/vmq1/machine/m1 org.vmq1.Machine State");
+        has(o, "running");
+        free(o);
+        o = ok(0, "$BUSCTL get-property org.vmq1 /org/vmq1/machine/m1 org.vmq1.Machine Memory");
+        has(o, "33554432");
+        free(o);
+        o = ok(0, "$BUSCTL call org.vmq1 /org/vmq1 org.vmq1.Manager OpenChannel ssa{sv} host m1 0");
+        unsigned id = 0;
+        cr_assert_eq(sscanf(o, "uo %u", &id), 1, "%s", o);
+        free(o);
+        free(ok(0,
+                "$BUSCTL call org.vmq1 /org/vmq1 org.vmq1.Manager Send uayt %u 5 104 101 108 108 "
+                "111 9",
+                id));
+        /* first the HELLO, then the echo */
+        o = ok(0, "$BUSCTL call org.vmq1 /org/vmq1 org.vmq1.Manager Receive ut %u 5000000", id);
+        has(o, "hello");
+        has(o, "m1");
+        free(o);
+        o = ok(0, "$BUSCTL call org.vmq1 /org/vmq1 org.vmq1.Manager Receive ut %u 5000000", id);
+        has(o, "104 101 108 108 111");
+        free(o);
+        o = ok(0, "$BUSCTL call org.vmq1 /org/vmq1 org.vmq1.Manager ListMachines");
+        has(o, "m1");
+        free(o);
+        o = ok(0, "$BUSCTL get-property org.vmq1 /org/vmq1/channel/%u org.vmq1.Channel EndA", id);
+        has(o, "host");
+        free(o);
+        free(ok(0, "$BUSCTL call org.vmq1 /org/vmq1/machine/m1 org.vmq1.Machine Destroy"));
+        o = ok(0, "$BUSCTL call org.vmq1 /org/vmq1 org.vmq1.Manager GetStatistics");
+        has(o, "machines");
+        free(o);
+}
+
+Test(daemon, malformed_calls_get_errors_and_daemon_keeps_answering) {
+        const char *mgr = "$BUSCTL call org.vmq1 /org/vmq1 org.vmq1.Manager";
+        struct {
+                const char *call, *error;
+        } bad[] = {
+                {"CreateMachine s only", "org.freedesktop.DBus.Error.InvalidArgs"},
+                {"CreateMachine ssa{sv} 'bad name' echo 0", "org.vmq1.Error.InvalidArgument"},
+                {"CreateMachine ssa{sv} host echo 0", "org.vmq1.Error.InvalidArgument"},
+                {"CreateMachine ssa{sv} x echo 1 nosuchoption u 1", "org.vmq1.Error.InvalidArgument"},
+                {"CreateMachine ssa{sv} x echo 1 memory s big", "org.vmq1.Error.InvalidArgument"},
+                {"CreateMachine ssa{sv} x /etc/passwd 0", "org.vmq1.Error.BadImage"},
+                {"StartMachine s nosuch", "org.vmq1.Error.NoSuchMachine"},
+                {"CloseChannel u 4242", "org.vmq1.Error.NoSuchChannel"},
+                {"OpenChannel ssa{sv} host host 0", "org.vmq1.Error.InvalidArgument"},
+                {"OpenChannel ssa{sv} host nosuch 0", "org.vmq1.Error.NoSuchMachine"},
+                {"Send uayt 4242 1 0 0", "org.vmq1.Error.NoSuchChannel"},
+                {"SendFd uht 4242 0 0 < /etc/hostname", "org.vmq1.Error"},
+                {"NoSuchMethod", "org.freedesktop.DBus.Error.UnknownMethod"},
+        };
+        for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+                char *out = NULL;
+                int r = vmq_testbus_run(&tb, &out, true, "%s %s", mgr, bad[i].call);
+                cr_assert_neq(r, 0, "'%s' succeeded: %s", bad[i].call, out);
+                has(out, bad[i].error);
+                free(out);
+        }
+        /* an oversize payload, and an fd that is not a sealed memfd */
+        free(ok(0, "$VMQCTL create e --image echo --start"));
+        char *id = ok(0, "$VMQCTL open host e");
+        unsigned hc = (unsigned)strtoul(id, NULL, 10);
+        free(id);
+        char *out = NULL;
+        int r = vmq_testbus_run(&tb, &out, true,
+                                "$BUSCTL call org.vmq1 /org/vmq1 org.vmq1.Manager SendFd uht %u 0 "
+                                "1 < /etc/hostname",
+                                hc);
+        cr_assert_neq(r, 0);
+        has(out, "org.vmq1.Error.BadFileDescriptor");
+        free(out);
+        free(ok(0, "head -c 40000000 /dev/zero > %s/huge", tb.dir));
+        free(ok(7, "$VMQCTL send %u --file %s/huge", hc, tb.dir));
+        char *e = last_err();
+        cr_assert_neq(e[0], 0);
+        free(e);
+        /* still answering */
+        char *o = ok(0, "$BUSCTL call org.vmq1 /org/vmq1 org.vmq1.Manager ListMachines");
+        has(o, "e");
+        free(o);
+}
+
+Test(daemon, unprivileged_user_gets_access_denied_but_can_read) {
+        /* a user that is neither root nor in the vmq group */
+        free(ok(0, "getent group vmq >/dev/null || groupadd --system vmq; "
+                   "id vmqtest >/dev/null 2>&1 || useradd --no-create-home --shell "
+                   "/usr/sbin/nologin vmqtest; gpasswd -d vmqtest vmq >/dev/null 2>&1; true"));
+        free(ok(0, "$VMQCTL create e --image echo"));
+        const char *as_user = "setpriv --reuid=vmqtest --regid=vmqtest --init-groups";
+        char *out = NULL;
+        int r = vmq_testbus_run(&tb, &out, true,
+                                "%s $BUSCTL call org.vmq1 /org/vmq1 org.vmq1.Manager "
+                                "CreateMachine ssa{sv} x echo 0",
+                                as_user);
+        cr_assert_neq(r, 0, "%s", out);
+        has(out, "org.freedesktop.DBus.Error.AccessDenied");
+        free(out);
+        free(ok(4, "%s $VMQCTL start e", as_user));
+        free(ok(4, "%s $VMQCTL open host e", as_user));
+        /* reads are open */
+        char *list = ok(0, "%s $VMQCTL list", as_user);
+        has(list, "e");
+        free(list);
+        free(ok(0, "%s $BUSCTL call org.vmq1 /org/vmq1 org.vmq1.Manager ListMachines", as_user));
+        /* in the vmq group, the same user may */
+        free(ok(0, "gpasswd -a vmqtest vmq >/dev/null"));
+        free(ok(0, "%s $VMQCTL start e", as_user));
+        free(ok(0, "gpasswd -d vmqtest vmq >/dev/null"));
+}
+
+Test(daemon, persistence_across_sigterm_and_sigkill) {
+        free(ok(0, "$VMQCTL create keep --image echo --persistent --start"));
+        free(ok(0, "$BUSCTL call org.vmq1 /org/vmq1 org.vmq1.Manager CreateMachine ssa{sv} auto "
+                   "echo 1 autostart b true"));
+        free(ok(0, "$VMQCTL start auto"));
+        free(ok(0, "$VMQCTL create gone --image echo"));
+        free(ok(0, "$BUSCTL call org.vmq1 /org/vmq1 org.vmq1.Manager OpenChannel ssa{sv} keep "
+                   "auto 1 persistent b true"));
+
+        int st = vmq_testbus_stop_vmqd(&tb, SIGTERM);
+        cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "vmqd exit status %d", st);
+        vmq_testbus_start_vmqd(&tb, "");
+        char *list = ok(0, "$VMQCTL list");
+        has(list, "keep");
+        has(list, "auto");
+        hasnt(list, "gone"); /* not persistent */
+        free(list);
+        char *info = ok(0, "$VMQCTL info auto");
+        has(info, "running"); /* autostart honoured */
+        free(info);
+        /* the persistent channel was reopened once both ends run */
+        free(ok(0, "$VMQCTL start keep"));
+        char *ch = ok(0, "$VMQCTL channels");
+        has(ch, "keep");
+        free(ch);
+
+        st = vmq_testbus_stop_vmqd(&tb, SIGKILL);
+        cr_assert(WIFSIGNALED(st));
+        vmq_testbus_start_vmqd(&tb, "");
+        list = ok(0, "$VMQCTL list");
+        has(list, "keep");
+        has(list, "auto");
+        free(list);
+}
+
+Test(daemon, corrupt_state_is_moved_aside_and_reported) {
+        free(ok(0, "$VMQCTL create keep --image echo --persistent"));
+        vmq_testbus_stop_vmqd(&tb, SIGTERM);
+        free(ok(0, "printf '{\"version\": 1, \"machines\": [{\"name\": 42' > %s/state.json",
+                tb.state_dir));
+        vmq_testbus_start_vmqd(&tb, "");
+        char *moved = ok(0, "ls %s", tb.state_dir);
+        has(moved, "state.json.corrupt-");
+        free(moved);
+        char *prop = ok(0, "$BUSCTL get-property org.vmq1 /org/vmq1 org.vmq1.Manager "
+                           "CorruptStateFile");
+        has(prop, "state.json.corrupt-");
+        free(prop);
+        char *log = ok(0, "cat %s/vmqd.log", tb.dir);
+        has(log, "corrupt");
+        free(log);
+        /* the moved file keeps what was there */
+        char *content = ok(0, "cat %s/state.json.corrupt-*", tb.state_dir);
+        has(content, "\"name\": 42");
+        free(content);
+}
+
+/* 8 clients x 1000 calls each: every client sends and receives on its own
+ * host<->echo channel; no error, no lost message, and the daemon's fd count
+ * does not grow. */
+Test(daemon, concurrent_clients, .timeout = 400) {
+        const int clients = 8, calls = 1000;
+        for (int i = 0; i < clients; i++)
+                free(ok(0, "$VMQCTL create e%d --image echo --start", i));
+        unsigned ids[8];
+        for (int i = 0; i < clients; i++) {
+                char *id = ok(0, "$VMQCTL open host e%d", i);
+                ids[i] = (unsigned)strtoul(id, NULL, 10);
+                free(id);
+                /* take the HELLO */
+                free(ok(0, "$BUSCTL call org.vmq1 /org/vmq1 org.vmq1.Manager Receive ut %u "
+                           "5000000 >/dev/null",
+                        ids[i]));
+        }
+        int fds_before = vmq_testbus_vmqd_fds(&tb);
+        long rss_before = vmq_testbus_vmqd_rss_kib(&tb);
+        char prog[512];
+        snprintf(prog, sizeof(prog), "%s/tests/vmq-client-stress", vmq_test_builddir());
+        pid_t pids[8];
+        for (int i = 0; i < clients; i++) {
+                pids[i] = fork();
+                cr_assert_geq(pids[i], 0);
+                if (pids[i] == 0) {
+                        char a[16], b[16];
+                        snprintf(a, sizeof(a), "%u", ids[i]);
+                        snprintf(b, sizeof(b), "%d", calls / 2);
+                        execl(prog, prog, tb.address, a, b, (char *)NULL);
+                        _exit(127);
+                }
+        }
+        for (int i = 0; i < clients; i++) {
+                int st;
+                cr_assert_eq(waitpid(pids[i], &st, 0), pids[i]);
+                cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "client %d: status %d", i, st);
+        }
+        int fds_after = vmq_testbus_vmqd_fds(&tb);
+        long rss_after = vmq_testbus_vmqd_rss_kib(&tb);
+        cr_assert_eq(fds_after, fds_before, "vmqd fds %d -> %d", fds_before, fds_after);
+        /* generous bound: a leak of even 100 bytes per call would show */
+        cr_assert_lt(rss_after - rss_before, 2048, "vmqd RSS grew %ld -> %ld KiB", rss_before,
+                     rss_after);
+}
+
+Test(daemon, packaging_checks) {
+        /* systemd-analyze verify on the unit, mandoc lint on the man pages */
+        char *o = ok(0, "%s/systemd/check-units %s %s", vmq_test_srcdir(), vmq_test_srcdir(),
+                     vmq_test_builddir());
+        free(o);
+        o = ok(0, "%s/man/check-man %s/man", vmq_test_srcdir(), vmq_test_srcdir());
+        free(o);
+}
+
+/* Runs the completion function for "vmqctl --bus=... WORDS" and returns the
+ * candidates, one per line. */
+static char *complete(const char *words, int cword) {
+        char *out = NULL;
+        int r = vmq_testbus_run(
+                &tb, &out, true,
+                "bash -c '. /usr/share/bash-completion/bash_completion 2>/dev/null; "
+                ". %s/bash-completion/vmqctl; PATH=%s/vmqctl:$PATH; "
+                "COMP_WORDS=(vmqctl --bus=$BUS %s); COMP_CWORD=%d; "
+                "COMP_LINE=\"${COMP_WORDS[*]}\"; COMP_POINT=${#COMP_LINE}; "
+                "_vmqctl vmqctl; printf \"%%s\\n\" \"${COMPREPLY[@]}\"'",
+                vmq_test_srcdir(), vmq_test_builddir(), words, cword);
+        cr_assert_eq(r, 0, "%s", out);
+        return out;
+}
+
+Test(daemon, bash_completion_completes_commands_and_live_names) {
+        free(ok(0, "$VMQCTL create compl-one --image echo"));
+        char *out = complete("cre", 2);
+        has(out, "create");
+        free(out);
+        out = complete("start compl", 3);
+        has(out, "compl-one");
+        free(out);
+}
