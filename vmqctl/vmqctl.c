@@ -1,0 +1,625 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * vmqctl: control vmqd — machines, channels, messages — from a shell.
+ *
+ * This file holds main(), the command table and its help texts, option
+ * parsing, error reporting (one line on stderr, and an exit code from the
+ * table in vmqctl.h) and the small parsers.  The commands live in
+ * machine.c, channel.c, message.c and monitor.c.
+ */
+#include <errno.h>
+#include <limits.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "vmqctl/vmqctl.h"
+
+static int cmd_help(struct ctl *ctl, int argc, char **argv);
+
+const struct command commands[] = {
+        {"list", cmd_list, list_options, "list [--names]",
+         "List the machines vmqd knows, with their state, VM id and image.\n"
+         "\n"
+         "      --names     print only the names, one a line\n"
+         "      --json      print a JSON array of objects\n"
+         "\n"
+         "Example:\n"
+         "  vmqctl list\n"},
+        {"info", cmd_info, NULL, "info NAME",
+         "Show everything about one machine: UUID, state, VM id, image, memory,\n"
+         "vCPUs, queue depth, persistence, exit code or crash reason.\n"
+         "\n"
+         "      --json      print a JSON object (with the machine's counters)\n"
+         "\n"
+         "Example:\n"
+         "  vmqctl info web\n"},
+        {"channels", cmd_channels, channels_options, "channels [--ids]",
+         "List the channels: id, both ends, and whether each is open.\n"
+         "\n"
+         "      --ids       print only the channel ids, one a line\n"
+         "      --json      print a JSON array of objects\n"
+         "\n"
+         "Example:\n"
+         "  vmqctl channels\n"},
+        {"channel", cmd_channel, NULL, "channel CHANNEL",
+         "Show everything about one channel: ends and their identities, mode,\n"
+         "transfer, depth, persistence, and the messages and bytes delivered.\n"
+         "\n"
+         "      --json      print a JSON object\n"
+         "\n"
+         "Example:\n"
+         "  vmqctl channel 3\n"},
+        {"stats", cmd_stats, NULL, "stats [NAME|CHANNEL]",
+         "Show counters: vmqd's own without an argument, a machine's with its\n"
+         "name, or a channel's with its id (a machine of that name wins).\n"
+         "\n"
+         "      --json      print a JSON object\n"
+         "\n"
+         "Examples:\n"
+         "  vmqctl stats\n"
+         "  vmqctl stats web\n"},
+        {"monitor", cmd_monitor, NULL, "monitor",
+         "Print vmqd's events as they happen, one a line, until interrupted:\n"
+         "machine-new NAME, machine-removed NAME, machine-state NAME STATE,\n"
+         "channel-new ID, channel-removed ID, channel-state ID open|closed,\n"
+         "daemon-started, daemon-stopped.  Unless --quiet, a line on stderr\n"
+         "says when it listens.\n"
+         "\n"
+         "      --json      print one JSON object a line\n"
+         "\n"
+         "Example:\n"
+         "  vmqctl monitor\n"},
+        {"version", cmd_version, NULL, "version",
+         "Show the versions of vmqctl, libvmq-client and the running vmqd.\n"
+         "\n"
+         "Example:\n"
+         "  vmqctl version\n"},
+        {"create", cmd_create, create_options, "create NAME --image IMAGE [OPTIONS]",
+         "Define a machine, and start it with --start.  IMAGE is the path of a\n"
+         "guest image (anything with a '/', made absolute here) or the name of\n"
+         "an installed one (echo, sink, source, relay, ...).\n"
+         "\n"
+         "      --image IMAGE        the guest image (required)\n"
+         "      --memory SIZE        guest memory, a multiple of 2M (suffixes K, M, G)\n"
+         "      --vcpus N            number of vCPUs\n"
+         "      --queue-depth N      the machine's queue depth, a power of two\n"
+         "      --huge-memory SIZE   bytes of the machine's own 2 MiB frames\n"
+         "      --args STRING        the guest's argument string\n"
+         "      --uuid UUID          the machine's UUID (random by default)\n"
+         "      --persistent         save the definition across vmqd restarts\n"
+         "      --autostart          start it when vmqd starts (implies --persistent)\n"
+         "      --start              start it now\n"
+         "\n"
+         "Example:\n"
+         "  vmqctl create web --image echo --memory 64M --start\n"},
+        {"start", cmd_start, NULL, "start NAME",
+         "Start a machine that is not running.\n"
+         "\n"
+         "Example:\n"
+         "  vmqctl start web\n"},
+        {"stop", cmd_stop, stop_options, "stop NAME [--timeout SECONDS]",
+         "Ask a machine to shut down, and stop it by force if it has not after\n"
+         "SECONDS (default: vmqd's configured grace period).  Returns when the\n"
+         "machine no longer runs.\n"
+         "\n"
+         "      --timeout SECONDS    the grace period\n"
+         "\n"
+         "Example:\n"
+         "  vmqctl stop web --timeout 5\n"},
+        {"destroy", cmd_destroy, NULL, "destroy NAME",
+         "Stop a machine by force, at once.\n"
+         "\n"
+         "Example:\n"
+         "  vmqctl destroy web\n"},
+        {"undefine", cmd_undefine, NULL, "undefine NAME",
+         "Forget a machine that is not running, and its saved definition.\n"
+         "\n"
+         "Example:\n"
+         "  vmqctl undefine web\n"},
+        {"open", cmd_open, open_options, "open END END [OPTIONS]",
+         "Open a channel between two ends and print its id.  An end is a running\n"
+         "machine's name or 'host'; not both 'host'.\n"
+         "\n"
+         "      --depth N                      messages that may wait at a host end\n"
+         "      --mode immediate|deferred      when the guest is told\n"
+         "      --transfer copy|flip|auto      how payloads move\n"
+         "      --persistent                   reopen it when vmqd and both ends run\n"
+         "\n"
+         "Example:\n"
+         "  id=$(vmqctl open host web --depth 16)\n"},
+        {"close", cmd_close, NULL, "close CHANNEL",
+         "Close a channel.\n"
+         "\n"
+         "Example:\n"
+         "  vmqctl close 3\n"},
+        {"send", cmd_send, send_options, "send CHANNEL [--from END] [DATA | --file PATH]",
+         "Send one message from the host on a channel.  The payload is DATA, or\n"
+         "the content of PATH, or standard input when neither is given; any bytes\n"
+         "(use -- before a DATA that starts with '-').\n"
+         "\n"
+         "      --file PATH     read the payload from PATH ('-': standard input)\n"
+         "      --tag N         a number the receiver sees with the message\n"
+         "      --from END      the sending end; only 'host' is possible\n"
+         "\n"
+         "Examples:\n"
+         "  vmqctl send 3 hello\n"
+         "  vmqctl send 3 --file blob.bin\n"},
+        {"recv", cmd_recv, recv_options,
+         "recv CHANNEL [--as END] [--timeout SECONDS] [--count N] [--output PATH]",
+         "Receive messages for the host on a channel and write their payloads,\n"
+         "byte for byte, to standard output or PATH.  Hello, close and error\n"
+         "messages print a line on stderr (unless --quiet) and do not count.\n"
+         "\n"
+         "      --timeout SECONDS   wait at most this long for each message (0: only\n"
+         "                          look; default: no limit)\n"
+         "      --count N           receive N data messages (default 1)\n"
+         "      --output PATH       write the payloads to PATH instead\n"
+         "      --as END            the receiving end; only 'host' is possible\n"
+         "      --json              print one JSON object a message, payloads in\n"
+         "                          base64, hellos included\n"
+         "\n"
+         "Example:\n"
+         "  vmqctl recv 3 --timeout 5 --count 2 > out.bin\n"},
+        {"console", cmd_console, console_options, "console NAME [--follow]",
+         "Print a machine's console output (vmqd keeps the last 64 KiB).\n"
+         "\n"
+         "      --follow    keep printing new output until interrupted\n"
+         "\n"
+         "Example:\n"
+         "  vmqctl console web --follow\n"},
+        {"help", cmd_help, NULL, "help [COMMAND]",
+         "Show the help, or a command's help.\n"
+         "\n"
+         "Example:\n"
+         "  vmqctl help recv\n"},
+        {0},
+};
+
+static const struct option global_options[] = {
+        {"bus", required_argument, NULL, OPT_BUS},   {"json", no_argument, NULL, OPT_JSON},
+        {"quiet", no_argument, NULL, 'q'},           {"help", no_argument, NULL, 'h'},
+        {"version", no_argument, NULL, OPT_VERSION}, {0},
+};
+
+const struct command *command_find(const char *name) {
+        for (const struct command *c = commands; c->name; c++)
+                if (strcmp(c->name, name) == 0)
+                        return c;
+        return NULL;
+}
+
+static void main_help(void) {
+        printf("vmqctl — control vmqd, the vmq micro-VM daemon\n"
+               "\n"
+               "Usage: vmqctl [--bus=system|user|ADDRESS] [--json] [--quiet] COMMAND [ARGS]\n"
+               "\n"
+               "Commands:\n");
+        for (const struct command *c = commands; c->name; c++)
+                printf("  %s\n", c->usage);
+        printf("\n"
+               "Options (also after COMMAND):\n"
+               "      --bus=BUS   the bus vmqd is on: system (the default), user, or a\n"
+               "                  D-Bus address such as unix:path=/run/x/bus; the\n"
+               "                  VMQ_BUS environment variable sets the default\n"
+               "      --json      machine-readable output (list, info, channels, channel,\n"
+               "                  stats, monitor, recv)\n"
+               "  -q, --quiet     no headers, no notes on stderr; errors still print\n"
+               "  -h, --help      this help; 'vmqctl COMMAND --help' for a command's\n"
+               "      --version   print vmqctl's version\n"
+               "\n"
+               "Exit codes:\n"
+               "  0  success\n"
+               "  1  other failure\n"
+               "  2  usage error (bad command, option or argument)\n"
+               "  3  not found (machine, channel or image)\n"
+               "  4  access denied (changing calls need root or the 'vmq' group)\n"
+               "  5  timed out\n"
+               "  6  vmqd is not running, or the bus cannot be reached\n"
+               "  7  busy: wrong state, name taken, not running, queue full, channel\n"
+               "     closed, or a limit reached\n"
+               "\n"
+               "Example:\n"
+               "  vmqctl create web --image echo --start && vmqctl open host web\n");
+}
+
+static void command_help(const struct command *cmd) {
+        printf("Usage: vmqctl %s\n\n%s", cmd->usage, cmd->help);
+}
+
+static int cmd_help(struct ctl *ctl, int argc, char **argv) {
+        const struct command *cmd;
+        int code, o;
+
+        while ((o = ctl_getopt(ctl, command_find("help"), argc, argv, &code)) != -1)
+                if (o == -2)
+                        return code;
+        if (optind >= argc) {
+                main_help();
+                return EXIT_OK;
+        }
+        cmd = command_find(argv[optind]);
+        if (!cmd)
+                return ctl_error(EXIT_USAGE, "unknown command '%s'", argv[optind]);
+        command_help(cmd);
+        return EXIT_OK;
+}
+
+/* ------------------------------------------------------------------------
+ * Options.
+ */
+
+#define MAX_OPTIONS 32
+
+int ctl_getopt(struct ctl *ctl, const struct command *cmd, int argc, char **argv, int *exit_code) {
+        static const struct command *built;
+        static struct option all[MAX_OPTIONS];
+        int o;
+
+        if (built != cmd) {
+                size_t n = 0;
+
+                if (cmd->options)
+                        for (const struct option *p = cmd->options; p->name; p++)
+                                all[n++] = *p;
+                for (const struct option *p = global_options; p->name; p++)
+                        all[n++] = *p;
+                memset(&all[n], 0, sizeof(all[n]));
+                built = cmd;
+        }
+
+        opterr = 0;
+        o = getopt_long(argc, argv, ":hq", all, NULL);
+        switch (o) {
+        case -1:
+                return -1;
+        case OPT_BUS:
+                ctl->bus = optarg;
+                return ctl_getopt(ctl, cmd, argc, argv, exit_code);
+        case OPT_JSON:
+                ctl->json = true;
+                return ctl_getopt(ctl, cmd, argc, argv, exit_code);
+        case 'q':
+                ctl->quiet = true;
+                return ctl_getopt(ctl, cmd, argc, argv, exit_code);
+        case 'h':
+                command_help(cmd);
+                *exit_code = EXIT_OK;
+                return -2;
+        case OPT_VERSION:
+                printf("vmqctl %s\n", PACKAGE_VERSION);
+                *exit_code = EXIT_OK;
+                return -2;
+        case ':':
+                *exit_code = ctl_usage(cmd, "%s: option '%s' needs a value", cmd->name,
+                                       argv[optind - 1]);
+                return -2;
+        case '?':
+                if (optopt)
+                        *exit_code = ctl_usage(cmd, "%s: unknown option '-%c'", cmd->name, optopt);
+                else
+                        *exit_code = ctl_usage(cmd, "%s: unknown option '%s'", cmd->name,
+                                               argv[optind - 1]);
+                return -2;
+        default:
+                return o;
+        }
+}
+
+int ctl_check_args(const struct command *cmd, int argc, char **argv, int min, int max) {
+        int n = argc - optind;
+
+        if (n < min)
+                return ctl_usage(cmd, "%s: missing argument", cmd->name);
+        if (n > max)
+                return ctl_usage(cmd, "%s: unexpected argument '%s'", cmd->name,
+                                 argv[optind + max]);
+        return -1;
+}
+
+int ctl_parse_plain(struct ctl *ctl, const struct command *cmd, int argc, char **argv, int min,
+                    int max) {
+        int code, o;
+
+        while ((o = ctl_getopt(ctl, cmd, argc, argv, &code)) != -1) {
+                if (o == -2)
+                        return code;
+                /* No options of its own: ctl_getopt() knows only globals. */
+        }
+        return ctl_check_args(cmd, argc, argv, min, max);
+}
+
+/* ------------------------------------------------------------------------
+ * Errors.
+ */
+
+int ctl_error(int code, const char *fmt, ...) {
+        va_list ap;
+
+        fputs("vmqctl: ", stderr);
+        va_start(ap, fmt);
+        vfprintf(stderr, fmt, ap);
+        va_end(ap);
+        fputc('\n', stderr);
+        return code;
+}
+
+int ctl_usage(const struct command *cmd, const char *fmt, ...) {
+        va_list ap;
+
+        fputs("vmqctl: ", stderr);
+        va_start(ap, fmt);
+        vfprintf(stderr, fmt, ap);
+        va_end(ap);
+        if (cmd)
+                fprintf(stderr, " (see 'vmqctl %s --help')\n", cmd->name);
+        else
+                fputs(" (see 'vmqctl --help')\n", stderr);
+        return EXIT_USAGE;
+}
+
+const char *ctl_bus_name(const struct ctl *ctl) {
+        static char buf[256];
+
+        if (strcmp(ctl->bus, "system") == 0)
+                return "the system bus";
+        if (strcmp(ctl->bus, "user") == 0)
+                return "the user bus";
+        snprintf(buf, sizeof(buf), "bus '%s'", ctl->bus);
+        return buf;
+}
+
+static int exit_code_of(int r) {
+        switch (-r) {
+        case ENOENT:
+        case ENXIO:
+                return EXIT_NOT_FOUND;
+        case EACCES:
+                return EXIT_ACCESS;
+        case ETIMEDOUT:
+                return EXIT_TIMEOUT;
+        case EHOSTDOWN:
+        case ECONNRESET:
+        case ENOTCONN:
+        case ECONNREFUSED:
+                return EXIT_NO_DAEMON;
+        case EINVAL:
+                return EXIT_USAGE;
+        case EBUSY:
+        case EEXIST:
+        case ESRCH:
+        case EAGAIN:
+        case EPIPE:
+        case EUSERS:
+                return EXIT_BUSY;
+        default:
+                return EXIT_FAIL;
+        }
+}
+
+static const char *reason_of(int r) {
+        switch (-r) {
+        case ENOENT:
+                return "not found";
+        case ENXIO:
+                return "no such channel";
+        case EACCES:
+                return "access denied (needs root or the 'vmq' group)";
+        case ETIMEDOUT:
+                return "timed out";
+        case ECONNRESET:
+        case ENOTCONN:
+                return "lost the connection to the bus";
+        case EINVAL:
+                return "invalid argument";
+        case EBUSY:
+                return "busy: not possible in the current state";
+        case EEXIST:
+                return "already exists";
+        case ESRCH:
+                return "machine is not running";
+        case EAGAIN:
+                return "the receiver's queue is full";
+        case EPIPE:
+                return "channel is closed";
+        case EPERM:
+                return "the host is not an end of this channel";
+        case EMSGSIZE:
+                return "message too large";
+        case ENOEXEC:
+                return "guest image refused";
+        case EUSERS:
+                return "limit of machines or channels reached";
+        case ENOMEM:
+                return "out of memory";
+        case EBADF:
+                return "not a sealed memfd";
+        default:
+                return strerror(-r);
+        }
+}
+
+int ctl_fail(struct ctl *ctl, int r, const char *not_found, const char *fmt, ...) {
+        const char *detail = ctl->client ? vmq_client_get_error_message(ctl->client) : NULL;
+        va_list ap;
+
+        fputs("vmqctl: ", stderr);
+        va_start(ap, fmt);
+        vfprintf(stderr, fmt, ap);
+        va_end(ap);
+        if (r == -EHOSTDOWN)
+                fprintf(stderr, ": vmqd is not running on %s\n", ctl_bus_name(ctl));
+        else if ((r == -ENOENT || r == -ENXIO) && not_found)
+                fprintf(stderr, ": %s\n", not_found);
+        else if (detail && *detail &&
+                 (r == -EINVAL || r == -ENOEXEC || r == -EBUSY || r == -EUSERS || r == -ENOMEM ||
+                  r == -EMSGSIZE || r == -EBADF || exit_code_of(r) == EXIT_FAIL))
+                /* The daemon's own words say which argument or limit. */
+                fprintf(stderr, ": %s (%s)\n", reason_of(r), detail);
+        else
+                fprintf(stderr, ": %s\n", reason_of(r));
+        return exit_code_of(r);
+}
+
+int ctl_connect(struct ctl *ctl) {
+        int r;
+
+        r = vmq_client_new(&ctl->client);
+        if (r < 0)
+                return ctl_error(EXIT_FAIL, "%s", strerror(-r));
+        r = vmq_client_connect(ctl->client, ctl->bus);
+        if (r < 0)
+                return ctl_error(r == -EINVAL ? EXIT_USAGE : EXIT_NO_DAEMON,
+                                 "cannot connect to %s: %s", ctl_bus_name(ctl),
+                                 r == -EINVAL ? "not a valid D-Bus address" : strerror(-r));
+        return EXIT_OK;
+}
+
+int ctl_finish_output(int code) {
+        if (fflush(stdout) != 0 || ferror(stdout)) {
+                /* A closed pipe is the reader's choice, not our failure. */
+                if (errno == EPIPE)
+                        return code;
+                ctl_error(EXIT_FAIL, "cannot write to standard output: %s", strerror(errno));
+                return code == EXIT_OK ? EXIT_FAIL : code;
+        }
+        return code;
+}
+
+/* ------------------------------------------------------------------------
+ * Parsers.
+ */
+
+int parse_u64(const char *s, uint64_t *ret) {
+        unsigned long long v;
+        char *end;
+
+        if (!s || !*s || *s == '-' || *s == '+' || *s == ' ')
+                return -EINVAL;
+        errno = 0;
+        v = strtoull(s, &end, 10);
+        if (errno != 0 || *end)
+                return -EINVAL;
+        *ret = v;
+        return 0;
+}
+
+int parse_u32(const char *s, uint32_t *ret) {
+        uint64_t v;
+
+        if (parse_u64(s, &v) < 0 || v > UINT32_MAX)
+                return -EINVAL;
+        *ret = (uint32_t)v;
+        return 0;
+}
+
+int parse_size(const char *s, uint64_t *ret) {
+        static const char units[] = "KMGT";
+        unsigned long long v;
+        uint64_t mult = 1;
+        char *end;
+
+        if (!s || !*s || *s == '-' || *s == '+' || *s == ' ')
+                return -EINVAL;
+        errno = 0;
+        v = strtoull(s, &end, 10);
+        if (errno != 0 || end == s)
+                return -EINVAL;
+        if (*end) {
+                const char *u = strchr(units, *end >= 'a' ? *end - 'a' + 'A' : *end);
+
+                if (!u || *u == 0)
+                        return -EINVAL;
+                for (const char *p = units; p <= u; p++)
+                        mult *= 1024;
+                end++;
+                if (strcmp(end, "") != 0 && strcasecmp(end, "B") != 0 && strcmp(end, "iB") != 0)
+                        return -EINVAL;
+        }
+        if (v > UINT64_MAX / mult)
+                return -EINVAL;
+        *ret = v * mult;
+        return 0;
+}
+
+int parse_seconds(const char *s, uint64_t *ret) {
+        double d;
+        char *end;
+
+        if (!s || !*s)
+                return -EINVAL;
+        if (strcmp(s, "infinity") == 0) {
+                *ret = UINT64_MAX;
+                return 0;
+        }
+        if (*s == '-' || *s == '+' || *s == ' ')
+                return -EINVAL;
+        errno = 0;
+        d = strtod(s, &end);
+        if (errno != 0 || *end || !isfinite(d) || d < 0 || d > 1e12)
+                return -EINVAL;
+        *ret = (uint64_t)(d * 1e6 + 0.5);
+        return 0;
+}
+
+bool is_host_end(const char *s) {
+        return strcmp(s, VMQ_CLIENT_HOST_END) == 0;
+}
+
+/* ------------------------------------------------------------------------
+ * main
+ */
+
+int main(int argc, char **argv) {
+        struct ctl ctl = {.bus = "system"};
+        const struct command *cmd;
+        const char *env;
+        int o, code;
+
+        env = getenv("VMQ_BUS");
+        if (env && *env)
+                ctl.bus = env;
+
+        opterr = 0;
+        while ((o = getopt_long(argc, argv, "+:hq", global_options, NULL)) != -1) {
+                switch (o) {
+                case OPT_BUS:
+                        ctl.bus = optarg;
+                        break;
+                case OPT_JSON:
+                        ctl.json = true;
+                        break;
+                case 'q':
+                        ctl.quiet = true;
+                        break;
+                case 'h':
+                        main_help();
+                        return ctl_finish_output(EXIT_OK);
+                case OPT_VERSION:
+                        printf("vmqctl %s\n", PACKAGE_VERSION);
+                        return ctl_finish_output(EXIT_OK);
+                case ':':
+                        return ctl_usage(NULL, "option '%s' needs a value", argv[optind - 1]);
+                default:
+                        if (optopt)
+                                return ctl_usage(NULL, "unknown option '-%c'", optopt);
+                        return ctl_usage(NULL, "unknown option '%s'", argv[optind - 1]);
+                }
+        }
+        if (optind >= argc)
+                return ctl_usage(NULL, "no command given");
+        cmd = command_find(argv[optind]);
+        if (!cmd)
+                return ctl_usage(NULL, "unknown command '%s'", argv[optind]);
+        if (!*ctl.bus)
+                return ctl_usage(NULL, "--bus needs a value");
+
+        argc -= optind;
+        argv += optind;
+        optind = 0; /* GNU getopt: start afresh on the command's arguments */
+        code = cmd->run(&ctl, argc, argv);
+        vmq_client_unref(ctl.client);
+        return ctl_finish_output(code);
+}

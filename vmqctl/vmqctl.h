@@ -1,0 +1,196 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * vmqctl: what the command files share.  vmqctl speaks to vmqd only through
+ * libvmq-client.
+ *
+ * Exit codes (documented in `vmqctl --help`; the man page copies them):
+ *   0  success
+ *   1  failure not covered below
+ *   2  usage error: unknown command or option, bad or missing argument
+ *      (also an argument the daemon refused as invalid)
+ *   3  not found: no such machine, channel or image
+ *   4  access denied: changing calls need root or the "vmq" group
+ *   5  timed out
+ *   6  vmqd is not running, or the bus cannot be reached
+ *   7  busy: wrong state, name taken, not running, queue full, channel
+ *      closed, or a limit reached
+ */
+#ifndef VMQCTL_H
+#define VMQCTL_H
+
+#include <getopt.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "libvmq-client/vmq-client.h"
+
+enum {
+        EXIT_OK = 0,
+        EXIT_FAIL = 1,
+        EXIT_USAGE = 2,
+        EXIT_NOT_FOUND = 3,
+        EXIT_ACCESS = 4,
+        EXIT_TIMEOUT = 5,
+        EXIT_NO_DAEMON = 6,
+        EXIT_BUSY = 7,
+};
+
+/* Long-only options of the commands; the global ones come first. */
+enum {
+        OPT_BUS = 0x100,
+        OPT_JSON,
+        OPT_QUIET,
+        OPT_HELP,
+        OPT_VERSION,
+        OPT_IMAGE,
+        OPT_MEMORY,
+        OPT_VCPUS,
+        OPT_QUEUE_DEPTH,
+        OPT_HUGE_MEMORY,
+        OPT_ARGS,
+        OPT_UUID,
+        OPT_PERSISTENT,
+        OPT_AUTOSTART,
+        OPT_START,
+        OPT_TIMEOUT,
+        OPT_DEPTH,
+        OPT_MODE,
+        OPT_TRANSFER,
+        OPT_FROM,
+        OPT_AS,
+        OPT_FILE,
+        OPT_TAG,
+        OPT_COUNT,
+        OPT_OUTPUT,
+        OPT_FOLLOW,
+        OPT_NAMES,
+        OPT_IDS,
+};
+
+struct ctl {
+        const char *bus; /* "system", "user" or an address */
+        bool json;
+        bool quiet;
+        struct vmq_client *client; /* connected by ctl_connect() */
+};
+
+struct command {
+        const char *name;
+        int (*run)(struct ctl *ctl, int argc, char **argv);
+        const struct option *options; /* the command's own, or NULL */
+        const char *usage;            /* the synopsis after "vmqctl " */
+        const char *help;             /* what it does, options, an example */
+};
+
+/* vmqctl.c */
+extern const struct command commands[];
+
+/* Parses a command's options (its own and the global ones); returns the
+ * option's value, -1 at the end, or -2 after a usage error or --help has
+ * been handled (the command then returns *exit_code). */
+int ctl_getopt(struct ctl *ctl, const struct command *cmd, int argc, char **argv, int *exit_code);
+/* For commands without options of their own: parses the global ones and
+ * checks that between @min and @max arguments follow the command.  Returns
+ * -1 to go on (the arguments are argv[optind..argc-1]), or an exit code. */
+int ctl_parse_plain(struct ctl *ctl, const struct command *cmd, int argc, char **argv, int min,
+                    int max);
+/* Checks the number of arguments left after option parsing; returns -1 or
+ * EXIT_USAGE. */
+int ctl_check_args(const struct command *cmd, int argc, char **argv, int min, int max);
+/* Connects to ctl->bus; prints the error itself.  Returns an exit code. */
+int ctl_connect(struct ctl *ctl);
+/* Prints "vmqctl: <what>: <reason>" for a negative errno from the library,
+ * and returns the matching exit code.  @not_found words ENOENT/ENXIO
+ * ("no such machine"), or NULL for the generic wording. */
+int ctl_fail(struct ctl *ctl, int r, const char *not_found, const char *fmt, ...)
+        __attribute__((format(printf, 4, 5)));
+/* Prints "vmqctl: <message>" and returns EXIT_USAGE. */
+int ctl_usage(const struct command *cmd, const char *fmt, ...)
+        __attribute__((format(printf, 2, 3)));
+/* Prints "vmqctl: <message>" and returns @code. */
+int ctl_error(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* The bus in words for messages: "the system bus", "bus 'unix:...'". */
+const char *ctl_bus_name(const struct ctl *ctl);
+/* Checks that standard output was written; returns @code or EXIT_FAIL. */
+int ctl_finish_output(int code);
+
+/* Parsers; each returns 0 or -EINVAL. */
+int parse_u32(const char *s, uint32_t *ret);
+int parse_u64(const char *s, uint64_t *ret);
+/* A size with an optional K, M, G or T (powers of 1024) suffix, with an
+ * optional "B" or "iB" after it. */
+int parse_size(const char *s, uint64_t *ret);
+/* Seconds, possibly fractional ("0.5"), to microseconds; "infinity" gives
+ * UINT64_MAX. */
+int parse_seconds(const char *s, uint64_t *ret);
+/* The host end: "host" and nothing else, today. */
+bool is_host_end(const char *s);
+
+/* json.c: hand-written JSON on a FILE, with proper escaping. */
+struct json {
+        FILE *f;
+        unsigned depth;
+        bool first[8];
+};
+void json_begin(struct json *j, FILE *f);
+void json_open_object(struct json *j, const char *key);
+void json_close_object(struct json *j);
+void json_open_array(struct json *j, const char *key);
+void json_close_array(struct json *j);
+void json_string(struct json *j, const char *key, const char *value);
+void json_bytes_base64(struct json *j, const char *key, const void *data, size_t size);
+void json_u64(struct json *j, const char *key, uint64_t value);
+void json_i64(struct json *j, const char *key, int64_t value);
+void json_bool(struct json *j, const char *key, bool value);
+void json_null(struct json *j, const char *key);
+/* Ends the document with a newline. */
+void json_end(struct json *j);
+
+/* machine.c */
+void print_machine_json(struct json *j, const struct vmq_machine *m);
+/* SIGINT and SIGTERM set a flag instead of killing, for the loops of
+ * monitor, console --follow and recv. */
+void install_interrupt_handlers(void);
+bool was_interrupted(void);
+
+/* channel.c */
+/* Parses a channel id; returns -1 when fine, or EXIT_USAGE. */
+int parse_channel_id(const struct command *cmd, const char *s, uint32_t *ret);
+/* Prints a channel (only its ends and counters with @counters_only);
+ * returns an exit code.  Needs a connected ctl. */
+int show_channel(struct ctl *ctl, uint32_t id, bool counters_only);
+
+/* The commands, by file. */
+int cmd_list(struct ctl *ctl, int argc, char **argv);
+int cmd_info(struct ctl *ctl, int argc, char **argv);
+int cmd_create(struct ctl *ctl, int argc, char **argv);
+int cmd_start(struct ctl *ctl, int argc, char **argv);
+int cmd_stop(struct ctl *ctl, int argc, char **argv);
+int cmd_destroy(struct ctl *ctl, int argc, char **argv);
+int cmd_undefine(struct ctl *ctl, int argc, char **argv);
+int cmd_console(struct ctl *ctl, int argc, char **argv);
+int cmd_channels(struct ctl *ctl, int argc, char **argv);
+int cmd_channel(struct ctl *ctl, int argc, char **argv);
+int cmd_open(struct ctl *ctl, int argc, char **argv);
+int cmd_close(struct ctl *ctl, int argc, char **argv);
+int cmd_send(struct ctl *ctl, int argc, char **argv);
+int cmd_recv(struct ctl *ctl, int argc, char **argv);
+int cmd_stats(struct ctl *ctl, int argc, char **argv);
+int cmd_monitor(struct ctl *ctl, int argc, char **argv);
+int cmd_version(struct ctl *ctl, int argc, char **argv);
+
+/* Command option tables, for the command table in vmqctl.c. */
+extern const struct option list_options[];
+extern const struct option create_options[];
+extern const struct option stop_options[];
+extern const struct option console_options[];
+extern const struct option channels_options[];
+extern const struct option open_options[];
+extern const struct option send_options[];
+extern const struct option recv_options[];
+
+/* Looks up a command by name (for the commands' own --help). */
+const struct command *command_find(const char *name);
+
+#endif /* VMQCTL_H */
