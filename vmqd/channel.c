@@ -84,7 +84,7 @@ int channel_open(struct manager *m, const char *end_a, const char *end_b,
                                          end_a);
         if (!VMQ_IS_POW2(p->depth) || p->depth > 65536)
                 return sd_bus_error_setf(error, VMQ_BUS_ERROR_INVALID_ARGUMENT,
-                                         "Invalid depth %u (a power of two, at most 65536)",
+                                         "Invalid depth '%u' (a power of two, at most 65536)",
                                          p->depth);
         if (!vmqd_mode_is_valid(p->mode))
                 return sd_bus_error_setf(error, VMQ_BUS_ERROR_INVALID_ARGUMENT,
@@ -196,8 +196,8 @@ static void receive_unlink(struct receive_request *req) {
 }
 
 static void reply_closed(struct channel *c, sd_bus_message *call) {
-        (void)sd_bus_reply_method_errorf(call, VMQ_BUS_ERROR_CHANNEL_CLOSED, "Channel %u is closed",
-                                         c->id);
+        (void)sd_bus_reply_method_errorf(call, VMQ_BUS_ERROR_CHANNEL_CLOSED,
+                                         "Channel '%u' is closed", c->id);
 }
 
 struct channel *channel_free(struct channel *c) {
@@ -415,8 +415,8 @@ static void reply_receive(struct channel *c, sd_bus_message *call, int r,
         if (r == 0) {
                 r = reply_message(call, msg);
                 if (r < 0) {
-                        log_warning_errno(r, "Cannot pass a message of channel %u to %s: %m", c->id,
-                                          sd_bus_message_get_sender(call) ?: "n/a");
+                        log_warning_errno(r, "Cannot pass a message of channel '%u' to %s: %m",
+                                          c->id, sd_bus_message_get_sender(call) ?: "n/a");
                         (void)sd_bus_reply_method_errno(call, -r, NULL);
                 }
                 return;
@@ -427,10 +427,10 @@ static void reply_receive(struct channel *c, sd_bus_message *call, int r,
                 break;
         case -ETIMEDOUT:
                 (void)sd_bus_reply_method_errorf(call, VMQ_BUS_ERROR_TIMED_OUT,
-                                                 "Nothing arrived on channel %u in time", c->id);
+                                                 "Nothing arrived on channel '%u' in time", c->id);
                 break;
         default:
-                (void)sd_bus_reply_method_errnof(call, -r, "Cannot receive on channel %u: %s",
+                (void)sd_bus_reply_method_errnof(call, -r, "Cannot receive on channel '%u': %s",
                                                  c->id, strerror(-r));
         }
 }
@@ -458,7 +458,7 @@ void channel_drop_receives_of(struct channel *c, const char *sender) {
                 struct receive_request *next = req->next;
                 const char *s = sd_bus_message_get_sender(req->call);
                 if (s && strcmp(s, sender) == 0) {
-                        log_debug("Dropping a Receive on channel %u: %s left the bus", c->id,
+                        log_debug("Dropping a Receive on channel '%u': %s left the bus", c->id,
                                   sender);
                         receive_unlink(req);
                         receive_request_free(req);
@@ -488,7 +488,7 @@ int channel_receive(struct channel *c, sd_bus_message *message, uint64_t timeout
 
         if (!channel_has_host(c))
                 return sd_bus_error_setf(error, VMQ_BUS_ERROR_NOT_AN_END,
-                                         "The host is not an end of channel %u", c->id);
+                                         "The host is not an end of channel '%u'", c->id);
 
         if (!c->receives) {
                 struct vmq_host_msg *msg = NULL;
@@ -500,11 +500,12 @@ int channel_receive(struct channel *c, sd_bus_message *message, uint64_t timeout
                         return 1;
                 }
                 if (r != -ETIMEDOUT)
-                        return sd_bus_error_set_errnof(
-                                error, -r, "Cannot receive on channel %u: %s", c->id, strerror(-r));
+                        return sd_bus_error_set_errnof(error, -r,
+                                                       "Cannot receive on channel '%u': %s", c->id,
+                                                       strerror(-r));
         } else if (timeout_usec == 0) {
                 return sd_bus_error_setf(error, VMQ_BUS_ERROR_TIMED_OUT,
-                                         "Nothing arrived on channel %u in time", c->id);
+                                         "Nothing arrived on channel '%u' in time", c->id);
         }
 
         req = calloc(1, sizeof(*req));
@@ -535,27 +536,27 @@ int channel_send(struct channel *c, const void *data, size_t len, uint64_t tag,
 
         if (!channel_has_host(c))
                 return sd_bus_error_setf(error, VMQ_BUS_ERROR_NOT_AN_END,
-                                         "The host is not an end of channel %u", c->id);
+                                         "The host is not an end of channel '%u'", c->id);
         r = vmq_host_send(c->manager->monitor, c->id, data, len, tag);
         switch (r) {
         case 0:
                 return 0;
         case -EAGAIN:
                 return sd_bus_error_setf(error, VMQ_BUS_ERROR_QUEUE_FULL,
-                                         "The receiver on channel %u has no room", c->id);
+                                         "The receiver on channel '%u' has no room", c->id);
         case -EPIPE:
                 return sd_bus_error_setf(error, VMQ_BUS_ERROR_CHANNEL_CLOSED,
-                                         "Channel %u is closed", c->id);
+                                         "Channel '%u' is closed", c->id);
         case -EMSGSIZE:
                 return sd_bus_error_setf(error, VMQ_BUS_ERROR_TOO_LARGE,
-                                         "%zu bytes are more than the receiver on channel %u "
+                                         "%zu bytes are more than the receiver on channel '%u' "
                                          "can take",
                                          len, c->id);
         case -ENOENT:
-                return sd_bus_error_setf(error, VMQ_BUS_ERROR_NO_SUCH_CHANNEL, "No channel %u",
+                return sd_bus_error_setf(error, VMQ_BUS_ERROR_NO_SUCH_CHANNEL, "No channel '%u'",
                                          c->id);
         default:
-                return sd_bus_error_set_errnof(error, -r, "Cannot send on channel %u: %s", c->id,
+                return sd_bus_error_set_errnof(error, -r, "Cannot send on channel '%u': %s", c->id,
                                                strerror(-r));
         }
 }

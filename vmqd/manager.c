@@ -524,7 +524,7 @@ static int no_such_machine(sd_bus_error *error, const char *name) {
 }
 
 static int no_such_channel(sd_bus_error *error, uint32_t id) {
-        return sd_bus_error_setf(error, VMQ_BUS_ERROR_NO_SUCH_CHANNEL, "No channel %u", id);
+        return sd_bus_error_setf(error, VMQ_BUS_ERROR_NO_SUCH_CHANNEL, "No channel '%u'", id);
 }
 
 /* Reads the name argument and finds the machine. */
@@ -690,19 +690,19 @@ static int method_create_machine(sd_bus_message *message, void *userdata, sd_bus
                                          image);
         if (o.memory == 0 || o.memory % (2 * MIB) != 0 || o.memory > m->config.max_memory)
                 return sd_bus_error_setf(error, VMQ_BUS_ERROR_INVALID_ARGUMENT,
-                                         "Invalid memory size %" PRIu64
+                                         "Invalid memory size '%" PRIu64 "'"
                                          " (a multiple of 2 MiB, at most %" PRIu64 ")",
                                          o.memory, m->config.max_memory);
         if (o.vcpus == 0 || o.vcpus > VMQ_MAX_VCPUS)
                 return sd_bus_error_setf(error, VMQ_BUS_ERROR_INVALID_ARGUMENT,
-                                         "Invalid vcpus %u (1..%u)", o.vcpus, VMQ_MAX_VCPUS);
+                                         "Invalid vcpus '%u' (1..%u)", o.vcpus, VMQ_MAX_VCPUS);
         if (!VMQ_IS_POW2(o.queue_depth) || o.queue_depth > m->config.max_queue_depth)
                 return sd_bus_error_setf(error, VMQ_BUS_ERROR_INVALID_ARGUMENT,
-                                         "Invalid queue_depth %u (a power of two, at most %u)",
+                                         "Invalid queue_depth '%u' (a power of two, at most %u)",
                                          o.queue_depth, m->config.max_queue_depth);
         if (o.huge_memory % (2 * MIB) != 0 || o.huge_memory > m->config.max_memory)
                 return sd_bus_error_setf(error, VMQ_BUS_ERROR_INVALID_ARGUMENT,
-                                         "Invalid huge_memory %" PRIu64
+                                         "Invalid huge_memory '%" PRIu64 "'"
                                          " (a multiple of 2 MiB, at most %" PRIu64 ")",
                                          o.huge_memory, m->config.max_memory);
         if (o.huge_memory > 0 && !vmq_monitor_has_huge(m->monitor))
