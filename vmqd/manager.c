@@ -457,6 +457,11 @@ int manager_startup(struct manager *m) {
                             on_monitor_event, m);
         if (r < 0)
                 return log_error_errno(r, "Cannot watch the monitor's event fd: %m");
+        /* Ahead of the bus: a call that arrives after a guest changed state
+         * sees the change already published. */
+        r = sd_event_source_set_priority(m->monitor_source, SD_EVENT_PRIORITY_IMPORTANT);
+        if (r < 0)
+                return log_error_errno(r, "Cannot set the monitor's priority: %m");
 
         r = restore_state(m);
         if (r < 0)
