@@ -394,15 +394,6 @@ Test(daemon, concurrent_clients, .timeout = 400) {
                      rss_after);
 }
 
-Test(daemon, packaging_checks) {
-        /* systemd-analyze verify on the unit, mandoc lint on the man pages */
-        char *o = ok(0, "%s/systemd/check-units %s %s", vmq_test_srcdir(), vmq_test_srcdir(),
-                     vmq_test_builddir());
-        free(o);
-        o = ok(0, "%s/man/check-man %s/man", vmq_test_srcdir(), vmq_test_srcdir());
-        free(o);
-}
-
 /* Runs the completion function for "vmqctl --bus=... WORDS" and returns the
  * candidates, one per line. */
 static char *complete(const char *words, int cword) {
