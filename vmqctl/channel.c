@@ -245,8 +245,12 @@ int cmd_open(struct ctl *ctl, int argc, char **argv) {
         r = vmq_client_open_channel(ctl->client, a, b, &opts, &id);
         if (r == -ENOENT)
                 return ctl_fail(ctl, r, "no such machine", "channel '%s' to '%s'", a, b);
-        if (r == -ESRCH)
-                return ctl_fail(ctl, r, NULL, "channel '%s' to '%s': an end", a, b);
+        if (r == -ESRCH) {
+                const char *detail = vmq_client_get_error_message(ctl->client);
+
+                return ctl_error(EXIT_BUSY, "channel '%s' to '%s': %s", a, b,
+                                 detail && *detail ? detail : "an end is not running");
+        }
         if (r < 0)
                 return ctl_fail(ctl, r, NULL, "channel '%s' to '%s'", a, b);
         printf("%" PRIu32 "\n", id);

@@ -218,8 +218,8 @@ static void main_help(void) {
                "  4  access denied (changing calls need root or the 'vmq' group)\n"
                "  5  timed out\n"
                "  6  vmqd is not running, or the bus cannot be reached\n"
-               "  7  busy: wrong state, name taken, not running, queue full, channel\n"
-               "     closed, or a limit reached\n"
+               "  7  busy or over a limit: wrong state, name taken, not running, queue\n"
+               "     full, channel closed, message too large, too many machines/channels\n"
                "\n"
                "Example:\n"
                "  vmqctl create web --image echo --start && vmqctl open host web\n");
@@ -393,6 +393,7 @@ static int exit_code_of(int r) {
         case EAGAIN:
         case EPIPE:
         case EUSERS:
+        case EMSGSIZE:
                 return EXIT_BUSY;
         default:
                 return EXIT_FAIL;
@@ -411,7 +412,7 @@ static const char *reason_of(int r) {
                 return "timed out";
         case ECONNRESET:
         case ENOTCONN:
-                return "lost the connection to the bus";
+                return "the bus closed the connection";
         case EINVAL:
                 return "invalid argument";
         case EBUSY:

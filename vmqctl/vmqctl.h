@@ -12,8 +12,8 @@
  *   4  access denied: changing calls need root or the "vmq" group
  *   5  timed out
  *   6  vmqd is not running, or the bus cannot be reached
- *   7  busy: wrong state, name taken, not running, queue full, channel
- *      closed, or a limit reached
+ *   7  busy or over a limit: wrong state, name taken, not running, queue
+ *      full, channel closed, message too large, too many machines/channels
  */
 #ifndef VMQCTL_H
 #define VMQCTL_H
