@@ -132,6 +132,20 @@ uint64_t vmqc_add_timeout(uint64_t a, uint64_t b) {
         return a > UINT64_MAX - b ? UINT64_MAX : a + b;
 }
 
+/* Whether org.vmq1 has an owner; true when that cannot be told. */
+static bool vmqc_daemon_on_bus(struct vmq_client *c) {
+        sd_bus_message *reply = NULL;
+        int has = 1, r;
+
+        r = sd_bus_call_method(c->bus, "org.freedesktop.DBus", "/org/freedesktop/DBus",
+                               "org.freedesktop.DBus", "NameHasOwner", NULL, &reply, "s",
+                               VMQ_BUS_NAME);
+        if (r >= 0 && sd_bus_message_read(reply, "b", &has) < 0)
+                has = 1;
+        sd_bus_message_unref(reply);
+        return has != 0;
+}
+
 int vmqc_error(struct vmq_client *c, const sd_bus_error *error, int r, int unknown_object) {
         vmqc_clear_error(c);
         if (!sd_bus_error_is_set(error))
@@ -142,6 +156,10 @@ int vmqc_error(struct vmq_client *c, const sd_bus_error *error, int r, int unkno
         /* Nobody owns org.vmq1 (and the bus could not activate it). */
         if (sd_bus_error_has_names(error, SD_BUS_ERROR_SERVICE_UNKNOWN,
                                    SD_BUS_ERROR_NAME_HAS_NO_OWNER))
+                return -EHOSTDOWN;
+        /* No reply: vmqd died during the call (the bus tells us so with
+         * NoReply too), or it is slow.  Ask the bus which one. */
+        if (sd_bus_error_has_names(error, SD_BUS_ERROR_NO_REPLY) && !vmqc_daemon_on_bus(c))
                 return -EHOSTDOWN;
         /* The object went away between two calls of ours. */
         if (sd_bus_error_has_names(error, SD_BUS_ERROR_UNKNOWN_OBJECT))
