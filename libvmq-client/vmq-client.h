@@ -357,7 +357,7 @@ struct vmq_machine *vmq_machine_unref(struct vmq_machine *m); /* returns NULL */
 /* true when the snapshot comes from vmq_client_get_machine(). */
 bool vmq_machine_is_complete(const struct vmq_machine *m);
 const char *vmq_machine_get_name(const struct vmq_machine *m);
-/* the text form, "" when not known */
+/* the text form (NULL in a list snapshot) */
 const char *vmq_machine_get_uuid(const struct vmq_machine *m);
 /* what the machine was created from: a path or an installed image name */
 const char *vmq_machine_get_image(const struct vmq_machine *m);
@@ -374,7 +374,7 @@ bool vmq_machine_is_persistent(const struct vmq_machine *m);
 bool vmq_machine_is_autostart(const struct vmq_machine *m);
 /* the guest's exit code, meaningful in state "exited" */
 int32_t vmq_machine_get_exit_code(const struct vmq_machine *m);
-/* why it crashed, "" unless in state "crashed" */
+/* why it crashed: "" unless in state "crashed" (NULL in a list snapshot) */
 const char *vmq_machine_get_crash_reason(const struct vmq_machine *m);
 /*
  * The machine's counters (exits, sent, posted, received, bytes_sent,
