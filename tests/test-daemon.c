@@ -4,6 +4,8 @@
  * vmqctl (through libvmq-client) and busctl.
  */
 #include <criterion/criterion.h>
+#include <fcntl.h>
+#include <systemd/sd-bus.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <signal.h>
@@ -38,8 +40,8 @@ static char *ok(int want, const char *fmt, ...) {
         if (r != want) {
                 vmq_testbus_run(&tb, &err, true, "cat %s/last.err; tail -20 %s/vmqd.log", tb.dir,
                                 tb.dir);
-                cr_assert_fail("'%s' exited %d, want %d\nstdout: %s\nstderr+log: %s", line, r,
-                               want, out, err);
+                cr_assert_fail("'%s' exited %d, want %d\nstdout: %s\nstderr+log: %s", line, r, want,
+                               out, err);
         }
         free(line);
         return out;
@@ -214,44 +216,78 @@ Test(daemon, busctl_flow) {
 }
 
 Test(daemon, malformed_calls_get_errors_and_daemon_keeps_answering) {
-        const char *mgr = "$BUSCTL call org.vmq1 /org/vmq1 org.vmq1.Manager";
+        /* dbus-send prints the error name; busctl only the message, and only
+         * busctl can write a{sv} arguments on the command line. */
+        const char *send = "dbus-send --bus=$BUS --print-reply --dest=org.vmq1 /org/vmq1 "
+                           "org.vmq1.Manager.";
+        const char *call = "$BUSCTL call org.vmq1 /org/vmq1 org.vmq1.Manager ";
         struct {
-                const char *call, *error;
+                const char *tool, *call, *expect;
         } bad[] = {
-                {"CreateMachine s only", "org.freedesktop.DBus.Error.InvalidArgs"},
-                {"CreateMachine ssa{sv} 'bad name' echo 0", "org.vmq1.Error.InvalidArgument"},
-                {"CreateMachine ssa{sv} host echo 0", "org.vmq1.Error.InvalidArgument"},
-                {"CreateMachine ssa{sv} x echo 1 nosuchoption u 1", "org.vmq1.Error.InvalidArgument"},
-                {"CreateMachine ssa{sv} x echo 1 memory s big", "org.vmq1.Error.InvalidArgument"},
-                {"CreateMachine ssa{sv} x /etc/passwd 0", "org.vmq1.Error.BadImage"},
-                {"StartMachine s nosuch", "org.vmq1.Error.NoSuchMachine"},
-                {"CloseChannel u 4242", "org.vmq1.Error.NoSuchChannel"},
-                {"OpenChannel ssa{sv} host host 0", "org.vmq1.Error.InvalidArgument"},
-                {"OpenChannel ssa{sv} host nosuch 0", "org.vmq1.Error.NoSuchMachine"},
-                {"Send uayt 4242 1 0 0", "org.vmq1.Error.NoSuchChannel"},
-                {"SendFd uht 4242 0 0 < /etc/hostname", "org.vmq1.Error"},
-                {"NoSuchMethod", "org.freedesktop.DBus.Error.UnknownMethod"},
+                {send, "CreateMachine string:only", "org.freedesktop.DBus.Error.InvalidArgs"},
+                {send, "StartMachine string:nosuch", "org.vmq1.Error.NoSuchMachine"},
+                {send, "StartMachine string:\"bad name\"", "org.vmq1.Error"},
+                {send, "CloseChannel uint32:4242", "org.vmq1.Error.NoSuchChannel"},
+                {send, "GetChannel uint32:0", "org.vmq1.Error.NoSuchChannel"},
+                {send, "Send uint32:4242 array:byte:1,2 uint64:0", "org.vmq1.Error.NoSuchChannel"},
+                {send, "Receive uint32:4242 uint64:0", "org.vmq1.Error.NoSuchChannel"},
+                {send, "NoSuchMethod", "org.freedesktop.DBus.Error.UnknownMethod"},
+                {call, "CreateMachine ssa{sv} 'bad name' echo 0",
+                 "Invalid machine name 'bad name'"},
+                {call, "CreateMachine ssa{sv} host echo 0", "Invalid machine name 'host'"},
+                {call, "CreateMachine ssa{sv} x echo 1 nosuchoption u 1", "nosuchoption"},
+                {call, "CreateMachine ssa{sv} x echo 1 memory s big", "memory"},
+                {call, "CreateMachine ssa{sv} x echo 1 memory t 12345", "memory"},
+                {call, "CreateMachine ssa{sv} x /etc/passwd 0", "not a vmq guest image"},
+                {call, "CreateMachine ssa{sv} x no-such-image 0", "not found"},
+                {call, "OpenChannel ssa{sv} host host 0", "host"},
+                {call, "OpenChannel ssa{sv} host nosuch 0", "nosuch"},
         };
         for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
                 char *out = NULL;
-                int r = vmq_testbus_run(&tb, &out, true, "%s %s", mgr, bad[i].call);
+                int r = vmq_testbus_run(&tb, &out, true, "%s%s", bad[i].tool, bad[i].call);
                 cr_assert_neq(r, 0, "'%s' succeeded: %s", bad[i].call, out);
-                has(out, bad[i].error);
+                has(out, bad[i].expect);
                 free(out);
         }
+        /* none of the bad creations left a machine behind */
+        char *list = ok(0, "$VMQCTL list");
+        hasnt(list, "x ");
+        free(list);
         /* an oversize payload, and an fd that is not a sealed memfd */
         free(ok(0, "$VMQCTL create e --image echo --start"));
         char *id = ok(0, "$VMQCTL open host e");
         unsigned hc = (unsigned)strtoul(id, NULL, 10);
         free(id);
-        char *out = NULL;
-        int r = vmq_testbus_run(&tb, &out, true,
-                                "$BUSCTL call org.vmq1 /org/vmq1 org.vmq1.Manager SendFd uht %u 0 "
-                                "1 < /etc/hostname",
-                                hc);
-        cr_assert_neq(r, 0);
-        has(out, "org.vmq1.Error.BadFileDescriptor");
-        free(out);
+        /* No command-line client passes fds, so SendFd is called through
+         * sd-bus here: a plain file is not a sealed memfd. */
+        {
+                sd_bus *bus = NULL;
+                sd_bus_error err = SD_BUS_ERROR_NULL;
+                sd_bus_message *reply = NULL;
+                cr_assert_geq(sd_bus_new(&bus), 0);
+                cr_assert_geq(sd_bus_set_address(bus, tb.address), 0);
+                cr_assert_geq(sd_bus_set_bus_client(bus, 1), 0);
+                cr_assert_geq(sd_bus_negotiate_fds(bus, 1), 0);
+                cr_assert_geq(sd_bus_start(bus), 0);
+                int fd = open("/etc/hostname", O_RDONLY | O_CLOEXEC);
+                cr_assert_geq(fd, 0);
+                int r = sd_bus_call_method(bus, "org.vmq1", "/org/vmq1", "org.vmq1.Manager",
+                                           "SendFd", &err, &reply, "uht", hc, fd, (uint64_t)1);
+                cr_assert_lt(r, 0);
+                cr_assert_str_eq(err.name, "org.vmq1.Error.BadFileDescriptor", "%s: %s", err.name,
+                                 err.message);
+                /* an fd of the wrong kind where a channel id belongs is refused
+                 * by the signature check */
+                sd_bus_error_free(&err);
+                r = sd_bus_call_method(bus, "org.vmq1", "/org/vmq1", "org.vmq1.Manager", "SendFd",
+                                       &err, &reply, "sht", "x", fd, (uint64_t)1);
+                cr_assert_lt(r, 0);
+                cr_assert_str_eq(err.name, "org.freedesktop.DBus.Error.InvalidArgs");
+                sd_bus_error_free(&err);
+                close(fd);
+                sd_bus_flush_close_unref(bus);
+        }
         free(ok(0, "head -c 40000000 /dev/zero > %s/huge", tb.dir));
         free(ok(7, "$VMQCTL send %u --file %s/huge", hc, tb.dir));
         char *e = last_err();
@@ -272,11 +308,18 @@ Test(daemon, unprivileged_user_gets_access_denied_but_can_read) {
         const char *as_user = "setpriv --reuid=vmqtest --regid=vmqtest --init-groups";
         char *out = NULL;
         int r = vmq_testbus_run(&tb, &out, true,
-                                "%s $BUSCTL call org.vmq1 /org/vmq1 org.vmq1.Manager "
-                                "CreateMachine ssa{sv} x echo 0",
+                                "%s dbus-send --bus=$BUS --print-reply --dest=org.vmq1 /org/vmq1 "
+                                "org.vmq1.Manager.StartMachine string:e",
                                 as_user);
         cr_assert_neq(r, 0, "%s", out);
         has(out, "org.freedesktop.DBus.Error.AccessDenied");
+        free(out);
+        r = vmq_testbus_run(&tb, &out, true,
+                            "%s $BUSCTL call org.vmq1 /org/vmq1 org.vmq1.Manager "
+                            "CreateMachine ssa{sv} x echo 0",
+                            as_user);
+        cr_assert_neq(r, 0, "%s", out);
+        has(out, "ccess denied");
         free(out);
         free(ok(4, "%s $VMQCTL start e", as_user));
         free(ok(4, "%s $VMQCTL open host e", as_user));
@@ -361,8 +404,9 @@ Test(daemon, concurrent_clients, .timeout = 400) {
                 ids[i] = (unsigned)strtoul(id, NULL, 10);
                 free(id);
                 /* take the HELLO */
-                free(ok(0, "$BUSCTL call org.vmq1 /org/vmq1 org.vmq1.Manager Receive ut %u "
-                           "5000000 >/dev/null",
+                free(ok(0,
+                        "$BUSCTL call org.vmq1 /org/vmq1 org.vmq1.Manager Receive ut %u "
+                        "5000000 >/dev/null",
                         ids[i]));
         }
         int fds_before = vmq_testbus_vmqd_fds(&tb);

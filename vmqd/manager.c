@@ -19,7 +19,9 @@
 #include <systemd/sd-id128.h>
 
 #include "bus/vmq-bus.h"
+#include "core/elf.h"
 #include "core/util.h"
+#include "core/vmq-abi.h"
 #include "vmqd/channel.h"
 #include "vmqd/log.h"
 #include "vmqd/machine.h"
@@ -761,8 +763,26 @@ static int method_create_machine(sd_bus_message *message, void *userdata, sd_bus
                 machine_free(mc);
                 return -ENOMEM;
         }
-        if (access(path, R_OK) < 0) {
-                r = -errno;
+        /* ... and one that is not a guest image vmq can load: the same
+         * checks as at start, so that `create` fails where the mistake is. */
+        {
+                void *data = NULL;
+                size_t size = 0;
+                struct vmq_elf_info info;
+                r = vmq_read_file(path, 64u * 1024 * 1024, &data, &size);
+                if (r == 0) {
+                        r = vmq_elf_parse(data, size, VMQ_IMAGE_GPA,
+                                          def.memory - (uint64_t)def.vcpus * VMQ_STACK_SIZE, &info);
+                        free(data);
+                        if (r < 0) {
+                                machine_free(mc);
+                                return sd_bus_error_setf(error, VMQ_BUS_ERROR_BAD_IMAGE,
+                                                         "Image '%s' is not a vmq guest image: %s",
+                                                         path, strerror(-r));
+                        }
+                }
+        }
+        if (r < 0) {
                 machine_free(mc);
                 if (r == -ENOENT)
                         return sd_bus_error_setf(error, VMQ_BUS_ERROR_NO_SUCH_IMAGE,
