@@ -12,12 +12,12 @@
 #include <sys/types.h>
 
 struct vmq_testbus {
-        char dir[256];         /* private temporary directory */
-        char address[512];     /* D-Bus address of the private bus */
+        char dir[256];     /* private temporary directory */
+        char address[512]; /* D-Bus address of the private bus */
         char state_dir[512];
         pid_t dbus_pid;
         pid_t vmqd_pid;
-        int notify_fd;         /* bound NOTIFY_SOCKET */
+        int notify_fd; /* bound NOTIFY_SOCKET */
         char notify_path[512];
         char last_status[256]; /* last STATUS= seen */
 };
