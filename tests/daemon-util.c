@@ -105,8 +105,12 @@ void vmq_testbus_start_vmqd(struct vmq_testbus *t, const char *extra_args) {
         snprintf(vmqd, sizeof(vmqd), "%s/vmqd/vmqd", vmq_test_builddir());
         snprintf(images, sizeof(images), "%s/guest/images", vmq_test_builddir());
         snprintf(logpath, sizeof(logpath), "%s/vmqd.log", t->dir);
-        snprintf(cmd, sizeof(cmd), "exec %s --bus=%s --state-dir=%s --image-dir=%s %s >>%s 2>&1",
-                 vmqd, t->address, t->state_dir, images, extra_args ? extra_args : "", logpath);
+        /* $$ is the shell's pid, which exec hands on to vmqd */
+        snprintf(cmd, sizeof(cmd),
+                 "WATCHDOG_PID=$$; export WATCHDOG_PID; %s exec %s --bus=%s --state-dir=%s "
+                 "--image-dir=%s %s >>%s 2>&1",
+                 t->env ? t->env : "", vmqd, t->address, t->state_dir, images,
+                 extra_args ? extra_args : "", logpath);
 
         t->vmqd_pid = fork();
         cr_assert_geq(t->vmqd_pid, 0);
@@ -144,6 +148,22 @@ void vmq_testbus_start_vmqd(struct vmq_testbus *t, const char *extra_args) {
                 if (strstr(buf, "READY=1"))
                         break;
         }
+}
+
+bool vmq_testbus_wait_notify(struct vmq_testbus *t, const char *what, int timeout_ms) {
+        for (int waited = 0; waited <= timeout_ms; waited += 50) {
+                struct pollfd p = {.fd = t->notify_fd, .events = POLLIN};
+                char buf[1024];
+                if (poll(&p, 1, 50) <= 0)
+                        continue;
+                ssize_t n = recv(t->notify_fd, buf, sizeof(buf) - 1, 0);
+                if (n <= 0)
+                        continue;
+                buf[n] = 0;
+                if (strstr(buf, what))
+                        return true;
+        }
+        return false;
 }
 
 int vmq_testbus_stop_vmqd(struct vmq_testbus *t, int sig) {

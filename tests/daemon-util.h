@@ -20,12 +20,16 @@ struct vmq_testbus {
         int notify_fd; /* bound NOTIFY_SOCKET */
         char notify_path[512];
         char last_status[256]; /* last STATUS= seen */
+        const char *env;       /* shell assignments for vmqd's environment */
 };
 
 /* Starts a private dbus-daemon in a fresh temporary directory. */
 void vmq_testbus_start(struct vmq_testbus *t);
 /* Starts vmqd on it (extra arguments appended) and waits for READY=1. */
 void vmq_testbus_start_vmqd(struct vmq_testbus *t, const char *extra_args);
+/* Waits up to timeout_ms for a notify message containing `what`; returns
+ * whether it came. */
+bool vmq_testbus_wait_notify(struct vmq_testbus *t, const char *what, int timeout_ms);
 /* Sends sig to vmqd and waits for it; returns its wait status. */
 int vmq_testbus_stop_vmqd(struct vmq_testbus *t, int sig);
 /* Stops everything and removes the directory. */

@@ -463,3 +463,21 @@ Test(daemon, bash_completion_completes_commands_and_live_names) {
         has(out, "compl-one");
         free(out);
 }
+
+Test(daemon, notify_watchdog_stopping_and_journal_prefixes) {
+        /* again, as systemd would start it: watchdog on, under the journal */
+        vmq_testbus_stop_vmqd(&tb, SIGTERM);
+        tb.env = "WATCHDOG_USEC=400000; INVOCATION_ID=0123456789abcdef0123456789abcdef; "
+                 "export WATCHDOG_USEC INVOCATION_ID;";
+        vmq_testbus_start_vmqd(&tb, "");
+        has(tb.last_status, "machines");
+        cr_assert(vmq_testbus_wait_notify(&tb, "WATCHDOG=1", 3000), "no WATCHDOG=1");
+        kill(tb.vmqd_pid, SIGTERM);
+        cr_assert(vmq_testbus_wait_notify(&tb, "STOPPING=1", 10000), "no STOPPING=1");
+        int st = vmq_testbus_stop_vmqd(&tb, 0);
+        cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "status %d", st);
+        char *log = ok(0, "cat %s/vmqd.log", tb.dir);
+        /* syslog priority prefixes: <6> info, under systemd */
+        has(log, "<6>");
+        free(log);
+}
