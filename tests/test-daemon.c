@@ -503,3 +503,17 @@ Test(daemon, notify_watchdog_stopping_and_journal_prefixes) {
         has(log, "<6>");
         free(log);
 }
+
+Test(daemon, monitor_prints_events_as_they_happen) {
+        char *out = ok(0,
+                       "$VMQCTL monitor >%s/mon.out 2>%s/mon.err & p=$!; "
+                       "for i in $(seq 100); do grep -q monitoring %s/mon.err && break; "
+                       "sleep 0.1; done; "
+                       "$VMQCTL create mon1 --image echo --start >/dev/null; "
+                       "for i in $(seq 100); do grep -q running %s/mon.out && break; "
+                       "sleep 0.1; done; kill $p; wait $p; cat %s/mon.out",
+                       tb.dir, tb.dir, tb.dir, tb.dir, tb.dir);
+        has(out, "mon1");
+        has(out, "running");
+        free(out);
+}
