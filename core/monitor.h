@@ -95,6 +95,39 @@ int vmq_vm_create(struct vmq_monitor *m, const struct vmq_vm_config *cfg, const 
 int vmq_vm_create_from_file(struct vmq_monitor *m, const struct vmq_vm_config *cfg,
                             const char *path, struct vmq_vm **ret);
 
+/*
+ * A VM that another VMM runs (QEMU under libvirt), reached through a shared
+ * region (ivshmem): the region holds its VMCS and page areas
+ * (VMQ_TRANSPORT_IVSHMEM in core/vmq-abi.h), and the VM talks to the monitor
+ * by ringing a doorbell instead of exiting.
+ */
+struct vmq_region_ops {
+        /* Raise the guest's interrupt (its vector 0): something was enqueued
+         * for it.  Called from any thread; must not block. */
+        void (*notify)(void *userdata, struct vmq_vm *vm);
+};
+
+/*
+ * Creates a region VM over `region` (size bytes, page aligned, mapped
+ * read/write; the caller keeps it mapped until vmq_vm_destroy).  Uses from
+ * cfg: name, uuid, queue_depth, post_depth and rx_size (the receive window
+ * at the end of the region); the rest of the region after the VMCS is the
+ * guest's send area.  The region is initialised (VMCS, rings, layout).  The
+ * VM is RUNNING at once: it has no vCPUs of ours.
+ * Errors: -EINVAL (bad config, region too small), -EEXIST (name in use).
+ */
+int vmq_vm_create_region(struct vmq_monitor *m, const struct vmq_vm_config *cfg, void *region,
+                         size_t size, const struct vmq_region_ops *ops, void *userdata,
+                         struct vmq_vm **ret);
+
+/*
+ * The region VM rang the monitor: serve every mailbox whose status is
+ * VMQ_STATUS_PENDING, then drain its post ring.  A region whose VMCS was
+ * scribbled over (magic, indices) marks the VM crashed and closes its
+ * channels, whose other ends receive CLOSE.  Safe from any thread.
+ */
+void vmq_vm_region_doorbell(struct vmq_vm *vm);
+
 /* Starts the vCPU threads.  -EBUSY unless CREATED. */
 int vmq_vm_start(struct vmq_vm *vm);
 /* Asks a running VM to stop: enqueues a SHUTDOWN descriptor, which the

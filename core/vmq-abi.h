@@ -107,6 +107,33 @@ enum vmq_hypercall {
         VMQ_HC_MAX
 };
 
+/*
+ * Transports.  A micro-VM (VMQ_TRANSPORT_KVM) reaches the monitor by port
+ * I/O as described above.  A VM run by another VMM (QEMU under libvirt)
+ * shares one region with the monitor through an ivshmem-doorbell device
+ * (VMQ_TRANSPORT_IVSHMEM): the region starts with this same VMCS, and every
+ * "guest-physical address" in it (layout, descriptors, requests) is an
+ * offset into the region.  layout.ram_size is the region's size, the guest
+ * builds page messages in [layout.image_end, layout.rx_gpa), and pages
+ * arrive in the receive window [rx_gpa, rx_gpa + rx_size).  There are no
+ * huge regions, and pages always travel as copies: the monitor is not that
+ * guest's VMM and cannot remap its memory.
+ *
+ * A hypercall over ivshmem: write the mailbox (mbox[0]), set mbox.hc to the
+ * hypercall number, store VMQ_STATUS_PENDING into mbox.status with release
+ * ordering, and ring the monitor's doorbell (vector 0 of the monitor's
+ * ivshmem peer id, VMQ_IVSHMEM_MONITOR_PEER).  The monitor answers by
+ * storing the final status with release ordering; the guest polls
+ * mbox.status.  VMQ_HC_WAIT does not block over ivshmem: the guest polls its
+ * queue and may sleep on its interrupt (its vector 0), which the monitor
+ * raises whenever it enqueues to that VM.
+ */
+enum vmq_transport { VMQ_TRANSPORT_KVM = 0, VMQ_TRANSPORT_IVSHMEM = 1, VMQ_TRANSPORT_MAX };
+
+#define VMQ_STATUS_PENDING 0x7fffffff
+/* The ivshmem peer id the monitor uses for itself on every region. */
+#define VMQ_IVSHMEM_MONITOR_PEER 0u
+
 /* Request operations (mbox.op and post ring entries) */
 enum vmq_op {
         VMQ_OP_NONE = 0,
@@ -207,8 +234,11 @@ struct vmq_request {
         uint32_t reserved;            /* IN  must be 0 */
         uint64_t tag;                 /* IN  opaque, returned in descriptors */
         uint64_t arg;                 /* IN  hypercall argument (timeout, exit code) */
-        int32_t status;               /* OUT result of the last hypercall on this mbox */
-        uint32_t pad;                 /* OUT 0 */
+        int32_t status;               /* OUT result of the last hypercall on this mbox
+                                       *     (ivshmem: the guest sets VMQ_STATUS_PENDING
+                                       *     before ringing) */
+        uint32_t hc;                  /* IN  ivshmem transport: the hypercall number
+                                       *     (enum vmq_hypercall); unused with port I/O */
         uint64_t result;              /* OUT value result (clock, receive gpa, ...) */
         uint8_t data[VMQ_INLINE_MAX]; /* IN inline payload */
 };
@@ -245,7 +275,7 @@ struct vmq_vmcs_layout {
         uint32_t post_cap;        /* OUT post ring capacity, a power of two */
         uint32_t post_slots_off;  /* OUT offset of the post ring's requests */
         uint32_t vcpus;           /* OUT number of vCPUs */
-        uint32_t reserved;
+        uint32_t transport;       /* OUT enum vmq_transport */
 };
 
 /* Per-VM counters kept by the monitor and mirrored here for the guest. */

@@ -172,7 +172,7 @@ static int post_common(uint16_t op, uint32_t ch, const void *data, uint64_t gpa,
         s->tag = tag;
         s->arg = 0;
         s->status = 0;
-        s->pad = 0;
+        s->hc = 0;
         s->result = 0;
         if (data)
                 memcpy(s->data, data, len);
