@@ -412,6 +412,209 @@ static void note_blocked(struct vmq_vm *to, uint32_t sender) {
         pthread_mutex_unlock(&to->rxq_lock);
 }
 
+/* ---- region VMs: the receive window's slots ------------------------------ */
+
+/* Finds and marks `count` free consecutive slots; caller holds rxq_lock. */
+static int region_rx_alloc(struct vmq_vm *vm, size_t count, uint64_t *ret_off) {
+        size_t n = vm->rx_slots;
+        if (count == 0 || count > n)
+                return -ENOSPC;
+        for (size_t pass = 0; pass < 2; pass++) {
+                size_t start = pass == 0 ? vm->rx_hint : 0;
+                size_t end = pass == 0 ? n : VMQ_MIN(vm->rx_hint + count, n);
+                for (size_t i = start; i + count <= end;) {
+                        size_t j = 0;
+                        while (j < count && !vm->rx_used[i + j])
+                                j++;
+                        if (j == count) {
+                                memset(vm->rx_used + i, 1, count);
+                                vm->rx_hint = (i + count) % n;
+                                *ret_off = vm->send_hi + (uint64_t)i * VMQ_PAGE_SIZE;
+                                return 0;
+                        }
+                        i += j + 1;
+                }
+        }
+        return -ENOSPC;
+}
+
+/* Copies len bytes into fresh slots of a region VM's receive window and
+ * returns their offset; caller holds rxq_lock. */
+static int region_rx_copy(struct vmq_vm *vm, const void *src, uint64_t len, uint64_t *ret_off) {
+        size_t count = (size_t)(VMQ_ALIGN_UP(len, (uint64_t)VMQ_PAGE_SIZE) / VMQ_PAGE_SIZE);
+        uint64_t off;
+        int r = region_rx_alloc(vm, count, &off);
+        if (r < 0)
+                return r;
+        memcpy(vm->region + off, src, len);
+        /* no stale bytes of an earlier message after the payload */
+        memset(vm->region + off + len, 0, (uint64_t)count * VMQ_PAGE_SIZE - len);
+        *ret_off = off;
+        return 0;
+}
+
+static int32_t region_release(struct vmq_vm *vm, uint64_t off, uint64_t len) {
+        uint64_t rx_lo = vm->send_hi, rx_size = (uint64_t)vm->rx_slots * VMQ_PAGE_SIZE;
+        if (off < rx_lo || off - rx_lo >= rx_size)
+                return -VMQ_E_RANGE;
+        if (len == 0)
+                return -VMQ_E_LEN;
+        if (!VMQ_IS_ALIGNED(off, (uint64_t)VMQ_PAGE_SIZE))
+                return -VMQ_E_ALIGN;
+        if (len > UINT64_MAX - VMQ_PAGE_SIZE ||
+            !vmq_range_within(off, VMQ_ALIGN_UP(len, (uint64_t)VMQ_PAGE_SIZE), rx_lo, rx_size))
+                return -VMQ_E_LEN;
+        size_t first = (size_t)((off - rx_lo) / VMQ_PAGE_SIZE);
+        size_t count = (size_t)(VMQ_ALIGN_UP(len, (uint64_t)VMQ_PAGE_SIZE) / VMQ_PAGE_SIZE);
+        int32_t r = 0;
+        pthread_mutex_lock(&vm->rxq_lock);
+        for (size_t i = 0; i < count && r == 0; i++)
+                if (!vm->rx_used[first + i])
+                        r = -VMQ_E_NOTOWNED;
+        if (r == 0)
+                memset(vm->rx_used + first, 0, count);
+        pthread_mutex_unlock(&vm->rxq_lock);
+        return r;
+}
+
+/*
+ * The source of a page request from a region VM: a run of 4 KiB pages of
+ * its send area, or of receive slots it holds (to forward them).  Returns
+ * a pointer into the region, or NULL with *ret_err.
+ */
+static const void *region_source(struct vmq_vm *vm, const struct vmq_request *req,
+                                 int32_t *ret_err) {
+        uint64_t run;
+        if (req->len == 0) {
+                *ret_err = -VMQ_E_LEN;
+                return NULL;
+        }
+        if (req->gpa >= vm->region_size) {
+                *ret_err = -VMQ_E_RANGE;
+                return NULL;
+        }
+        if (!VMQ_IS_ALIGNED(req->gpa, (uint64_t)VMQ_PAGE_SIZE)) {
+                *ret_err = -VMQ_E_ALIGN;
+                return NULL;
+        }
+        run = VMQ_ALIGN_UP((uint64_t)req->len, (uint64_t)VMQ_PAGE_SIZE);
+        if (req->gpa >= vm->send_lo && req->gpa < vm->send_hi) {
+                if (!vmq_range_within(req->gpa, run, vm->send_lo, vm->send_hi - vm->send_lo)) {
+                        *ret_err = -VMQ_E_LEN;
+                        return NULL;
+                }
+                return vm->region + req->gpa;
+        }
+        if (req->gpa >= vm->send_hi) {
+                uint64_t rx_size = (uint64_t)vm->rx_slots * VMQ_PAGE_SIZE;
+                if (!vmq_range_within(req->gpa, run, vm->send_hi, rx_size)) {
+                        *ret_err = -VMQ_E_LEN;
+                        return NULL;
+                }
+                size_t first = (size_t)((req->gpa - vm->send_hi) / VMQ_PAGE_SIZE);
+                for (size_t i = 0; i < run / VMQ_PAGE_SIZE; i++)
+                        if (!vm->rx_used[first + i]) {
+                                *ret_err = -VMQ_E_NOTOWNED;
+                                return NULL;
+                        }
+                return vm->region + req->gpa;
+        }
+        /* the VMCS */
+        *ret_err = -VMQ_E_NOTOWNED;
+        return NULL;
+}
+
+/*
+ * A page request where one end is a region VM: the pages travel as a copy
+ * (the monitor is not the region VM's VMM and cannot remap its memory).
+ */
+static int32_t copy_request(struct vmq_vm *vm, const struct vmq_request *req, bool deferred,
+                            struct vmq_channel *ch, int to, struct vmq_vm *peer, struct vmq_desc *d,
+                            struct vmq_vm **ret_peer) {
+        struct vmq_monitor *m = vm->mon;
+        const void *src;
+        int32_t r = 0;
+
+        if (vm->transport == VMQ_TRANSPORT_IVSHMEM) {
+                src = region_source(vm, req, &r);
+        } else {
+                uint64_t base, size;
+                enum vmq_frame_kind kind;
+                if (req->len == 0)
+                        return -VMQ_E_LEN;
+                if (find_region(vm->space, req->gpa, &base, &size, &kind) < 0)
+                        return -VMQ_E_RANGE;
+                if (!VMQ_IS_ALIGNED(req->gpa, (uint64_t)vmq_frame_size(kind)))
+                        return -VMQ_E_ALIGN;
+                if (!vmq_range_within(req->gpa, req->len, base, size))
+                        return -VMQ_E_LEN;
+                if (req->gpa < VMQ_IMAGE_GPA)
+                        return -VMQ_E_NOTOWNED;
+                src = vmq_space_translate(vm->space, req->gpa, req->len, false);
+                if (!src)
+                        r = -VMQ_E_NOTOWNED;
+        }
+        if (!src)
+                return r;
+        d->kind = VMQ_DESC_PAGE;
+        d->flags = VMQ_DESC_F_COPIED;
+
+        if (!peer) {
+                if (req->len > VMQ_HOST_MSG_MAX)
+                        return -VMQ_E_LEN;
+                if (host_inbox_full(m, ch))
+                        return -VMQ_E_AGAIN;
+                /* host_msg_new copies out of the region once */
+                struct vmq_host_msg *msg = host_msg_new(d, src, req->len);
+                count_sent(vm, ch, to, req->len, deferred, 1);
+                r = msg ? deliver_host(m, ch, msg, false) : -VMQ_E_NOMEM;
+                if (r == 0)
+                        atomic_fetch_add(&vm->st_copies, 1);
+                else
+                        count_sent(vm, ch, to, req->len, deferred, -1);
+                return r;
+        }
+
+        uint64_t window = peer->transport == VMQ_TRANSPORT_IVSHMEM
+                                  ? (uint64_t)peer->rx_slots * VMQ_PAGE_SIZE
+                                  : peer->cfg.rx_size;
+        if (VMQ_ALIGN_UP((uint64_t)req->len, (uint64_t)VMQ_PAGE_SIZE) > window)
+                return -VMQ_E_LEN;
+        uint64_t dst = 0;
+        pthread_mutex_lock(&peer->rxq_lock);
+        r = room_locked(peer);
+        if (r == 0)
+                r = -VMQ_E_AGAIN;
+        if (r > 0) {
+                if (peer->transport == VMQ_TRANSPORT_IVSHMEM) {
+                        r = region_rx_copy(peer, src, req->len, &dst) < 0 ? -VMQ_E_AGAIN : 0;
+                } else {
+                        size_t count =
+                                (size_t)(VMQ_ALIGN_UP((uint64_t)req->len, (uint64_t)VMQ_PAGE_SIZE) /
+                                         VMQ_PAGE_SIZE);
+                        r = vmq_space_find_empty(peer->space, VMQ_RX_GPA, count, &dst) < 0
+                                    ? -VMQ_E_AGAIN
+                                    : 0;
+                        if (r == 0)
+                                r = map_remap_error(
+                                        vmq_remap_copy_in(peer->space, dst, src, req->len));
+                }
+        }
+        if (r == 0) {
+                d->gpa = dst;
+                enqueue_locked(peer, d);
+        }
+        pthread_mutex_unlock(&peer->rxq_lock);
+        if (r == 0) {
+                vmq_vm_wake(peer);
+                atomic_fetch_add(&vm->st_copies, 1);
+                count_sent(vm, ch, to, req->len, deferred, 1);
+        } else if (r == -VMQ_E_AGAIN) {
+                *ret_peer = peer;
+        }
+        return r;
+}
+
 /*
  * Handles one request of `vm`, already copied out of guest memory.
  * Returns 0 or -VMQ_E_*; *ret_peer gets the receiving VM (NULL for the host)
@@ -484,6 +687,10 @@ static int32_t handle_request(struct vmq_vm *vm, const struct vmq_request *req, 
                         count_sent(vm, ch, to, req->len, deferred, -1);
                 return r;
         }
+
+        if (vm->transport == VMQ_TRANSPORT_IVSHMEM ||
+            (peer && peer->transport == VMQ_TRANSPORT_IVSHMEM))
+                return copy_request(vm, req, deferred, ch, to, peer, &d, ret_peer);
 
         /* Page run. */
         uint64_t base, size, fs, run_bytes;
@@ -680,6 +887,8 @@ static uint64_t now_ns(void) {
 
 static int32_t do_release(struct vmq_vm *vm, uint64_t gpa, uint64_t len) {
         uint64_t fs;
+        if (vm->transport == VMQ_TRANSPORT_IVSHMEM)
+                return region_release(vm, gpa, len);
         if (gpa - VMQ_RX_GPA < vm->cfg.rx_size && gpa >= VMQ_RX_GPA)
                 fs = VMQ_PAGE_SIZE;
         else if (gpa >= VMQ_HUGE_RX_GPA && gpa - VMQ_HUGE_RX_GPA < vm->cfg.huge_rx_size)
@@ -745,7 +954,12 @@ int32_t vmq_monitor_hypercall(struct vmq_vcpu *c, unsigned nr) {
                         r = -VMQ_E_LEN;
                         break;
                 }
-                p = vmq_space_translate(vm->space, gpa, len, false);
+                if (vm->transport == VMQ_TRANSPORT_IVSHMEM)
+                        p = gpa <= vm->region_size && len <= vm->region_size - gpa
+                                    ? vm->region + gpa
+                                    : NULL;
+                else
+                        p = vmq_space_translate(vm->space, gpa, len, false);
                 if (!p) {
                         r = -VMQ_E_RANGE;
                         break;
@@ -1007,10 +1221,16 @@ int vmq_host_send(struct vmq_monitor *m, uint32_t channel, const void *data, siz
                 uint64_t dst;
                 pthread_mutex_lock(&peer->rxq_lock);
                 r = room_locked(peer) > 0 ? 0 : -EAGAIN;
-                if (r == 0 && vmq_space_find_empty(peer->space, VMQ_RX_GPA, count, &dst) < 0)
-                        r = -EAGAIN;
-                if (r == 0)
-                        r = vmq_remap_copy_in(peer->space, dst, data, len);
+                if (peer->transport == VMQ_TRANSPORT_IVSHMEM) {
+                        if (r == 0 && region_rx_copy(peer, data, len, &dst) < 0)
+                                r = -EAGAIN;
+                } else {
+                        if (r == 0 &&
+                            vmq_space_find_empty(peer->space, VMQ_RX_GPA, count, &dst) < 0)
+                                r = -EAGAIN;
+                        if (r == 0)
+                                r = vmq_remap_copy_in(peer->space, dst, data, len);
+                }
                 if (r == 0) {
                         d.kind = VMQ_DESC_PAGE;
                         d.flags = VMQ_DESC_F_COPIED;
@@ -1093,4 +1313,37 @@ int vmq_host_recv(struct vmq_monitor *m, uint32_t channel, int timeout_ms,
                 pthread_rwlock_unlock(&m->rw);
         }
         return r;
+}
+
+void vmq_monitor_region_serve(struct vmq_vm *vm) {
+        for (unsigned i = 0; i < vm->nvcpus; i++) {
+                struct vmq_request *mb = &vm->vmcs->mbox[i];
+                if (__atomic_load_n(&mb->status, __ATOMIC_ACQUIRE) != VMQ_STATUS_PENDING)
+                        continue;
+                uint32_t nr = __atomic_load_n(&mb->hc, __ATOMIC_RELAXED);
+                int32_t r;
+                if (nr == VMQ_HC_EXIT) {
+                        int code = (int)(int32_t)__atomic_load_n(&mb->arg, __ATOMIC_RELAXED);
+                        pthread_mutex_lock(&vm->state_lock);
+                        vm->exit_code = code;
+                        pthread_mutex_unlock(&vm->state_lock);
+                        __atomic_store_n(&mb->status, 0, __ATOMIC_RELEASE);
+                        vmq_vm_set_state(vm, VMQ_VM_EXITED, NULL);
+                        return;
+                }
+                if (nr == VMQ_HC_PARK || nr == VMQ_HC_WAIT) {
+                        /* Nothing blocks here: the guest polls or sleeps on
+                         * its interrupt.  WAIT still lets blocked senders in. */
+                        r = nr == VMQ_HC_WAIT ? vmq_monitor_hypercall(&vm->vcpus[i], nr) : 0;
+                } else {
+                        /* vmq_monitor_hypercall stores mb->status itself,
+                         * relaxed: store it again with release below. */
+                        r = vmq_monitor_hypercall(&vm->vcpus[i], nr);
+                }
+                __atomic_store_n(&mb->status, r, __ATOMIC_RELEASE);
+        }
+}
+
+void vmq_monitor_close_channels_of(struct vmq_monitor *m, struct vmq_vm *vm) {
+        vmq_monitor_vm_gone(m, vm);
 }

@@ -137,6 +137,7 @@ static void vm_free_resources(struct vmq_vm *vm) {
         vm->stop_fd = vmq_close(vm->stop_fd);
         vm->vm_fd = vmq_close(vm->vm_fd);
         vm->space = vmq_space_free(vm->space);
+        free(vm->rx_used);
         pthread_mutex_destroy(&vm->rxq_lock);
         pthread_mutex_destroy(&vm->post_lock);
         pthread_mutex_destroy(&vm->state_lock);
@@ -464,6 +465,11 @@ int vmq_vm_shutdown(struct vmq_vm *vm) {
 }
 
 void vmq_vm_wake(struct vmq_vm *vm) {
+        if (vm->transport == VMQ_TRANSPORT_IVSHMEM) {
+                if (vm->rops && vm->rops->notify)
+                        vm->rops->notify(vm->ruserdata, vm);
+                return;
+        }
         /* Pairs with the seq_cst increment of waiters in wait_queue(). */
         atomic_thread_fence(memory_order_seq_cst);
         if (atomic_load(&vm->waiters) > 0) {
@@ -720,7 +726,7 @@ int vmq_vm_start(struct vmq_vm *vm) {
         int r = 0;
 
         pthread_mutex_lock(&vm->state_lock);
-        if (atomic_load(&vm->state) != VMQ_VM_CREATED) {
+        if (atomic_load(&vm->state) != VMQ_VM_CREATED || vm->transport != VMQ_TRANSPORT_KVM) {
                 pthread_mutex_unlock(&vm->state_lock);
                 return -EBUSY;
         }
@@ -760,6 +766,11 @@ int vmq_vm_start(struct vmq_vm *vm) {
 }
 
 int vmq_vm_stop(struct vmq_vm *vm) {
+        if (vm->transport == VMQ_TRANSPORT_IVSHMEM) {
+                atomic_store(&vm->stopping, true);
+                vmq_vm_set_state(vm, VMQ_VM_STOPPED, NULL);
+                return 0;
+        }
         if (atomic_load(&vm->state) == VMQ_VM_CREATED) {
                 vmq_vm_set_state(vm, VMQ_VM_STOPPED, NULL);
                 return 0;
@@ -902,4 +913,158 @@ size_t vmq_vm_console_read_from(struct vmq_vm *vm, uint64_t *offset, char *buf, 
         *offset = from + n;
         pthread_mutex_unlock(&vm->console_lock);
         return n;
+}
+
+/* ---- region VMs (ivshmem transport) ------------------------------------- */
+
+static void vm_init_common(struct vmq_monitor *m, struct vmq_vm *vm) {
+        vm->mon = m;
+        vm->vm_fd = vm->doorbell_fd = vm->stop_fd = -1;
+        for (unsigned i = 0; i < VMQ_MAX_VCPUS; i++)
+                vm->vcpus[i].fd = -1;
+        pthread_mutex_init(&vm->rxq_lock, NULL);
+        pthread_mutex_init(&vm->post_lock, NULL);
+        pthread_mutex_init(&vm->state_lock, NULL);
+        pthread_mutex_init(&vm->console_lock, NULL);
+        pthread_condattr_t ca;
+        pthread_condattr_init(&ca);
+        pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+        pthread_cond_init(&vm->state_cond, &ca);
+        pthread_condattr_destroy(&ca);
+}
+
+int vmq_vm_create_region(struct vmq_monitor *m, const struct vmq_vm_config *cfg, void *region,
+                         size_t size, const struct vmq_region_ops *ops, void *userdata,
+                         struct vmq_vm **ret) {
+        struct vmq_vm *vm;
+        uint32_t vmcs_size;
+        uint8_t *base = region;
+        int r;
+
+        if (!cfg || !name_is_valid(cfg->name) || !region || !ops || !ops->notify)
+                return -EINVAL;
+        if (!VMQ_IS_POW2(cfg->queue_depth) || cfg->queue_depth < 4 ||
+            !VMQ_IS_POW2(cfg->post_depth) || cfg->post_depth < 4)
+                return -EINVAL;
+        vmcs_size = VMQ_VMCS_SIZE((uint64_t)cfg->queue_depth, (uint64_t)cfg->post_depth);
+        if (vmcs_size > VMQ_VMCS_MAX_SIZE || !VMQ_IS_ALIGNED((uintptr_t)region, VMQ_PAGE_SIZE) ||
+            !VMQ_IS_ALIGNED((uint64_t)size, (uint64_t)VMQ_PAGE_SIZE) ||
+            !VMQ_IS_ALIGNED(cfg->rx_size, (uint64_t)VMQ_PAGE_SIZE) || cfg->rx_size == 0 ||
+            size > UINT32_MAX || (uint64_t)vmcs_size + VMQ_PAGE_SIZE + cfg->rx_size > size)
+                return -EINVAL;
+        if (cfg->args && strlen(cfg->args) >= VMQ_ARGS_MAX)
+                return -E2BIG;
+
+        vm = calloc(1, sizeof(*vm));
+        if (!vm)
+                return -ENOMEM;
+        vm_init_common(m, vm);
+        vm->transport = VMQ_TRANSPORT_IVSHMEM;
+        vm->cfg = *cfg;
+        vm->cfg.name = NULL;
+        vm->cfg.args = NULL;
+        vm->cfg.vcpus = 1;
+        vm->cfg.ram_size = size;
+        vm->cfg.huge_size = vm->cfg.huge_rx_size = 0;
+        vm->nvcpus = 1;
+        vm->vcpus[0].vm = vm;
+        vm->region = base;
+        vm->region_size = size;
+        vm->vmcs = region;
+        vm->vmcs_size = vmcs_size;
+        vm->send_lo = vmcs_size;
+        vm->send_hi = size - cfg->rx_size;
+        vm->rx_slots = cfg->rx_size / VMQ_PAGE_SIZE;
+        vm->rops = ops;
+        vm->ruserdata = userdata;
+        vm->rx_used = calloc(vm->rx_slots, 1);
+        if (!vm->rx_used) {
+                vm_free_resources(vm);
+                return -ENOMEM;
+        }
+        if (cfg->args) {
+                vm->args = strdup(cfg->args);
+                if (!vm->args) {
+                        vm_free_resources(vm);
+                        return -ENOMEM;
+                }
+        }
+        snprintf(vm->ident.name, sizeof(vm->ident.name), "%s", cfg->name);
+        memcpy(vm->ident.uuid, cfg->uuid, 16);
+        if (memcmp(vm->ident.uuid, (uint8_t[16]){0}, 16) == 0)
+                random_uuid(vm->ident.uuid);
+
+        pthread_rwlock_wrlock(&m->rw);
+        if (vmq_monitor_find_vm_locked(m, cfg->name)) {
+                pthread_rwlock_unlock(&m->rw);
+                vm_free_resources(vm);
+                return -EEXIST;
+        }
+        vm->id = m->next_vm_id++;
+        vm->ident.vm_id = vm->id;
+        init_vmcs(vm, vm->send_lo);
+        vm->vmcs->magic = 0; /* published below, once everything is in place */
+        struct vmq_vmcs_layout *l = &vm->vmcs->layout;
+        l->ram_size = size;
+        l->rx_gpa = vm->send_hi;
+        l->rx_size = cfg->rx_size;
+        l->huge_gpa = l->huge_size = l->huge_rx_gpa = l->huge_rx_size = 0;
+        l->transport = VMQ_TRANSPORT_IVSHMEM;
+        vm->vmcs->tsc_khz = 0; /* another VMM's guest: its TSC is its own */
+        r = vmq_queue_attach(&vm->rxq, (struct vmq_ring_idx *)(base + VMQ_VMCS_QUEUE_OFF),
+                             base + VMQ_VMCS_QUEUE_SLOTS_OFF, cfg->queue_depth,
+                             sizeof(struct vmq_desc), VMQ_QUEUE_PRODUCER, true);
+        if (r == 0)
+                r = vmq_queue_attach(
+                        &vm->postq,
+                        (struct vmq_ring_idx *)(base + VMQ_VMCS_POST_OFF(cfg->queue_depth)),
+                        base + VMQ_VMCS_POST_SLOTS_OFF(cfg->queue_depth), cfg->post_depth,
+                        sizeof(struct vmq_request), VMQ_QUEUE_CONSUMER, true);
+        if (r < 0) {
+                pthread_rwlock_unlock(&m->rw);
+                vm_free_resources(vm);
+                return r;
+        }
+        /* Publish the magic last: a guest polling for it sees a whole VMCS. */
+        __atomic_store_n(&vm->vmcs->magic, VMQ_ABI_MAGIC, __ATOMIC_RELEASE);
+        atomic_store(&vm->state, VMQ_VM_RUNNING);
+        vm->next = m->vms;
+        m->vms = vm;
+        pthread_rwlock_unlock(&m->rw);
+        vmq_monitor_notify(m);
+        *ret = vm;
+        return 0;
+}
+
+/* The checks the monitor can make of a region the guest may scribble on. */
+static bool region_intact(struct vmq_vm *vm) {
+        const struct vmq_vmcs *v = vm->vmcs;
+        if (__atomic_load_n(&v->magic, __ATOMIC_RELAXED) != VMQ_ABI_MAGIC ||
+            __atomic_load_n(&v->abi_version, __ATOMIC_RELAXED) != VMQ_ABI_VERSION)
+                return false;
+        return vmq_monitor_queue_count(vm) >= 0;
+}
+
+void vmq_vm_region_doorbell(struct vmq_vm *vm) {
+        struct vmq_monitor *m = vm->mon;
+        bool broken = false;
+
+        if (vm->transport != VMQ_TRANSPORT_IVSHMEM || atomic_load(&vm->state) != VMQ_VM_RUNNING)
+                return;
+        atomic_fetch_add(&vm->st_exits, 1);
+        pthread_rwlock_rdlock(&m->rw);
+        if (!region_intact(vm)) {
+                broken = true;
+        } else {
+                vmq_monitor_region_serve(vm);
+                vmq_monitor_drain_posts(vm);
+                broken = !region_intact(vm);
+        }
+        pthread_rwlock_unlock(&m->rw);
+        if (broken && !atomic_exchange(&vm->region_broken, true)) {
+                vmq_vm_set_state(vm, VMQ_VM_CRASHED, "guest scribbled over its shared region");
+                pthread_rwlock_wrlock(&m->rw);
+                vmq_monitor_close_channels_of(m, vm);
+                pthread_rwlock_unlock(&m->rw);
+        }
 }

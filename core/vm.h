@@ -37,8 +37,20 @@ struct vmq_vm {
         struct vmq_vm_config cfg; /* name/args pointers cleared */
         char *args;
 
+        enum vmq_transport transport;
         int vm_fd;
-        struct vmq_space *space;
+        struct vmq_space *space; /* KVM transport only */
+
+        /* Region transport (ivshmem): the shared region and its receive
+         * window, whose 4 KiB slots this bitmap tracks (under rxq_lock). */
+        uint8_t *region;
+        size_t region_size;
+        uint64_t send_lo, send_hi; /* the guest's send area */
+        uint8_t *rx_used;
+        size_t rx_slots, rx_hint;
+        const struct vmq_region_ops *rops;
+        void *ruserdata;
+        _Atomic bool region_broken;
         struct vmq_vmcs *vmcs; /* host view of the VMCS */
         uint32_t vmcs_size;
 
@@ -129,6 +141,10 @@ struct vmq_monitor {
 
 /* monitor.c */
 void vmq_monitor_notify(struct vmq_monitor *m);
+/* Serves the region VM's pending mailboxes; caller holds mon->rw (read). */
+void vmq_monitor_region_serve(struct vmq_vm *vm);
+/* Closes the VM's channels (peers get CLOSE); caller holds mon->rw (write). */
+void vmq_monitor_close_channels_of(struct vmq_monitor *m, struct vmq_vm *vm);
 
 /* vm.c */
 void vmq_vm_wake(struct vmq_vm *vm);
