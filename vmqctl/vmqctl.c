@@ -18,6 +18,8 @@
 #include "vmqctl/vmqctl.h"
 
 static int cmd_help(struct ctl *ctl, int argc, char **argv);
+/* guest.c: `vmqctl --guest ...`, inside a guest over its ivshmem device. */
+int ctl_guest_main(int argc, char **argv);
 
 const struct command commands[] = {
         {"list", cmd_list, list_options, "list [--names]",
@@ -578,6 +580,10 @@ int main(int argc, char **argv) {
         const struct command *cmd;
         const char *env;
         int o, code;
+
+        for (int i = 1; i < argc && argv[i][0] == '-' && strcmp(argv[i], "--") != 0; i++)
+                if (strcmp(argv[i], "--guest") == 0)
+                        return ctl_guest_main(argc, argv);
 
         env = getenv("VMQ_BUS");
         if (env && *env)
