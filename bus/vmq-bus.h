@@ -39,6 +39,7 @@
 #define VMQ_BUS_ERROR_LIMIT_REACHED "org.vmq1.Error.LimitReached"
 #define VMQ_BUS_ERROR_NO_MEMORY "org.vmq1.Error.NoMemory"
 #define VMQ_BUS_ERROR_BAD_FD "org.vmq1.Error.BadFileDescriptor"
+#define VMQ_BUS_ERROR_BACKEND_UNAVAILABLE "org.vmq1.Error.BackendUnavailable"
 
 /* The error map, for sd_bus_error_set_errno() on the service side and
  * sd_bus_error_get_errno() on the client side.  vmq_bus_errors_init()

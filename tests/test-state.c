@@ -562,7 +562,9 @@ static void assert_state_eq(const struct vmqd_state *a, const struct vmqd_state 
         for (size_t i = 0; i < a->n_machines; i++) {
                 const struct vmqd_machine_def *x = &a->machines[i], *y = &b->machines[i];
                 cr_assert_str_eq(x->name, y->name);
-                cr_assert_str_eq(x->image, y->image);
+                cr_assert(str_eq_null(x->image, y->image), "image of \"%s\"", x->name);
+                cr_assert(str_eq_null(x->domain, y->domain), "domain of \"%s\"", x->name);
+                cr_assert_eq(x->rx_size, y->rx_size);
                 cr_assert_str_eq(x->uuid, y->uuid);
                 cr_assert_eq(x->memory, y->memory);
                 cr_assert_eq(x->vcpus, y->vcpus);
@@ -1164,5 +1166,102 @@ Test(state, io_errors_are_errors) {
         cr_assert_eq(vmqd_state_save(below, &empty), -ENOTDIR);
         _cleanup_free_ char *text = read_bytes(file, NULL);
         cr_assert_str_eq(text, "x");
+        assert_no_fd_leak();
+}
+
+/* An adopted libvirt domain: its own keys, saved and restored. */
+#define L(extra)                                                                                   \
+        "{\"name\": \"web\", \"backend\": \"libvirt\", \"domain\": \"web-vm\", \"uuid\": "         \
+        "\"0f8a5c1e-3b9d-4c1a-9e77-1d2c3b4a5f60\", \"memory\": 4194304, \"vcpus\": 1,"             \
+        " \"queue_depth\": 64" extra "}"
+
+static struct vmqd_machine_def libvirt_machine(void) {
+        struct vmqd_machine_def d = {
+                .name = (char *)"web",
+                .domain = (char *)"web-vm",
+                .memory = 4 * MIB,
+                .rx_size = 2 * MIB,
+                .vcpus = 1,
+                .queue_depth = 64,
+        };
+        snprintf(d.uuid, sizeof(d.uuid), "%s", UUID2);
+        return d;
+}
+
+Test(state, libvirt_machines) {
+        _cleanup_free_ char *file = path_in("state.json");
+        struct vmqd_state s, t;
+        char *error = NULL;
+
+        sample_state(&s);
+        struct vmqd_machine_def d = libvirt_machine();
+        cr_assert_eq(vmqd_state_add_machine(&s, &d), 0);
+        cr_assert_eq(vmqd_state_save(tmpdir, &s), 0);
+        cr_assert_eq(vmqd_state_load(tmpdir, &t, NULL, NULL), 0);
+        assert_state_eq(&s, &t);
+        struct vmqd_machine_def *w = vmqd_state_find_machine(&t, "web");
+        cr_assert_not_null(w);
+        cr_assert_null(w->image);
+        cr_assert_str_eq(w->domain, "web-vm");
+        cr_assert_eq(w->rx_size, 2 * MIB);
+        cr_assert_null(vmqd_state_find_machine(&t, "rx")->domain);
+        _cleanup_free_ char *text = read_bytes(file, NULL);
+        cr_assert_not_null(strstr(text, "\"backend\": \"libvirt\""), "%s", text);
+        cr_assert_not_null(strstr(text, "\"domain\": \"web-vm\""), "%s", text);
+        cr_assert_null(strstr(text, "\"backend\": \"kvm\""), "kvm is the default: %s", text);
+        vmqd_state_done(&s);
+        vmqd_state_done(&t);
+
+        /* what a libvirt machine must and must not have */
+        d = libvirt_machine();
+        cr_assert_eq(vmqd_machine_def_validate(&d, NULL), 0);
+#define EXPECT_INVALID(stmt, reason)                                                               \
+        do {                                                                                       \
+                d = libvirt_machine();                                                             \
+                stmt;                                                                              \
+                cr_assert_eq(vmqd_machine_def_validate(&d, &error), -EINVAL, "%s", #stmt);         \
+                cr_assert_not_null(strstr(error, reason), "%s: %s", #stmt, error);                 \
+                free(error);                                                                       \
+                error = NULL;                                                                      \
+        } while (0)
+        EXPECT_INVALID(d.domain = (char *)"", "domain: must be a non-empty string");
+        EXPECT_INVALID(d.domain = (char *)"a\nb", "domain: must be");
+        EXPECT_INVALID(d.image = (char *)"echo", "image: a libvirt machine has no image");
+        EXPECT_INVALID(d.memory = 3 * MIB, "memory: the region size must be a power of two");
+        EXPECT_INVALID(d.memory = 2 * 1024 * MIB, "memory: the region size");
+        EXPECT_INVALID(d.rx_size = 0, "rx_size: must be a multiple of 4 KiB");
+        EXPECT_INVALID(d.rx_size = 4 * MIB, "rx_size: must be a multiple of 4 KiB");
+        EXPECT_INVALID(d.rx_size = 4097, "rx_size");
+        EXPECT_INVALID(d.vcpus = 2, "vcpus: must be 1");
+        EXPECT_INVALID(d.autostart = true, "no huge_memory, args or autostart");
+        EXPECT_INVALID(d.args = (char *)"x", "no huge_memory, args or autostart");
+        EXPECT_INVALID((d.domain = NULL, d.image = (char *)"echo", d.memory = 16 * MIB),
+                       "rx_size: only for a libvirt machine");
+#undef EXPECT_INVALID
+
+        /* in the file */
+        write_text(file, "{\"version\": 1, \"machines\": [" L(", \"rx_size\": 8192") "]}");
+        cr_assert_eq(vmqd_state_load(tmpdir, &s, NULL, NULL), 0);
+        cr_assert_eq(s.machines[0].rx_size, 8192);
+        cr_assert_str_eq(s.machines[0].domain, "web-vm");
+        vmqd_state_done(&s);
+        write_text(file, "{\"version\": 1, \"machines\": [" M(", \"backend\": \"kvm\"") "]}");
+        cr_assert_eq(vmqd_state_load(tmpdir, &s, NULL, NULL), 0);
+        cr_assert_null(s.machines[0].domain);
+        vmqd_state_done(&s);
+        EXPECT_CORRUPT("{\"version\": 1, \"machines\": [" L("") "]}",
+                       "machines[0].rx_size: missing");
+        EXPECT_CORRUPT("{\"version\": 1, \"machines\": [" L(", \"rx_size\": 8192, \"image\": "
+                                                            "\"echo\"") "]}",
+                       "machines[0].image: a libvirt machine has no image");
+        EXPECT_CORRUPT("{\"version\": 1, \"machines\": [" M(", \"backend\": \"xen\"") "]}",
+                       "machines[0].backend: \"xen\" is not \"kvm\" or \"libvirt\"");
+        EXPECT_CORRUPT("{\"version\": 1, \"machines\": [" M(", \"domain\": \"d\"") "]}",
+                       "machines[0].domain: only for the libvirt backend");
+        EXPECT_CORRUPT("{\"version\": 1, \"machines\": [" M(", \"rx_size\": 8192") "]}",
+                       "machines[0].rx_size: only for a libvirt machine");
+        EXPECT_CORRUPT("{\"version\": 1, \"machines\": [{\"name\": \"web\", \"backend\": "
+                       "\"libvirt\"}]}",
+                       "machines[0].domain: missing");
         assert_no_fd_leak();
 }

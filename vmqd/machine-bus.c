@@ -10,6 +10,7 @@
 
 #include "bus/vmq-bus.h"
 #include "core/util.h"
+#include "vmqd/libvirt.h"
 #include "vmqd/log.h"
 #include "vmqd/machine.h"
 #include "vmqd/manager.h"
@@ -47,6 +48,18 @@ int bus_machine_method_stop(sd_bus_message *message, void *userdata, sd_bus_erro
         if (timeout_sec == 0)
                 timeout_sec = m->config.stop_timeout_sec;
 
+        if (mc->backend == MACHINE_BACKEND_LIBVIRT) {
+                /* ACPI power button; virDomainDestroy after the timeout. */
+                r = libvirt_machine_shutdown(mc, error);
+                if (r < 0)
+                        return r;
+                r = machine_add_stop_request(mc, message, (uint64_t)timeout_sec * 1000000u);
+                if (r < 0)
+                        return r;
+                manager_process_monitor(m);
+                return 1;
+        }
+
         r = vmq_vm_shutdown(mc->vm);
         if (r == -EAGAIN) {
                 /* The guest's queue is full: it won't see a SHUTDOWN soon. */
@@ -76,7 +89,12 @@ int bus_machine_method_destroy(sd_bus_message *message, void *userdata, sd_bus_e
         if (machine_current_state(mc) != MACHINE_RUNNING)
                 return sd_bus_error_setf(error, VMQ_BUS_ERROR_NOT_RUNNING,
                                          "Machine '%s' is not running", mc->name);
-        (void)machine_kill(mc);
+        if (mc->backend == MACHINE_BACKEND_LIBVIRT) {
+                r = libvirt_machine_destroy(mc, error);
+                if (r < 0)
+                        return r;
+        } else
+                (void)machine_kill(mc);
         manager_process_monitor(mc->manager);
         return sd_bus_reply_method_return(message, NULL);
 }
@@ -163,6 +181,19 @@ static int property_get_uuid(sd_bus *bus, const char *path, const char *interfac
         return sd_bus_message_append(reply, "s", mc->uuid);
 }
 
+static int property_get_backend(sd_bus *bus, const char *path, const char *interface,
+                                const char *property, sd_bus_message *reply, void *userdata,
+                                sd_bus_error *error) {
+        struct machine *mc = userdata;
+
+        (void)bus;
+        (void)path;
+        (void)interface;
+        (void)property;
+        (void)error;
+        return sd_bus_message_append(reply, "s", machine_backend_to_string(mc->backend));
+}
+
 static int property_get_statistics(sd_bus *bus, const char *path, const char *interface,
                                    const char *property, sd_bus_message *reply, void *userdata,
                                    sd_bus_error *error) {
@@ -204,6 +235,9 @@ const sd_bus_vtable machine_vtable[] = {
                         SD_BUS_VTABLE_PROPERTY_CONST),
         SD_BUS_PROPERTY("UUID", "s", property_get_uuid, 0, SD_BUS_VTABLE_PROPERTY_CONST),
         SD_BUS_PROPERTY("Image", "s", NULL, offsetof(struct machine, image),
+                        SD_BUS_VTABLE_PROPERTY_CONST),
+        SD_BUS_PROPERTY("Backend", "s", property_get_backend, 0, SD_BUS_VTABLE_PROPERTY_CONST),
+        SD_BUS_PROPERTY("Domain", "s", NULL, offsetof(struct machine, domain),
                         SD_BUS_VTABLE_PROPERTY_CONST),
         SD_BUS_PROPERTY("Memory", "t", NULL, offsetof(struct machine, memory),
                         SD_BUS_VTABLE_PROPERTY_CONST),

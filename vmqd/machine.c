@@ -8,6 +8,7 @@
 #include "bus/vmq-bus.h"
 #include "core/util.h"
 #include "vmqd/channel.h"
+#include "vmqd/libvirt.h"
 #include "vmqd/log.h"
 #include "vmqd/machine.h"
 #include "vmqd/manager.h"
@@ -30,6 +31,10 @@ const char *machine_state_to_string(enum machine_state s) {
         return state_names[s];
 }
 
+const char *machine_backend_to_string(enum machine_backend b) {
+        return b == MACHINE_BACKEND_LIBVIRT ? "libvirt" : "kvm";
+}
+
 int machine_new(struct manager *m, const struct vmqd_machine_def *def, bool persistent,
                 struct machine **ret) {
         struct machine *mc;
@@ -43,9 +48,10 @@ int machine_new(struct manager *m, const struct vmqd_machine_def *def, bool pers
                 return -ENOMEM;
         mc->manager = m;
         mc->name = strdup(def->name);
-        mc->image = strdup(def->image);
+        mc->image = strdup(def->image ? def->image : "");
+        mc->domain = strdup(def->domain ? def->domain : "");
         mc->args = def->args && def->args[0] ? strdup(def->args) : NULL;
-        if (!mc->name || !mc->image || (def->args && def->args[0] && !mc->args)) {
+        if (!mc->name || !mc->image || !mc->domain || (def->args && def->args[0] && !mc->args)) {
                 r = -ENOMEM;
                 goto fail;
         }
@@ -54,6 +60,8 @@ int machine_new(struct manager *m, const struct vmqd_machine_def *def, bool pers
         mc->vcpus = def->vcpus;
         mc->queue_depth = def->queue_depth;
         mc->huge_memory = def->huge_memory;
+        mc->backend = def->domain ? MACHINE_BACKEND_LIBVIRT : MACHINE_BACKEND_KVM;
+        mc->rx_size = def->rx_size;
         mc->autostart = def->autostart;
         mc->persistent = persistent || def->autostart;
         mc->state = MACHINE_DEFINED;
@@ -78,6 +86,7 @@ int machine_new(struct manager *m, const struct vmqd_machine_def *def, bool pers
 fail:
         free(mc->name);
         free(mc->image);
+        free(mc->domain);
         free(mc->args);
         free(mc->path);
         free(mc);
@@ -96,6 +105,7 @@ struct machine *machine_free(struct machine *mc) {
         if (!mc)
                 return NULL;
         m = mc->manager;
+        libvirt_machine_detach(mc);
         if (mc->vm) {
                 vmq_vm_destroy(mc->vm);
                 mc->vm = NULL;
@@ -116,6 +126,7 @@ struct machine *machine_free(struct machine *mc) {
         m->n_machines--;
         free(mc->name);
         free(mc->image);
+        free(mc->domain);
         free(mc->args);
         free(mc->path);
         free(mc);
@@ -125,7 +136,9 @@ struct machine *machine_free(struct machine *mc) {
 void machine_to_def(const struct machine *mc, struct vmqd_machine_def *ret) {
         memset(ret, 0, sizeof(*ret));
         ret->name = mc->name;
-        ret->image = mc->image;
+        ret->image = mc->backend == MACHINE_BACKEND_LIBVIRT ? NULL : mc->image;
+        ret->domain = mc->backend == MACHINE_BACKEND_LIBVIRT ? mc->domain : NULL;
+        ret->rx_size = mc->rx_size;
         snprintf(ret->uuid, sizeof(ret->uuid), "%s", mc->uuid);
         ret->memory = mc->memory;
         ret->vcpus = mc->vcpus;
@@ -146,6 +159,8 @@ char *machine_image_path(const struct machine *mc) {
 }
 
 enum machine_state machine_current_state(const struct machine *mc) {
+        if (mc->backend == MACHINE_BACKEND_LIBVIRT)
+                return libvirt_machine_state(mc);
         if (!mc->vm)
                 return MACHINE_DEFINED;
         switch (vmq_vm_state(mc->vm)) {
@@ -168,8 +183,21 @@ uint32_t machine_current_id(const struct machine *mc) {
         return vmq_vm_id(mc->vm);
 }
 
+const char *machine_current_crash_reason(const struct machine *mc) {
+        const char *reason = NULL;
+
+        if (machine_current_state(mc) != MACHINE_CRASHED)
+                return "";
+        if (mc->backend == MACHINE_BACKEND_LIBVIRT)
+                reason = libvirt_machine_crash_reason(mc);
+        else if (mc->vm)
+                reason = vmq_vm_crash_reason(mc->vm);
+        return reason ? reason : "";
+}
+
 void machine_drop_vm(struct machine *mc) {
-        if (!mc->vm)
+        /* A libvirt machine's region VM belongs to its link. */
+        if (!mc->vm || mc->backend == MACHINE_BACKEND_LIBVIRT)
                 return;
         vmq_vm_destroy(mc->vm);
         mc->vm = NULL;
@@ -215,6 +243,8 @@ int machine_start(struct machine *mc, sd_bus_error *error) {
                                          "Machine '%s' is already running", mc->name);
         if (m->stopping)
                 return sd_bus_error_setf(error, VMQ_BUS_ERROR_BUSY, "vmqd is shutting down");
+        if (mc->backend == MACHINE_BACKEND_LIBVIRT)
+                return libvirt_machine_start(mc, error);
 
         path = machine_image_path(mc);
         if (!path)
@@ -251,6 +281,8 @@ int machine_start(struct machine *mc, sd_bus_error *error) {
 }
 
 int machine_kill(struct machine *mc) {
+        if (mc->backend == MACHINE_BACKEND_LIBVIRT)
+                return libvirt_machine_destroy(mc, NULL);
         if (!mc->vm)
                 return -ESRCH;
         return vmq_vm_stop(mc->vm);
@@ -261,7 +293,7 @@ bool machine_publish(struct machine *mc) {
         enum machine_state s = machine_current_state(mc);
         uint32_t id = machine_current_id(mc);
         int exit_code = mc->vm && s == MACHINE_EXITED ? vmq_vm_exit_code(mc->vm) : 0;
-        const char *reason = mc->vm && s == MACHINE_CRASHED ? vmq_vm_crash_reason(mc->vm) : "";
+        const char *reason = machine_current_crash_reason(mc);
         char *changed[5];
         size_t n = 0;
         bool state_changed = s != mc->state;

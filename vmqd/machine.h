@@ -18,6 +18,13 @@
 
 struct manager;
 struct stop_request;
+struct libvirt_link;
+
+enum machine_backend {
+        MACHINE_BACKEND_KVM,     /* a micro-VM vmqd runs on /dev/kvm */
+        MACHINE_BACKEND_LIBVIRT, /* an adopted libvirt domain (vmqd/libvirt.h) */
+        MACHINE_BACKEND_MAX
+};
 
 enum machine_state {
         MACHINE_DEFINED,
@@ -43,8 +50,12 @@ struct machine {
         char *args; /* NULL: none */
         bool persistent;
         bool autostart;
+        enum machine_backend backend;
+        char *domain;     /* libvirt: the domain's name when adopted; "" for kvm */
+        uint64_t rx_size; /* libvirt: the receive window in the region */
 
-        char *path; /* object path */
+        char *path;                /* object path */
+        struct libvirt_link *link; /* libvirt: region, ivshmem server, domain state */
         struct vmq_vm *vm;
 
         /* What the bus saw last. */
@@ -58,6 +69,7 @@ struct machine {
 };
 
 const char *machine_state_to_string(enum machine_state s);
+const char *machine_backend_to_string(enum machine_backend b);
 
 /*
  * Creates a machine object from a definition (copied), adds it to the
@@ -76,9 +88,11 @@ void machine_to_def(const struct machine *mc, struct vmqd_machine_def *ret);
  * <image_dir>/<image>.elf.  malloc()ed. */
 char *machine_image_path(const struct machine *mc);
 
-/* The state the core reports now. */
+/* The state the core (or, for libvirt machines, libvirt) reports now. */
 enum machine_state machine_current_state(const struct machine *mc);
 uint32_t machine_current_id(const struct machine *mc);
+/* Why it crashed ("" unless crashed).  Static or owned by mc. */
+const char *machine_current_crash_reason(const struct machine *mc);
 
 /*
  * Rebuilds the core VM from the definition and starts it.  -EBUSY if
@@ -86,7 +100,8 @@ uint32_t machine_current_id(const struct machine *mc);
  */
 int machine_start(struct machine *mc, sd_bus_error *error);
 
-/* Stops a running machine by force and reaps it (state stopped). */
+/* Stops a running machine by force and reaps it (state stopped).  A
+ * libvirt machine's domain is destroyed (virDomainDestroy). */
 int machine_kill(struct machine *mc);
 
 /* Frees the core VM of a machine that is not running. */

@@ -33,6 +33,9 @@ static const char *arg_config;
 static const char *arg_image_dir;
 static int arg_log_level = -1;
 static bool arg_no_hugetlb;
+static const char *arg_libvirt_uri;
+static const char *arg_runtime_dir;
+static bool arg_no_libvirt;
 
 static void help(void) {
         printf("Usage: vmqd [OPTIONS...]\n"
@@ -49,6 +52,11 @@ static void help(void) {
                "     --image-dir=DIR    Where installed guest images are (default: %s)\n"
                "     --log-level=LEVEL  err, warning, notice, info or debug\n"
                "     --no-hugetlb       Do not use 2 MiB hugetlb frames\n"
+               "     --libvirt-uri=URI  libvirt connection for adopted domains\n"
+               "                        (default: qemu:///system)\n"
+               "     --no-libvirt       No libvirt backend at all\n"
+               "     --runtime-dir=DIR  Where the ivshmem sockets are (default:\n"
+               "                        $RUNTIME_DIRECTORY, else /run/vmq)\n"
                "\n"
                "Options given here override the configuration file.\n",
                VMQ_CONFIG_FILE, VMQ_STATE_DIR, VMQ_IMAGE_DIR);
@@ -64,6 +72,9 @@ static int parse_argv(int argc, char *argv[]) {
                 ARG_IMAGE_DIR,
                 ARG_LOG_LEVEL,
                 ARG_NO_HUGETLB,
+                ARG_LIBVIRT_URI,
+                ARG_NO_LIBVIRT,
+                ARG_RUNTIME_DIR,
         };
         static const struct option options[] = {
                 {"help", no_argument, NULL, 'h'},
@@ -74,6 +85,9 @@ static int parse_argv(int argc, char *argv[]) {
                 {"image-dir", required_argument, NULL, ARG_IMAGE_DIR},
                 {"log-level", required_argument, NULL, ARG_LOG_LEVEL},
                 {"no-hugetlb", no_argument, NULL, ARG_NO_HUGETLB},
+                {"libvirt-uri", required_argument, NULL, ARG_LIBVIRT_URI},
+                {"no-libvirt", no_argument, NULL, ARG_NO_LIBVIRT},
+                {"runtime-dir", required_argument, NULL, ARG_RUNTIME_DIR},
                 {},
         };
         int c;
@@ -122,6 +136,24 @@ static int parse_argv(int argc, char *argv[]) {
                 case ARG_NO_HUGETLB:
                         arg_no_hugetlb = true;
                         break;
+                case ARG_LIBVIRT_URI:
+                        if (!optarg[0]) {
+                                log_error("--libvirt-uri= needs a URI");
+                                return -EINVAL;
+                        }
+                        arg_libvirt_uri = optarg;
+                        break;
+                case ARG_NO_LIBVIRT:
+                        arg_no_libvirt = true;
+                        break;
+                case ARG_RUNTIME_DIR:
+                        if (optarg[0] != '/') {
+                                log_error("--runtime-dir= needs an absolute directory, not '%s'",
+                                          optarg);
+                                return -EINVAL;
+                        }
+                        arg_runtime_dir = optarg;
+                        break;
                 case '?':
                         return -EINVAL;
                 default:
@@ -163,9 +195,15 @@ static int load_config(struct manager *m) {
                 return log_error_errno(r, "Bad configuration file '%s': %s", path,
                                        message ? message : "%m");
 
+        const char *runtime_dir = arg_runtime_dir;
+        if (!runtime_dir && getenv("RUNTIME_DIRECTORY") && getenv("RUNTIME_DIRECTORY")[0] == '/')
+                runtime_dir = getenv("RUNTIME_DIRECTORY"); /* systemd's RuntimeDirectory= */
         if ((arg_state_dir && set_string(&m->config.state_dir, arg_state_dir) < 0) ||
-            (arg_image_dir && set_string(&m->config.image_dir, arg_image_dir) < 0))
+            (arg_image_dir && set_string(&m->config.image_dir, arg_image_dir) < 0) ||
+            (arg_libvirt_uri && set_string(&m->config.libvirt_uri, arg_libvirt_uri) < 0) ||
+            (runtime_dir && set_string(&m->runtime_dir, runtime_dir) < 0))
                 return log_error_errno(ENOMEM, "Out of memory");
+        m->no_libvirt = arg_no_libvirt;
         if (arg_log_level >= 0)
                 m->config.log_level = arg_log_level;
         if (arg_no_hugetlb)

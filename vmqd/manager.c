@@ -23,6 +23,7 @@
 #include "core/util.h"
 #include "core/vmq-abi.h"
 #include "vmqd/channel.h"
+#include "vmqd/libvirt.h"
 #include "vmqd/log.h"
 #include "vmqd/machine.h"
 #include "vmqd/manager.h"
@@ -37,8 +38,11 @@ int manager_new(struct manager **ret) {
                 return -ENOMEM;
         vmqd_config_init(&m->config);
         m->corrupt_state_file = strdup("");
-        if (!m->corrupt_state_file) {
+        m->runtime_dir = strdup("/run/vmq");
+        if (!m->corrupt_state_file || !m->runtime_dir) {
                 vmqd_config_done(&m->config);
+                free(m->corrupt_state_file);
+                free(m->runtime_dir);
                 free(m);
                 return -ENOMEM;
         }
@@ -55,6 +59,7 @@ struct manager *manager_free(struct manager *m) {
                 channel_free(m->channels);
         while (m->machines)
                 machine_free(m->machines);
+        libvirt_teardown(m);
         if (m->bus) {
                 (void)sd_bus_flush(m->bus);
                 m->bus = sd_bus_close_unref(m->bus);
@@ -64,6 +69,7 @@ struct manager *manager_free(struct manager *m) {
         vmqd_state_done(&m->state);
         vmqd_config_done(&m->config);
         free(m->corrupt_state_file);
+        free(m->runtime_dir);
         m->event = sd_event_unref(m->event);
         free(m);
         return NULL;
@@ -87,6 +93,15 @@ size_t manager_count_running(struct manager *m) {
         size_t n = 0;
         for (struct machine *mc = m->machines; mc; mc = mc->next)
                 n += machine_current_state(mc) == MACHINE_RUNNING;
+        return n;
+}
+
+/* Micro-VMs only: vmqd's shutdown waits for these, never for a domain. */
+static size_t count_running_kvm(struct manager *m) {
+        size_t n = 0;
+        for (struct machine *mc = m->machines; mc; mc = mc->next)
+                n += mc->backend == MACHINE_BACKEND_KVM &&
+                     machine_current_state(mc) == MACHINE_RUNNING;
         return n;
 }
 
@@ -144,7 +159,7 @@ void manager_process_monitor(struct manager *m) {
         for (struct channel *c = m->channels; c; c = c->next)
                 channel_dispatch_receives(c);
 
-        if (m->stopping && manager_count_running(m) == 0)
+        if (m->stopping && count_running_kvm(m) == 0)
                 (void)sd_event_exit(m->event, 0);
 }
 
@@ -291,6 +306,13 @@ int manager_undefine_machine(struct manager *m, struct machine *mc, sd_bus_error
         if (machine_current_state(mc) == MACHINE_RUNNING)
                 return sd_bus_error_setf(error, VMQ_BUS_ERROR_BUSY,
                                          "Machine '%s' is running; stop it first", mc->name);
+        /* The domain stays, without vmq's device (whose socket goes away
+         * with vmqd's server: QEMU would refuse to start) and metadata. */
+        if (mc->backend == MACHINE_BACKEND_LIBVIRT) {
+                r = libvirt_machine_forget(mc, error);
+                if (r < 0)
+                        return r;
+        }
 
         /* Saved channels that name the machine go with it. */
         removed = calloc(m->state.n_channels + 1, sizeof(*removed));
@@ -410,7 +432,7 @@ static int restore_state(struct manager *m) {
                 const struct vmqd_machine_def *d = &m->state.machines[i];
                 struct machine *mc;
 
-                if (!d->name || !vmqd_name_is_valid(d->name) || !d->image) {
+                if (!d->name || !vmqd_name_is_valid(d->name) || (!d->image && !d->domain)) {
                         log_warning("Skipping a saved machine with an invalid name '%s'",
                                     d->name ? d->name : "");
                         continue;
@@ -419,6 +441,18 @@ static int restore_state(struct manager *m) {
                 if (r < 0) {
                         log_warning_errno(r, "Cannot restore machine '%s': %m", d->name);
                         continue;
+                }
+                if (mc->backend == MACHINE_BACKEND_LIBVIRT) {
+                        /* The server must be up before the domain starts:
+                         * QEMU refuses to start without it. */
+                        r = libvirt_machine_attach(mc);
+                        if (r < 0) {
+                                log_warning_errno(r,
+                                                  "Cannot serve the region of machine '%s' "
+                                                  "(domain '%s') under '%s': %m",
+                                                  mc->name, mc->domain, m->runtime_dir);
+                                machine_free(mc);
+                        }
                 }
         }
         return 0;
@@ -471,13 +505,17 @@ int manager_startup(struct manager *m) {
         r = manager_bus_register(m);
         if (r < 0)
                 return r;
+        r = libvirt_setup(m);
+        if (r < 0)
+                return r;
         restore_running(m);
         return 0;
 }
 
 static void force_stop_all(struct manager *m) {
         for (struct machine *mc = m->machines; mc; mc = mc->next)
-                if (machine_current_state(mc) == MACHINE_RUNNING) {
+                if (mc->backend == MACHINE_BACKEND_KVM &&
+                    machine_current_state(mc) == MACHINE_RUNNING) {
                         log_notice("Stopping machine '%s' by force", mc->name);
                         (void)machine_kill(mc);
                 }
@@ -504,12 +542,14 @@ void manager_begin_shutdown(struct manager *m) {
                 return;
         }
         m->stopping = true;
-        running = manager_count_running(m);
+        running = count_running_kvm(m);
         log_info("Shutting down, stopping %zu machine%s", running, running == 1 ? "" : "s");
         (void)sd_notifyf(false, "STOPPING=1\nSTATUS=Stopping %zu machines", running);
 
+        /* libvirt domains keep running without vmqd (their channels close). */
         for (struct machine *mc = m->machines; mc; mc = mc->next) {
-                if (machine_current_state(mc) != MACHINE_RUNNING)
+                if (mc->backend != MACHINE_BACKEND_KVM ||
+                    machine_current_state(mc) != MACHINE_RUNNING)
                         continue;
                 if (vmq_vm_shutdown(mc->vm) < 0)
                         (void)machine_kill(mc);
@@ -1264,6 +1304,9 @@ const sd_bus_vtable manager_vtable[] = {
         SD_BUS_METHOD_WITH_ARGS(
                 "CreateMachine", SD_BUS_ARGS("s", name, "s", image, "a{sv}", options),
                 SD_BUS_RESULT("o", machine), method_create_machine, SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_ARGS("AdoptDomain", SD_BUS_ARGS("s", domain, "a{sv}", options),
+                                SD_BUS_RESULT("o", machine), libvirt_method_adopt_domain,
+                                SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_METHOD_WITH_ARGS("StartMachine", SD_BUS_ARGS("s", name), SD_BUS_NO_RESULT,
                                 method_start_machine, SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_METHOD_WITH_ARGS("StopMachine", SD_BUS_ARGS("s", name, "u", timeout_sec),

@@ -25,6 +25,7 @@
 
 struct machine;
 struct channel;
+struct vmqd_libvirt;
 
 struct manager {
         sd_event *event;
@@ -42,6 +43,10 @@ struct manager {
         size_t n_machines;
         struct channel *channels; /* in creation order */
         size_t n_channels;
+
+        char *runtime_dir;            /* sockets (ivshmem servers); default /run/vmq */
+        bool no_libvirt;              /* --no-libvirt: no libvirt backend at all */
+        struct vmqd_libvirt *libvirt; /* the connection to libvirtd, or NULL */
 
         bool stopping;
 };

@@ -30,6 +30,7 @@
 #define TMP_FILE VMQD_STATE_FILE ".tmp"
 #define ARGS_MAX 512u /* VMQ_ARGS_MAX, including the NUL */
 #define IMAGE_MAX 4096u
+#define DOMAIN_MAX 256u
 /* Upper bounds whatever the configuration (see the limits in config.c). */
 #define MAX_MACHINES 4096u
 #define MAX_CHANNELS 65536u
@@ -101,10 +102,59 @@ static bool is_end(const char *s) {
         return s && (strcmp(s, "host") == 0 || vmqd_name_is_valid(s));
 }
 
+static bool domain_name_is_valid(const char *s) {
+        size_t n = strlen(s);
+
+        if (n == 0 || n >= DOMAIN_MAX)
+                return false;
+        for (; *s; s++)
+                if ((unsigned char)*s < 0x20 || *s == 0x7f)
+                        return false;
+        return true;
+}
+
+static int validate_libvirt_machine(const struct vmqd_machine_def *d, const char *where,
+                                    char **ret_error) {
+        if (!domain_name_is_valid(d->domain))
+                return errorf(ret_error,
+                              "%sdomain: must be a non-empty string shorter than %u, without "
+                              "control characters",
+                              where, DOMAIN_MAX);
+        if (d->image)
+                return errorf(ret_error, "%simage: a libvirt machine has no image", where);
+        if (!vmqd_uuid_is_valid(d->uuid)) {
+                char u[sizeof(d->uuid)];
+                memcpy(u, d->uuid, sizeof(u));
+                u[sizeof(u) - 1] = '\0';
+                return errorf(ret_error, "%suuid: \"%s\" is not a UUID", where, PRINTABLE(u));
+        }
+        if (!VMQ_IS_POW2(d->memory) || d->memory < MIB || d->memory > 1024 * MIB)
+                return errorf(ret_error,
+                              "%smemory: the region size must be a power of two, between 1 MiB "
+                              "and 1 GiB",
+                              where);
+        if (d->rx_size < 4096 || d->rx_size > d->memory / 2 || !VMQ_IS_ALIGNED(d->rx_size, 4096))
+                return errorf(ret_error,
+                              "%srx_size: must be a multiple of 4 KiB, at most half the region",
+                              where);
+        if (d->vcpus != 1)
+                return errorf(ret_error, "%svcpus: must be 1 for a libvirt machine", where);
+        if (!VMQ_IS_POW2(d->queue_depth) || d->queue_depth < 4 || d->queue_depth > 1024)
+                return errorf(ret_error, "%squeue_depth: must be a power of two, 4..1024", where);
+        if (d->huge_memory != 0 || d->args || d->autostart)
+                return errorf(ret_error,
+                              "%sa libvirt machine has no huge_memory, args or autostart", where);
+        return 0;
+}
+
 static int validate_machine(const struct vmqd_machine_def *d, const char *where, char **ret_error) {
         if (!vmqd_name_is_valid(d->name))
                 return errorf(ret_error, "%sname: \"%s\" is not a valid machine name", where,
                               d->name ? PRINTABLE(d->name) : "");
+        if (d->domain)
+                return validate_libvirt_machine(d, where, ret_error);
+        if (d->rx_size != 0)
+                return errorf(ret_error, "%srx_size: only for a libvirt machine", where);
         if (!d->image || !*d->image || strlen(d->image) >= IMAGE_MAX)
                 return errorf(ret_error, "%simage: must be a non-empty string, shorter than %u",
                               where, IMAGE_MAX);
@@ -164,6 +214,7 @@ void vmqd_machine_def_done(struct vmqd_machine_def *d) {
         free(d->name);
         free(d->image);
         free(d->args);
+        free(d->domain);
         *d = (struct vmqd_machine_def){0};
 }
 
@@ -205,9 +256,9 @@ static bool dup_or_null(char **dst, const char *src) {
 static int machine_copy(struct vmqd_machine_def *dst, const struct vmqd_machine_def *src) {
         *dst = *src;
         /* No pointer of src may stay in dst: the cleanup frees them. */
-        dst->name = dst->image = dst->args = NULL;
+        dst->name = dst->image = dst->args = dst->domain = NULL;
         if (!dup_or_null(&dst->name, src->name) || !dup_or_null(&dst->image, src->image) ||
-            !dup_or_null(&dst->args, src->args)) {
+            !dup_or_null(&dst->args, src->args) || !dup_or_null(&dst->domain, src->domain)) {
                 vmqd_machine_def_done(dst);
                 return -ENOMEM;
         }
@@ -421,9 +472,9 @@ static int get_bool(struct json_object *obj, const char *key, const char *where,
         return 0;
 }
 
-static const char *const machine_keys[] = {"name",      "image",       "uuid",        "memory",
-                                           "vcpus",     "queue_depth", "huge_memory", "args",
-                                           "autostart", NULL};
+static const char *const machine_keys[] = {
+        "name", "image",     "uuid",    "memory", "vcpus",   "queue_depth", "huge_memory",
+        "args", "autostart", "backend", "domain", "rx_size", NULL};
 static const char *const channel_keys[] = {"end_a", "end_b", "depth", "mode", "transfer", NULL};
 static const char *const top_keys[] = {"version", "machines", "channels", NULL};
 
@@ -431,7 +482,9 @@ static int machine_from_json(struct json_object *o, const char *where, struct vm
                              char **ret_error) {
         _cleanup_free_ char *uuid = NULL;
         struct vmqd_machine_def d = {0};
-        uint64_t memory = 0, vcpus = 0, depth = 0, huge = 0;
+        _cleanup_free_ char *backend = NULL;
+        uint64_t memory = 0, vcpus = 0, depth = 0, huge = 0, rx = 0;
+        bool libvirt = false;
         int r;
 
         if (!json_object_is_type(o, json_type_object))
@@ -442,7 +495,22 @@ static int machine_from_json(struct json_object *o, const char *where, struct vm
         if (r >= 0)
                 r = get_string(o, "name", true, false, w, &d.name, ret_error);
         if (r >= 0)
-                r = get_string(o, "image", true, false, w, &d.image, ret_error);
+                r = get_string(o, "backend", false, false, w, &backend, ret_error);
+        if (r >= 0 && backend) {
+                if (strcmp(backend, "libvirt") == 0)
+                        libvirt = true;
+                else if (strcmp(backend, "kvm") != 0)
+                        r = errorf(ret_error, "%sbackend: \"%s\" is not \"kvm\" or \"libvirt\"", w,
+                                   PRINTABLE(backend));
+        }
+        if (r >= 0)
+                r = get_string(o, "image", !libvirt, libvirt, w, &d.image, ret_error);
+        if (r >= 0)
+                r = get_string(o, "domain", libvirt, false, w, &d.domain, ret_error);
+        if (r >= 0 && !libvirt && d.domain)
+                r = errorf(ret_error, "%sdomain: only for the libvirt backend", w);
+        if (r >= 0)
+                r = get_uint(o, "rx_size", libvirt, UINT64_MAX, w, &rx, ret_error);
         if (r >= 0)
                 r = get_string(o, "uuid", true, false, w, &uuid, ret_error);
         if (r >= 0)
@@ -467,6 +535,7 @@ static int machine_from_json(struct json_object *o, const char *where, struct vm
         d.vcpus = (uint32_t)vcpus;
         d.queue_depth = (uint32_t)depth;
         d.huge_memory = huge;
+        d.rx_size = rx;
         if (r >= 0)
                 r = validate_machine(&d, w, ret_error);
         if (r < 0) {
@@ -718,8 +787,27 @@ static int append(struct json_object *array, struct json_object *v) {
         return 0;
 }
 
-static struct json_object *machine_to_json(const struct vmqd_machine_def *d) {
+static struct json_object *libvirt_machine_to_json(const struct vmqd_machine_def *d) {
         struct json_object *o = json_object_new_object();
+        if (!o)
+                return NULL;
+        if (add_string(o, "name", d->name) < 0 || add_string(o, "backend", "libvirt") < 0 ||
+            add_string(o, "domain", d->domain) < 0 || add_string(o, "uuid", d->uuid) < 0 ||
+            add_uint(o, "memory", d->memory) < 0 || add_uint(o, "rx_size", d->rx_size) < 0 ||
+            add_uint(o, "vcpus", d->vcpus) < 0 || add_uint(o, "queue_depth", d->queue_depth) < 0 ||
+            add_value(o, "autostart", json_object_new_boolean(d->autostart)) < 0) {
+                json_object_put(o);
+                return NULL;
+        }
+        return o;
+}
+
+static struct json_object *machine_to_json(const struct vmqd_machine_def *d) {
+        struct json_object *o;
+
+        if (d->domain)
+                return libvirt_machine_to_json(d);
+        o = json_object_new_object();
         if (!o)
                 return NULL;
         if (add_string(o, "name", d->name) < 0 || add_string(o, "image", d->image) < 0 ||

@@ -28,7 +28,15 @@
  *   }
  *
  * Every machine key is required except huge_memory (0), args (null: none)
- * and autostart (false); every channel key is required.  Unknown keys make
+ * and autostart (false); every channel key is required.  A machine of the
+ * libvirt backend (an adopted domain) reads instead:
+ *
+ *       { "name": "web", "backend": "libvirt", "domain": "web-vm",
+ *         "uuid": "<the domain's UUID>", "memory": 4194304,
+ *         "rx_size": 2097152, "vcpus": 1, "queue_depth": 64,
+ *         "autostart": false }
+ *
+ * ("image" is then absent or null; "backend" absent means "kvm".)  Unknown keys make
  * the file invalid (a newer vmqd writes a new version instead), so that a
  * save never drops what an older reader did not understand.
  */
@@ -52,6 +60,18 @@ struct vmqd_machine_def {
         uint64_t huge_memory; /* bytes of own 2 MiB frames, a multiple of 2 MiB, <= 1 GiB */
         char *args;           /* the guest's argument string (< 512 bytes), or NULL */
         bool autostart;
+        /*
+         * The libvirt backend ("backend": "libvirt" in the file): the name of
+         * the adopted libvirt domain (< 256 bytes, no control characters), or
+         * NULL for a micro-VM ("backend": "kvm", the default).  A libvirt
+         * machine has no image (NULL) and no args, huge_memory 0, vcpus 1,
+         * autostart false; memory is the size of its shared region (a power
+         * of two, 1 MiB..1 GiB) and rx_size its receive window (a multiple
+         * of 4 KiB, at least 4 KiB, at most half the region).  rx_size is 0
+         * for a micro-VM.
+         */
+        char *domain;
+        uint64_t rx_size;
 };
 
 struct vmqd_channel_def {
