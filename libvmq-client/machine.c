@@ -17,6 +17,8 @@ struct vmq_machine {
         char *image;
         char *state_string;
         char *crash_reason;
+        char *backend;
+        char *domain;
         enum vmq_machine_state state;
         uint32_t id;
         uint32_t vcpus;
@@ -193,6 +195,8 @@ VMQ_EXPORT struct vmq_machine *vmq_machine_unref(struct vmq_machine *m) {
         free(m->image);
         free(m->state_string);
         free(m->crash_reason);
+        free(m->backend);
+        free(m->domain);
         vmq_stats_free(m->stats);
         free(m);
         return NULL;
@@ -244,6 +248,10 @@ static int read_machine_properties(struct vmq_machine *m, sd_bus_message *reply)
                         r = vmqc_read_string(reply, &m->image);
                 else if (strcmp(key, "CrashReason") == 0)
                         r = vmqc_read_string(reply, &m->crash_reason);
+                else if (strcmp(key, "Backend") == 0)
+                        r = vmqc_read_string(reply, &m->backend);
+                else if (strcmp(key, "Domain") == 0)
+                        r = vmqc_read_string(reply, &m->domain);
                 else if (strcmp(key, "State") == 0) {
                         r = vmqc_read_string(reply, &m->state_string);
                         if (r > 0)
@@ -335,6 +343,11 @@ VMQ_EXPORT int vmq_client_get_machine(struct vmq_client *c, const char *name,
                 r = vmqc_strdup("", &machine->image);
         if (r >= 0 && !machine->crash_reason)
                 r = vmqc_strdup("", &machine->crash_reason);
+        /* A daemon from before the libvirt backend runs micro-VMs only. */
+        if (r >= 0 && !machine->backend)
+                r = vmqc_strdup("kvm", &machine->backend);
+        if (r >= 0 && !machine->domain)
+                r = vmqc_strdup("", &machine->domain);
         if (r >= 0 && !machine->state_string)
                 r = set_state(machine, "unknown");
         if (r < 0) {
@@ -466,6 +479,83 @@ VMQ_EXPORT const char *vmq_machine_get_crash_reason(const struct vmq_machine *m)
 
 VMQ_EXPORT const struct vmq_stats *vmq_machine_get_statistics(const struct vmq_machine *m) {
         return m->stats;
+}
+
+VMQ_EXPORT const char *vmq_machine_get_backend(const struct vmq_machine *m) {
+        return m->backend;
+}
+
+VMQ_EXPORT const char *vmq_machine_get_domain(const struct vmq_machine *m) {
+        return m->domain;
+}
+
+/* ------------------------------------------------------------------------
+ * libvirt domains.
+ */
+
+static int append_adopt_options(sd_bus_message *m, const struct vmq_adopt_options *o) {
+        int r;
+
+        r = sd_bus_message_open_container(m, 'a', "{sv}");
+        if (r < 0)
+                return r;
+        if (o) {
+#define AOPT(field) HAS_FIELD(struct vmq_adopt_options, o->size, field)
+                if (o->size < sizeof(o->size))
+                        return -EINVAL;
+                if (AOPT(name) && o->name)
+                        r = sd_bus_message_append(m, "{sv}", "name", "s", o->name);
+                if (r >= 0 && AOPT(persistent) && o->persistent)
+                        r = sd_bus_message_append(m, "{sv}", "persistent", "b", 1);
+                if (r >= 0 && AOPT(region_size) && o->region_size)
+                        r = sd_bus_message_append(m, "{sv}", "region_size", "t", o->region_size);
+                if (r >= 0 && AOPT(rx_size) && o->rx_size)
+                        r = sd_bus_message_append(m, "{sv}", "rx_size", "t", o->rx_size);
+                if (r < 0)
+                        return r;
+#undef AOPT
+        }
+        return sd_bus_message_close_container(m);
+}
+
+VMQ_EXPORT int vmq_client_adopt_domain(struct vmq_client *c, const char *domain,
+                                       const struct vmq_adopt_options *opts, char **ret_name) {
+        _cleanup_msg_ sd_bus_message *m = NULL, *reply = NULL;
+        char *name = NULL;
+        const char *path;
+        int r;
+
+        r = vmqc_check(c);
+        if (r < 0)
+                return r;
+        if (!domain)
+                return -EINVAL;
+        r = vmqc_new_manager_call(c, &m, "AdoptDomain");
+        if (r < 0)
+                return r;
+        r = sd_bus_message_append(m, "s", domain);
+        if (r < 0)
+                return r;
+        r = append_adopt_options(m, opts);
+        if (r < 0)
+                return r;
+        /* Hot-plugging the device into a running domain takes a while. */
+        r = vmqc_call(c, m, vmqc_add_timeout(60ULL * 1000000ULL, c->call_timeout_usec), -EHOSTDOWN,
+                      &reply);
+        if (r < 0)
+                return r;
+        r = sd_bus_message_read(reply, "o", &path);
+        if (r < 0)
+                return r;
+        if (ret_name) {
+                r = sd_bus_path_decode(path, VMQ_BUS_MACHINE_PREFIX, &name);
+                if (r < 0)
+                        return r;
+                if (r == 0)
+                        return -EBADMSG;
+                *ret_name = name;
+        }
+        return 0;
 }
 
 /* ------------------------------------------------------------------------

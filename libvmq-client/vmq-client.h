@@ -404,6 +404,61 @@ int vmq_client_read_console(struct vmq_client *c, const char *name, uint64_t off
                             void **ret_data, size_t *ret_size, uint64_t *ret_next);
 
 /* ------------------------------------------------------------------------
+ * libvirt domains (since LIBVMQ_CLIENT_2).
+ */
+
+/*
+ * Options for vmq_client_adopt_domain(); versioned by @size like struct
+ * vmq_machine_options.  Zero or NULL fields mean "the daemon's default".
+ */
+struct vmq_adopt_options {
+        size_t size;          /* sizeof(struct vmq_adopt_options) */
+        const char *name;     /* the machine's name; NULL: the domain's name */
+        bool persistent;      /* save the adoption, so it survives vmqd restarts */
+        uint64_t region_size; /* bytes of the shared region, a power of two (default 4 MiB) */
+        uint64_t rx_size;     /* bytes of its receive window (default: half the region) */
+};
+
+#define VMQ_ADOPT_OPTIONS_INIT                                                                     \
+        { .size = sizeof(struct vmq_adopt_options) }
+
+/*
+ * vmq_client_adopt_domain:
+ * @c: a connected client
+ * @domain: the name or UUID of a libvirt domain, at the daemon's libvirt URI
+ * @opts: options, or NULL for the defaults
+ * @ret_name: where the new machine's name is stored (free() it), or NULL
+ *
+ * Makes a libvirt domain a vmq machine: the daemon writes vmq's identity
+ * into the domain's <metadata>, and attaches an ivshmem-doorbell device
+ * whose server it runs (to the persistent definition, and live if the
+ * domain runs).  The machine then follows the domain's lifecycle, and
+ * vmq_client_start_machine() and friends act on the domain.  Undefining
+ * the machine removes the device and the metadata but keeps the domain.
+ *
+ * Returns: 0; -ENOENT when there is no such domain; -EEXIST when the name
+ * is taken or the domain is adopted already; -EINVAL for a bad name or
+ * option; -EHOSTUNREACH when the daemon cannot reach libvirt; -EACCES;
+ * another negative errno.
+ */
+int vmq_client_adopt_domain(struct vmq_client *c, const char *domain,
+                            const struct vmq_adopt_options *opts, char **ret_name);
+
+/*
+ * vmq_machine_get_backend:
+ * Returns: "kvm" (a micro-VM of vmqd's own) or "libvirt" (an adopted
+ * domain); NULL in a list snapshot (see vmq_client_list_machines()).
+ */
+const char *vmq_machine_get_backend(const struct vmq_machine *m);
+
+/*
+ * vmq_machine_get_domain:
+ * Returns: the libvirt domain's name for an adopted domain, "" for a
+ * micro-VM; NULL in a list snapshot.
+ */
+const char *vmq_machine_get_domain(const struct vmq_machine *m);
+
+/* ------------------------------------------------------------------------
  * Channels.
  */
 

@@ -34,6 +34,14 @@ const struct option create_options[] = {
         {0},
 };
 
+const struct option adopt_options[] = {
+        {"name", required_argument, NULL, OPT_NAME},
+        {"persistent", no_argument, NULL, OPT_PERSISTENT},
+        {"region-size", required_argument, NULL, OPT_REGION_SIZE},
+        {"rx-size", required_argument, NULL, OPT_RX_SIZE},
+        {0},
+};
+
 const struct option stop_options[] = {
         {"timeout", required_argument, NULL, OPT_TIMEOUT},
         {0},
@@ -59,11 +67,17 @@ static void format_size(char *buf, size_t size, uint64_t bytes) {
                 snprintf(buf, size, "%" PRIu64 " %s", bytes, units[u]);
 }
 
+/* "kvm" or "libvirt"; a list snapshot (the machine went away) says kvm. */
+static const char *backend_of(const struct vmq_machine *m) {
+        const char *b = vmq_machine_get_backend(m);
+        return b ? b : "kvm";
+}
+
 int cmd_list(struct ctl *ctl, int argc, char **argv) {
         const struct command *cmd = command_find("list");
         struct vmq_machine **list = NULL;
         bool names = false;
-        int w_name = 4, w_state = 5, w_id = 2;
+        int w_name = 4, w_state = 5, w_id = 2, w_backend = 7;
         size_t n;
         int code, o, r;
 
@@ -83,6 +97,17 @@ int cmd_list(struct ctl *ctl, int argc, char **argv) {
         r = vmq_client_list_machines(ctl->client, &list, &n);
         if (r < 0)
                 return ctl_fail(ctl, r, NULL, "cannot list machines");
+        /* The list carries no backend: a full snapshot of each machine does
+         * (a machine that went away meanwhile keeps its list entry). */
+        if (!names)
+                for (size_t i = 0; i < n; i++) {
+                        struct vmq_machine *full = NULL;
+                        if (vmq_client_get_machine(ctl->client, vmq_machine_get_name(list[i]),
+                                                   &full) >= 0) {
+                                vmq_machine_unref(list[i]);
+                                list[i] = full;
+                        }
+                }
 
         if (names) {
                 for (size_t i = 0; i < n; i++)
@@ -97,7 +122,10 @@ int cmd_list(struct ctl *ctl, int argc, char **argv) {
                         json_string(&j, "name", vmq_machine_get_name(list[i]));
                         json_string(&j, "state", vmq_machine_get_state_string(list[i]));
                         json_u64(&j, "id", vmq_machine_get_id(list[i]));
+                        json_string(&j, "backend", backend_of(list[i]));
                         json_string(&j, "image", vmq_machine_get_image(list[i]));
+                        if (strcmp(backend_of(list[i]), "libvirt") == 0)
+                                json_string(&j, "domain", vmq_machine_get_domain(list[i]));
                         json_close_object(&j);
                 }
                 json_close_array(&j);
@@ -113,19 +141,24 @@ int cmd_list(struct ctl *ctl, int argc, char **argv) {
                         w_state = l > w_state ? l : w_state;
                         l = snprintf(id, sizeof(id), "%" PRIu32, vmq_machine_get_id(list[i]));
                         w_id = l > w_id ? l : w_id;
+                        l = (int)strlen(backend_of(list[i]));
+                        w_backend = l > w_backend ? l : w_backend;
                 }
                 if (!ctl->quiet)
-                        printf("%-*s  %-*s  %*s  %s\n", w_name, "NAME", w_state, "STATE", w_id,
-                               "ID", "IMAGE");
+                        printf("%-*s  %-*s  %*s  %-*s  %s\n", w_name, "NAME", w_state, "STATE",
+                               w_id, "ID", w_backend, "BACKEND", "IMAGE");
                 for (size_t i = 0; i < n; i++) {
                         uint32_t id = vmq_machine_get_id(list[i]);
+                        const char *backend = backend_of(list[i]);
                         char idbuf[16] = "-";
 
                         if (id)
                                 snprintf(idbuf, sizeof(idbuf), "%" PRIu32, id);
-                        printf("%-*s  %-*s  %*s  %s\n", w_name, vmq_machine_get_name(list[i]),
+                        printf("%-*s  %-*s  %*s  %-*s  %s\n", w_name, vmq_machine_get_name(list[i]),
                                w_state, vmq_machine_get_state_string(list[i]), w_id, idbuf,
-                               vmq_machine_get_image(list[i]));
+                               w_backend, backend,
+                               strcmp(backend, "libvirt") == 0 ? vmq_machine_get_domain(list[i])
+                                                               : vmq_machine_get_image(list[i]));
                 }
         }
         vmq_machine_unref_list(list);
@@ -147,7 +180,10 @@ void print_machine_json(struct json *j, const struct vmq_machine *m) {
         json_string(j, "uuid", vmq_machine_get_uuid(m));
         json_string(j, "state", vmq_machine_get_state_string(m));
         json_u64(j, "id", vmq_machine_get_id(m));
+        json_string(j, "backend", backend_of(m));
         json_string(j, "image", vmq_machine_get_image(m));
+        if (strcmp(backend_of(m), "libvirt") == 0)
+                json_string(j, "domain", vmq_machine_get_domain(m));
         json_u64(j, "memory", vmq_machine_get_memory(m));
         json_u64(j, "vcpus", vmq_machine_get_vcpus(m));
         json_u64(j, "queue_depth", vmq_machine_get_queue_depth(m));
@@ -203,8 +239,14 @@ int cmd_info(struct ctl *ctl, int argc, char **argv) {
                 printf("VM id:        %" PRIu32 "\n", vmq_machine_get_id(m));
         else
                 printf("VM id:        -\n");
-        printf("Image:        %s\n", vmq_machine_get_image(m));
-        printf("Memory:       %s\n", mem);
+        printf("Backend:      %s\n", backend_of(m));
+        if (strcmp(backend_of(m), "libvirt") == 0) {
+                printf("Domain:       %s\n", vmq_machine_get_domain(m));
+                printf("Region:       %s\n", mem);
+        } else {
+                printf("Image:        %s\n", vmq_machine_get_image(m));
+                printf("Memory:       %s\n", mem);
+        }
         printf("vCPUs:        %" PRIu32 "\n", vmq_machine_get_vcpus(m));
         printf("Queue depth:  %" PRIu32 "\n", vmq_machine_get_queue_depth(m));
         printf("Persistent:   %s\n", vmq_machine_is_persistent(m) ? "yes" : "no");
@@ -294,6 +336,49 @@ int cmd_create(struct ctl *ctl, int argc, char **argv) {
         }
         free(abs);
         return code;
+}
+
+int cmd_adopt(struct ctl *ctl, int argc, char **argv) {
+        const struct command *cmd = command_find("adopt");
+        struct vmq_adopt_options opts = VMQ_ADOPT_OPTIONS_INIT;
+        const char *domain;
+        char *name = NULL;
+        int code, o, r;
+
+        while ((o = ctl_getopt(ctl, cmd, argc, argv, &code)) != -1) {
+                switch (o) {
+                case -2:
+                        return code;
+                case OPT_NAME:
+                        opts.name = optarg;
+                        break;
+                case OPT_PERSISTENT:
+                        opts.persistent = true;
+                        break;
+                case OPT_REGION_SIZE:
+                        if (parse_size(optarg, &opts.region_size) < 0 || opts.region_size == 0)
+                                return ctl_usage(cmd, "adopt: invalid size '%s'", optarg);
+                        break;
+                case OPT_RX_SIZE:
+                        if (parse_size(optarg, &opts.rx_size) < 0 || opts.rx_size == 0)
+                                return ctl_usage(cmd, "adopt: invalid size '%s'", optarg);
+                        break;
+                }
+        }
+        code = ctl_check_args(cmd, argc, argv, 1, 1);
+        if (code >= 0)
+                return code;
+        domain = argv[optind];
+        code = ctl_connect(ctl);
+        if (code != EXIT_OK)
+                return code;
+        r = vmq_client_adopt_domain(ctl->client, domain, &opts, &name);
+        if (r < 0)
+                return ctl_fail(ctl, r, "no such domain", "domain '%s'", domain);
+        if (!ctl->quiet)
+                printf("%s\n", name);
+        free(name);
+        return ctl_finish_output(EXIT_OK);
 }
 
 static int simple_machine_command(struct ctl *ctl, const char *cmdname, int argc, char **argv,

@@ -23,7 +23,9 @@ int ctl_guest_main(int argc, char **argv);
 
 const struct command commands[] = {
         {"list", cmd_list, list_options, "list [--names]",
-         "List the machines vmqd knows, with their state, VM id and image.\n"
+         "List the machines vmqd knows, with their state, VM id, backend (kvm\n"
+         "for vmqd's micro-VMs, libvirt for adopted domains) and image (the\n"
+         "domain, for libvirt).\n"
          "\n"
          "      --names     print only the names, one a line\n"
          "      --json      print a JSON array of objects\n"
@@ -97,6 +99,20 @@ const struct command commands[] = {
          "\n"
          "Example:\n"
          "  vmqctl create web --image echo --memory 64M --start\n"},
+        {"adopt", cmd_adopt, adopt_options, "adopt DOMAIN [OPTIONS]",
+         "Make a libvirt domain (a name or UUID at vmqd's libvirt URI) a vmq\n"
+         "machine: vmqd writes its identity into the domain's metadata and\n"
+         "attaches an ivshmem-doorbell device it serves (to the definition, and\n"
+         "live if the domain runs).  start, stop, destroy then act on the\n"
+         "domain; undefine removes the device and metadata, not the domain.\n"
+         "\n"
+         "      --name NAME          the machine's name (default: the domain's)\n"
+         "      --persistent         save the adoption across vmqd restarts\n"
+         "      --region-size SIZE   the shared region, a power of two (default 4M)\n"
+         "      --rx-size SIZE       its receive window (default: half the region)\n"
+         "\n"
+         "Example:\n"
+         "  vmqctl adopt web-vm --name web --persistent\n"},
         {"start", cmd_start, NULL, "start NAME",
          "Start a machine that is not running.\n"
          "\n"
@@ -439,6 +455,8 @@ static const char *reason_of(int r) {
                 return "out of memory";
         case EBADF:
                 return "not a sealed memfd";
+        case EHOSTUNREACH:
+                return "vmqd cannot reach libvirt";
         default:
                 return strerror(-r);
         }

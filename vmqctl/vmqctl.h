@@ -66,6 +66,9 @@ enum {
         OPT_FOLLOW,
         OPT_NAMES,
         OPT_IDS,
+        OPT_NAME,
+        OPT_REGION_SIZE,
+        OPT_RX_SIZE,
 };
 
 struct ctl {
@@ -165,6 +168,7 @@ int show_channel(struct ctl *ctl, uint32_t id, bool counters_only);
 int cmd_list(struct ctl *ctl, int argc, char **argv);
 int cmd_info(struct ctl *ctl, int argc, char **argv);
 int cmd_create(struct ctl *ctl, int argc, char **argv);
+int cmd_adopt(struct ctl *ctl, int argc, char **argv);
 int cmd_start(struct ctl *ctl, int argc, char **argv);
 int cmd_stop(struct ctl *ctl, int argc, char **argv);
 int cmd_destroy(struct ctl *ctl, int argc, char **argv);
@@ -183,6 +187,7 @@ int cmd_version(struct ctl *ctl, int argc, char **argv);
 /* Command option tables, for the command table in vmqctl.c. */
 extern const struct option list_options[];
 extern const struct option create_options[];
+extern const struct option adopt_options[];
 extern const struct option stop_options[];
 extern const struct option console_options[];
 extern const struct option channels_options[];

@@ -21,7 +21,7 @@
 struct vmqd_config {
         char *state_dir;   /* default "/var/lib/vmq" */
         char *image_dir;   /* default VMQ_IMAGE_DIR (a -D from the build: $(pkglibdir)/guests) */
-        char *libvirt_uri; /* default "qemu:///system" (used by a later issue) */
+        char *libvirt_uri; /* default "qemu:///system"; --libvirt-uri (vmqd/libvirt.h) */
         int log_level; /* syslog priority LOG_ERR..LOG_DEBUG; JSON "log_level": "err"|"warning"|"notice"|"info"|"debug"; default LOG_INFO */
         bool hugetlb;  /* use 2 MiB hugetlb frames when available; default true */
         uint32_t hugetlb_frames;  /* how many to take; default 64 */

@@ -133,8 +133,9 @@ static int lv_error(struct machine *mc, const char *what, sd_bus_error *error) {
         if (code == VIR_ERR_OPERATION_INVALID)
                 return sd_bus_error_setf(error, VMQ_BUS_ERROR_BUSY, "Cannot %s machine '%s': %s",
                                          what, mc->name, msg);
-        return sd_bus_error_setf(error, SD_BUS_ERROR_FAILED, "Cannot %s machine '%s': %s", what,
-                                 mc->name, msg);
+        /* Not SD_BUS_ERROR_FAILED: sd-bus maps that to EACCES. */
+        return sd_bus_error_set_errnof(error, code == VIR_ERR_NO_SUPPORT ? EOPNOTSUPP : EIO,
+                                       "Cannot %s machine '%s': %s", what, mc->name, msg);
 }
 
 /* ---- the ivshmem server and the region VM ------------------------------------- */
@@ -405,6 +406,10 @@ enum machine_state libvirt_machine_state(const struct machine *mc) {
         return l->dom_state;
 }
 
+bool libvirt_machine_domain_active(const struct machine *mc) {
+        return mc->link && mc->link->dom_state == MACHINE_RUNNING;
+}
+
 const char *libvirt_machine_crash_reason(const struct machine *mc) {
         const struct libvirt_link *l = mc->link;
 
@@ -466,6 +471,12 @@ static void link_apply(struct libvirt_link *l, enum machine_state s, const char 
                         l->reason = "";
                         log_info("Machine '%s' (domain '%s') is running, vm %u", mc->name,
                                  mc->domain, vmq_vm_id(mc->vm));
+                        /* QEMU connects while it starts: a domain that was
+                         * running before this vmqd holds a dead region. */
+                        if (!atomic_load(&l->peer))
+                                log_notice("Machine '%s': QEMU is not connected to the region; "
+                                           "domain '%s' reconnects at its next start",
+                                           mc->name, mc->domain);
                 }
                 manager_process_monitor(m);
                 if (l->dom_state == MACHINE_RUNNING)
@@ -588,8 +599,12 @@ static void on_close(virConnectPtr conn, int reason, void *opaque) {
         if (lv->lost)
                 return;
         lv->lost = true;
-        log_warning("Lost the connection to libvirt at '%s' (reason %d); reconnecting",
-                    lv->manager->config.libvirt_uri, reason);
+        log_warning("Lost the connection to libvirt at '%s' (%s); reconnecting",
+                    lv->manager->config.libvirt_uri,
+                    reason == VIR_CONNECT_CLOSE_REASON_EOF         ? "libvirtd went away"
+                    : reason == VIR_CONNECT_CLOSE_REASON_KEEPALIVE ? "keepalive timed out"
+                    : reason == VIR_CONNECT_CLOSE_REASON_ERROR     ? "I/O error"
+                                                                   : "closed");
         /* Not from inside libvirt's callback: on the next loop iteration. */
         (void)arm_retry(lv, 0);
 }
@@ -1008,9 +1023,9 @@ int libvirt_method_adopt_domain(sd_bus_message *message, void *userdata, sd_bus_
                                          m->config.libvirt_uri);
         if (virDomainGetUUIDString(dom, uuid) < 0 || !(dom_name = strdup(virDomainGetName(dom)))) {
                 virDomainFree(dom);
-                return sd_bus_error_setf(error, SD_BUS_ERROR_FAILED,
-                                         "Cannot read the name and UUID of domain '%s': %s", domain,
-                                         lv_message());
+                return sd_bus_error_set_errnof(error, EIO,
+                                               "Cannot read the name and UUID of domain '%s': %s",
+                                               domain, lv_message());
         }
 
         name = o.name ? o.name : dom_name;

@@ -78,6 +78,9 @@ void libvirt_machine_detach(struct machine *mc);
  * region. */
 enum machine_state libvirt_machine_state(const struct machine *mc);
 const char *libvirt_machine_crash_reason(const struct machine *mc);
+/* Does the domain run (even if its region crashed)?  Stop and Destroy
+ * act on such a domain. */
+bool libvirt_machine_domain_active(const struct machine *mc);
 /* The socket path of the machine's ivshmem server ("" if none). */
 const char *libvirt_machine_socket(const struct machine *mc);
 

@@ -42,7 +42,7 @@ int bus_machine_method_stop(sd_bus_message *message, void *userdata, sd_bus_erro
         r = sd_bus_message_read(message, "u", &timeout_sec);
         if (r < 0)
                 return r;
-        if (machine_current_state(mc) != MACHINE_RUNNING)
+        if (machine_current_state(mc) != MACHINE_RUNNING && !libvirt_machine_domain_active(mc))
                 return sd_bus_error_setf(error, VMQ_BUS_ERROR_NOT_RUNNING,
                                          "Machine '%s' is not running", mc->name);
         if (timeout_sec == 0)
@@ -86,7 +86,7 @@ int bus_machine_method_destroy(sd_bus_message *message, void *userdata, sd_bus_e
         r = vmqd_check_access(message, error);
         if (r < 0)
                 return r;
-        if (machine_current_state(mc) != MACHINE_RUNNING)
+        if (machine_current_state(mc) != MACHINE_RUNNING && !libvirt_machine_domain_active(mc))
                 return sd_bus_error_setf(error, VMQ_BUS_ERROR_NOT_RUNNING,
                                          "Machine '%s' is not running", mc->name);
         if (mc->backend == MACHINE_BACKEND_LIBVIRT) {

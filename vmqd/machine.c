@@ -358,7 +358,7 @@ void machine_send_removed(struct machine *mc) {
 }
 
 void machine_complete_stops(struct machine *mc) {
-        if (machine_current_state(mc) == MACHINE_RUNNING)
+        if (machine_current_state(mc) == MACHINE_RUNNING || libvirt_machine_domain_active(mc))
                 return;
         while (mc->stops) {
                 struct stop_request *s = mc->stops;
@@ -374,7 +374,7 @@ static int on_stop_timeout(sd_event_source *source, uint64_t usec, void *userdat
 
         (void)source;
         (void)usec;
-        if (machine_current_state(mc) == MACHINE_RUNNING) {
+        if (machine_current_state(mc) == MACHINE_RUNNING || libvirt_machine_domain_active(mc)) {
                 log_notice("Machine '%s' did not shut down in time, stopping it", mc->name);
                 (void)machine_kill(mc);
         }
