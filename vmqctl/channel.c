@@ -22,12 +22,6 @@ const struct option open_options[] = {
         {0},
 };
 
-int parse_channel_id(const struct command *cmd, const char *s, uint32_t *ret) {
-        if (parse_u32(s, ret) < 0)
-                return ctl_usage(cmd, "%s: invalid channel id '%s'", cmd->name, s);
-        return -1;
-}
-
 int cmd_channels(struct ctl *ctl, int argc, char **argv) {
         const struct command *cmd = command_find("channels");
         struct vmq_channel **list = NULL;

@@ -3,9 +3,9 @@
  * vmqctl --guest: vmqctl inside a Linux guest whose VMM is not vmq (QEMU
  * under libvirt), on the guest's own channels, over its ivshmem device
  * (libvmq-client/vmq-guest-ivshmem.h).  No D-Bus: built with
- * -DVMQCTL_GUEST_ONLY this file alone, with the transport, is the static
- * vmqctl-static for a minimal initramfs, which takes the guest commands
- * with or without --guest.
+ * -DVMQCTL_GUEST_ONLY this file, with common.c (what it shares with the
+ * host mode) and the transport, is the static vmqctl-static for a minimal
+ * initramfs, which takes the guest commands with or without --guest.
  *
  * The guest has one queue for all its channels, and a HELLO is consumed
  * once.  So that `channels` knows channels whose HELLO an earlier run
@@ -22,8 +22,6 @@
 #include <fcntl.h>
 #include <getopt.h>
 #include <inttypes.h>
-#include <math.h>
-#include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -33,35 +31,10 @@
 #include <unistd.h>
 
 #include "libvmq-client/vmq-guest-ivshmem.h"
+#include "vmqctl/common.h"
 
 /* Called by vmqctl.c's main() for `vmqctl --guest ...`. */
 int ctl_guest_main(int argc, char **argv);
-
-/* vmqctl(1)'s exit codes (vmqctl/vmqctl.h). */
-enum {
-        G_EXIT_OK = 0,
-        G_EXIT_FAIL = 1,
-        G_EXIT_USAGE = 2,
-        G_EXIT_NOT_FOUND = 3,
-        G_EXIT_ACCESS = 4,
-        G_EXIT_TIMEOUT = 5,
-        G_EXIT_NO_MONITOR = 6,
-        G_EXIT_BUSY = 7,
-};
-
-enum {
-        G_OPT_GUEST = 0x100,
-        G_OPT_DEVICE,
-        G_OPT_BIND_UIO,
-        G_OPT_POLL,
-        G_OPT_VERSION,
-        G_OPT_FILE,
-        G_OPT_TAG,
-        G_OPT_POST,
-        G_OPT_TIMEOUT,
-        G_OPT_COUNT,
-        G_OPT_OUTPUT,
-};
 
 struct gctl {
         const char *device; /* PCI address, or NULL: the first one */
@@ -125,13 +98,13 @@ static const struct gcommand gcommands[] = {
 };
 
 static const struct option global_options[] = {
-        {"guest", no_argument, NULL, G_OPT_GUEST},
-        {"device", required_argument, NULL, G_OPT_DEVICE},
-        {"bind-uio", no_argument, NULL, G_OPT_BIND_UIO},
-        {"poll", no_argument, NULL, G_OPT_POLL},
+        {"guest", no_argument, NULL, OPT_GUEST},
+        {"device", required_argument, NULL, OPT_DEVICE},
+        {"bind-uio", no_argument, NULL, OPT_BIND_UIO},
+        {"poll", no_argument, NULL, OPT_POLL},
         {"quiet", no_argument, NULL, 'q'},
         {"help", no_argument, NULL, 'h'},
-        {"version", no_argument, NULL, G_OPT_VERSION},
+        {"version", no_argument, NULL, OPT_VERSION},
         {0},
 };
 
@@ -139,54 +112,26 @@ static const struct option global_options[] = {
  * Messages and exit codes.
  */
 
-static int gerror(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static int gerror(int code, const char *fmt, ...) {
-        va_list ap;
-
-        fputs("vmqctl: ", stderr);
-        va_start(ap, fmt);
-        vfprintf(stderr, fmt, ap);
-        va_end(ap);
-        fputc('\n', stderr);
-        return code;
-}
-
-static int gusage(const struct gcommand *cmd, const char *fmt, ...)
-        __attribute__((format(printf, 2, 3)));
-static int gusage(const struct gcommand *cmd, const char *fmt, ...) {
-        va_list ap;
-
-        fputs("vmqctl: ", stderr);
-        va_start(ap, fmt);
-        vfprintf(stderr, fmt, ap);
-        va_end(ap);
-        if (cmd)
-                fprintf(stderr, " (see 'vmqctl --guest %s --help')\n", cmd->name);
-        else
-                fputs(" (see 'vmqctl --guest --help')\n", stderr);
-        return G_EXIT_USAGE;
-}
-
 static int exit_code_of(int r) {
         switch (-r) {
         case ENODEV:
         case ENOENT:
         case ENXIO:
-                return G_EXIT_NOT_FOUND;
+                return EXIT_NOT_FOUND;
         case EACCES:
         case EPERM:
-                return G_EXIT_ACCESS;
+                return EXIT_ACCESS;
         case ETIMEDOUT:
-                return G_EXIT_TIMEOUT;
+                return EXIT_TIMEOUT;
         case EINVAL:
-                return G_EXIT_USAGE;
+                return EXIT_USAGE;
         case EAGAIN:
         case EBUSY:
         case EPIPE:
         case EMSGSIZE:
-                return G_EXIT_BUSY;
+                return EXIT_BUSY;
         default:
-                return G_EXIT_FAIL;
+                return EXIT_FAIL;
         }
 }
 
@@ -236,54 +181,6 @@ static void format_identity(char *buf, size_t size, uint32_t channel,
                  vmq_ivshmem_uuid_to_string(id->uuid, uuid));
 }
 
-/* ------------------------------------------------------------------------
- * Parsers.
- */
-
-static int parse_u64(const char *s, uint64_t *ret) {
-        unsigned long long v;
-        char *end;
-
-        if (!s || !*s || *s == '-' || *s == '+' || *s == ' ')
-                return -EINVAL;
-        errno = 0;
-        v = strtoull(s, &end, 10);
-        if (errno != 0 || *end)
-                return -EINVAL;
-        *ret = v;
-        return 0;
-}
-
-static int parse_u32(const char *s, uint32_t *ret) {
-        uint64_t v;
-
-        if (parse_u64(s, &v) < 0 || v > UINT32_MAX)
-                return -EINVAL;
-        *ret = (uint32_t)v;
-        return 0;
-}
-
-/* Seconds, possibly fractional, to microseconds; "infinity": UINT64_MAX. */
-static int parse_seconds(const char *s, uint64_t *ret) {
-        double d;
-        char *end;
-
-        if (!s || !*s)
-                return -EINVAL;
-        if (strcmp(s, "infinity") == 0) {
-                *ret = UINT64_MAX;
-                return 0;
-        }
-        if (*s == '-' || *s == '+' || *s == ' ')
-                return -EINVAL;
-        errno = 0;
-        d = strtod(s, &end);
-        if (errno != 0 || *end || !isfinite(d) || d < 0 || d > 1e12)
-                return -EINVAL;
-        *ret = (uint64_t)(d * 1e6 + 0.5);
-        return 0;
-}
-
 static const struct gcommand *gcommand_find(const char *name) {
         for (const struct gcommand *c = gcommands; c->name; c++)
                 if (strcmp(c->name, name) == 0)
@@ -317,15 +214,15 @@ static int ggetopt(struct gctl *g, const struct gcommand *cmd, const struct opti
                 opterr = 0;
                 o = getopt_long(argc, argv, ":hq", all, NULL);
                 switch (o) {
-                case G_OPT_GUEST:
+                case OPT_GUEST:
                         continue;
-                case G_OPT_DEVICE:
+                case OPT_DEVICE:
                         g->device = optarg;
                         continue;
-                case G_OPT_BIND_UIO:
+                case OPT_BIND_UIO:
                         g->flags |= VMQ_IVSHMEM_OPEN_BIND_UIO;
                         continue;
-                case G_OPT_POLL:
+                case OPT_POLL:
                         g->flags |= VMQ_IVSHMEM_OPEN_POLL;
                         continue;
                 case 'q':
@@ -333,23 +230,15 @@ static int ggetopt(struct gctl *g, const struct gcommand *cmd, const struct opti
                         continue;
                 case 'h':
                         command_help(cmd);
-                        *ret_code = G_EXIT_OK;
+                        *ret_code = EXIT_OK;
                         return -2;
-                case G_OPT_VERSION:
+                case OPT_VERSION:
                         printf("vmqctl %s (guest)\n", PACKAGE_VERSION);
-                        *ret_code = G_EXIT_OK;
+                        *ret_code = EXIT_OK;
                         return -2;
                 case ':':
-                        *ret_code = gusage(cmd, "%s: option '%s' needs a value", cmd->name,
-                                           argv[optind - 1]);
-                        return -2;
                 case '?':
-                        if (optopt)
-                                *ret_code =
-                                        gusage(cmd, "%s: unknown option '-%c'", cmd->name, optopt);
-                        else
-                                *ret_code = gusage(cmd, "%s: unknown option '%s'", cmd->name,
-                                                   argv[optind - 1]);
+                        *ret_code = ctl_option_error(CTL_MODE_GUEST, cmd->name, o, argv);
                         return -2;
                 default:
                         return o;
@@ -358,19 +247,12 @@ static int ggetopt(struct gctl *g, const struct gcommand *cmd, const struct opti
 }
 
 static int check_args(const struct gcommand *cmd, int argc, int min, int max, char **argv) {
-        int n = argc - optind;
-
-        if (n < min)
-                return gusage(cmd, "%s: missing argument", cmd->name);
-        if (n > max)
-                return gusage(cmd, "%s: unexpected argument '%s'", cmd->name, argv[optind + max]);
-        return -1;
+        return ctl_check_args_in(CTL_MODE_GUEST, cmd->name, argc, argv, min, max);
 }
 
+/* VMQ_IVSHMEM_ANY_CHANNEL is no channel id. */
 static int parse_channel(const struct gcommand *cmd, const char *s, uint32_t *ret) {
-        if (parse_u32(s, ret) < 0 || *ret == UINT32_MAX)
-                return gusage(cmd, "%s: invalid channel id '%s'", cmd->name, s);
-        return -1;
+        return ctl_parse_channel_in(CTL_MODE_GUEST, cmd->name, s, VMQ_IVSHMEM_ANY_CHANNEL - 1, ret);
 }
 
 /* ------------------------------------------------------------------------
@@ -383,12 +265,12 @@ static int gopen(struct gctl *g) {
 
         r = vmq_ivshmem_open(g->device, g->flags, &g->ivs);
         if (r == -ENODEV)
-                return g->device ? gerror(G_EXIT_NOT_FOUND, "'%s' is not an ivshmem device",
-                                          g->device)
-                                 : gerror(G_EXIT_NOT_FOUND, "no ivshmem device found");
+                return g->device ? ctl_error(EXIT_NOT_FOUND, "'%s' is not an ivshmem device",
+                                             g->device)
+                                 : ctl_error(EXIT_NOT_FOUND, "no ivshmem device found");
         if (r == -ETIMEDOUT)
-                return gerror(G_EXIT_NO_MONITOR,
-                              "the monitor has not initialised the ivshmem region");
+                return ctl_error(EXIT_NO_MONITOR,
+                                 "the monitor has not initialised the ivshmem region");
         if (r < 0)
                 return gfail(r, "cannot open the ivshmem device");
 
@@ -397,7 +279,7 @@ static int gopen(struct gctl *g) {
         if (mkdir(dir, 0755) == 0 || errno == EEXIST)
                 snprintf(g->state_path, sizeof(g->state_path), "%s/%s.channels", dir,
                          g->device ? g->device : "default");
-        return G_EXIT_OK;
+        return EXIT_OK;
 }
 
 /* Records a HELLO (line != NULL) or CLOSE of @channel in the state file. */
@@ -485,52 +367,17 @@ static void note_other(struct gctl *g, const struct vmq_ivshmem_msg *m) {
  * Commands.
  */
 
-static int read_all(int fd, char **ret, size_t *ret_size) {
-        size_t size = 0, cap = 64 * 1024;
-        char *buf = malloc(cap);
-
-        if (!buf)
-                return -ENOMEM;
-        for (;;) {
-                ssize_t n;
-
-                if (size == cap) {
-                        char *b = cap > SIZE_MAX / 2 ? NULL : realloc(buf, cap * 2);
-
-                        if (!b) {
-                                free(buf);
-                                return -ENOMEM;
-                        }
-                        buf = b;
-                        cap *= 2;
-                }
-                n = read(fd, buf + size, cap - size);
-                if (n < 0) {
-                        if (errno == EINTR)
-                                continue;
-                        n = -errno;
-                        free(buf);
-                        return (int)n;
-                }
-                if (n == 0)
-                        break;
-                size += (size_t)n;
-        }
-        *ret = buf;
-        *ret_size = size;
-        return 0;
-}
-
 static int g_send(struct gctl *g, int argc, char **argv) {
         static const struct option opts[] = {
-                {"file", required_argument, NULL, G_OPT_FILE},
-                {"tag", required_argument, NULL, G_OPT_TAG},
-                {"post", no_argument, NULL, G_OPT_POST},
+                CTL_OPTION_FILE,
+                CTL_OPTION_TAG,
+                {"post", no_argument, NULL, OPT_POST},
                 {0},
         };
         const struct gcommand *cmd = gcommand_find("send");
         const char *file = NULL, *data_arg = NULL;
-        char *data = NULL, what[64];
+        char *buf = NULL, what[64];
+        const void *data;
         bool post = false;
         uint64_t tag = 0;
         size_t size = 0;
@@ -541,14 +388,15 @@ static int g_send(struct gctl *g, int argc, char **argv) {
                 switch (o) {
                 case -2:
                         return code;
-                case G_OPT_FILE:
+                case OPT_FILE:
                         file = optarg;
                         break;
-                case G_OPT_TAG:
+                case OPT_TAG:
                         if (parse_u64(optarg, &tag) < 0)
-                                return gusage(cmd, "send: invalid tag '%s'", optarg);
+                                return ctl_usage_in(CTL_MODE_GUEST, cmd->name,
+                                                    "send: invalid tag '%s'", optarg);
                         break;
-                case G_OPT_POST:
+                case OPT_POST:
                         post = true;
                         break;
                 }
@@ -562,53 +410,30 @@ static int g_send(struct gctl *g, int argc, char **argv) {
         if (optind + 1 < argc)
                 data_arg = argv[optind + 1];
         if (data_arg && file)
-                return gusage(cmd, "send: give DATA or --file, not both");
+                return ctl_usage_in(CTL_MODE_GUEST, cmd->name,
+                                    "send: give DATA or --file, not both");
 
-        if (data_arg) {
-                size = strlen(data_arg);
-        } else if (file && strcmp(file, "-") != 0) {
-                int fd = open(file, O_RDONLY | O_CLOEXEC | O_NOCTTY);
-
-                if (fd < 0)
-                        return gerror(errno == ENOENT ? G_EXIT_NOT_FOUND : G_EXIT_FAIL,
-                                      "file '%s': %s", file, strerror(errno));
-                r = read_all(fd, &data, &size);
-                close(fd);
-                if (r < 0)
-                        return gerror(G_EXIT_FAIL, "file '%s': %s", file, strerror(-r));
-        } else {
-                r = read_all(STDIN_FILENO, &data, &size);
-                if (r < 0)
-                        return gerror(G_EXIT_FAIL, "standard input: %s", strerror(-r));
-        }
+        code = ctl_read_payload(data_arg, file, &data, &buf, &size);
+        if (code != EXIT_OK)
+                return code;
 
         code = gopen(g);
-        if (code == G_EXIT_OK) {
-                const void *p = data_arg ? data_arg : data;
-
-                r = post ? vmq_ivshmem_post(g->ivs, id, p, size, tag)
-                         : vmq_ivshmem_send(g->ivs, id, p, size, tag);
+        if (code == EXIT_OK) {
+                r = post ? vmq_ivshmem_post(g->ivs, id, data, size, tag)
+                         : vmq_ivshmem_send(g->ivs, id, data, size, tag);
                 snprintf(what, sizeof(what), "channel %" PRIu32, id);
                 if (r < 0)
                         code = gfail(r, what);
         }
-        free(data);
+        free(buf);
         return code;
-}
-
-static int write_all(FILE *f, const void *data, size_t size) {
-        if (size > 0 && fwrite(data, 1, size, f) != size)
-                return -errno;
-        if (fflush(f) != 0)
-                return -errno;
-        return 0;
 }
 
 static int g_recv(struct gctl *g, int argc, char **argv) {
         static const struct option opts[] = {
-                {"timeout", required_argument, NULL, G_OPT_TIMEOUT},
-                {"count", required_argument, NULL, G_OPT_COUNT},
-                {"output", required_argument, NULL, 'o'},
+                CTL_OPTION_TIMEOUT,
+                CTL_OPTION_COUNT,
+                CTL_OPTION_OUTPUT,
                 {0},
         };
         const struct gcommand *cmd = gcommand_find("recv");
@@ -623,13 +448,15 @@ static int g_recv(struct gctl *g, int argc, char **argv) {
                 switch (o) {
                 case -2:
                         return code;
-                case G_OPT_TIMEOUT:
+                case OPT_TIMEOUT:
                         if (parse_seconds(optarg, &timeout) < 0)
-                                return gusage(cmd, "recv: invalid timeout '%s' (seconds)", optarg);
+                                return ctl_usage_in(CTL_MODE_GUEST, cmd->name,
+                                                    "recv: invalid timeout '%s' (seconds)", optarg);
                         break;
-                case G_OPT_COUNT:
+                case OPT_COUNT:
                         if (parse_u32(optarg, &count) < 0 || count == 0)
-                                return gusage(cmd, "recv: invalid count '%s'", optarg);
+                                return ctl_usage_in(CTL_MODE_GUEST, cmd->name,
+                                                    "recv: invalid count '%s'", optarg);
                         break;
                 case 'o':
                         output = optarg;
@@ -643,14 +470,11 @@ static int g_recv(struct gctl *g, int argc, char **argv) {
         if (code >= 0)
                 return code;
         code = gopen(g);
-        if (code != G_EXIT_OK)
+        if (code != EXIT_OK)
                 return code;
-        if (output && strcmp(output, "-") != 0) {
-                out = fopen(output, "wbe");
-                if (!out)
-                        return gerror(G_EXIT_FAIL, "output '%s': %s", output, strerror(errno));
-        } else
-                output = NULL;
+        code = ctl_open_output(output, &out, &output);
+        if (code != EXIT_OK)
+                return code;
 
         snprintf(what, sizeof(what), "channel %" PRIu32, id);
         while (got < count) {
@@ -660,17 +484,15 @@ static int g_recv(struct gctl *g, int argc, char **argv) {
                  * not kept by a process that is about to exit. */
                 r = vmq_ivshmem_recv(g->ivs, VMQ_IVSHMEM_ANY_CHANNEL, timeout, &m);
                 if (r < 0) {
-                        code = r == -ETIMEDOUT ? gerror(G_EXIT_TIMEOUT, "%s: timed out", what)
+                        code = r == -ETIMEDOUT ? ctl_error(EXIT_TIMEOUT, "%s: timed out", what)
                                                : gfail(r, what);
                         break;
                 }
                 note_control(g, m, false);
                 if (m->channel == id &&
                     (m->kind == VMQ_IVSHMEM_DATA || m->kind == VMQ_IVSHMEM_PAGE)) {
-                        r = write_all(out, m->data, m->len);
-                        if (r < 0) {
-                                code = gerror(G_EXIT_FAIL, "cannot write to %s: %s",
-                                              output ? output : "standard output", strerror(-r));
+                        code = ctl_write_payload(out, output, m->data, m->len);
+                        if (code != EXIT_OK) {
                                 free(m);
                                 break;
                         }
@@ -683,15 +505,13 @@ static int g_recv(struct gctl *g, int argc, char **argv) {
                         note_other(g, m);
                 free(m);
         }
-        if (out != stdout && fclose(out) != 0 && code == G_EXIT_OK)
-                code = gerror(G_EXIT_FAIL, "output '%s': %s", output, strerror(errno));
-        return code;
+        return ctl_close_output(out, output, code);
 }
 
 static int g_wait_hello(struct gctl *g, int argc, char **argv) {
         static const struct option opts[] = {
-                {"timeout", required_argument, NULL, G_OPT_TIMEOUT},
-                {"count", required_argument, NULL, G_OPT_COUNT},
+                CTL_OPTION_TIMEOUT,
+                CTL_OPTION_COUNT,
                 {0},
         };
         const struct gcommand *cmd = gcommand_find("wait-hello");
@@ -705,14 +525,16 @@ static int g_wait_hello(struct gctl *g, int argc, char **argv) {
                 switch (o) {
                 case -2:
                         return code;
-                case G_OPT_TIMEOUT:
+                case OPT_TIMEOUT:
                         if (parse_seconds(optarg, &timeout) < 0)
-                                return gusage(cmd, "wait-hello: invalid timeout '%s' (seconds)",
-                                              optarg);
+                                return ctl_usage_in(CTL_MODE_GUEST, cmd->name,
+                                                    "wait-hello: invalid timeout '%s' (seconds)",
+                                                    optarg);
                         break;
-                case G_OPT_COUNT:
+                case OPT_COUNT:
                         if (parse_u32(optarg, &count) < 0 || count == 0)
-                                return gusage(cmd, "wait-hello: invalid count '%s'", optarg);
+                                return ctl_usage_in(CTL_MODE_GUEST, cmd->name,
+                                                    "wait-hello: invalid count '%s'", optarg);
                         break;
                 }
         }
@@ -720,7 +542,7 @@ static int g_wait_hello(struct gctl *g, int argc, char **argv) {
         if (code >= 0)
                 return code;
         code = gopen(g);
-        if (code != G_EXIT_OK)
+        if (code != EXIT_OK)
                 return code;
 
         clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -736,10 +558,10 @@ static int g_wait_hello(struct gctl *g, int argc, char **argv) {
                 }
                 r = vmq_ivshmem_recv(g->ivs, VMQ_IVSHMEM_ANY_CHANNEL, left, &m);
                 if (r == -ETIMEDOUT)
-                        return gerror(G_EXIT_TIMEOUT,
-                                      "wait-hello: timed out after %" PRIu32 " of %" PRIu32
-                                      " hellos",
-                                      got, count);
+                        return ctl_error(EXIT_TIMEOUT,
+                                         "wait-hello: timed out after %" PRIu32 " of %" PRIu32
+                                         " hellos",
+                                         got, count);
                 if (r < 0)
                         return gfail(r, "wait-hello");
                 note_control(g, m, true);
@@ -752,7 +574,7 @@ static int g_wait_hello(struct gctl *g, int argc, char **argv) {
                         note_other(g, m);
                 free(m);
         }
-        return G_EXIT_OK;
+        return EXIT_OK;
 }
 
 static int g_channels(struct gctl *g, int argc, char **argv) {
@@ -769,7 +591,7 @@ static int g_channels(struct gctl *g, int argc, char **argv) {
         if (code >= 0)
                 return code;
         code = gopen(g);
-        if (code != G_EXIT_OK)
+        if (code != EXIT_OK)
                 return code;
 
         /* Take the hellos and closes at the head of the queue, and nothing
@@ -784,15 +606,15 @@ static int g_channels(struct gctl *g, int argc, char **argv) {
                 free(m);
         }
         if (!g->state_path[0])
-                return gerror(G_EXIT_FAIL,
-                              "cannot keep the channel list: no writable state directory");
+                return ctl_error(EXIT_FAIL,
+                                 "cannot keep the channel list: no writable state directory");
         in = fopen(g->state_path, "re");
         if (!in)
-                return G_EXIT_OK; /* no channel yet */
+                return EXIT_OK; /* no channel yet */
         while (fgets(buf, sizeof(buf), in))
                 fputs(buf, stdout);
         fclose(in);
-        return G_EXIT_OK;
+        return EXIT_OK;
 }
 
 static int g_identity(struct gctl *g, int argc, char **argv) {
@@ -808,13 +630,13 @@ static int g_identity(struct gctl *g, int argc, char **argv) {
         if (code >= 0)
                 return code;
         code = gopen(g);
-        if (code != G_EXIT_OK)
+        if (code != EXIT_OK)
                 return code;
         vmq_ivshmem_self(g->ivs, &id);
         printf("id=%" PRIu32 " name=%s uuid=%s ivposition=%d interrupts=%s\n", id.vm_id,
                printable(id.name, name, sizeof(name)), vmq_ivshmem_uuid_to_string(id.uuid, uuid),
                vmq_ivshmem_position(g->ivs), vmq_ivshmem_uses_interrupts(g->ivs) ? "uio" : "poll");
-        return G_EXIT_OK;
+        return EXIT_OK;
 }
 
 static void main_help(void) {
@@ -852,23 +674,13 @@ static int g_help(struct gctl *g, int argc, char **argv) {
                         return code;
         if (optind >= argc) {
                 main_help();
-                return G_EXIT_OK;
+                return EXIT_OK;
         }
         c = gcommand_find(argv[optind]);
         if (!c)
-                return gusage(NULL, "unknown command '%s'", argv[optind]);
+                return ctl_usage_in(CTL_MODE_GUEST, NULL, "unknown command '%s'", argv[optind]);
         command_help(c);
-        return G_EXIT_OK;
-}
-
-static int finish_output(int code) {
-        if (fflush(stdout) != 0 || ferror(stdout)) {
-                if (errno == EPIPE)
-                        return code;
-                gerror(G_EXIT_FAIL, "cannot write to standard output: %s", strerror(errno));
-                return code == G_EXIT_OK ? G_EXIT_FAIL : code;
-        }
-        return code;
+        return EXIT_OK;
 }
 
 int ctl_guest_main(int argc, char **argv) {
@@ -880,15 +692,15 @@ int ctl_guest_main(int argc, char **argv) {
         optind = 1;
         while ((o = getopt_long(argc, argv, "+:hq", global_options, NULL)) != -1) {
                 switch (o) {
-                case G_OPT_GUEST:
+                case OPT_GUEST:
                         break;
-                case G_OPT_DEVICE:
+                case OPT_DEVICE:
                         g.device = optarg;
                         break;
-                case G_OPT_BIND_UIO:
+                case OPT_BIND_UIO:
                         g.flags |= VMQ_IVSHMEM_OPEN_BIND_UIO;
                         break;
-                case G_OPT_POLL:
+                case OPT_POLL:
                         g.flags |= VMQ_IVSHMEM_OPEN_POLL;
                         break;
                 case 'q':
@@ -896,30 +708,27 @@ int ctl_guest_main(int argc, char **argv) {
                         break;
                 case 'h':
                         main_help();
-                        return finish_output(G_EXIT_OK);
-                case G_OPT_VERSION:
+                        return ctl_finish_output(EXIT_OK);
+                case OPT_VERSION:
                         printf("vmqctl %s (guest)\n", PACKAGE_VERSION);
-                        return finish_output(G_EXIT_OK);
-                case ':':
-                        return gusage(NULL, "option '%s' needs a value", argv[optind - 1]);
+                        return ctl_finish_output(EXIT_OK);
                 default:
-                        if (optopt)
-                                return gusage(NULL, "unknown option '-%c'", optopt);
-                        return gusage(NULL, "unknown option '%s'", argv[optind - 1]);
+                        return ctl_option_error(CTL_MODE_GUEST, NULL, o, argv);
                 }
         }
         if (optind >= argc)
-                return gusage(NULL, "no command given");
+                return ctl_usage_in(CTL_MODE_GUEST, NULL, "no command given");
         cmd = gcommand_find(argv[optind]);
         if (!cmd)
-                return gusage(NULL, "unknown guest command '%s'", argv[optind]);
+                return ctl_usage_in(CTL_MODE_GUEST, NULL, "unknown guest command '%s'",
+                                    argv[optind]);
 
         argc -= optind;
         argv += optind;
         optind = 0; /* GNU getopt: start afresh on the command's arguments */
         code = cmd->run(&g, argc, argv);
         vmq_ivshmem_free(g.ivs);
-        return finish_output(code);
+        return ctl_finish_output(code);
 }
 
 #ifdef VMQCTL_GUEST_ONLY

@@ -2,71 +2,26 @@
 /*
  * vmqctl: send and recv — the host as a channel end, binary-safe.
  */
-#include <errno.h>
-#include <fcntl.h>
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "vmqctl/vmqctl.h"
 
 const struct option send_options[] = {
         {"from", required_argument, NULL, OPT_FROM},
-        {"file", required_argument, NULL, OPT_FILE},
-        {"tag", required_argument, NULL, OPT_TAG},
+        CTL_OPTION_FILE,
+        CTL_OPTION_TAG,
         {0},
 };
 
 const struct option recv_options[] = {
         {"as", required_argument, NULL, OPT_AS},
-        {"timeout", required_argument, NULL, OPT_TIMEOUT},
-        {"count", required_argument, NULL, OPT_COUNT},
-        {"output", required_argument, NULL, 'o'},
+        CTL_OPTION_TIMEOUT,
+        CTL_OPTION_COUNT,
+        CTL_OPTION_OUTPUT,
         {0},
 };
-
-/* Reads all of @fd (a file or a pipe) into a new buffer. */
-static int read_all(int fd, char **ret, size_t *ret_size) {
-        size_t size = 0, cap = 64 * 1024;
-        char *buf = malloc(cap);
-
-        if (!buf)
-                return -ENOMEM;
-        for (;;) {
-                ssize_t n;
-
-                if (size == cap) {
-                        char *b;
-
-                        if (cap > SIZE_MAX / 2) {
-                                free(buf);
-                                return -EFBIG;
-                        }
-                        b = realloc(buf, cap * 2);
-                        if (!b) {
-                                free(buf);
-                                return -ENOMEM;
-                        }
-                        buf = b;
-                        cap *= 2;
-                }
-                n = read(fd, buf + size, cap - size);
-                if (n < 0) {
-                        if (errno == EINTR)
-                                continue;
-                        n = -errno;
-                        free(buf);
-                        return (int)n;
-                }
-                if (n == 0)
-                        break;
-                size += (size_t)n;
-        }
-        *ret = buf;
-        *ret_size = size;
-        return 0;
-}
 
 static int check_end(const struct command *cmd, const char *option, const char *end) {
         if (is_host_end(end))
@@ -80,7 +35,8 @@ static int check_end(const struct command *cmd, const char *option, const char *
 int cmd_send(struct ctl *ctl, int argc, char **argv) {
         const struct command *cmd = command_find("send");
         const char *file = NULL, *data_arg = NULL;
-        char *data = NULL;
+        const void *data;
+        char *buf = NULL;
         size_t size = 0;
         uint64_t tag = 0;
         uint32_t id;
@@ -115,40 +71,18 @@ int cmd_send(struct ctl *ctl, int argc, char **argv) {
         if (data_arg && file)
                 return ctl_usage(cmd, "send: give DATA or --file, not both");
 
-        if (data_arg) {
-                size = strlen(data_arg);
-        } else if (file && strcmp(file, "-") != 0) {
-                int fd = open(file, O_RDONLY | O_CLOEXEC | O_NOCTTY);
-
-                if (fd < 0)
-                        return ctl_error(errno == ENOENT ? EXIT_NOT_FOUND : EXIT_FAIL,
-                                         "file '%s': %s", file, strerror(errno));
-                r = read_all(fd, &data, &size);
-                close(fd);
-                if (r < 0)
-                        return ctl_error(EXIT_FAIL, "file '%s': %s", file, strerror(-r));
-        } else {
-                r = read_all(STDIN_FILENO, &data, &size);
-                if (r < 0)
-                        return ctl_error(EXIT_FAIL, "standard input: %s", strerror(-r));
-        }
+        code = ctl_read_payload(data_arg, file, &data, &buf, &size);
+        if (code != EXIT_OK)
+                return code;
 
         code = ctl_connect(ctl);
         if (code == EXIT_OK) {
-                r = vmq_client_send(ctl->client, id, data_arg ? data_arg : data, size, tag);
+                r = vmq_client_send(ctl->client, id, data, size, tag);
                 if (r < 0)
                         code = ctl_fail(ctl, r, "no such channel", "channel %" PRIu32, id);
         }
-        free(data);
+        free(buf);
         return code;
-}
-
-static int write_all(FILE *f, const void *data, size_t size) {
-        if (size > 0 && fwrite(data, 1, size, f) != size)
-                return -errno;
-        if (fflush(f) != 0)
-                return -errno;
-        return 0;
 }
 
 /* Writes out one received message.  Returns 1 when it counts toward
@@ -189,10 +123,9 @@ static int handle_message(struct ctl *ctl, uint32_t id, const struct vmq_message
         switch (kind) {
         case VMQ_MESSAGE_DATA:
         case VMQ_MESSAGE_PAGE:
-                r = write_all(out, data, size);
-                if (r < 0) {
-                        *ret_code = ctl_error(EXIT_FAIL, "cannot write to %s: %s", out_name,
-                                              strerror(-r));
+                r = ctl_write_payload(out, out_name, data, size);
+                if (r != EXIT_OK) {
+                        *ret_code = r;
                         return -1;
                 }
                 return 1;
@@ -260,12 +193,9 @@ int cmd_recv(struct ctl *ctl, int argc, char **argv) {
         code = ctl_connect(ctl);
         if (code != EXIT_OK)
                 return code;
-        if (output && strcmp(output, "-") != 0) {
-                out = fopen(output, "wbe");
-                if (!out)
-                        return ctl_error(EXIT_FAIL, "output '%s': %s", output, strerror(errno));
-        } else
-                output = NULL;
+        code = ctl_open_output(output, &out, &output);
+        if (code != EXIT_OK)
+                return code;
 
         while (got < count) {
                 struct vmq_message *m = NULL;
@@ -281,7 +211,5 @@ int cmd_recv(struct ctl *ctl, int argc, char **argv) {
                         break;
                 got += (uint32_t)r;
         }
-        if (out != stdout && fclose(out) != 0 && code == EXIT_OK)
-                code = ctl_error(EXIT_FAIL, "output '%s': %s", output, strerror(errno));
-        return code;
+        return ctl_close_output(out, output, code);
 }

@@ -3,17 +3,15 @@
  * vmqctl: control vmqd — machines, channels, messages — from a shell.
  *
  * This file holds main(), the command table and its help texts, option
- * parsing, error reporting (one line on stderr, and an exit code from the
- * table in vmqctl.h) and the small parsers.  The commands live in
- * machine.c, channel.c, message.c and monitor.c.
+ * parsing and error reporting (one line on stderr, and an exit code from
+ * the table in common.h); what it shares with the guest mode is in
+ * common.c.  The commands live in machine.c, channel.c, message.c and
+ * monitor.c.
  */
 #include <errno.h>
-#include <limits.h>
-#include <math.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 
 #include "vmqctl/vmqctl.h"
 
@@ -311,15 +309,8 @@ int ctl_getopt(struct ctl *ctl, const struct command *cmd, int argc, char **argv
                 *exit_code = EXIT_OK;
                 return -2;
         case ':':
-                *exit_code = ctl_usage(cmd, "%s: option '%s' needs a value", cmd->name,
-                                       argv[optind - 1]);
-                return -2;
         case '?':
-                if (optopt)
-                        *exit_code = ctl_usage(cmd, "%s: unknown option '-%c'", cmd->name, optopt);
-                else
-                        *exit_code = ctl_usage(cmd, "%s: unknown option '%s'", cmd->name,
-                                               argv[optind - 1]);
+                *exit_code = ctl_option_error(CTL_MODE_HOST, cmd->name, o, argv);
                 return -2;
         default:
                 return o;
@@ -327,14 +318,7 @@ int ctl_getopt(struct ctl *ctl, const struct command *cmd, int argc, char **argv
 }
 
 int ctl_check_args(const struct command *cmd, int argc, char **argv, int min, int max) {
-        int n = argc - optind;
-
-        if (n < min)
-                return ctl_usage(cmd, "%s: missing argument", cmd->name);
-        if (n > max)
-                return ctl_usage(cmd, "%s: unexpected argument '%s'", cmd->name,
-                                 argv[optind + max]);
-        return -1;
+        return ctl_check_args_in(CTL_MODE_HOST, cmd->name, argc, argv, min, max);
 }
 
 int ctl_parse_plain(struct ctl *ctl, const struct command *cmd, int argc, char **argv, int min,
@@ -353,29 +337,14 @@ int ctl_parse_plain(struct ctl *ctl, const struct command *cmd, int argc, char *
  * Errors.
  */
 
-int ctl_error(int code, const char *fmt, ...) {
-        va_list ap;
-
-        fputs("vmqctl: ", stderr);
-        va_start(ap, fmt);
-        vfprintf(stderr, fmt, ap);
-        va_end(ap);
-        fputc('\n', stderr);
-        return code;
-}
-
 int ctl_usage(const struct command *cmd, const char *fmt, ...) {
         va_list ap;
+        int code;
 
-        fputs("vmqctl: ", stderr);
         va_start(ap, fmt);
-        vfprintf(stderr, fmt, ap);
+        code = ctl_vusage_in(CTL_MODE_HOST, cmd ? cmd->name : NULL, fmt, ap);
         va_end(ap);
-        if (cmd)
-                fprintf(stderr, " (see 'vmqctl %s --help')\n", cmd->name);
-        else
-                fputs(" (see 'vmqctl --help')\n", stderr);
-        return EXIT_USAGE;
+        return code;
 }
 
 const char *ctl_bus_name(const struct ctl *ctl) {
@@ -498,91 +467,8 @@ int ctl_connect(struct ctl *ctl) {
         return EXIT_OK;
 }
 
-int ctl_finish_output(int code) {
-        if (fflush(stdout) != 0 || ferror(stdout)) {
-                /* A closed pipe is the reader's choice, not our failure. */
-                if (errno == EPIPE)
-                        return code;
-                ctl_error(EXIT_FAIL, "cannot write to standard output: %s", strerror(errno));
-                return code == EXIT_OK ? EXIT_FAIL : code;
-        }
-        return code;
-}
-
-/* ------------------------------------------------------------------------
- * Parsers.
- */
-
-int parse_u64(const char *s, uint64_t *ret) {
-        unsigned long long v;
-        char *end;
-
-        if (!s || !*s || *s == '-' || *s == '+' || *s == ' ')
-                return -EINVAL;
-        errno = 0;
-        v = strtoull(s, &end, 10);
-        if (errno != 0 || *end)
-                return -EINVAL;
-        *ret = v;
-        return 0;
-}
-
-int parse_u32(const char *s, uint32_t *ret) {
-        uint64_t v;
-
-        if (parse_u64(s, &v) < 0 || v > UINT32_MAX)
-                return -EINVAL;
-        *ret = (uint32_t)v;
-        return 0;
-}
-
-int parse_size(const char *s, uint64_t *ret) {
-        static const char units[] = "KMGT";
-        unsigned long long v;
-        uint64_t mult = 1;
-        char *end;
-
-        if (!s || !*s || *s == '-' || *s == '+' || *s == ' ')
-                return -EINVAL;
-        errno = 0;
-        v = strtoull(s, &end, 10);
-        if (errno != 0 || end == s)
-                return -EINVAL;
-        if (*end) {
-                const char *u = strchr(units, *end >= 'a' ? *end - 'a' + 'A' : *end);
-
-                if (!u || *u == 0)
-                        return -EINVAL;
-                for (const char *p = units; p <= u; p++)
-                        mult *= 1024;
-                end++;
-                if (strcmp(end, "") != 0 && strcasecmp(end, "B") != 0 && strcmp(end, "iB") != 0)
-                        return -EINVAL;
-        }
-        if (v > UINT64_MAX / mult)
-                return -EINVAL;
-        *ret = v * mult;
-        return 0;
-}
-
-int parse_seconds(const char *s, uint64_t *ret) {
-        double d;
-        char *end;
-
-        if (!s || !*s)
-                return -EINVAL;
-        if (strcmp(s, "infinity") == 0) {
-                *ret = UINT64_MAX;
-                return 0;
-        }
-        if (*s == '-' || *s == '+' || *s == ' ')
-                return -EINVAL;
-        errno = 0;
-        d = strtod(s, &end);
-        if (errno != 0 || *end || !isfinite(d) || d < 0 || d > 1e12)
-                return -EINVAL;
-        *ret = (uint64_t)(d * 1e6 + 0.5);
-        return 0;
+int parse_channel_id(const struct command *cmd, const char *s, uint32_t *ret) {
+        return ctl_parse_channel_in(CTL_MODE_HOST, cmd->name, s, UINT32_MAX, ret);
 }
 
 bool is_host_end(const char *s) {
@@ -625,12 +511,8 @@ int main(int argc, char **argv) {
                 case OPT_VERSION:
                         printf("vmqctl %s\n", PACKAGE_VERSION);
                         return ctl_finish_output(EXIT_OK);
-                case ':':
-                        return ctl_usage(NULL, "option '%s' needs a value", argv[optind - 1]);
                 default:
-                        if (optopt)
-                                return ctl_usage(NULL, "unknown option '-%c'", optopt);
-                        return ctl_usage(NULL, "unknown option '%s'", argv[optind - 1]);
+                        return ctl_option_error(CTL_MODE_HOST, NULL, o, argv);
                 }
         }
         if (optind >= argc)

@@ -3,17 +3,7 @@
  * vmqctl: what the command files share.  vmqctl speaks to vmqd only through
  * libvmq-client.
  *
- * Exit codes (documented in `vmqctl --help`; the man page copies them):
- *   0  success
- *   1  failure not covered below
- *   2  usage error: unknown command or option, bad or missing argument
- *      (also an argument the daemon refused as invalid)
- *   3  not found: no such machine, channel or image
- *   4  access denied: changing calls need root or the "vmq" group
- *   5  timed out
- *   6  vmqd is not running, or the bus cannot be reached
- *   7  busy or over a limit: wrong state, name taken, not running, queue
- *      full, channel closed, message too large, too many machines/channels
+ * Exit codes, option ids, messages and parsers: vmqctl/common.h.
  */
 #ifndef VMQCTL_H
 #define VMQCTL_H
@@ -24,52 +14,7 @@
 #include <stdio.h>
 
 #include "libvmq-client/vmq-client.h"
-
-enum {
-        EXIT_OK = 0,
-        EXIT_FAIL = 1,
-        EXIT_USAGE = 2,
-        EXIT_NOT_FOUND = 3,
-        EXIT_ACCESS = 4,
-        EXIT_TIMEOUT = 5,
-        EXIT_NO_DAEMON = 6,
-        EXIT_BUSY = 7,
-};
-
-/* Long-only options of the commands; the global ones come first. */
-enum {
-        OPT_BUS = 0x100,
-        OPT_JSON,
-        OPT_QUIET,
-        OPT_HELP,
-        OPT_VERSION,
-        OPT_IMAGE,
-        OPT_MEMORY,
-        OPT_VCPUS,
-        OPT_QUEUE_DEPTH,
-        OPT_HUGE_MEMORY,
-        OPT_ARGS,
-        OPT_UUID,
-        OPT_PERSISTENT,
-        OPT_AUTOSTART,
-        OPT_START,
-        OPT_TIMEOUT,
-        OPT_DEPTH,
-        OPT_MODE,
-        OPT_TRANSFER,
-        OPT_FROM,
-        OPT_AS,
-        OPT_FILE,
-        OPT_TAG,
-        OPT_COUNT,
-        OPT_OUTPUT,
-        OPT_FOLLOW,
-        OPT_NAMES,
-        OPT_IDS,
-        OPT_NAME,
-        OPT_REGION_SIZE,
-        OPT_RX_SIZE,
-};
+#include "vmqctl/common.h"
 
 struct ctl {
         const char *bus; /* "system", "user" or an address */
@@ -108,25 +53,15 @@ int ctl_connect(struct ctl *ctl);
  * ("no such machine"), or NULL for the generic wording. */
 int ctl_fail(struct ctl *ctl, int r, const char *not_found, const char *fmt, ...)
         __attribute__((format(printf, 4, 5)));
-/* Prints "vmqctl: <message>" and returns EXIT_USAGE. */
+/* Prints "vmqctl: <message>" with a hint at the command's help, or
+ * vmqctl's with @cmd NULL, and returns EXIT_USAGE. */
 int ctl_usage(const struct command *cmd, const char *fmt, ...)
         __attribute__((format(printf, 2, 3)));
-/* Prints "vmqctl: <message>" and returns @code. */
-int ctl_error(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* The bus in words for messages: "the system bus", "bus 'unix:...'". */
 const char *ctl_bus_name(const struct ctl *ctl);
-/* Checks that standard output was written; returns @code or EXIT_FAIL. */
-int ctl_finish_output(int code);
 
-/* Parsers; each returns 0 or -EINVAL. */
-int parse_u32(const char *s, uint32_t *ret);
-int parse_u64(const char *s, uint64_t *ret);
-/* A size with an optional K, M, G or T (powers of 1024) suffix, with an
- * optional "B" or "iB" after it. */
-int parse_size(const char *s, uint64_t *ret);
-/* Seconds, possibly fractional ("0.5"), to microseconds; "infinity" gives
- * UINT64_MAX. */
-int parse_seconds(const char *s, uint64_t *ret);
+/* Parses a channel id; returns -1 when fine, or EXIT_USAGE. */
+int parse_channel_id(const struct command *cmd, const char *s, uint32_t *ret);
 /* The host end: "host" and nothing else, today. */
 bool is_host_end(const char *s);
 
@@ -158,8 +93,6 @@ void install_interrupt_handlers(void);
 bool was_interrupted(void);
 
 /* channel.c */
-/* Parses a channel id; returns -1 when fine, or EXIT_USAGE. */
-int parse_channel_id(const struct command *cmd, const char *s, uint32_t *ret);
 /* Prints a channel (only its ends and counters with @counters_only);
  * returns an exit code.  Needs a connected ctl. */
 int show_channel(struct ctl *ctl, uint32_t id, bool counters_only);
