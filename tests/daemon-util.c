@@ -108,7 +108,7 @@ void vmq_testbus_start_vmqd(struct vmq_testbus *t, const char *extra_args) {
         /* $$ is the shell's pid, which exec hands on to vmqd */
         snprintf(cmd, sizeof(cmd),
                  "WATCHDOG_PID=$$; export WATCHDOG_PID; %s exec %s --bus=%s --state-dir=%s "
-                 "--image-dir=%s %s >>%s 2>&1",
+                 "--image-dir=%s --no-libvirt %s >>%s 2>&1",
                  t->env ? t->env : "", vmqd, t->address, t->state_dir, images,
                  extra_args ? extra_args : "", logpath);
 
