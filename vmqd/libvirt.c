@@ -936,50 +936,13 @@ struct adopt_options {
 
 static int read_adopt_options(sd_bus_message *message, struct adopt_options *o,
                               sd_bus_error *error) {
-        int r;
-
-        r = sd_bus_message_enter_container(message, 'a', "{sv}");
-        if (r < 0)
-                return r;
-        while ((r = sd_bus_message_enter_container(message, 'e', "sv")) > 0) {
-                const char *key, *type, *contents;
-                void *p;
-                char t;
-
-                r = sd_bus_message_read(message, "s", &key);
-                if (r < 0)
-                        return r;
-                if (strcmp(key, "name") == 0)
-                        type = "s", p = &o->name;
-                else if (strcmp(key, "persistent") == 0)
-                        type = "b", p = &o->persistent;
-                else if (strcmp(key, "region_size") == 0)
-                        type = "t", p = &o->region_size;
-                else if (strcmp(key, "rx_size") == 0)
-                        type = "t", p = &o->rx_size;
-                else
-                        return sd_bus_error_setf(error, VMQ_BUS_ERROR_INVALID_ARGUMENT,
-                                                 "Unknown option '%s'", key);
-                r = sd_bus_message_peek_type(message, &t, &contents);
-                if (r < 0)
-                        return r;
-                if (t != 'v' || !contents || strcmp(contents, type) != 0)
-                        return sd_bus_error_setf(error, VMQ_BUS_ERROR_INVALID_ARGUMENT,
-                                                 "Option '%s' must be of type '%s', not '%s'", key,
-                                                 type, contents ? contents : "?");
-                r = sd_bus_message_enter_container(message, 'v', type);
-                if (r >= 0)
-                        r = sd_bus_message_read_basic(message, type[0], p);
-                if (r >= 0)
-                        r = sd_bus_message_exit_container(message);
-                if (r >= 0)
-                        r = sd_bus_message_exit_container(message);
-                if (r < 0)
-                        return r;
-        }
-        if (r < 0)
-                return r;
-        return sd_bus_message_exit_container(message);
+        const struct bus_option options[] = {
+                {"name", "s", &o->name},
+                {"persistent", "b", &o->persistent},
+                {"region_size", "t", &o->region_size},
+                {"rx_size", "t", &o->rx_size},
+        };
+        return bus_read_options(message, options, VMQ_ARRAY_SIZE(options), error);
 }
 
 static struct machine *find_adopted(struct manager *m, const char *uuid) {

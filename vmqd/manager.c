@@ -603,24 +603,47 @@ static int read_channel(sd_bus_message *message, struct manager *m, struct chann
         return 0;
 }
 
-/*
- * Enters the value of an a{sv} entry if its type is `type`; otherwise an
- * InvalidArgument naming the option.
- */
-static int enter_option(sd_bus_message *message, const char *key, const char *type,
-                        sd_bus_error *error) {
-        const char *contents;
-        char t;
+int bus_read_options(sd_bus_message *message, const struct bus_option *options, size_t n,
+                     sd_bus_error *error) {
         int r;
 
-        r = sd_bus_message_peek_type(message, &t, &contents);
+        r = sd_bus_message_enter_container(message, 'a', "{sv}");
         if (r < 0)
                 return r;
-        if (t != 'v' || !contents || strcmp(contents, type) != 0)
-                return sd_bus_error_setf(error, VMQ_BUS_ERROR_INVALID_ARGUMENT,
-                                         "Option '%s' must be of type '%s', not '%s'", key, type,
-                                         contents ? contents : "?");
-        return sd_bus_message_enter_container(message, 'v', type);
+        while ((r = sd_bus_message_enter_container(message, 'e', "sv")) > 0) {
+                const struct bus_option *o = NULL;
+                const char *key, *contents;
+                char t;
+
+                r = sd_bus_message_read(message, "s", &key);
+                if (r < 0)
+                        return r;
+                for (size_t i = 0; i < n && !o; i++)
+                        if (strcmp(key, options[i].key) == 0)
+                                o = &options[i];
+                if (!o)
+                        return sd_bus_error_setf(error, VMQ_BUS_ERROR_INVALID_ARGUMENT,
+                                                 "Unknown option '%s'", key);
+                r = sd_bus_message_peek_type(message, &t, &contents);
+                if (r < 0)
+                        return r;
+                if (t != 'v' || !contents || strcmp(contents, o->type) != 0)
+                        return sd_bus_error_setf(error, VMQ_BUS_ERROR_INVALID_ARGUMENT,
+                                                 "Option '%s' must be of type '%s', not '%s'", key,
+                                                 o->type, contents ? contents : "?");
+                r = sd_bus_message_enter_container(message, 'v', o->type);
+                if (r >= 0)
+                        r = sd_bus_message_read_basic(message, o->type[0], o->dest);
+                if (r >= 0)
+                        r = sd_bus_message_exit_container(message);
+                if (r >= 0)
+                        r = sd_bus_message_exit_container(message);
+                if (r < 0)
+                        return r;
+        }
+        if (r < 0)
+                return r;
+        return sd_bus_message_exit_container(message);
 }
 
 struct machine_options {
@@ -635,56 +658,18 @@ struct machine_options {
 
 static int read_machine_options(sd_bus_message *message, struct machine_options *o,
                                 sd_bus_error *error) {
-        int r;
-
-        r = sd_bus_message_enter_container(message, 'a', "{sv}");
-        if (r < 0)
-                return r;
-        while ((r = sd_bus_message_enter_container(message, 'e', "sv")) > 0) {
-                const char *key;
-                const char *type;
-                void *p;
-
-                r = sd_bus_message_read(message, "s", &key);
-                if (r < 0)
-                        return r;
-                if (strcmp(key, "memory") == 0)
-                        type = "t", p = &o->memory;
-                else if (strcmp(key, "vcpus") == 0)
-                        type = "u", p = &o->vcpus;
-                else if (strcmp(key, "queue_depth") == 0)
-                        type = "u", p = &o->queue_depth;
-                else if (strcmp(key, "huge_memory") == 0)
-                        type = "t", p = &o->huge_memory;
-                else if (strcmp(key, "args") == 0)
-                        type = "s", p = &o->args;
-                else if (strcmp(key, "uuid") == 0)
-                        type = "s", p = &o->uuid;
-                else if (strcmp(key, "persistent") == 0)
-                        type = "b", p = &o->persistent;
-                else if (strcmp(key, "autostart") == 0)
-                        type = "b", p = &o->autostart;
-                else if (strcmp(key, "start") == 0)
-                        type = "b", p = &o->start;
-                else
-                        return sd_bus_error_setf(error, VMQ_BUS_ERROR_INVALID_ARGUMENT,
-                                                 "Unknown option '%s'", key);
-                r = enter_option(message, key, type, error);
-                if (r < 0)
-                        return r;
-                r = sd_bus_message_read_basic(message, type[0], p);
-                if (r < 0)
-                        return r;
-                r = sd_bus_message_exit_container(message);
-                if (r < 0)
-                        return r;
-                r = sd_bus_message_exit_container(message);
-                if (r < 0)
-                        return r;
-        }
-        if (r < 0)
-                return r;
-        return sd_bus_message_exit_container(message);
+        const struct bus_option options[] = {
+                {"memory", "t", &o->memory},
+                {"vcpus", "u", &o->vcpus},
+                {"queue_depth", "u", &o->queue_depth},
+                {"huge_memory", "t", &o->huge_memory},
+                {"args", "s", &o->args},
+                {"uuid", "s", &o->uuid},
+                {"persistent", "b", &o->persistent},
+                {"autostart", "b", &o->autostart},
+                {"start", "b", &o->start},
+        };
+        return bus_read_options(message, options, VMQ_ARRAY_SIZE(options), error);
 }
 
 static bool image_name_is_valid(const char *image) {
@@ -926,48 +911,17 @@ static int method_get_machine(sd_bus_message *message, void *userdata, sd_bus_er
 
 static int read_channel_options(sd_bus_message *message, struct channel_params *p,
                                 sd_bus_error *error) {
-        int r;
-
-        r = sd_bus_message_enter_container(message, 'a', "{sv}");
-        if (r < 0)
-                return r;
-        while ((r = sd_bus_message_enter_container(message, 'e', "sv")) > 0) {
-                const char *key, *type;
-                int persistent;
-                void *v;
-
-                r = sd_bus_message_read(message, "s", &key);
-                if (r < 0)
-                        return r;
-                if (strcmp(key, "depth") == 0)
-                        type = "u", v = &p->depth;
-                else if (strcmp(key, "mode") == 0)
-                        type = "s", v = &p->mode;
-                else if (strcmp(key, "transfer") == 0)
-                        type = "s", v = &p->transfer;
-                else if (strcmp(key, "persistent") == 0)
-                        type = "b", v = &persistent;
-                else
-                        return sd_bus_error_setf(error, VMQ_BUS_ERROR_INVALID_ARGUMENT,
-                                                 "Unknown option '%s'", key);
-                r = enter_option(message, key, type, error);
-                if (r < 0)
-                        return r;
-                r = sd_bus_message_read_basic(message, type[0], v);
-                if (r < 0)
-                        return r;
-                if (v == &persistent)
-                        p->persistent = persistent;
-                r = sd_bus_message_exit_container(message);
-                if (r < 0)
-                        return r;
-                r = sd_bus_message_exit_container(message);
-                if (r < 0)
-                        return r;
-        }
-        if (r < 0)
-                return r;
-        return sd_bus_message_exit_container(message);
+        int persistent = p->persistent;
+        const struct bus_option options[] = {
+                {"depth", "u", &p->depth},
+                {"mode", "s", &p->mode},
+                {"transfer", "s", &p->transfer},
+                {"persistent", "b", &persistent},
+        };
+        int r = bus_read_options(message, options, VMQ_ARRAY_SIZE(options), error);
+        if (r >= 0)
+                p->persistent = persistent;
+        return r;
 }
 
 static int check_end(struct manager *m, const char *name, sd_bus_error *error) {

@@ -123,4 +123,18 @@ int vmqd_check_access(sd_bus_message *message, sd_bus_error *error);
 /* Manager vtable (on VMQ_BUS_PATH). */
 extern const sd_bus_vtable manager_vtable[];
 
+/* One option of an a{sv} argument: its key, its D-Bus type ("t", "u",
+ * "s" or "b") and where its value goes (uint64_t, uint32_t, const char *
+ * pointing into the message, or int). */
+struct bus_option {
+        const char *key;
+        const char *type;
+        void *dest;
+};
+
+/* Reads an a{sv} argument whose keys must all be among `options`: an
+ * unknown key or a value of the wrong type is InvalidArgument. */
+int bus_read_options(sd_bus_message *message, const struct bus_option *options, size_t n,
+                     sd_bus_error *error);
+
 #endif /* VMQD_MANAGER_H */
