@@ -187,63 +187,38 @@ static int read_pair(sd_bus_message *m, uint64_t pair[static 2]) {
         return 1;
 }
 
+static int channel_property(sd_bus_message *reply, const char *key, void *userdata) {
+        struct vmq_channel *ch = userdata;
+
+        if (strcmp(key, "EndA") == 0)
+                return vmqc_read_string(reply, &ch->end[VMQ_CHANNEL_END_A]);
+        if (strcmp(key, "EndB") == 0)
+                return vmqc_read_string(reply, &ch->end[VMQ_CHANNEL_END_B]);
+        if (strcmp(key, "IdentityA") == 0)
+                return read_identity(reply, &ch->identity[VMQ_CHANNEL_END_A]);
+        if (strcmp(key, "IdentityB") == 0)
+                return read_identity(reply, &ch->identity[VMQ_CHANNEL_END_B]);
+        if (strcmp(key, "Mode") == 0)
+                return vmqc_read_string(reply, &ch->mode);
+        if (strcmp(key, "Transfer") == 0)
+                return vmqc_read_string(reply, &ch->transfer);
+        if (strcmp(key, "Messages") == 0)
+                return read_pair(reply, ch->messages);
+        if (strcmp(key, "Bytes") == 0)
+                return read_pair(reply, ch->bytes);
+        if (strcmp(key, "Id") == 0)
+                return vmqc_read_u32(reply, &ch->id);
+        if (strcmp(key, "Depth") == 0)
+                return vmqc_read_u32(reply, &ch->depth);
+        if (strcmp(key, "Persistent") == 0)
+                return vmqc_read_bool(reply, &ch->persistent);
+        if (strcmp(key, "Open") == 0)
+                return vmqc_read_bool(reply, &ch->open);
+        return vmqc_skip_variant(reply);
+}
+
 static int read_channel_properties(struct vmq_channel *ch, sd_bus_message *reply) {
-        int r;
-
-        r = sd_bus_message_enter_container(reply, 'a', "{sv}");
-        if (r < 0)
-                return r;
-        for (;;) {
-                const char *key;
-                uint64_t v = 0;
-
-                r = sd_bus_message_enter_container(reply, 'e', "sv");
-                if (r < 0)
-                        return r;
-                if (r == 0)
-                        break;
-                r = sd_bus_message_read(reply, "s", &key);
-                if (r < 0)
-                        return r;
-
-                if (strcmp(key, "EndA") == 0)
-                        r = vmqc_read_string(reply, &ch->end[VMQ_CHANNEL_END_A]);
-                else if (strcmp(key, "EndB") == 0)
-                        r = vmqc_read_string(reply, &ch->end[VMQ_CHANNEL_END_B]);
-                else if (strcmp(key, "IdentityA") == 0)
-                        r = read_identity(reply, &ch->identity[VMQ_CHANNEL_END_A]);
-                else if (strcmp(key, "IdentityB") == 0)
-                        r = read_identity(reply, &ch->identity[VMQ_CHANNEL_END_B]);
-                else if (strcmp(key, "Mode") == 0)
-                        r = vmqc_read_string(reply, &ch->mode);
-                else if (strcmp(key, "Transfer") == 0)
-                        r = vmqc_read_string(reply, &ch->transfer);
-                else if (strcmp(key, "Messages") == 0)
-                        r = read_pair(reply, ch->messages);
-                else if (strcmp(key, "Bytes") == 0)
-                        r = read_pair(reply, ch->bytes);
-                else if (strcmp(key, "Id") == 0 || strcmp(key, "Depth") == 0 ||
-                         strcmp(key, "Persistent") == 0 || strcmp(key, "Open") == 0) {
-                        r = vmqc_read_uint(reply, &v);
-                        if (r > 0) {
-                                if (key[0] == 'I')
-                                        ch->id = (uint32_t)v;
-                                else if (key[0] == 'D')
-                                        ch->depth = (uint32_t)v;
-                                else if (key[0] == 'P')
-                                        ch->persistent = v != 0;
-                                else
-                                        ch->open = v != 0;
-                        }
-                } else
-                        r = vmqc_skip_variant(reply);
-                if (r < 0)
-                        return r;
-                r = sd_bus_message_exit_container(reply);
-                if (r < 0)
-                        return r;
-        }
-        return sd_bus_message_exit_container(reply);
+        return vmqc_read_dict(reply, channel_property, ch);
 }
 
 VMQ_EXPORT int vmq_client_get_channel(struct vmq_client *c, uint32_t id, struct vmq_channel **ret) {

@@ -96,9 +96,18 @@ int vmqc_get_all(struct vmq_client *c, const char *path, const char *iface, int 
  * and booleans; vmqc_read_string() takes s and o and replaces *ret. */
 int vmqc_variant_sig(sd_bus_message *m, const char **ret_sig);
 int vmqc_read_uint(sd_bus_message *m, uint64_t *ret);
+/* vmqc_read_uint() into narrower destinations (the value is truncated to
+ * the field, as the API defines these properties). */
+int vmqc_read_u32(sd_bus_message *m, uint32_t *ret);
+int vmqc_read_bool(sd_bus_message *m, bool *ret);
 int vmqc_read_string(sd_bus_message *m, char **ret);
 int vmqc_read_int32(sd_bus_message *m, int32_t *ret);
 int vmqc_skip_variant(sd_bus_message *m);
+/* Walks an a{sv}: for every entry, calls entry() positioned on the entry's
+ * variant, which it must read or skip.  Returns 0 or a negative errno. */
+int vmqc_read_dict(sd_bus_message *m,
+                   int (*entry)(sd_bus_message *m, const char *key, void *userdata),
+                   void *userdata);
 int vmqc_strdup(const char *s, char **ret);
 uint64_t vmqc_add_timeout(uint64_t a, uint64_t b);
 

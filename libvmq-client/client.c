@@ -219,6 +219,51 @@ int vmqc_variant_sig(sd_bus_message *m, const char **ret_sig) {
         return 0;
 }
 
+int vmqc_read_dict(sd_bus_message *m,
+                   int (*entry)(sd_bus_message *m, const char *key, void *userdata),
+                   void *userdata) {
+        int r;
+
+        r = sd_bus_message_enter_container(m, 'a', "{sv}");
+        if (r < 0)
+                return r;
+        for (;;) {
+                const char *key;
+
+                r = sd_bus_message_enter_container(m, 'e', "sv");
+                if (r < 0)
+                        return r;
+                if (r == 0)
+                        break;
+                r = sd_bus_message_read(m, "s", &key);
+                if (r < 0)
+                        return r;
+                r = entry(m, key, userdata);
+                if (r < 0)
+                        return r;
+                r = sd_bus_message_exit_container(m);
+                if (r < 0)
+                        return r;
+        }
+        return sd_bus_message_exit_container(m);
+}
+
+int vmqc_read_u32(sd_bus_message *m, uint32_t *ret) {
+        uint64_t v;
+        int r = vmqc_read_uint(m, &v);
+        if (r > 0)
+                *ret = (uint32_t)v;
+        return r;
+}
+
+int vmqc_read_bool(sd_bus_message *m, bool *ret) {
+        uint64_t v;
+        int r = vmqc_read_uint(m, &v);
+        if (r > 0)
+                *ret = v != 0;
+        return r;
+}
+
 int vmqc_read_uint(sd_bus_message *m, uint64_t *ret) {
         const char *sig;
         uint64_t t;

@@ -220,83 +220,63 @@ static int set_state(struct vmq_machine *m, const char *state) {
         return 0;
 }
 
-/* Reads the a{sv} of Properties.GetAll into @m. */
-static int read_machine_properties(struct vmq_machine *m, sd_bus_message *reply) {
+static int machine_property(sd_bus_message *reply, const char *key, void *userdata) {
+        struct vmq_machine *m = userdata;
         int r;
 
-        r = sd_bus_message_enter_container(reply, 'a', "{sv}");
-        if (r < 0)
+        if (strcmp(key, "Name") == 0)
+                return vmqc_read_string(reply, &m->name);
+        if (strcmp(key, "UUID") == 0)
+                return vmqc_read_string(reply, &m->uuid);
+        if (strcmp(key, "Image") == 0)
+                return vmqc_read_string(reply, &m->image);
+        if (strcmp(key, "CrashReason") == 0)
+                return vmqc_read_string(reply, &m->crash_reason);
+        if (strcmp(key, "Backend") == 0)
+                return vmqc_read_string(reply, &m->backend);
+        if (strcmp(key, "Domain") == 0)
+                return vmqc_read_string(reply, &m->domain);
+        if (strcmp(key, "State") == 0) {
+                r = vmqc_read_string(reply, &m->state_string);
+                if (r > 0)
+                        m->state = vmq_machine_state_from_string(m->state_string);
                 return r;
-        for (;;) {
-                const char *key;
-                uint64_t v = 0;
-
-                r = sd_bus_message_enter_container(reply, 'e', "sv");
-                if (r < 0)
-                        return r;
-                if (r == 0)
-                        break;
-                r = sd_bus_message_read(reply, "s", &key);
-                if (r < 0)
-                        return r;
-
-                if (strcmp(key, "Name") == 0)
-                        r = vmqc_read_string(reply, &m->name);
-                else if (strcmp(key, "UUID") == 0)
-                        r = vmqc_read_string(reply, &m->uuid);
-                else if (strcmp(key, "Image") == 0)
-                        r = vmqc_read_string(reply, &m->image);
-                else if (strcmp(key, "CrashReason") == 0)
-                        r = vmqc_read_string(reply, &m->crash_reason);
-                else if (strcmp(key, "Backend") == 0)
-                        r = vmqc_read_string(reply, &m->backend);
-                else if (strcmp(key, "Domain") == 0)
-                        r = vmqc_read_string(reply, &m->domain);
-                else if (strcmp(key, "State") == 0) {
-                        r = vmqc_read_string(reply, &m->state_string);
-                        if (r > 0)
-                                m->state = vmq_machine_state_from_string(m->state_string);
-                } else if (strcmp(key, "ExitCode") == 0)
-                        r = vmqc_read_int32(reply, &m->exit_code);
-                else if (strcmp(key, "Statistics") == 0) {
-                        const char *sig;
-
-                        r = vmqc_variant_sig(reply, &sig);
-                        if (r >= 0 && strcmp(sig, "a{st}") == 0) {
-                                r = sd_bus_message_enter_container(reply, 'v', sig);
-                                if (r >= 0)
-                                        r = vmqc_stats_read_dict(m->stats, reply);
-                                if (r >= 0)
-                                        r = sd_bus_message_exit_container(reply);
-                        } else if (r >= 0)
-                                r = vmqc_skip_variant(reply);
-                } else if (strcmp(key, "Memory") == 0 || strcmp(key, "VCPUs") == 0 ||
-                           strcmp(key, "QueueDepth") == 0 || strcmp(key, "Id") == 0 ||
-                           strcmp(key, "Persistent") == 0 || strcmp(key, "Autostart") == 0) {
-                        r = vmqc_read_uint(reply, &v);
-                        if (r > 0) {
-                                if (key[0] == 'M')
-                                        m->memory = v;
-                                else if (key[0] == 'V')
-                                        m->vcpus = (uint32_t)v;
-                                else if (key[0] == 'Q')
-                                        m->queue_depth = (uint32_t)v;
-                                else if (key[0] == 'I')
-                                        m->id = (uint32_t)v;
-                                else if (key[0] == 'P')
-                                        m->persistent = v != 0;
-                                else
-                                        m->autostart = v != 0;
-                        }
-                } else
-                        r = vmqc_skip_variant(reply);
-                if (r < 0)
-                        return r;
-                r = sd_bus_message_exit_container(reply);
-                if (r < 0)
-                        return r;
         }
-        return sd_bus_message_exit_container(reply);
+        if (strcmp(key, "ExitCode") == 0)
+                return vmqc_read_int32(reply, &m->exit_code);
+        if (strcmp(key, "Statistics") == 0) {
+                const char *sig;
+
+                r = vmqc_variant_sig(reply, &sig);
+                if (r < 0)
+                        return r;
+                if (strcmp(sig, "a{st}") != 0)
+                        return vmqc_skip_variant(reply);
+                r = sd_bus_message_enter_container(reply, 'v', sig);
+                if (r >= 0)
+                        r = vmqc_stats_read_dict(m->stats, reply);
+                if (r >= 0)
+                        r = sd_bus_message_exit_container(reply);
+                return r;
+        }
+        if (strcmp(key, "Memory") == 0)
+                return vmqc_read_uint(reply, &m->memory);
+        if (strcmp(key, "VCPUs") == 0)
+                return vmqc_read_u32(reply, &m->vcpus);
+        if (strcmp(key, "QueueDepth") == 0)
+                return vmqc_read_u32(reply, &m->queue_depth);
+        if (strcmp(key, "Id") == 0)
+                return vmqc_read_u32(reply, &m->id);
+        if (strcmp(key, "Persistent") == 0)
+                return vmqc_read_bool(reply, &m->persistent);
+        if (strcmp(key, "Autostart") == 0)
+                return vmqc_read_bool(reply, &m->autostart);
+        return vmqc_skip_variant(reply);
+}
+
+/* Reads the a{sv} of Properties.GetAll into @m. */
+static int read_machine_properties(struct vmq_machine *m, sd_bus_message *reply) {
+        return vmqc_read_dict(reply, machine_property, m);
 }
 
 VMQ_EXPORT int vmq_client_get_machine(struct vmq_client *c, const char *name,

@@ -230,55 +230,33 @@ static int read_fd_variant(sd_bus_message *reply, struct vmq_message *msg) {
         return read_payload_fd(fd, &msg->data, &msg->size);
 }
 
+static int message_entry(sd_bus_message *reply, const char *key, void *userdata) {
+        struct vmq_message *msg = userdata;
+
+        if (strcmp(key, "kind") == 0)
+                return vmqc_read_string(reply, &msg->kind_string);
+        if (strcmp(key, "peer_name") == 0)
+                return vmqc_read_string(reply, &msg->peer_name);
+        if (strcmp(key, "peer_uuid") == 0)
+                return vmqc_read_string(reply, &msg->peer_uuid);
+        if (strcmp(key, "data") == 0)
+                return read_data_variant(reply, msg);
+        if (strcmp(key, "fd") == 0)
+                return read_fd_variant(reply, msg);
+        if (strcmp(key, "source") == 0)
+                return vmqc_read_u32(reply, &msg->source);
+        if (strcmp(key, "tag") == 0)
+                return vmqc_read_uint(reply, &msg->tag);
+        if (strcmp(key, "peer_id") == 0)
+                return vmqc_read_u32(reply, &msg->peer_id);
+        /* "length" is the payload's size, which we know. */
+        return vmqc_skip_variant(reply);
+}
+
 static int read_message(sd_bus_message *reply, struct vmq_message *msg) {
         int r;
 
-        r = sd_bus_message_enter_container(reply, 'a', "{sv}");
-        if (r < 0)
-                return r;
-        for (;;) {
-                const char *key;
-                uint64_t v = 0;
-
-                r = sd_bus_message_enter_container(reply, 'e', "sv");
-                if (r < 0)
-                        return r;
-                if (r == 0)
-                        break;
-                r = sd_bus_message_read(reply, "s", &key);
-                if (r < 0)
-                        return r;
-                if (strcmp(key, "kind") == 0)
-                        r = vmqc_read_string(reply, &msg->kind_string);
-                else if (strcmp(key, "peer_name") == 0)
-                        r = vmqc_read_string(reply, &msg->peer_name);
-                else if (strcmp(key, "peer_uuid") == 0)
-                        r = vmqc_read_string(reply, &msg->peer_uuid);
-                else if (strcmp(key, "data") == 0)
-                        r = read_data_variant(reply, msg);
-                else if (strcmp(key, "fd") == 0)
-                        r = read_fd_variant(reply, msg);
-                else if (strcmp(key, "source") == 0 || strcmp(key, "tag") == 0 ||
-                         strcmp(key, "peer_id") == 0) {
-                        r = vmqc_read_uint(reply, &v);
-                        if (r > 0) {
-                                if (key[0] == 's')
-                                        msg->source = (uint32_t)v;
-                                else if (key[0] == 't')
-                                        msg->tag = v;
-                                else
-                                        msg->peer_id = (uint32_t)v;
-                        }
-                } else
-                        /* "length" is the payload's size, which we know. */
-                        r = vmqc_skip_variant(reply);
-                if (r < 0)
-                        return r;
-                r = sd_bus_message_exit_container(reply);
-                if (r < 0)
-                        return r;
-        }
-        r = sd_bus_message_exit_container(reply);
+        r = vmqc_read_dict(reply, message_entry, msg);
         if (r < 0)
                 return r;
         if (!msg->kind_string) {
