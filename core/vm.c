@@ -233,6 +233,24 @@ static void init_vmcs(struct vmq_vm *vm, uint64_t image_end) {
                 memcpy(v->args, vm->args, strlen(vm->args) + 1);
 }
 
+/* What every VM needs before anything can fail: vm_free_resources() can
+ * then take it apart from any point. */
+static void vm_init_common(struct vmq_monitor *m, struct vmq_vm *vm) {
+        vm->mon = m;
+        vm->vm_fd = vm->doorbell_fd = vm->stop_fd = -1;
+        for (unsigned i = 0; i < VMQ_MAX_VCPUS; i++)
+                vm->vcpus[i].fd = -1;
+        pthread_mutex_init(&vm->rxq_lock, NULL);
+        pthread_mutex_init(&vm->post_lock, NULL);
+        pthread_mutex_init(&vm->state_lock, NULL);
+        pthread_mutex_init(&vm->console_lock, NULL);
+        pthread_condattr_t ca;
+        pthread_condattr_init(&ca);
+        pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+        pthread_cond_init(&vm->state_cond, &ca);
+        pthread_condattr_destroy(&ca);
+}
+
 int vmq_vm_create(struct vmq_monitor *m, const struct vmq_vm_config *cfg, const void *image,
                   size_t image_size, struct vmq_vm **ret) {
         struct vmq_vm *vm;
@@ -252,21 +270,7 @@ int vmq_vm_create(struct vmq_monitor *m, const struct vmq_vm_config *cfg, const 
         vm = calloc(1, sizeof(*vm));
         if (!vm)
                 return -ENOMEM;
-        vm->mon = m;
-        vm->vm_fd = vm->doorbell_fd = vm->stop_fd = -1;
-        for (unsigned i = 0; i < VMQ_MAX_VCPUS; i++)
-                vm->vcpus[i].fd = -1;
-        pthread_mutex_init(&vm->rxq_lock, NULL);
-        pthread_mutex_init(&vm->post_lock, NULL);
-        pthread_mutex_init(&vm->state_lock, NULL);
-        pthread_mutex_init(&vm->console_lock, NULL);
-        {
-                pthread_condattr_t ca;
-                pthread_condattr_init(&ca);
-                pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-                pthread_cond_init(&vm->state_cond, &ca);
-                pthread_condattr_destroy(&ca);
-        }
+        vm_init_common(m, vm);
         atomic_init(&vm->state, VMQ_VM_CREATED);
         vm->cfg = *cfg;
         vm->cfg.name = NULL;
@@ -916,22 +920,6 @@ size_t vmq_vm_console_read_from(struct vmq_vm *vm, uint64_t *offset, char *buf, 
 }
 
 /* ---- region VMs (ivshmem transport) ------------------------------------- */
-
-static void vm_init_common(struct vmq_monitor *m, struct vmq_vm *vm) {
-        vm->mon = m;
-        vm->vm_fd = vm->doorbell_fd = vm->stop_fd = -1;
-        for (unsigned i = 0; i < VMQ_MAX_VCPUS; i++)
-                vm->vcpus[i].fd = -1;
-        pthread_mutex_init(&vm->rxq_lock, NULL);
-        pthread_mutex_init(&vm->post_lock, NULL);
-        pthread_mutex_init(&vm->state_lock, NULL);
-        pthread_mutex_init(&vm->console_lock, NULL);
-        pthread_condattr_t ca;
-        pthread_condattr_init(&ca);
-        pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-        pthread_cond_init(&vm->state_cond, &ca);
-        pthread_condattr_destroy(&ca);
-}
 
 int vmq_vm_create_region(struct vmq_monitor *m, const struct vmq_vm_config *cfg, void *region,
                          size_t size, const struct vmq_region_ops *ops, void *userdata,
