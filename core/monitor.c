@@ -525,56 +525,17 @@ static const void *region_source(struct vmq_vm *vm, const struct vmq_request *re
 }
 
 /*
- * A page request where one end is a region VM: the pages travel as a copy
- * (the monitor is not the region VM's VMM and cannot remap its memory).
+ * Delivers a page request as a copy when one end is a region VM (the
+ * monitor is not the region VM's VMM and cannot remap its memory): `src` is
+ * the checked source, copied into the receiver's window.
  */
-static int32_t copy_request(struct vmq_vm *vm, const struct vmq_request *req, bool deferred,
-                            struct vmq_channel *ch, int to, struct vmq_vm *peer, struct vmq_desc *d,
-                            struct vmq_vm **ret_peer) {
-        struct vmq_monitor *m = vm->mon;
-        const void *src;
-        int32_t r = 0;
+static int32_t copy_to_peer(struct vmq_vm *vm, const struct vmq_request *req, bool deferred,
+                            struct vmq_channel *ch, int to, struct vmq_vm *peer, const void *src,
+                            struct vmq_desc *d, struct vmq_vm **ret_peer) {
+        int32_t r;
 
-        if (vm->transport == VMQ_TRANSPORT_IVSHMEM) {
-                src = region_source(vm, req, &r);
-        } else {
-                uint64_t base, size;
-                enum vmq_frame_kind kind;
-                if (req->len == 0)
-                        return -VMQ_E_LEN;
-                if (find_region(vm->space, req->gpa, &base, &size, &kind) < 0)
-                        return -VMQ_E_RANGE;
-                if (!VMQ_IS_ALIGNED(req->gpa, (uint64_t)vmq_frame_size(kind)))
-                        return -VMQ_E_ALIGN;
-                if (!vmq_range_within(req->gpa, req->len, base, size))
-                        return -VMQ_E_LEN;
-                if (req->gpa < VMQ_IMAGE_GPA)
-                        return -VMQ_E_NOTOWNED;
-                src = vmq_space_translate(vm->space, req->gpa, req->len, false);
-                if (!src)
-                        r = -VMQ_E_NOTOWNED;
-        }
-        if (!src)
-                return r;
         d->kind = VMQ_DESC_PAGE;
         d->flags = VMQ_DESC_F_COPIED;
-
-        if (!peer) {
-                if (req->len > VMQ_HOST_MSG_MAX)
-                        return -VMQ_E_LEN;
-                if (host_inbox_full(m, ch))
-                        return -VMQ_E_AGAIN;
-                /* host_msg_new copies out of the region once */
-                struct vmq_host_msg *msg = host_msg_new(d, src, req->len);
-                count_sent(vm, ch, to, req->len, deferred, 1);
-                r = msg ? deliver_host(m, ch, msg, false) : -VMQ_E_NOMEM;
-                if (r == 0)
-                        atomic_fetch_add(&vm->st_copies, 1);
-                else
-                        count_sent(vm, ch, to, req->len, deferred, -1);
-                return r;
-        }
-
         uint64_t window = peer->transport == VMQ_TRANSPORT_IVSHMEM
                                   ? (uint64_t)peer->rx_slots * VMQ_PAGE_SIZE
                                   : peer->cfg.rx_size;
@@ -688,48 +649,56 @@ static int32_t handle_request(struct vmq_vm *vm, const struct vmq_request *req, 
                 return r;
         }
 
-        if (vm->transport == VMQ_TRANSPORT_IVSHMEM ||
-            (peer && peer->transport == VMQ_TRANSPORT_IVSHMEM))
-                return copy_request(vm, req, deferred, ch, to, peer, &d, ret_peer);
+        /* Page run.  Pages to, from or between region VMs are copied. */
+        bool region_path = vm->transport == VMQ_TRANSPORT_IVSHMEM ||
+                           (peer && peer->transport == VMQ_TRANSPORT_IVSHMEM);
+        enum vmq_frame_kind kind = VMQ_FRAME_4K;
+        enum { COPY, FLIP, SHARE } how = COPY;
+        const void *src;
+        if (vm->transport == VMQ_TRANSPORT_IVSHMEM) {
+                src = region_source(vm, req, &r);
+                if (!src)
+                        return r;
+        } else {
+                uint64_t base, size, fs, run_bytes;
+                if (req->len == 0)
+                        return -VMQ_E_LEN;
+                if (find_region(vm->space, req->gpa, &base, &size, &kind) < 0)
+                        return -VMQ_E_RANGE;
+                fs = vmq_frame_size(kind);
+                if (!VMQ_IS_ALIGNED(req->gpa, fs))
+                        return -VMQ_E_ALIGN;
+                run_bytes = VMQ_ALIGN_UP((uint64_t)req->len, fs);
+                if (!vmq_range_within(req->gpa, run_bytes, base, size))
+                        return -VMQ_E_LEN;
+                /* The system area, the VMCS and everything below the image
+                 * are the monitor's, even though they sit in the guest's RAM
+                 * region. */
+                if (req->gpa < VMQ_IMAGE_GPA)
+                        return -VMQ_E_NOTOWNED;
 
-        /* Page run. */
-        uint64_t base, size, fs, run_bytes;
-        enum vmq_frame_kind kind;
-        if (req->len == 0)
-                return -VMQ_E_LEN;
-        if (find_region(vm->space, req->gpa, &base, &size, &kind) < 0)
-                return -VMQ_E_RANGE;
-        fs = vmq_frame_size(kind);
-        if (!VMQ_IS_ALIGNED(req->gpa, fs))
-                return -VMQ_E_ALIGN;
-        run_bytes = VMQ_ALIGN_UP((uint64_t)req->len, fs);
-        if (!vmq_range_within(req->gpa, run_bytes, base, size))
-                return -VMQ_E_LEN;
-        /* The system area, the VMCS and everything below the image are the
-         * monitor's, even though they sit in the guest's RAM region. */
-        if (req->gpa < VMQ_IMAGE_GPA)
-                return -VMQ_E_NOTOWNED;
+                if (region_path)
+                        how = COPY;
+                else if (flags & VMQ_REQ_F_COPY)
+                        how = COPY;
+                else if (flags & VMQ_REQ_F_FLIP)
+                        how = FLIP;
+                else if (flags & VMQ_REQ_F_SHARE)
+                        how = SHARE;
+                else if (ch->cfg.transfer == VMQ_TRANSFER_COPY)
+                        how = COPY;
+                else if (ch->cfg.transfer == VMQ_TRANSFER_FLIP)
+                        how = FLIP;
+                else
+                        /* Remapping a 4 KiB frame costs more than copying it
+                         * on the machines we measured; a 2 MiB frame is far
+                         * cheaper to move. */
+                        how = kind == VMQ_FRAME_2M ? FLIP : COPY;
 
-        enum { COPY, FLIP, SHARE } how;
-        if (flags & VMQ_REQ_F_COPY)
-                how = COPY;
-        else if (flags & VMQ_REQ_F_FLIP)
-                how = FLIP;
-        else if (flags & VMQ_REQ_F_SHARE)
-                how = SHARE;
-        else if (ch->cfg.transfer == VMQ_TRANSFER_COPY)
-                how = COPY;
-        else if (ch->cfg.transfer == VMQ_TRANSFER_FLIP)
-                how = FLIP;
-        else
-                /* Remapping a 4 KiB frame costs more than copying it on the
-                 * machines we measured; a 2 MiB frame is far cheaper to move. */
-                how = kind == VMQ_FRAME_2M ? FLIP : COPY;
-
-        const void *src =
-                vmq_space_translate(vm->space, req->gpa, req->len, how != COPY ? true : false);
-        if (!src)
-                return -VMQ_E_NOTOWNED;
+                src = vmq_space_translate(vm->space, req->gpa, req->len, how != COPY);
+                if (!src)
+                        return -VMQ_E_NOTOWNED;
+        }
 
         if (!peer) {
                 /* The host cannot map frames: it always gets a copy. */
@@ -748,6 +717,9 @@ static int32_t handle_request(struct vmq_vm *vm, const struct vmq_request *req, 
                         count_sent(vm, ch, to, req->len, deferred, -1);
                 return r;
         }
+
+        if (region_path)
+                return copy_to_peer(vm, req, deferred, ch, to, peer, src, &d, ret_peer);
 
         uint64_t window = VMQ_RX_GPA, wsize = peer->cfg.rx_size, dfs = VMQ_PAGE_SIZE;
         if (how != COPY && kind == VMQ_FRAME_2M) {
