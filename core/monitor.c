@@ -851,12 +851,6 @@ static void retry_blocked(struct vmq_monitor *m, struct vmq_vm *vm) {
         }
 }
 
-static uint64_t now_ns(void) {
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
-
 static int32_t do_release(struct vmq_vm *vm, uint64_t gpa, uint64_t len) {
         uint64_t fs;
         if (vm->transport == VMQ_TRANSPORT_IVSHMEM)
@@ -943,7 +937,7 @@ int32_t vmq_monitor_hypercall(struct vmq_vcpu *c, unsigned nr) {
                 break;
         }
         case VMQ_HC_CLOCK:
-                __atomic_store_n(&mb->result, now_ns(), __ATOMIC_RELAXED);
+                __atomic_store_n(&mb->result, vmq_now_ns(), __ATOMIC_RELAXED);
                 r = 0;
                 break;
         case VMQ_HC_EXIT:
@@ -1228,15 +1222,7 @@ int vmq_host_recv(struct vmq_monitor *m, uint32_t channel, int timeout_ms,
         struct timespec ts;
         int r;
 
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        if (timeout_ms > 0) {
-                ts.tv_sec += timeout_ms / 1000;
-                ts.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
-                if (ts.tv_nsec >= 1000000000L) {
-                        ts.tv_sec++;
-                        ts.tv_nsec -= 1000000000L;
-                }
-        }
+        ts = vmq_deadline_ms(timeout_ms);
         /* The channel table only grows and channels are freed with the
          * monitor, so ch stays valid after the read lock is dropped. */
         pthread_rwlock_rdlock(&m->rw);

@@ -12,6 +12,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <sys/mman.h>
+#include <time.h>
 #include <unistd.h>
 
 #define VMQ_ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
@@ -76,6 +77,29 @@ static inline bool vmq_range_within(uint64_t addr, uint64_t len, uint64_t base, 
 /* Does [a, a + alen) overlap [b, b + blen)?  Inputs must not wrap. */
 static inline bool vmq_ranges_overlap(uint64_t a, uint64_t alen, uint64_t b, uint64_t blen) {
         return a < b + blen && b < a + alen;
+}
+
+/* CLOCK_MONOTONIC, in nanoseconds. */
+static inline uint64_t vmq_now_ns(void) {
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+/* The CLOCK_MONOTONIC time `ms` milliseconds from now (now when ms <= 0),
+ * for pthread_cond_timedwait() on a condvar that uses CLOCK_MONOTONIC. */
+static inline struct timespec vmq_deadline_ms(int ms) {
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        if (ms > 0) {
+                ts.tv_sec += ms / 1000;
+                ts.tv_nsec += (long)(ms % 1000) * 1000000L;
+                if (ts.tv_nsec >= 1000000000L) {
+                        ts.tv_sec++;
+                        ts.tv_nsec -= 1000000000L;
+                }
+        }
+        return ts;
 }
 
 #endif /* VMQ_UTIL_H */

@@ -483,17 +483,11 @@ void vmq_vm_wake(struct vmq_vm *vm) {
         }
 }
 
-static uint64_t now_ns(void) {
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
-
 /* VMQ_HC_WAIT: returns 0 when the queue holds something, -VMQ_E_TIMEDOUT,
  * or -VMQ_E_PROTO when the guest broke its queue indices. */
 static int32_t wait_queue(struct vmq_vcpu *c, uint64_t timeout_ns) {
         struct vmq_vm *vm = c->vm;
-        uint64_t start = now_ns(), spin_end, deadline;
+        uint64_t start = vmq_now_ns(), spin_end, deadline;
         int n;
 
         deadline = timeout_ns == UINT64_MAX || timeout_ns > UINT64_MAX - start ? UINT64_MAX
@@ -508,7 +502,7 @@ static int32_t wait_queue(struct vmq_vcpu *c, uint64_t timeout_ns) {
                         return n > 0 ? 0 : -VMQ_E_PROTO;
                 if (atomic_load(&vm->stopping))
                         return -VMQ_E_TIMEDOUT;
-                uint64_t t = now_ns();
+                uint64_t t = vmq_now_ns();
                 if (t >= deadline)
                         return -VMQ_E_TIMEDOUT;
                 if (t < spin_end) {
@@ -543,6 +537,13 @@ static void park(struct vmq_vcpu *c) {
         pthread_mutex_unlock(&vm->state_lock);
 }
 
+/* Drains the VM's post ring (deferred requests) from one of its threads. */
+static void drain_own_posts(struct vmq_vm *vm) {
+        pthread_rwlock_rdlock(&vm->mon->rw);
+        vmq_monitor_drain_posts(vm);
+        pthread_rwlock_unlock(&vm->mon->rw);
+}
+
 static void crash(struct vmq_vm *vm, const char *reason) {
         vmq_vm_set_state(vm, VMQ_VM_CRASHED, reason);
 }
@@ -565,9 +566,7 @@ static bool handle_io(struct vmq_vcpu *c) {
                 if (port == VMQ_DOORBELL_PORT) {
                         /* ioeventfd unavailable: the doorbell is an exit. */
                         atomic_fetch_add(&vm->st_exits, 1);
-                        pthread_rwlock_rdlock(&vm->mon->rw);
-                        vmq_monitor_drain_posts(vm);
-                        pthread_rwlock_unlock(&vm->mon->rw);
+                        drain_own_posts(vm);
                         return true;
                 }
                 /* Unknown output port: counted, otherwise ignored. */
@@ -596,9 +595,7 @@ static bool handle_io(struct vmq_vcpu *c) {
                                 result = wait_queue(c, timeout);
                         __atomic_store_n(&mb->status, result, __ATOMIC_RELAXED);
                 } else if (nr == VMQ_HC_PARK) {
-                        pthread_rwlock_rdlock(&vm->mon->rw);
-                        vmq_monitor_drain_posts(vm);
-                        pthread_rwlock_unlock(&vm->mon->rw);
+                        drain_own_posts(vm);
                         park(c);
                         return false;
                 } else {
@@ -670,9 +667,7 @@ static void *vcpu_thread(void *arg) {
                 }
                 /* Natural exits drain the post ring too (deferred mode). */
                 if (go && c->run->exit_reason != KVM_EXIT_IO) {
-                        pthread_rwlock_rdlock(&vm->mon->rw);
-                        vmq_monitor_drain_posts(vm);
-                        pthread_rwlock_unlock(&vm->mon->rw);
+                        drain_own_posts(vm);
                 }
         }
         /* When one vCPU ends the VM (exit, crash), the others stop too. */
@@ -699,9 +694,7 @@ static void *doorbell_thread(void *arg) {
                         break;
                 if (p[0].revents & POLLIN) {
                         (void)!read(vm->doorbell_fd, &v, sizeof(v));
-                        pthread_rwlock_rdlock(&vm->mon->rw);
-                        vmq_monitor_drain_posts(vm);
-                        pthread_rwlock_unlock(&vm->mon->rw);
+                        drain_own_posts(vm);
                 }
         }
         return NULL;
@@ -799,15 +792,7 @@ int vmq_vm_stop(struct vmq_vm *vm) {
 int vmq_vm_wait(struct vmq_vm *vm, int timeout_ms) {
         struct timespec ts;
         int r = 0;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        if (timeout_ms >= 0) {
-                ts.tv_sec += timeout_ms / 1000;
-                ts.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
-                if (ts.tv_nsec >= 1000000000L) {
-                        ts.tv_sec++;
-                        ts.tv_nsec -= 1000000000L;
-                }
-        }
+        ts = vmq_deadline_ms(timeout_ms);
         pthread_mutex_lock(&vm->state_lock);
         while (atomic_load(&vm->state) == VMQ_VM_RUNNING ||
                atomic_load(&vm->state) == VMQ_VM_CREATED) {
