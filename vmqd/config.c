@@ -97,18 +97,17 @@
 /* Neither file needs more than three levels; hostile nesting stops here. */
 #define JSON_MAX_DEPTH 8
 
-static void json_putp(struct json_object **o) {
+void vmqd_json_putp(struct json_object **o) {
         if (*o)
                 json_object_put(*o);
 }
-#define _cleanup_json_ _cleanup_(json_putp)
 
 static void tokener_freep(struct json_tokener **t) {
         if (*t)
                 json_tokener_free(*t);
 }
 
-__attribute__((format(printf, 2, 3))) static int errorf(char **ret_error, const char *fmt, ...) {
+int vmqd_errorf(char **ret_error, const char *fmt, ...) {
         if (ret_error) {
                 va_list ap;
                 char *m = NULL;
@@ -122,9 +121,7 @@ __attribute__((format(printf, 2, 3))) static int errorf(char **ret_error, const 
         return -EINVAL;
 }
 
-/* A user-supplied string, made safe to put in quotes in a message:
- * control characters and quotes replaced, long values cut short. */
-static const char *printable(const char *s, char *buf, size_t size) {
+const char *vmqd_printable(const char *s, char *buf, size_t size) {
         size_t i = 0;
         for (; s[i] && i + 4 < size; i++) {
                 unsigned char c = (unsigned char)s[i];
@@ -137,7 +134,6 @@ static const char *printable(const char *s, char *buf, size_t size) {
         buf[i] = '\0';
         return buf;
 }
-#define PRINTABLE(s) printable((s), (char[80]){0}, 80)
 
 int vmqd_json_parse_file(int dirfd, const char *path, struct json_object **ret, char **ret_error) {
         _cleanup_close_ int fd = -1;
@@ -157,9 +153,10 @@ int vmqd_json_parse_file(int dirfd, const char *path, struct json_object **ret, 
         if (fstat(fd, &st) < 0)
                 return -errno;
         if (!S_ISREG(st.st_mode))
-                return errorf(ret_error, "not a regular file");
+                return vmqd_errorf(ret_error, "not a regular file");
         if (st.st_size > (off_t)VMQD_FILE_MAX)
-                return errorf(ret_error, "larger than 16 MiB (%jd bytes)", (intmax_t)st.st_size);
+                return vmqd_errorf(ret_error, "larger than 16 MiB (%jd bytes)",
+                                   (intmax_t)st.st_size);
 
         /* The size is a hint only: the file may change while we read. */
         cap = (size_t)st.st_size + 1;
@@ -171,7 +168,7 @@ int vmqd_json_parse_file(int dirfd, const char *path, struct json_object **ret, 
                 if (len == cap) {
                         char *nb;
                         if (cap > VMQD_FILE_MAX)
-                                return errorf(ret_error, "larger than 16 MiB");
+                                return vmqd_errorf(ret_error, "larger than 16 MiB");
                         cap = VMQ_MIN(cap * 2, (size_t)VMQD_FILE_MAX + 1);
                         nb = realloc(buf, cap + 1);
                         if (!nb)
@@ -189,12 +186,13 @@ int vmqd_json_parse_file(int dirfd, const char *path, struct json_object **ret, 
                 len += (size_t)n;
         }
         if (len > VMQD_FILE_MAX)
-                return errorf(ret_error, "larger than 16 MiB");
+                return vmqd_errorf(ret_error, "larger than 16 MiB");
         buf[len] = '\0';
 
         const char *nul = memchr(buf, '\0', len);
         if (nul)
-                return errorf(ret_error, "contains a NUL byte at offset %zu", (size_t)(nul - buf));
+                return vmqd_errorf(ret_error, "contains a NUL byte at offset %zu",
+                                   (size_t)(nul - buf));
 
         tok = json_tokener_new_ex(JSON_MAX_DEPTH);
         if (!tok)
@@ -209,7 +207,7 @@ int vmqd_json_parse_file(int dirfd, const char *path, struct json_object **ret, 
                 if (o)
                         json_object_put(o);
                 if (len == 0 || strspn(buf, " \t\r\n") == len)
-                        return errorf(ret_error, "empty file (expected a JSON object)");
+                        return vmqd_errorf(ret_error, "empty file (expected a JSON object)");
                 for (size_t i = 0; i < end; i++) {
                         if (buf[i] == '\n') {
                                 line++;
@@ -219,14 +217,14 @@ int vmqd_json_parse_file(int dirfd, const char *path, struct json_object **ret, 
                         }
                 }
                 if (jerr == json_tokener_success) /* the file says "null" */
-                        return errorf(ret_error, "the top level must be a JSON object");
-                return errorf(ret_error, "invalid JSON at line %u, column %u: %s", line, col,
-                              jerr == json_tokener_continue ? "unexpected end of data"
-                                                            : json_tokener_error_desc(jerr));
+                        return vmqd_errorf(ret_error, "the top level must be a JSON object");
+                return vmqd_errorf(ret_error, "invalid JSON at line %u, column %u: %s", line, col,
+                                   jerr == json_tokener_continue ? "unexpected end of data"
+                                                                 : json_tokener_error_desc(jerr));
         }
         if (!json_object_is_type(o, json_type_object)) {
                 json_object_put(o);
-                return errorf(ret_error, "the top level must be a JSON object");
+                return vmqd_errorf(ret_error, "the top level must be a JSON object");
         }
         *ret = o;
         return 0;
@@ -445,32 +443,32 @@ static int get_unsigned(struct json_object *v, const char *key, bool size, uint6
                         return 0;
                 }
                 if (r < 0 || (size_t)json_object_get_string_len(v) != strlen(s))
-                        return errorf(ret_error,
-                                      "%s: \"%s\" is not a size (use a number of bytes, or a "
-                                      "string such as \"16M\" or \"1G\")",
-                                      key, PRINTABLE(s));
+                        return vmqd_errorf(ret_error,
+                                           "%s: \"%s\" is not a size (use a number of bytes, or a "
+                                           "string such as \"16M\" or \"1G\")",
+                                           key, VMQD_PRINTABLE(s));
                 return 0;
         }
         if (size)
-                return errorf(ret_error,
-                              "%s: must be a size (a number of bytes, or a string such as \"16M\")",
-                              key);
-        return errorf(ret_error, "%s: must be a non-negative integer", key);
+                return vmqd_errorf(
+                        ret_error,
+                        "%s: must be a size (a number of bytes, or a string such as \"16M\")", key);
+        return vmqd_errorf(ret_error, "%s: must be a non-negative integer", key);
 }
 
 static int check_range(const char *key, const struct key *k, uint64_t v, bool negative,
                        char **ret_error) {
         if (negative || v < k->min || v > k->max) {
                 if (k->type == KEY_SIZE)
-                        return errorf(ret_error, "%s: must be between %s and %s", key,
-                                      FORMAT_SIZE(k->min), FORMAT_SIZE(k->max));
-                return errorf(ret_error, "%s: must be between %" PRIu64 " and %" PRIu64, key,
-                              k->min, k->max);
+                        return vmqd_errorf(ret_error, "%s: must be between %s and %s", key,
+                                           FORMAT_SIZE(k->min), FORMAT_SIZE(k->max));
+                return vmqd_errorf(ret_error, "%s: must be between %" PRIu64 " and %" PRIu64, key,
+                                   k->min, k->max);
         }
         if ((k->flags & KEY_POW2) && !VMQ_IS_POW2(v))
-                return errorf(ret_error, "%s: must be a power of two", key);
+                return vmqd_errorf(ret_error, "%s: must be a power of two", key);
         if ((k->flags & KEY_ALIGN2M) && !VMQ_IS_ALIGNED(v, 2 * MIB))
-                return errorf(ret_error, "%s: must be a multiple of 2 MiB", key);
+                return vmqd_errorf(ret_error, "%s: must be a multiple of 2 MiB", key);
         return 0;
 }
 
@@ -500,48 +498,50 @@ static int apply_key(struct vmqd_config *c, const struct key *k, struct json_obj
         case KEY_TRANSFER:
         case KEY_LOG_LEVEL: {
                 if (!json_object_is_type(v, json_type_string))
-                        return errorf(ret_error, "%s: must be a string", key);
+                        return vmqd_errorf(ret_error, "%s: must be a string", key);
                 const char *s = json_object_get_string(v);
                 if ((size_t)json_object_get_string_len(v) != strlen(s))
-                        return errorf(ret_error, "%s: must not contain NUL characters", key);
+                        return vmqd_errorf(ret_error, "%s: must not contain NUL characters", key);
                 switch (k->type) {
                 case KEY_PATH:
                         if (s[0] != '/')
-                                return errorf(ret_error, "%s: \"%s\" is not an absolute path", key,
-                                              PRINTABLE(s));
+                                return vmqd_errorf(ret_error, "%s: \"%s\" is not an absolute path",
+                                                   key, VMQD_PRINTABLE(s));
                         if (strlen(s) >= 4096)
-                                return errorf(ret_error, "%s: path too long", key);
+                                return vmqd_errorf(ret_error, "%s: path too long", key);
                         return set_string(field, s);
                 case KEY_STRING:
                         if (!*s)
-                                return errorf(ret_error, "%s: must not be empty", key);
+                                return vmqd_errorf(ret_error, "%s: must not be empty", key);
                         return set_string(field, s);
                 case KEY_MODE:
                         if (!vmqd_mode_is_valid(s))
-                                return errorf(ret_error,
-                                              "%s: \"%s\" is not \"immediate\" or \"deferred\"",
-                                              key, PRINTABLE(s));
+                                return vmqd_errorf(
+                                        ret_error,
+                                        "%s: \"%s\" is not \"immediate\" or \"deferred\"", key,
+                                        VMQD_PRINTABLE(s));
                         return set_string(field, s);
                 case KEY_TRANSFER:
                         if (!vmqd_transfer_is_valid(s))
-                                return errorf(ret_error,
-                                              "%s: \"%s\" is not \"copy\", \"flip\" or \"auto\"",
-                                              key, PRINTABLE(s));
+                                return vmqd_errorf(
+                                        ret_error,
+                                        "%s: \"%s\" is not \"copy\", \"flip\" or \"auto\"", key,
+                                        VMQD_PRINTABLE(s));
                         return set_string(field, s);
                 default:
                         r = vmqd_log_level_from_string(s);
                         if (r < 0)
-                                return errorf(ret_error,
-                                              "%s: \"%s\" is not one of \"err\", \"warning\", "
-                                              "\"notice\", \"info\", \"debug\"",
-                                              key, PRINTABLE(s));
+                                return vmqd_errorf(ret_error,
+                                                   "%s: \"%s\" is not one of \"err\", \"warning\", "
+                                                   "\"notice\", \"info\", \"debug\"",
+                                                   key, VMQD_PRINTABLE(s));
                         *(int *)field = r;
                         return 0;
                 }
         }
         case KEY_BOOL:
                 if (!json_object_is_type(v, json_type_boolean))
-                        return errorf(ret_error, "%s: must be true or false", key);
+                        return vmqd_errorf(ret_error, "%s: must be true or false", key);
                 *(bool *)field = json_object_get_boolean(v);
                 return 0;
         case KEY_U32:
@@ -582,7 +582,7 @@ static int apply_object(struct vmqd_config *c, const char *section, struct json_
 
                 if (!section && string_in(name, sections)) {
                         if (!json_object_is_type(v, json_type_object))
-                                return errorf(ret_error, "%s: must be an object", name);
+                                return vmqd_errorf(ret_error, "%s: must be an object", name);
                         r = apply_object(c, name, v, ret_error);
                         if (r < 0)
                                 return r;
@@ -591,9 +591,9 @@ static int apply_object(struct vmqd_config *c, const char *section, struct json_
                 k = find_key(section, name);
                 if (!k) {
                         if (section)
-                                return errorf(ret_error, "%s: unknown key \"%s\"", section,
-                                              PRINTABLE(name));
-                        return errorf(ret_error, "unknown key \"%s\"", PRINTABLE(name));
+                                return vmqd_errorf(ret_error, "%s: unknown key \"%s\"", section,
+                                                   VMQD_PRINTABLE(name));
+                        return vmqd_errorf(ret_error, "unknown key \"%s\"", VMQD_PRINTABLE(name));
                 }
                 r = apply_key(c, k, v, ret_error);
                 if (r < 0)
@@ -605,16 +605,17 @@ static int apply_object(struct vmqd_config *c, const char *section, struct json_
 /* Checks between keys, once all are known. */
 static int check_config(const struct vmqd_config *c, char **ret_error) {
         if (c->max_memory > c->pool_memory)
-                return errorf(ret_error, "limits.max_memory: must not exceed pool_memory (%s)",
-                              FORMAT_SIZE(c->pool_memory));
+                return vmqd_errorf(ret_error, "limits.max_memory: must not exceed pool_memory (%s)",
+                                   FORMAT_SIZE(c->pool_memory));
         if (c->default_memory > c->max_memory)
-                return errorf(ret_error, "defaults.memory: must not exceed limits.max_memory (%s)",
-                              FORMAT_SIZE(c->max_memory));
+                return vmqd_errorf(ret_error,
+                                   "defaults.memory: must not exceed limits.max_memory (%s)",
+                                   FORMAT_SIZE(c->max_memory));
         if (c->default_queue_depth > c->max_queue_depth)
-                return errorf(ret_error,
-                              "defaults.queue_depth: must not exceed limits.max_queue_depth "
-                              "(%" PRIu32 ")",
-                              c->max_queue_depth);
+                return vmqd_errorf(ret_error,
+                                   "defaults.queue_depth: must not exceed limits.max_queue_depth "
+                                   "(%" PRIu32 ")",
+                                   c->max_queue_depth);
         return 0;
 }
 

@@ -99,4 +99,17 @@ bool vmqd_transfer_is_valid(const char *s);
 struct json_object;
 int vmqd_json_parse_file(int dirfd, const char *path, struct json_object **ret, char **ret_error);
 
+/* Also shared with state.c: replaces *ret_error (when ret_error is not
+ * NULL) with the formatted message and returns -EINVAL. */
+__attribute__((format(printf, 2, 3))) int vmqd_errorf(char **ret_error, const char *fmt, ...);
+
+/* A user-supplied string made safe to put in quotes in a message: control
+ * characters and quotes replaced, long values cut short with "...". */
+const char *vmqd_printable(const char *s, char *buf, size_t size);
+#define VMQD_PRINTABLE(s) vmqd_printable((s), (char[80]){0}, 80)
+
+/* json_object_put() as a scope cleanup. */
+void vmqd_json_putp(struct json_object **o);
+#define _cleanup_json_ _cleanup_(vmqd_json_putp)
+
 #endif /* VMQD_CONFIG_H */

@@ -35,42 +35,6 @@
 #define MAX_MACHINES 4096u
 #define MAX_CHANNELS 65536u
 
-static void json_putp(struct json_object **o) {
-        if (*o)
-                json_object_put(*o);
-}
-#define _cleanup_json_ _cleanup_(json_putp)
-
-__attribute__((format(printf, 2, 3))) static int errorf(char **ret_error, const char *fmt, ...) {
-        if (ret_error) {
-                va_list ap;
-                char *m = NULL;
-                va_start(ap, fmt);
-                if (vasprintf(&m, fmt, ap) < 0)
-                        m = NULL;
-                va_end(ap);
-                free(*ret_error);
-                *ret_error = m;
-        }
-        return -EINVAL;
-}
-
-/* A user-supplied string, made safe to put in quotes in a message. */
-static const char *printable(const char *s, char *buf, size_t size) {
-        size_t i = 0;
-        for (; s[i] && i + 4 < size; i++) {
-                unsigned char c = (unsigned char)s[i];
-                buf[i] = (c < 0x20 || c == 0x7f || c == '"' || c == '\\') ? '?' : (char)c;
-        }
-        if (s[i]) {
-                memcpy(buf + i, "...", 3);
-                i += 3;
-        }
-        buf[i] = '\0';
-        return buf;
-}
-#define PRINTABLE(s) printable((s), (char[80]){0}, 80)
-
 bool vmqd_name_is_valid(const char *name) {
         size_t n;
 
@@ -116,87 +80,97 @@ static bool domain_name_is_valid(const char *s) {
 static int validate_libvirt_machine(const struct vmqd_machine_def *d, const char *where,
                                     char **ret_error) {
         if (!domain_name_is_valid(d->domain))
-                return errorf(ret_error,
-                              "%sdomain: must be a non-empty string shorter than %u, without "
-                              "control characters",
-                              where, DOMAIN_MAX);
+                return vmqd_errorf(ret_error,
+                                   "%sdomain: must be a non-empty string shorter than %u, without "
+                                   "control characters",
+                                   where, DOMAIN_MAX);
         if (d->image)
-                return errorf(ret_error, "%simage: a libvirt machine has no image", where);
+                return vmqd_errorf(ret_error, "%simage: a libvirt machine has no image", where);
         if (!vmqd_uuid_is_valid(d->uuid)) {
                 char u[sizeof(d->uuid)];
                 memcpy(u, d->uuid, sizeof(u));
                 u[sizeof(u) - 1] = '\0';
-                return errorf(ret_error, "%suuid: \"%s\" is not a UUID", where, PRINTABLE(u));
+                return vmqd_errorf(ret_error, "%suuid: \"%s\" is not a UUID", where,
+                                   VMQD_PRINTABLE(u));
         }
         if (!VMQ_IS_POW2(d->memory) || d->memory < MIB || d->memory > 1024 * MIB)
-                return errorf(ret_error,
-                              "%smemory: the region size must be a power of two, between 1 MiB "
-                              "and 1 GiB",
-                              where);
+                return vmqd_errorf(
+                        ret_error,
+                        "%smemory: the region size must be a power of two, between 1 MiB "
+                        "and 1 GiB",
+                        where);
         if (d->rx_size < 4096 || d->rx_size > d->memory / 2 || !VMQ_IS_ALIGNED(d->rx_size, 4096))
-                return errorf(ret_error,
-                              "%srx_size: must be a multiple of 4 KiB, at most half the region",
-                              where);
+                return vmqd_errorf(
+                        ret_error,
+                        "%srx_size: must be a multiple of 4 KiB, at most half the region", where);
         if (d->vcpus != 1)
-                return errorf(ret_error, "%svcpus: must be 1 for a libvirt machine", where);
+                return vmqd_errorf(ret_error, "%svcpus: must be 1 for a libvirt machine", where);
         if (!VMQ_IS_POW2(d->queue_depth) || d->queue_depth < 4 || d->queue_depth > 1024)
-                return errorf(ret_error, "%squeue_depth: must be a power of two, 4..1024", where);
+                return vmqd_errorf(ret_error, "%squeue_depth: must be a power of two, 4..1024",
+                                   where);
         if (d->huge_memory != 0 || d->args || d->autostart)
-                return errorf(ret_error,
-                              "%sa libvirt machine has no huge_memory, args or autostart", where);
+                return vmqd_errorf(ret_error,
+                                   "%sa libvirt machine has no huge_memory, args or autostart",
+                                   where);
         return 0;
 }
 
 static int validate_machine(const struct vmqd_machine_def *d, const char *where, char **ret_error) {
         if (!vmqd_name_is_valid(d->name))
-                return errorf(ret_error, "%sname: \"%s\" is not a valid machine name", where,
-                              d->name ? PRINTABLE(d->name) : "");
+                return vmqd_errorf(ret_error, "%sname: \"%s\" is not a valid machine name", where,
+                                   d->name ? VMQD_PRINTABLE(d->name) : "");
         if (d->domain)
                 return validate_libvirt_machine(d, where, ret_error);
         if (d->rx_size != 0)
-                return errorf(ret_error, "%srx_size: only for a libvirt machine", where);
+                return vmqd_errorf(ret_error, "%srx_size: only for a libvirt machine", where);
         if (!d->image || !*d->image || strlen(d->image) >= IMAGE_MAX)
-                return errorf(ret_error, "%simage: must be a non-empty string, shorter than %u",
-                              where, IMAGE_MAX);
+                return vmqd_errorf(ret_error,
+                                   "%simage: must be a non-empty string, shorter than %u", where,
+                                   IMAGE_MAX);
         if (!vmqd_uuid_is_valid(d->uuid)) {
                 char u[sizeof(d->uuid)];
                 memcpy(u, d->uuid, sizeof(u)); /* may lack its NUL */
                 u[sizeof(u) - 1] = '\0';
-                return errorf(ret_error, "%suuid: \"%s\" is not a UUID", where, PRINTABLE(u));
+                return vmqd_errorf(ret_error, "%suuid: \"%s\" is not a UUID", where,
+                                   VMQD_PRINTABLE(u));
         }
         if (d->memory < 4 * MIB || d->memory > 1024 * MIB || !VMQ_IS_ALIGNED(d->memory, 2 * MIB))
-                return errorf(ret_error,
-                              "%smemory: must be a multiple of 2 MiB, between 4 MiB and 1 GiB",
-                              where);
+                return vmqd_errorf(ret_error,
+                                   "%smemory: must be a multiple of 2 MiB, between 4 MiB and 1 GiB",
+                                   where);
         if (d->vcpus < 1 || d->vcpus > 8)
-                return errorf(ret_error, "%svcpus: must be between 1 and 8", where);
+                return vmqd_errorf(ret_error, "%svcpus: must be between 1 and 8", where);
         if (!VMQ_IS_POW2(d->queue_depth) || d->queue_depth < 4 || d->queue_depth > 1024)
-                return errorf(ret_error, "%squeue_depth: must be a power of two, 4..1024", where);
+                return vmqd_errorf(ret_error, "%squeue_depth: must be a power of two, 4..1024",
+                                   where);
         if (d->huge_memory > 1024 * MIB || !VMQ_IS_ALIGNED(d->huge_memory, 2 * MIB))
-                return errorf(ret_error,
-                              "%shuge_memory: must be a multiple of 2 MiB, at most 1 GiB", where);
+                return vmqd_errorf(ret_error,
+                                   "%shuge_memory: must be a multiple of 2 MiB, at most 1 GiB",
+                                   where);
         if (d->args && strlen(d->args) >= ARGS_MAX)
-                return errorf(ret_error, "%sargs: must be shorter than %u bytes", where, ARGS_MAX);
+                return vmqd_errorf(ret_error, "%sargs: must be shorter than %u bytes", where,
+                                   ARGS_MAX);
         return 0;
 }
 
 static int validate_channel(const struct vmqd_channel_def *d, const char *where, char **ret_error) {
         if (!is_end(d->end_a))
-                return errorf(ret_error, "%send_a: \"%s\" is not a machine name or \"host\"", where,
-                              d->end_a ? PRINTABLE(d->end_a) : "");
+                return vmqd_errorf(ret_error, "%send_a: \"%s\" is not a machine name or \"host\"",
+                                   where, d->end_a ? VMQD_PRINTABLE(d->end_a) : "");
         if (!is_end(d->end_b))
-                return errorf(ret_error, "%send_b: \"%s\" is not a machine name or \"host\"", where,
-                              d->end_b ? PRINTABLE(d->end_b) : "");
+                return vmqd_errorf(ret_error, "%send_b: \"%s\" is not a machine name or \"host\"",
+                                   where, d->end_b ? VMQD_PRINTABLE(d->end_b) : "");
         if (strcmp(d->end_a, d->end_b) == 0)
-                return errorf(ret_error, "%send_b: the two ends must differ", where);
+                return vmqd_errorf(ret_error, "%send_b: the two ends must differ", where);
         if (!VMQ_IS_POW2(d->depth) || d->depth > 65536)
-                return errorf(ret_error, "%sdepth: must be a power of two, 1..65536", where);
+                return vmqd_errorf(ret_error, "%sdepth: must be a power of two, 1..65536", where);
         if (!vmqd_mode_is_valid(d->mode))
-                return errorf(ret_error, "%smode: \"%s\" is not \"immediate\" or \"deferred\"",
-                              where, d->mode ? PRINTABLE(d->mode) : "");
+                return vmqd_errorf(ret_error, "%smode: \"%s\" is not \"immediate\" or \"deferred\"",
+                                   where, d->mode ? VMQD_PRINTABLE(d->mode) : "");
         if (!vmqd_transfer_is_valid(d->transfer))
-                return errorf(ret_error, "%stransfer: \"%s\" is not \"copy\", \"flip\" or \"auto\"",
-                              where, d->transfer ? PRINTABLE(d->transfer) : "");
+                return vmqd_errorf(ret_error,
+                                   "%stransfer: \"%s\" is not \"copy\", \"flip\" or \"auto\"",
+                                   where, d->transfer ? VMQD_PRINTABLE(d->transfer) : "");
         return 0;
 }
 
@@ -404,8 +378,8 @@ static int check_keys(struct json_object *obj, const char *const *allowed, const
                         if (strcmp(key, *a) == 0)
                                 break;
                 if (!*a)
-                        return errorf(ret_error, "%s%sunknown key \"%s\"", where,
-                                      *where ? ": " : "", PRINTABLE(key));
+                        return vmqd_errorf(ret_error, "%s%sunknown key \"%s\"", where,
+                                           *where ? ": " : "", VMQD_PRINTABLE(key));
         }
         return 0;
 }
@@ -415,7 +389,7 @@ static struct json_object *get_key(struct json_object *obj, const char *key, boo
                                    const char *where, int *r, char **ret_error) {
         struct json_object *v = NULL;
         if (!json_object_object_get_ex(obj, key, &v) && required)
-                *r = errorf(ret_error, "%s%s: missing", where, key);
+                *r = vmqd_errorf(ret_error, "%s%s: missing", where, key);
         return v;
 }
 
@@ -429,14 +403,14 @@ static int get_string(struct json_object *obj, const char *key, bool required, b
                 return r;
         if (!v) { /* absent, or JSON null */
                 if (json_object_object_get_ex(obj, key, NULL) && !nullable)
-                        return errorf(ret_error, "%s%s: must be a string", where, key);
+                        return vmqd_errorf(ret_error, "%s%s: must be a string", where, key);
                 return 0;
         }
         if (!json_object_is_type(v, json_type_string))
-                return errorf(ret_error, "%s%s: must be a string", where, key);
+                return vmqd_errorf(ret_error, "%s%s: must be a string", where, key);
         s = json_object_get_string(v);
         if ((size_t)json_object_get_string_len(v) != strlen(s))
-                return errorf(ret_error, "%s%s: must not contain NUL characters", where, key);
+                return vmqd_errorf(ret_error, "%s%s: must not contain NUL characters", where, key);
         *ret = strdup(s);
         return *ret ? 0 : -ENOMEM;
 }
@@ -451,11 +425,11 @@ static int get_uint(struct json_object *obj, const char *key, bool required, uin
         if (!v && !json_object_object_get_ex(obj, key, NULL))
                 return 0;
         if (!json_object_is_type(v, json_type_int) || json_object_get_int64(v) < 0)
-                return errorf(ret_error, "%s%s: must be a non-negative integer", where, key);
+                return vmqd_errorf(ret_error, "%s%s: must be a non-negative integer", where, key);
         /* json-c saturates out-of-range numbers at UINT64_MAX: caught here
          * or by the range checks. */
         if (json_object_get_uint64(v) > max)
-                return errorf(ret_error, "%s%s: too large", where, key);
+                return vmqd_errorf(ret_error, "%s%s: too large", where, key);
         *ret = json_object_get_uint64(v);
         return 0;
 }
@@ -467,7 +441,7 @@ static int get_bool(struct json_object *obj, const char *key, const char *where,
         if (!json_object_object_get_ex(obj, key, &v))
                 return 0;
         if (!json_object_is_type(v, json_type_boolean))
-                return errorf(ret_error, "%s%s: must be true or false", where, key);
+                return vmqd_errorf(ret_error, "%s%s: must be true or false", where, key);
         *ret = json_object_get_boolean(v);
         return 0;
 }
@@ -488,7 +462,7 @@ static int machine_from_json(struct json_object *o, const char *where, struct vm
         int r;
 
         if (!json_object_is_type(o, json_type_object))
-                return errorf(ret_error, "%s: must be an object", where);
+                return vmqd_errorf(ret_error, "%s: must be an object", where);
         char w[48];
         snprintf(w, sizeof(w), "%s.", where);
         r = check_keys(o, machine_keys, where, ret_error);
@@ -500,15 +474,16 @@ static int machine_from_json(struct json_object *o, const char *where, struct vm
                 if (strcmp(backend, "libvirt") == 0)
                         libvirt = true;
                 else if (strcmp(backend, "kvm") != 0)
-                        r = errorf(ret_error, "%sbackend: \"%s\" is not \"kvm\" or \"libvirt\"", w,
-                                   PRINTABLE(backend));
+                        r = vmqd_errorf(ret_error,
+                                        "%sbackend: \"%s\" is not \"kvm\" or \"libvirt\"", w,
+                                        VMQD_PRINTABLE(backend));
         }
         if (r >= 0)
                 r = get_string(o, "image", !libvirt, libvirt, w, &d.image, ret_error);
         if (r >= 0)
                 r = get_string(o, "domain", libvirt, false, w, &d.domain, ret_error);
         if (r >= 0 && !libvirt && d.domain)
-                r = errorf(ret_error, "%sdomain: only for the libvirt backend", w);
+                r = vmqd_errorf(ret_error, "%sdomain: only for the libvirt backend", w);
         if (r >= 0)
                 r = get_uint(o, "rx_size", libvirt, UINT64_MAX, w, &rx, ret_error);
         if (r >= 0)
@@ -527,7 +502,8 @@ static int machine_from_json(struct json_object *o, const char *where, struct vm
                 r = get_bool(o, "autostart", w, &d.autostart, ret_error);
         if (r >= 0) {
                 if (!vmqd_uuid_is_valid(uuid))
-                        r = errorf(ret_error, "%suuid: \"%s\" is not a UUID", w, PRINTABLE(uuid));
+                        r = vmqd_errorf(ret_error, "%suuid: \"%s\" is not a UUID", w,
+                                        VMQD_PRINTABLE(uuid));
                 else
                         memcpy(d.uuid, uuid, sizeof(d.uuid));
         }
@@ -553,7 +529,7 @@ static int channel_from_json(struct json_object *o, const char *where, struct vm
         int r;
 
         if (!json_object_is_type(o, json_type_object))
-                return errorf(ret_error, "%s: must be an object", where);
+                return vmqd_errorf(ret_error, "%s: must be an object", where);
         char w[48];
         snprintf(w, sizeof(w), "%s.", where);
         r = check_keys(o, channel_keys, where, ret_error);
@@ -588,26 +564,26 @@ static int state_from_json(struct json_object *root, struct vmqd_state *ret, cha
         if (r < 0)
                 return r;
         if (!json_object_object_get_ex(root, "version", &version))
-                return errorf(ret_error, "version: missing");
+                return vmqd_errorf(ret_error, "version: missing");
         if (!json_object_is_type(version, json_type_int))
-                return errorf(ret_error, "version: must be an integer");
+                return vmqd_errorf(ret_error, "version: must be an integer");
         if (json_object_get_int64(version) != VMQD_STATE_VERSION)
-                return errorf(ret_error, "version: %" PRId64 " is not supported (only %d is)",
-                              json_object_get_int64(version), VMQD_STATE_VERSION);
+                return vmqd_errorf(ret_error, "version: %" PRId64 " is not supported (only %d is)",
+                                   json_object_get_int64(version), VMQD_STATE_VERSION);
 
         if (json_object_object_get_ex(root, "machines", &machines) &&
             !json_object_is_type(machines, json_type_array))
-                return errorf(ret_error, "machines: must be an array");
+                return vmqd_errorf(ret_error, "machines: must be an array");
         if (json_object_object_get_ex(root, "channels", &channels) &&
             !json_object_is_type(channels, json_type_array))
-                return errorf(ret_error, "channels: must be an array");
+                return vmqd_errorf(ret_error, "channels: must be an array");
 
         size_t nm = machines ? json_object_array_length(machines) : 0;
         size_t nc = channels ? json_object_array_length(channels) : 0;
         if (nm > MAX_MACHINES)
-                return errorf(ret_error, "machines: more than %u", MAX_MACHINES);
+                return vmqd_errorf(ret_error, "machines: more than %u", MAX_MACHINES);
         if (nc > MAX_CHANNELS)
-                return errorf(ret_error, "channels: more than %u", MAX_CHANNELS);
+                return vmqd_errorf(ret_error, "channels: more than %u", MAX_CHANNELS);
 
         for (size_t i = 0; i < nm; i++) {
                 struct vmqd_machine_def d;
@@ -618,8 +594,8 @@ static int state_from_json(struct json_object *root, struct vmqd_state *ret, cha
                 if (r < 0)
                         return r;
                 if (vmqd_state_find_machine(&s, d.name)) {
-                        r = errorf(ret_error, "%s.name: \"%s\" is defined twice", where,
-                                   PRINTABLE(d.name));
+                        r = vmqd_errorf(ret_error, "%s.name: \"%s\" is defined twice", where,
+                                        VMQD_PRINTABLE(d.name));
                         vmqd_machine_def_done(&d);
                         return r;
                 }
