@@ -656,9 +656,10 @@ static int32_t handle_request(struct vmq_vm *vm, const struct vmq_request *req, 
         enum { COPY, FLIP, SHARE } how = COPY;
         const void *src;
         if (vm->transport == VMQ_TRANSPORT_IVSHMEM) {
-                src = region_source(vm, req, &r);
+                int32_t err = -VMQ_E_INVAL; /* region_source() sets it on failure */
+                src = region_source(vm, req, &err);
                 if (!src)
-                        return r;
+                        return err;
         } else {
                 uint64_t base, size, fs, run_bytes;
                 if (req->len == 0)
