@@ -44,6 +44,22 @@ struct vmq_monitor_config {
         bool require_huge;     /* fail if the hugetlb frames can't be had */
         int kick_signal;       /* signal used to interrupt KVM_RUN (0: SIGUSR1) */
         uint32_t spin_ns;      /* WAIT polls this long before sleeping */
+        /* Host memory budget: bytes that all guests' messages together may
+         * hold in host inboxes (0: VMQ_HOST_BUDGET_DEFAULT).  Each VM has its
+         * own as well (vmq_vm_config.host_budget).  A send past either is
+         * refused with VMQ_E_AGAIN (retry once the host has read), or
+         * VMQ_E_NOMEM when the message could never fit. */
+        uint64_t host_budget;
+        /* Mapping budgets (see core/remap.h): host mappings all VMs may hold
+         * (0: half of vm.max_map_count), and one VM (0: VMQ_MAPS_PER_SPACE).
+         * Past either, a page request gets VMQ_E_NOMEM. */
+        size_t max_maps;
+        size_t max_maps_per_vm;
+        /* Micro-VMs get their memory, VMCS and image but no KVM VM and no
+         * vCPU thread: they never start, and the caller plays their vCPUs
+         * with vmq_vm_hypercall() and vmq_vm_doorbell().  For tests and
+         * fuzzers that drive the monitor directly; needs no /dev/kvm. */
+        bool host_driven;
         /* called with console bytes written by a guest (may be NULL) */
         void (*console)(void *userdata, struct vmq_vm *vm, const char *buf, size_t len);
         /* called when a VM changes state (may be NULL) */
@@ -54,9 +70,14 @@ struct vmq_monitor_config {
 /* Fills a config with the defaults. */
 void vmq_monitor_config_init(struct vmq_monitor_config *cfg);
 
-/* Opens /dev/kvm and creates the frame pool.  -ENOENT/-EACCES: no usable
- * KVM; -ENOMEM: pool (or required hugetlb frames) unavailable. */
+/* Opens /dev/kvm and creates the frame pool.  -ENOMEM: pool (or required
+ * hugetlb frames) unavailable.  A host without a usable /dev/kvm still gets
+ * a monitor: region VMs work, and vmq_vm_create() fails with the reason
+ * (see vmq_monitor_kvm_error()). */
 int vmq_monitor_new(const struct vmq_monitor_config *cfg, struct vmq_monitor **ret);
+/* 0 when micro-VMs can run (or the monitor is host-driven), else why not:
+ * -ENODEV (no /dev/kvm), -EACCES (no permission), ... */
+int vmq_monitor_kvm_error(const struct vmq_monitor *m);
 /* Destroys every VM and channel, then the monitor.  Accepts NULL. */
 struct vmq_monitor *vmq_monitor_free(struct vmq_monitor *m);
 
@@ -78,7 +99,14 @@ struct vmq_vm_config {
         uint64_t huge_size;    /* own 2 MiB region, bytes (0: none) */
         uint64_t huge_rx_size; /* 2 MiB receive window, bytes */
         const char *args;      /* argument string for the guest, or NULL */
+        uint64_t host_budget;  /* bytes its messages may hold in host inboxes
+                                * (0: VMQ_VM_HOST_BUDGET_DEFAULT) */
 };
+
+#define VMQ_HOST_BUDGET_DEFAULT (256ull * 1024 * 1024)
+#define VMQ_VM_HOST_BUDGET_DEFAULT (64ull * 1024 * 1024)
+/* The largest guest-to-host message. */
+#define VMQ_HOST_MSG_MAX (64ull * 1024 * 1024)
 
 void vmq_vm_config_init(struct vmq_vm_config *cfg);
 
@@ -87,7 +115,8 @@ void vmq_vm_config_init(struct vmq_vm_config *cfg);
  * the pool, builds the VMCS and page tables, loads the image.  The VM is
  * CREATED; start it with vmq_vm_start().
  * Errors: -EINVAL (bad config), -EEXIST (name in use), -ENOEXEC/-ERANGE/
- * -EOVERFLOW (bad image, see core/elf.h), -ENOMEM.
+ * -EOVERFLOW (bad image, see core/elf.h), -ENOMEM, -ENODEV/-EACCES (no
+ * usable /dev/kvm: vmq_monitor_kvm_error()).
  */
 int vmq_vm_create(struct vmq_monitor *m, const struct vmq_vm_config *cfg, const void *image,
                   size_t image_size, struct vmq_vm **ret);
@@ -128,8 +157,22 @@ int vmq_vm_create_region(struct vmq_monitor *m, const struct vmq_vm_config *cfg,
  */
 void vmq_vm_region_doorbell(struct vmq_vm *vm);
 
-/* Starts the vCPU threads.  -EBUSY unless CREATED. */
+/* Starts the vCPU threads.  -EBUSY unless CREATED (a region VM is running
+ * from its creation); -ENODEV for a host-driven VM. */
 int vmq_vm_start(struct vmq_vm *vm);
+
+/*
+ * Host-driven VMs (vmq_monitor_config.host_driven): the caller's thread
+ * acts as vCPU `vcpu` making hypercall nr, with the arguments the caller
+ * wrote into that vCPU's mailbox, exactly as the exit loop would (posted
+ * requests are drained after it, as on an exit).  Several threads may play
+ * several vCPUs at once.  VMQ_HC_WAIT does not block: 0 when the queue
+ * holds something, else -VMQ_E_TIMEDOUT.  PARK is refused (-VMQ_E_INVAL).
+ * Returns what the guest would find in %eax.
+ */
+int32_t vmq_vm_hypercall(struct vmq_vm *vm, unsigned vcpu, unsigned nr);
+/* The same for the doorbell port: drains the post ring. */
+void vmq_vm_doorbell(struct vmq_vm *vm);
 /* Asks a running VM to stop: enqueues a SHUTDOWN descriptor, which the
  * guest SDK answers by exiting.  The caller stops it by force (vmq_vm_stop)
  * if it has not exited by the caller's deadline.  -EAGAIN: queue full;

@@ -35,9 +35,15 @@
  *
  * Ownership is recorded twice, on purpose: the page knows its frame, and the
  * frame knows its (owner space, gpa) and how many SHARED_IN pages map it.
- * vmq_pool_check() verifies that the two views agree.  Frames are not told
- * who shares them; revoking the shares of a dying space walks the SHARED_IN
- * pages of the other spaces, which is rare and bounded by a per-space count.
+ * vmq_pool_check() verifies that the two views agree.
+ *
+ * Revocation.  When a space that shares frames out goes away, the pages that
+ * map them elsewhere are left alone: unmapping them would make the receiving
+ * guest fault on its next read, and crash, for what another VM did.  The
+ * frames become orphans instead (no owner, held by their shares) and go back
+ * to the pool when the last SHARED_IN page of each is released or its space
+ * freed.  The receiver keeps a read-only private copy, at no cost; the
+ * monitor tells it through its queue (vmq_space_shares_out()).
  *
  * Zeroing: a frame is zeroed when it goes back to the pool, not when it is
  * handed out.  A flip must give the sender a fresh zeroed frame at once, and
@@ -55,16 +61,30 @@
  * All-or-nothing: every operation validates the whole request and allocates
  * the frames it needs before it changes any mapping; if an mmap still fails
  * (ENOMEM: too many VMAs), the pages already changed are mapped back from
- * the unchanged state arrays before the error is returned.  If even that
- * fails, the host mappings no longer match the bookkeeping and a guest could
- * keep access to a frame it no longer owns: the engine aborts rather than
- * run on with an isolation breach.
+ * the unchanged state arrays before the error is returned.
+ *
+ * Mapping budget.  Every host mapping counts against vm.max_map_count, one
+ * limit for the whole process.  Each region counts its run breaks (adjacent
+ * pages that cannot share a mapping: different states, or frames that are
+ * not consecutive); a change that could take a space past its budget, or all
+ * spaces past the pool's (half of vm.max_map_count by default), is refused
+ * with -ENOMEM before anything changes.  So no guest can make the kernel
+ * refuse a mapping.
+ *
+ * Rollback.  If the kernel refuses even the mmap that puts an old mapping
+ * back (the host itself out of mappings, which the budget keeps guests from
+ * causing), the mapping no longer matches the bookkeeping.  Nothing aborts:
+ * the space is marked broken (its VM must not run again, see
+ * vmq_space_broken()) and every frame that was in play is marked lost and
+ * never handed out again, so no VM can be given a frame another may reach.
  *
  * Locking: one mutex per pool guards the pool and all its spaces.  Every
- * entry point takes it, including vmq_space_translate(), which is O(regions)
- * plus one state byte per page of the range.  Pointers it returns stay valid
- * only until the pages change, which only the caller's own later calls (or
- * space teardown) do.
+ * entry point takes it.  It is the innermost lock of the monitor (see
+ * core/vm.h): nothing is called with it held that takes another.  Guest
+ * memory is read under it (vmq_space_read(), copies), because any vCPU of a
+ * guest, or the monitor's doorbell thread, may release or flip the pages at
+ * any moment.  Pointers from vmq_space_translate() stay valid only until the
+ * pages change, and are only for pages that cannot change.
  */
 #include <assert.h>
 #include <errno.h>
@@ -88,9 +108,11 @@
 #define SMALL_SIZE 4096u
 
 struct frame {
-        struct vmq_space *owner; /* NULL: free */
+        struct vmq_space *owner; /* NULL: free, or orphaned (shares > 0) */
         uint64_t gpa;            /* the owner's address of this frame */
         uint32_t shares;         /* SHARED_IN pages mapping this frame */
+        bool lost;               /* a failed rollback may have left it mapped
+                                  * somewhere: never handed out again */
 };
 
 struct frame_set {
@@ -98,9 +120,10 @@ struct frame_set {
         uint8_t *base; /* the pool's own MAP_SHARED mapping of fd */
         size_t size;   /* frame size */
         size_t total;
-        size_t nfree;    /* not owned: clean + ndirty + nscrub */
+        size_t nfree;    /* allocatable: clean + ndirty + nscrub */
         size_t ndirty;   /* free, waiting for the scrubber */
         size_t nscrub;   /* free, being zeroed by the scrubber right now */
+        size_t nlost;    /* withheld for good after a failed rollback */
         bool deferred;   /* zeroing is the scrubber's job */
         size_t hint;     /* no clean free frame below this index */
         uint64_t *used;  /* bitmap, 1 = not clean-free (owned, dirty, scrubbing) */
@@ -119,6 +142,9 @@ struct vmq_pool {
         bool scrubber_stop;
         pthread_cond_t scrub_work; /* a frame became dirty, or stop */
         pthread_cond_t scrub_done; /* a frame became clean */
+        /* Host mappings (VMAs) of all spaces, and their budgets. */
+        size_t nmaps, max_maps, max_maps_space;
+        unsigned fail_mmap_after; /* fault injection, see vmq_pool_fail_mmap_after */
 };
 
 struct region {
@@ -127,7 +153,8 @@ struct region {
         enum vmq_frame_kind kind;
         uint8_t *hva;
         size_t npages;
-        size_t nshared_in; /* SHARED_IN pages: lets revocation skip regions */
+        size_t nshared_in; /* SHARED_IN pages */
+        size_t nbreaks;    /* host mappings of the region, minus one */
         size_t find_hint;
         uint8_t *state;  /* enum vmq_page_state per page */
         uint32_t *frame; /* frame index per page, FRAME_NONE when EMPTY */
@@ -139,6 +166,8 @@ struct vmq_space {
         struct region *regions;
         size_t nregions;
         size_t shared_out; /* sum of shares over the frames this space owns */
+        size_t nmaps;      /* host mappings of all its regions */
+        bool broken;       /* a rollback failed: see vmq_space_broken() */
 };
 
 size_t vmq_frame_size(enum vmq_frame_kind kind) {
@@ -269,13 +298,38 @@ static int frames_take(struct vmq_pool *p, struct frame_set *fs, size_t n, uint3
 
 /* Returns frames to the free set, zeroed now or handed to the scrubber.  The
  * frames must be mapped nowhere but in the pool's own mapping. */
-static void frames_put(struct vmq_pool *p, struct frame_set *fs, const uint32_t *idx, size_t n) {
-        for (size_t k = 0; k < n; k++) {
-                struct frame *f = &fs->frames[idx[k]];
-                assert(bm_test(fs->used, idx[k]));
+static void frames_put(struct vmq_pool *p, struct frame_set *fs, const uint32_t *in, size_t nin) {
+        _cleanup_free_ uint32_t *kept = NULL;
+        const uint32_t *idx = in;
+        size_t n = 0;
+        for (size_t k = 0; k < nin; k++) {
+                struct frame *f = &fs->frames[in[k]];
+                assert(bm_test(fs->used, in[k]));
                 assert(f->shares == 0);
                 f->owner = NULL;
                 f->gpa = 0;
+                if (f->lost)
+                        fs->nlost++;
+                else
+                        n++;
+        }
+        if (n < nin) {
+                /* Lost frames stay allocated: compact the rest. */
+                kept = malloc(VMQ_MAX(n, (size_t)1) * sizeof(uint32_t));
+                if (!kept) {
+                        /* Cannot even list them: withhold them all. */
+                        for (size_t k = 0; k < nin; k++)
+                                if (!fs->frames[in[k]].lost) {
+                                        fs->frames[in[k]].lost = true;
+                                        fs->nlost++;
+                                }
+                        return;
+                }
+                n = 0;
+                for (size_t k = 0; k < nin; k++)
+                        if (!fs->frames[in[k]].lost)
+                                kept[n++] = in[k];
+                idx = kept;
         }
         fs->nfree += n;
         if (fs->deferred) {
@@ -458,6 +512,14 @@ int vmq_pool_new(const struct vmq_pool_config *cfg, struct vmq_pool **ret) {
         p->scrub_done = (pthread_cond_t)PTHREAD_COND_INITIALIZER;
         int r;
 
+        /* Half of the process's mappings for guest memory, the other half
+         * for everything else the process maps (libraries, stacks, vCPU run
+         * areas, the daemon's own). */
+        long limit = read_sysfs_long("/proc/sys/vm/max_map_count");
+        p->max_maps = cfg->max_maps ? cfg->max_maps
+                                    : (size_t)(limit > 0 ? limit : VMQ_DEFAULT_MAX_MAP_COUNT) / 2;
+        p->max_maps_space = cfg->max_maps_space ? cfg->max_maps_space : VMQ_MAPS_PER_SPACE;
+
         r = set_init(&p->sets[VMQ_FRAME_4K], VMQ_FRAME_4K, cfg->frames_4k);
         if (r < 0)
                 goto fail;
@@ -541,13 +603,73 @@ static size_t region_fsize(const struct region *r) {
         return vmq_frame_size(r->kind);
 }
 
+/* Does the page run change between pages i and i + 1 of r, so that the two
+ * cannot share one host mapping (VMA)?  With states/frames, the proposed
+ * values for pages [first, first + n) are used instead of r's. */
+static bool run_break_at(const uint8_t *st, const uint32_t *fr, size_t i) {
+        if (st[i] != st[i + 1])
+                return true;
+        return st[i] != VMQ_PAGE_EMPTY && fr[i + 1] != fr[i] + 1;
+}
+
+/* Run breaks around pages [first, first + n) of r: every boundary that a
+ * change of those pages can create or remove. */
+static size_t window_breaks(const struct region *r, size_t first, size_t n) {
+        size_t lo = first > 0 ? first - 1 : 0, hi = VMQ_MIN(first + n, r->npages - 1), b = 0;
+        for (size_t i = lo; i < hi; i++)
+                b += run_break_at(r->state, r->frame, i);
+        return b;
+}
+
+/* Host mappings that map_pages() with these arguments makes. */
+static size_t proposed_runs(const uint8_t *states, uint8_t state, const uint32_t *frames,
+                            size_t n) {
+        size_t runs = n > 0;
+        for (size_t i = 1; i < n; i++) {
+                uint8_t a = states ? states[i - 1] : state, b = states ? states[i] : state;
+                runs += a != b || (a != VMQ_PAGE_EMPTY && frames[i] != frames[i - 1] + 1);
+        }
+        return runs;
+}
+
+/*
+ * The mapping budget: a change of pages [first, first + n) of a region of s
+ * into `runs` runs adds at most runs + 1 host mappings (the run breaks inside
+ * it and at its two edges).  -ENOMEM when that could exceed the space's or
+ * the pool's budget, checked before anything changes.
+ */
+static int maps_check(const struct vmq_pool *p, const struct vmq_space *s, size_t runs) {
+        if (s->nmaps + runs + 1 > p->max_maps_space || p->nmaps + runs + 1 > p->max_maps)
+                return -ENOMEM;
+        return 0;
+}
+
+/* Books the change of r's run breaks from `before` to its current count
+ * around [first, first + n), after the state arrays were updated. */
+static void maps_account(struct vmq_pool *p, struct vmq_space *s, struct region *r, size_t before,
+                         size_t first, size_t n) {
+        size_t after = window_breaks(r, first, n);
+        r->nbreaks = r->nbreaks - before + after;
+        s->nmaps = s->nmaps - before + after;
+        p->nmaps = p->nmaps - before + after;
+}
+
+static void *pool_mmap(struct vmq_pool *p, void *addr, size_t len, int prot, int flags, int fd,
+                       off_t off) {
+        if (p->fail_mmap_after > 0 && --p->fail_mmap_after == 0) {
+                errno = ENOMEM;
+                return MAP_FAILED;
+        }
+        return mmap(addr, len, prot, flags, fd, off);
+}
+
 /*
  * Makes the host mapping of pages [first, first + n) of r match the given
  * states and frames (index 0 of the arrays is page `first`).  `states` may be
  * NULL, then every page gets `state`.  Consecutive pages with the same state
  * and consecutive frames are mapped with one mmap.
  */
-static int map_pages(const struct vmq_pool *p, const struct region *r, size_t first, size_t n,
+static int map_pages(struct vmq_pool *p, const struct region *r, size_t first, size_t n,
                      const uint8_t *states, uint8_t state, const uint32_t *frames) {
         const struct frame_set *fs = &p->sets[r->kind];
         size_t i = 0;
@@ -561,13 +683,14 @@ static int map_pages(const struct vmq_pool *p, const struct region *r, size_t fi
                 size_t len = (j - i) * fs->size;
                 void *m;
                 if (st == VMQ_PAGE_EMPTY)
-                        m = mmap(addr, len, PROT_NONE,
-                                 MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED | MAP_NORESERVE, -1, 0);
+                        m = pool_mmap(p, addr, len, PROT_NONE,
+                                      MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED | MAP_NORESERVE, -1,
+                                      0);
                 else
-                        m = mmap(addr, len,
-                                 st == VMQ_PAGE_OWNED ? PROT_READ | PROT_WRITE : PROT_READ,
-                                 MAP_SHARED | MAP_FIXED, fs->fd,
-                                 (off_t)frames[i] * (off_t)fs->size);
+                        m = pool_mmap(p, addr, len,
+                                      st == VMQ_PAGE_OWNED ? PROT_READ | PROT_WRITE : PROT_READ,
+                                      MAP_SHARED | MAP_FIXED, fs->fd,
+                                      (off_t)frames[i] * (off_t)fs->size);
                 if (m == MAP_FAILED)
                         return -errno;
                 i = j;
@@ -575,12 +698,30 @@ static int map_pages(const struct vmq_pool *p, const struct region *r, size_t fi
         return 0;
 }
 
-/* Puts back the mapping that the (unchanged) state arrays describe. */
-static void map_restore(const struct vmq_pool *p, const struct region *r, size_t first, size_t n) {
-        if (map_pages(p, r, first, n, r->state + first, 0, r->frame + first) < 0)
-                /* The host mapping no longer matches the bookkeeping and may
-                 * give a guest a frame it does not own: see the top. */
-                abort();
+/* Withholds frames from the pool for good (see "Rollback" at the top). */
+static void frames_lose(struct frame_set *fs, const uint32_t *idx, size_t n) {
+        for (size_t k = 0; k < n; k++)
+                fs->frames[idx[k]].lost = true;
+}
+
+/*
+ * Puts back the mapping that the (unchanged) state arrays describe.  If even
+ * that fails, the host mapping of those pages no longer matches the
+ * bookkeeping: the space is marked broken (its VM must never run again) and
+ * every frame that is or was mapped there is withheld from the pool, so no
+ * other VM can ever be given a frame that this one may still reach.  Returns
+ * false in that case.
+ */
+static bool map_restore(struct vmq_pool *p, struct vmq_space *s, const struct region *r,
+                        size_t first, size_t n) {
+        if (map_pages(p, r, first, n, r->state + first, 0, r->frame + first) == 0)
+                return true;
+        s->broken = true;
+        struct frame_set *fs = &p->sets[r->kind];
+        for (size_t i = first; i < first + n; i++)
+                if (r->state[i] != VMQ_PAGE_EMPTY)
+                        fs->frames[r->frame[i]].lost = true;
+        return false;
 }
 
 static struct region *region_of(const struct vmq_space *s, uint64_t gpa) {
@@ -635,51 +776,50 @@ int vmq_space_new(struct vmq_pool *pool, struct vmq_space **ret) {
         return 0;
 }
 
-/* Turns every SHARED_IN page of any space that maps a frame owned by `owner`
- * EMPTY.  Cannot fail (see map_restore for why a failing mmap aborts). */
-static void revoke_shares_of(struct vmq_pool *p, struct vmq_space *owner) {
-        for (struct vmq_space *t = p->spaces; t && owner->shared_out > 0; t = t->next) {
-                for (size_t ri = 0; ri < t->nregions; ri++) {
-                        struct region *r = &t->regions[ri];
-                        struct frame_set *fs = &p->sets[r->kind];
-                        for (size_t i = 0; i < r->npages && r->nshared_in > 0; i++) {
-                                if (r->state[i] != VMQ_PAGE_SHARED_IN ||
-                                    fs->frames[r->frame[i]].owner != owner)
-                                        continue;
-                                if (map_pages(p, r, i, 1, NULL, VMQ_PAGE_EMPTY, NULL) < 0)
-                                        abort();
-                                fs->frames[r->frame[i]].shares--;
-                                owner->shared_out--;
-                                r->state[i] = VMQ_PAGE_EMPTY;
-                                r->frame[i] = FRAME_NONE;
-                                r->nshared_in--;
-                        }
-                }
-        }
-        assert(owner->shared_out == 0);
+/* One SHARED_IN page goes away (its mapping already has): the frame loses a
+ * share, and an orphaned frame whose last share this was goes back. */
+static void drop_share(struct vmq_pool *p, struct frame_set *fs, struct region *r, uint32_t f) {
+        struct frame *fr = &fs->frames[f];
+        fr->shares--;
+        r->nshared_in--;
+        if (fr->owner)
+                fr->owner->shared_out--;
+        else if (fr->shares == 0)
+                frames_put(p, fs, &f, 1);
 }
 
-static void region_fini(struct vmq_pool *p, struct region *r) {
+static void region_fini(struct vmq_pool *p, struct vmq_space *s, struct region *r) {
         struct frame_set *fs = &p->sets[r->kind];
-        if (r->hva)
+        if (r->hva) {
                 (void)munmap(r->hva, r->size);
+                s->nmaps -= r->nbreaks + 1;
+                p->nmaps -= r->nbreaks + 1;
+        }
         if (r->state) {
                 /* Return owned frames in runs, so that contiguous RAM is
-                 * zeroed by one hole punch. */
+                 * zeroed by one hole punch.  A frame still shared into
+                 * another space is orphaned instead: it stays mapped there,
+                 * read-only, until that space releases it (see "Revocation"
+                 * at the top). */
                 size_t i = 0;
                 while (i < r->npages) {
-                        if (r->state[i] == VMQ_PAGE_SHARED_IN) {
-                                struct frame *f = &fs->frames[r->frame[i]];
-                                f->shares--;
-                                f->owner->shared_out--;
-                                r->nshared_in--;
+                        if (r->state[i] == VMQ_PAGE_SHARED_IN)
+                                drop_share(p, fs, r, r->frame[i]);
+                        if (r->state[i] == VMQ_PAGE_OWNED && fs->frames[r->frame[i]].shares > 0) {
+                                struct frame *fr = &fs->frames[r->frame[i]];
+                                s->shared_out -= fr->shares;
+                                fr->owner = NULL;
+                                fr->gpa = 0;
+                                i++;
+                                continue;
                         }
                         if (r->state[i] != VMQ_PAGE_OWNED) {
                                 i++;
                                 continue;
                         }
                         size_t j = i + 1;
-                        while (j < r->npages && r->state[j] == VMQ_PAGE_OWNED)
+                        while (j < r->npages && r->state[j] == VMQ_PAGE_OWNED &&
+                               fs->frames[r->frame[j]].shares == 0)
                                 j++;
                         frames_put(p, fs, r->frame + i, j - i);
                         i = j;
@@ -695,9 +835,9 @@ struct vmq_space *vmq_space_free(struct vmq_space *s) {
                 return NULL;
         struct vmq_pool *p = s->pool;
         pool_lock(p);
-        revoke_shares_of(p, s);
         for (size_t i = 0; i < s->nregions; i++)
-                region_fini(p, &s->regions[i]);
+                region_fini(p, s, &s->regions[i]);
+        assert(s->shared_out == 0);
         if (s->prev)
                 s->prev->next = s->next;
         else
@@ -709,6 +849,74 @@ struct vmq_space *vmq_space_free(struct vmq_space *s) {
         free(s->regions);
         free(s);
         return NULL;
+}
+
+int vmq_space_shares_out(struct vmq_space *owner, struct vmq_share_run **ret, size_t *ret_n) {
+        if (!owner || !ret || !ret_n)
+                return -EINVAL;
+        struct vmq_pool *p = owner->pool;
+        struct vmq_share_run *runs = NULL;
+        size_t n = 0, cap = 0;
+        int r = 0;
+        pool_lock(p);
+        for (struct vmq_space *t = p->spaces; t && owner->shared_out > 0 && r == 0; t = t->next)
+                for (size_t ri = 0; ri < t->nregions && r == 0; ri++) {
+                        const struct region *reg = &t->regions[ri];
+                        const struct frame_set *fs = &p->sets[reg->kind];
+                        for (size_t i = 0; i < reg->npages && reg->nshared_in > 0; i++) {
+                                if (reg->state[i] != VMQ_PAGE_SHARED_IN ||
+                                    fs->frames[reg->frame[i]].owner != owner)
+                                        continue;
+                                uint64_t gpa = reg->gpa + (uint64_t)i * fs->size;
+                                if (n > 0 && runs[n - 1].space == t &&
+                                    runs[n - 1].gpa + runs[n - 1].len == gpa) {
+                                        runs[n - 1].len += fs->size;
+                                        continue;
+                                }
+                                if (n == cap) {
+                                        size_t c = cap ? cap * 2 : 8;
+                                        struct vmq_share_run *g =
+                                                reallocarray(runs, c, sizeof(*runs));
+                                        if (!g) {
+                                                r = -ENOMEM;
+                                                break;
+                                        }
+                                        runs = g;
+                                        cap = c;
+                                }
+                                runs[n++] = (struct vmq_share_run){t, gpa, fs->size};
+                        }
+                }
+        pool_unlock(p);
+        if (r < 0) {
+                free(runs);
+                return r;
+        }
+        *ret = runs;
+        *ret_n = n;
+        return 0;
+}
+
+bool vmq_space_broken(struct vmq_space *s) {
+        if (!s)
+                return false;
+        pool_lock(s->pool);
+        bool b = s->broken;
+        pool_unlock(s->pool);
+        return b;
+}
+
+void vmq_pool_fail_mmap_after(struct vmq_pool *p, unsigned n) {
+        pool_lock(p);
+        p->fail_mmap_after = n;
+        pool_unlock(p);
+}
+
+size_t vmq_space_maps(struct vmq_space *s) {
+        pool_lock(s->pool);
+        size_t n = s->nmaps;
+        pool_unlock(s->pool);
+        return n;
 }
 
 int vmq_space_add_region(struct vmq_space *s, uint64_t gpa, uint64_t size, enum vmq_frame_kind kind,
@@ -779,6 +987,14 @@ retry:
                         goto out;
                 taken = true;
         }
+        size_t runs = flags & VMQ_REGION_POPULATE
+                              ? proposed_runs(NULL, VMQ_PAGE_OWNED, frames, npages)
+                              : 1;
+        /* One mapping fewer than runs + 1 is all a new region can take. */
+        if (runs > 0 && maps_check(p, s, runs - 1) < 0) {
+                r = -ENOMEM;
+                goto out;
+        }
         struct region *grown = reallocarray(s->regions, s->nregions + 1, sizeof(*grown));
         if (!grown) {
                 r = -ENOMEM;
@@ -797,6 +1013,9 @@ retry:
                 }
                 taken = false;
         }
+        reg.nbreaks = runs - 1;
+        s->nmaps += runs;
+        p->nmaps += runs;
         s->regions[s->nregions++] = reg;
         reg = (struct region){0};
         if (ret_hva)
@@ -841,6 +1060,33 @@ int vmq_space_region(const struct vmq_space *s, size_t index, uint64_t *ret_gpa,
                 if (ret_hva)
                         *ret_hva = reg->hva;
         }
+        pool_unlock(s->pool);
+        return r;
+}
+
+int vmq_space_read(struct vmq_space *s, uint64_t gpa, void *buf, uint64_t len, bool owned) {
+        if (!s || (len > 0 && !buf))
+                return -EINVAL;
+        int r = 0;
+        pool_lock(s->pool);
+        const struct region *reg = region_of(s, gpa);
+        if (!reg || !vmq_range_within(gpa, len, reg->gpa, reg->size)) {
+                r = -ERANGE;
+                goto out;
+        }
+        size_t fsize = region_fsize(reg);
+        uint64_t off = gpa - reg->gpa;
+        for (size_t i = (size_t)(off / fsize); len > 0 && i <= (size_t)((off + len - 1) / fsize);
+             i++) {
+                uint8_t st = reg->state[i];
+                if (st != VMQ_PAGE_OWNED && (owned || st != VMQ_PAGE_SHARED_IN)) {
+                        r = -EPERM;
+                        goto out;
+                }
+        }
+        if (len > 0)
+                memcpy(buf, reg->hva + off, len);
+out:
         pool_unlock(s->pool);
         return r;
 }
@@ -978,19 +1224,31 @@ retry:
                 goto retry; /* the lock was dropped: validate again */
         if (r < 0)
                 goto out;
+        if (maps_check(p, src, proposed_runs(NULL, VMQ_PAGE_OWNED, fresh, count)) < 0 ||
+            maps_check(p, dst, proposed_runs(NULL, VMQ_PAGE_OWNED, sr->frame + sf, count)) < 0) {
+                frames_put(p, fs, fresh, count);
+                r = -ENOMEM;
+                goto out;
+        }
 
         /* Revoke before granting: the sender loses the old frames before the
          * receiver gets them. */
+        size_t sbefore = window_breaks(sr, sf, count), dbefore = window_breaks(dr, df, count);
         r = map_pages(p, sr, sf, count, NULL, VMQ_PAGE_OWNED, fresh);
         if (r < 0) {
-                map_restore(p, sr, sf, count);
+                if (!map_restore(p, src, sr, sf, count))
+                        frames_lose(fs, fresh, count);
                 frames_put(p, fs, fresh, count);
                 goto out;
         }
         r = map_pages(p, dr, df, count, NULL, VMQ_PAGE_OWNED, sr->frame + sf);
         if (r < 0) {
-                map_restore(p, dr, df, count);
-                map_restore(p, sr, sf, count);
+                bool ok = map_restore(p, dst, dr, df, count);
+                if (!ok)
+                        /* dst may still map the sender's frames */
+                        frames_lose(fs, sr->frame + sf, count);
+                if (!map_restore(p, src, sr, sf, count) || !ok)
+                        frames_lose(fs, fresh, count);
                 frames_put(p, fs, fresh, count);
                 goto out;
         }
@@ -1005,6 +1263,8 @@ retry:
                 fs->frames[fresh[i]].owner = src;
                 fs->frames[fresh[i]].gpa = src_gpa + i * fsize;
         }
+        maps_account(p, src, sr, sbefore, sf, count);
+        maps_account(p, dst, dr, dbefore, df, count);
 out:
         pool_unlock(p);
         return r;
@@ -1038,18 +1298,26 @@ int vmq_remap_share(struct vmq_space *src, uint64_t src_gpa, struct vmq_space *d
                 r = -EBUSY;
                 goto out;
         }
-        r = map_pages(p, dr, df, count, NULL, VMQ_PAGE_SHARED_IN, sr->frame + sf);
-        if (r < 0) {
-                map_restore(p, dr, df, count);
+        if (maps_check(p, dst, proposed_runs(NULL, VMQ_PAGE_SHARED_IN, sr->frame + sf, count)) <
+            0) {
+                r = -ENOMEM;
                 goto out;
         }
+        size_t before = window_breaks(dr, df, count);
         struct frame_set *fs = &p->sets[sr->kind];
+        r = map_pages(p, dr, df, count, NULL, VMQ_PAGE_SHARED_IN, sr->frame + sf);
+        if (r < 0) {
+                if (!map_restore(p, dst, dr, df, count))
+                        frames_lose(fs, sr->frame + sf, count);
+                goto out;
+        }
         for (size_t i = 0; i < count; i++) {
                 uint32_t f = sr->frame[sf + i];
                 dr->state[df + i] = VMQ_PAGE_SHARED_IN;
                 dr->frame[df + i] = f;
                 fs->frames[f].shares++;
         }
+        maps_account(p, dst, dr, before, df, count);
         dr->nshared_in += count;
         src->shared_out += count;
 out:
@@ -1088,6 +1356,10 @@ static int copy_locked(struct vmq_pool *p, struct vmq_space *dst, uint64_t dst_g
         r = frames_take(p, fs, count, fresh, true);
         if (r < 0)
                 return r;
+        if (maps_check(p, dst, proposed_runs(NULL, VMQ_PAGE_OWNED, fresh, count)) < 0) {
+                frames_put(p, fs, fresh, count);
+                return -ENOMEM;
+        }
         /* Fill through the pool's mapping before the receiver can see the
          * frames: it never observes a half-written page.  Frames of a
          * deferred set may be dirty (see frames_take): their tail is zeroed
@@ -1100,9 +1372,11 @@ static int copy_locked(struct vmq_pool *p, struct vmq_space *dst, uint64_t dst_g
                 if (fs->deferred && n < fsize)
                         memset(frame + n, 0, fsize - n);
         }
+        size_t before = window_breaks(dr, df, count);
         r = map_pages(p, dr, df, count, NULL, VMQ_PAGE_OWNED, fresh);
         if (r < 0) {
-                map_restore(p, dr, df, count);
+                if (!map_restore(p, dst, dr, df, count))
+                        frames_lose(fs, fresh, count);
                 frames_put(p, fs, fresh, count);
                 return r;
         }
@@ -1112,6 +1386,7 @@ static int copy_locked(struct vmq_pool *p, struct vmq_space *dst, uint64_t dst_g
                 fs->frames[fresh[i]].owner = dst;
                 fs->frames[fresh[i]].gpa = dst_gpa + (uint64_t)i * fsize;
         }
+        maps_account(p, dst, dr, before, df, count);
         return 0;
 }
 
@@ -1130,8 +1405,10 @@ retry:;
         }
         size_t fsize = region_fsize(sr);
         uint64_t off = src_gpa - sr->gpa;
+        /* Only owned pages: a read-only share is not the sender's to pass
+         * on, by copy or otherwise. */
         for (size_t i = (size_t)(off / fsize); i <= (size_t)((off + len - 1) / fsize); i++)
-                if (sr->state[i] == VMQ_PAGE_EMPTY) {
+                if (sr->state[i] != VMQ_PAGE_OWNED) {
                         r = -EPERM;
                         goto out;
                 }
@@ -1190,24 +1467,29 @@ int vmq_remap_release(struct vmq_space *s, uint64_t gpa, size_t count) {
                 r = -ENOMEM;
                 goto out;
         }
+        /* Releasing can split a mapping in three. */
+        if (maps_check(p, s, 1) < 0) {
+                r = -ENOMEM;
+                goto out;
+        }
+        size_t before = window_breaks(reg, first, count);
         r = map_pages(p, reg, first, count, NULL, VMQ_PAGE_EMPTY, NULL);
         if (r < 0) {
-                map_restore(p, reg, first, count);
+                (void)map_restore(p, s, reg, first, count);
                 goto out;
         }
         nowned = 0;
         for (size_t i = first; i < first + count; i++) {
                 uint32_t f = reg->frame[i];
-                if (reg->state[i] == VMQ_PAGE_OWNED) {
-                        owned[nowned++] = f;
-                } else {
-                        fs->frames[f].shares--;
-                        fs->frames[f].owner->shared_out--;
-                        reg->nshared_in--;
-                }
+                uint8_t st = reg->state[i];
                 reg->state[i] = VMQ_PAGE_EMPTY;
                 reg->frame[i] = FRAME_NONE;
+                if (st == VMQ_PAGE_OWNED)
+                        owned[nowned++] = f;
+                else
+                        drop_share(p, fs, reg, f);
         }
+        maps_account(p, s, reg, before, first, count);
         /* Zeroed here, under the lock and off the send path: see the top. */
         frames_put(p, fs, owned, nowned);
 out:
@@ -1238,7 +1520,7 @@ static int check_locked(struct vmq_pool *p, uint32_t **scratch) {
                 struct frame_set *fs = &p->sets[k];
                 /* share references seen per frame */
                 uint32_t *seen = scratch[k];
-                size_t used = 0, unowned = 0, ndirty = 0, owned_pages = 0;
+                size_t used = 0, unowned = 0, ndirty = 0, owned_pages = 0, orphans = 0, lost = 0;
                 for (size_t f = 0; f < fs->total; f++) {
                         bool u = bm_test(fs->used, f);
                         bool d = bm_test(fs->dirty, f);
@@ -1246,18 +1528,23 @@ static int check_locked(struct vmq_pool *p, uint32_t **scratch) {
                         /* free (clean, dirty or being scrubbed) XOR owned */
                         if (fr->owner && (!u || d || !space_listed(p, fr->owner)))
                                 return -EUCLEAN;
-                        if (!fr->owner && fr->shares != 0)
+                        /* an orphan: no owner, held by its shares */
+                        if (!fr->owner && fr->shares != 0 && (!u || d))
                                 return -EUCLEAN;
                         if (d && (!u || !fs->deferred))
                                 return -EUCLEAN;
                         if (!u && f < fs->hint)
                                 return -EUCLEAN;
+                        if (fr->lost && (!u || d))
+                                return -EUCLEAN;
                         used += fr->owner != NULL;
-                        unowned += u && !fr->owner;
+                        orphans += !fr->owner && fr->shares != 0;
+                        lost += u && !fr->owner && fr->shares == 0 && fr->lost;
+                        unowned += u && !fr->owner && fr->shares == 0 && !fr->lost;
                         ndirty += d;
                 }
-                if (used + fs->nfree != fs->total || ndirty != fs->ndirty ||
-                    unowned != fs->ndirty + fs->nscrub)
+                if (used + orphans + lost + fs->nfree != fs->total || ndirty != fs->ndirty ||
+                    unowned != fs->ndirty + fs->nscrub || lost != fs->nlost)
                         return -EUCLEAN;
 
                 for (struct vmq_space *t = p->spaces; t; t = t->next) {
@@ -1285,7 +1572,7 @@ static int check_locked(struct vmq_pool *p, uint32_t **scratch) {
                                                 owned_pages++;
                                                 break;
                                         case VMQ_PAGE_SHARED_IN:
-                                                if (f >= fs->total || !fs->frames[f].owner)
+                                                if (f >= fs->total)
                                                         return -EUCLEAN;
                                                 seen[f]++;
                                                 nshared++;
@@ -1296,6 +1583,11 @@ static int check_locked(struct vmq_pool *p, uint32_t **scratch) {
                                 }
                                 if (nshared != r->nshared_in)
                                         return -EUCLEAN;
+                                size_t breaks = 0;
+                                for (size_t i = 0; i + 1 < r->npages; i++)
+                                        breaks += run_break_at(r->state, r->frame, i);
+                                if (breaks != r->nbreaks)
+                                        return -EUCLEAN;
                         }
                 }
                 if (owned_pages != used)
@@ -1305,8 +1597,15 @@ static int check_locked(struct vmq_pool *p, uint32_t **scratch) {
                                 return -EUCLEAN;
         }
 
-        /* Each space's count of shares on its frames. */
+        /* Each space's count of shares on its frames, and of mappings. */
+        size_t maps = 0;
         for (struct vmq_space *t = p->spaces; t; t = t->next) {
+                size_t m = 0;
+                for (size_t ri = 0; ri < t->nregions; ri++)
+                        m += t->regions[ri].nbreaks + 1;
+                if (m != t->nmaps)
+                        return -EUCLEAN;
+                maps += m;
                 size_t out = 0;
                 for (size_t k = 0; k < VMQ_FRAME_KIND_MAX; k++)
                         for (size_t f = 0; f < p->sets[k].total; f++)
@@ -1315,6 +1614,8 @@ static int check_locked(struct vmq_pool *p, uint32_t **scratch) {
                 if (out != t->shared_out)
                         return -EUCLEAN;
         }
+        if (maps != p->nmaps)
+                return -EUCLEAN;
         return 0;
 }
 

@@ -34,7 +34,9 @@
  * region), -EPERM (source page
  * not OWNED by the source space), -EBUSY (source frame is shared out, or a
  * destination slot is not EMPTY), -ENOMEM (pool has no free frame),
- * -EOPNOTSUPP (hugetlb frames requested but the pool has none).
+ * -EOPNOTSUPP (hugetlb frames requested but the pool has none); -ENOMEM
+ * also when the change could take the space or the pool past its mapping
+ * budget (see vmq_pool_config).
  */
 #ifndef VMQ_REMAP_H
 #define VMQ_REMAP_H
@@ -60,13 +62,21 @@ struct vmq_pool;
 struct vmq_space;
 
 struct vmq_pool_config {
-        size_t frames_4k;  /* number of 4 KiB frames (memfd, sparse) */
-        size_t frames_2m;  /* number of 2 MiB hugetlb frames; 0 for none */
-        bool require_huge; /* fail with -ENOMEM instead of running without
+        size_t frames_4k;      /* number of 4 KiB frames (memfd, sparse) */
+        size_t frames_2m;      /* number of 2 MiB hugetlb frames; 0 for none */
+        bool require_huge;     /* fail with -ENOMEM instead of running without
                             * hugetlb frames when they cannot be had */
-        bool scrub_thread; /* zero freed 2 MiB frames in a background thread
+        bool scrub_thread;     /* zero freed 2 MiB frames in a background thread
                             * instead of in the freeing call */
+        size_t max_maps;       /* host mappings all spaces may hold together
+                                * (0: half of vm.max_map_count) */
+        size_t max_maps_space; /* host mappings one space may hold
+                                * (0: VMQ_MAPS_PER_SPACE) */
 };
+
+/* Default mapping budget of one space, and vm.max_map_count's default. */
+#define VMQ_MAPS_PER_SPACE 4096u
+#define VMQ_DEFAULT_MAX_MAP_COUNT 65530u
 
 /* Creates a pool.  Without require_huge, a host with too few hugetlb pages
  * yields a pool with no 2 MiB frames (vmq_pool_has_huge() is false).  The
@@ -93,9 +103,40 @@ void vmq_pool_scrub_wait(struct vmq_pool *p);
 int vmq_pool_check(struct vmq_pool *p);
 
 int vmq_space_new(struct vmq_pool *pool, struct vmq_space **ret);
-/* Revokes every share into and out of the space, returns all its frames to
- * the pool, unmaps its regions.  Accepts NULL; returns NULL. */
+/* Unmaps the space's regions and returns its frames to the pool, except the
+ * frames it shares out: those become orphans, still mapped read-only where
+ * they are shared in, and go back to the pool when the last of those pages
+ * is released (so no other VM ever faults because this one went away).
+ * Shares into the space are dropped.  Accepts NULL; returns NULL. */
 struct vmq_space *vmq_space_free(struct vmq_space *s);
+
+/* A run of SHARED_IN pages in another space that maps frames of a space. */
+struct vmq_share_run {
+        struct vmq_space *space; /* where the pages are shared in */
+        uint64_t gpa;            /* first page there */
+        uint64_t len;            /* bytes */
+};
+/* Lists the runs of pages that other spaces have shared in from `owner`
+ * (to tell their VMs when owner goes away).  *ret is malloc()ed (NULL when
+ * there is none), the caller frees it. */
+int vmq_space_shares_out(struct vmq_space *owner, struct vmq_share_run **ret, size_t *ret_n);
+
+/* True once a rollback of one of the space's mappings failed (the kernel
+ * refused even the mmap that puts the old mapping back).  The host mapping
+ * may then differ from the bookkeeping: the space's VM must not run again.
+ * The frames involved are withheld from the pool for good, so no other VM
+ * can be given a frame this space may still reach.  Unreachable unless the
+ * host itself runs out of mappings: the budgets below keep guests from
+ * causing it. */
+bool vmq_space_broken(struct vmq_space *s);
+
+/* Host mappings (VMAs) the space holds, as the budget counts them. */
+size_t vmq_space_maps(struct vmq_space *s);
+
+/* Fault injection for tests: the n-th mmap the pool makes from now on fails
+ * with ENOMEM (0: none).  The only way to test rollback without lowering
+ * vm.max_map_count for the whole host. */
+void vmq_pool_fail_mmap_after(struct vmq_pool *p, unsigned n);
 
 #define VMQ_REGION_POPULATE                                                                        \
         0x1u /* every page starts OWNED, with a zeroed
@@ -121,10 +162,22 @@ int vmq_space_region(const struct vmq_space *s, size_t index, uint64_t *ret_gpa,
                      enum vmq_frame_kind *ret_kind, void **ret_hva);
 
 /*
- * The checked accessor: host pointer for [gpa, gpa + len) if the whole range
+ * The checked door for reading guest memory: copies len bytes at gpa into
+ * buf under the pool lock, so the pages cannot change meanwhile.  The range
+ * must lie in one region, and every page in it must be OWNED, or, unless
+ * `owned`, SHARED_IN.  -ERANGE (not inside one region), -EPERM (a page is
+ * EMPTY, or SHARED_IN when owned is set), -EINVAL.
+ */
+int vmq_space_read(struct vmq_space *s, uint64_t gpa, void *buf, uint64_t len, bool owned);
+
+/*
+ * Host pointer for [gpa, gpa + len) if the whole range
  * lies in one region and every page in it is OWNED (or, when !write, OWNED
  * or SHARED_IN).  NULL otherwise.  len may be 0 (then gpa must still be
- * inside a region).  The pointer stays valid until the pages change.
+ * inside a region).  The pointer stays valid only until the pages change,
+ * which another thread may do at any time once the VM runs: use it only for
+ * pages the guest cannot move (its VMCS, the system area, loading the image
+ * before the VM starts); read anything else with vmq_space_read().
  */
 void *vmq_space_translate(struct vmq_space *s, uint64_t gpa, uint64_t len, bool write);
 
@@ -157,8 +210,8 @@ int vmq_remap_share(struct vmq_space *src, uint64_t src_gpa, struct vmq_space *d
 
 /*
  * copy: gives the EMPTY destination pages covering len bytes at dst_gpa
- * fresh zeroed frames and copies len bytes from src_gpa (readable pages of
- * src) into them.  dst_gpa must be frame aligned; src_gpa need not be.  The
+ * fresh zeroed frames and copies len bytes from src_gpa (OWNED pages of
+ * src: a read-only share is not the space's to pass on, -EPERM) into them.  dst_gpa must be frame aligned; src_gpa need not be.  The
  * two regions may be of different kinds.  The copy is made under the pool
  * lock: meant for small messages.
  */

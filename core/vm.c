@@ -55,7 +55,7 @@ const char *vmq_vm_state_to_string(enum vmq_vm_state s) {
         return names[s];
 }
 
-static bool name_is_valid(const char *name) {
+bool vmq_vm_name_is_valid(const char *name) {
         size_t n;
         if (!name)
                 return false;
@@ -72,7 +72,7 @@ static bool name_is_valid(const char *name) {
 }
 
 static int check_config(const struct vmq_vm_config *c) {
-        if (!name_is_valid(c->name))
+        if (!vmq_vm_name_is_valid(c->name))
                 return -EINVAL;
         if (c->ram_size < 4 * VMQ_MIB || c->ram_size > 1024 * VMQ_MIB ||
             !VMQ_IS_ALIGNED(c->ram_size, (uint64_t)VMQ_HUGE_PAGE_SIZE))
@@ -124,7 +124,7 @@ static void random_uuid(uint8_t uuid[16]) {
         uuid[8] = (uint8_t)((uuid[8] & 0x3f) | 0x80); /* RFC 4122 variant */
 }
 
-static void vm_free_resources(struct vmq_vm *vm) {
+void vmq_vm_free_resources(struct vmq_vm *vm) {
         for (unsigned i = 0; i < vm->nvcpus; i++) {
                 struct vmq_vcpu *c = &vm->vcpus[i];
                 if (c->run)
@@ -199,10 +199,12 @@ static int add_region(struct vmq_vm *vm, uint32_t slot, uint64_t gpa, uint64_t s
         r = vmq_space_add_region(vm->space, gpa, size, kind, flags, &hva);
         if (r < 0)
                 return r;
+        if (vm->vm_fd < 0)
+                return 0; /* host-driven: no KVM VM */
         return vmq_kvm_set_memslot(vm->vm_fd, slot, gpa, size, hva, 0);
 }
 
-static void init_vmcs(struct vmq_vm *vm, uint64_t image_end) {
+void vmq_vm_init_vmcs(struct vmq_vm *vm, uint64_t image_end) {
         struct vmq_vmcs *v = vm->vmcs;
         const struct vmq_vm_config *c = &vm->cfg;
         uint32_t q = c->queue_depth, p = c->post_depth;
@@ -233,10 +235,11 @@ static void init_vmcs(struct vmq_vm *vm, uint64_t image_end) {
                 memcpy(v->args, vm->args, strlen(vm->args) + 1);
 }
 
-/* What every VM needs before anything can fail: vm_free_resources() can
- * then take it apart from any point. */
+/* What every VM needs before anything can fail: vmq_vm_free_resources()
+ * can then take it apart from any point. */
 static void vm_init_common(struct vmq_monitor *m, struct vmq_vm *vm) {
         vm->mon = m;
+        atomic_init(&vm->stalled_on, VMQ_NO_VM);
         vm->vm_fd = vm->doorbell_fd = vm->stop_fd = -1;
         for (unsigned i = 0; i < VMQ_MAX_VCPUS; i++)
                 vm->vcpus[i].fd = -1;
@@ -251,13 +254,56 @@ static void vm_init_common(struct vmq_monitor *m, struct vmq_vm *vm) {
         pthread_condattr_destroy(&ca);
 }
 
+int vmq_vm_alloc(struct vmq_monitor *m, const struct vmq_vm_config *cfg,
+                 const struct vmq_vm_ops *ops, struct vmq_vm **ret) {
+        struct vmq_vm *vm = calloc(1, sizeof(*vm));
+        if (!vm)
+                return -ENOMEM;
+        vm_init_common(m, vm);
+        vm->ops = ops;
+        atomic_init(&vm->state, VMQ_VM_CREATED);
+        vm->cfg = *cfg;
+        vm->cfg.name = NULL;
+        vm->cfg.args = NULL;
+        if (vm->cfg.host_budget == 0)
+                vm->cfg.host_budget = VMQ_VM_HOST_BUDGET_DEFAULT;
+        vm->nvcpus = cfg->vcpus;
+        if (cfg->args) {
+                vm->args = strdup(cfg->args);
+                if (!vm->args) {
+                        vmq_vm_free_resources(vm);
+                        return -ENOMEM;
+                }
+        }
+        snprintf(vm->ident.name, sizeof(vm->ident.name), "%s", cfg->name);
+        memcpy(vm->ident.uuid, cfg->uuid, 16);
+        if (memcmp(vm->ident.uuid, (uint8_t[16]){0}, 16) == 0)
+                random_uuid(vm->ident.uuid);
+        *ret = vm;
+        return 0;
+}
+
+int vmq_vm_attach_rings(struct vmq_vm *vm) {
+        uint8_t *base = (uint8_t *)vm->vmcs;
+        uint32_t q = vm->cfg.queue_depth, p = vm->cfg.post_depth;
+        int r = vmq_queue_attach(&vm->rxq, (struct vmq_ring_idx *)(base + VMQ_VMCS_QUEUE_OFF),
+                                 base + VMQ_VMCS_QUEUE_SLOTS_OFF, q, sizeof(struct vmq_desc),
+                                 VMQ_QUEUE_PRODUCER, true);
+        if (r == 0)
+                r = vmq_queue_attach(&vm->postq,
+                                     (struct vmq_ring_idx *)(base + VMQ_VMCS_POST_OFF(q)),
+                                     base + VMQ_VMCS_POST_SLOTS_OFF(q), p,
+                                     sizeof(struct vmq_request), VMQ_QUEUE_CONSUMER, true);
+        return r;
+}
+
+static int setup_kvm(struct vmq_vm *vm, const struct vmq_x86_boot *boot, uint64_t entry);
+
 int vmq_vm_create(struct vmq_monitor *m, const struct vmq_vm_config *cfg, const void *image,
                   size_t image_size, struct vmq_vm **ret) {
         struct vmq_vm *vm;
         struct vmq_elf_info elf;
         struct vmq_x86_boot boot;
-        struct kvm_cpuid2 *cpuid = NULL;
-        uint8_t *base;
         void *system;
         int r;
 
@@ -266,32 +312,19 @@ int vmq_vm_create(struct vmq_monitor *m, const struct vmq_vm_config *cfg, const 
                 return r;
         if (!image || image_size == 0)
                 return -ENOEXEC;
+        /* Host-driven VMs need no KVM; the others need it now. */
+        bool kvm = !m->cfg.host_driven;
+        if (kvm && m->kvm_fd < 0)
+                return m->kvm_error;
 
-        vm = calloc(1, sizeof(*vm));
-        if (!vm)
-                return -ENOMEM;
-        vm_init_common(m, vm);
-        atomic_init(&vm->state, VMQ_VM_CREATED);
-        vm->cfg = *cfg;
-        vm->cfg.name = NULL;
-        vm->cfg.args = NULL;
+        r = vmq_vm_alloc(m, cfg, &vmq_kvm_ops, &vm);
+        if (r < 0)
+                return r;
         if (!vmq_monitor_has_huge(m)) {
                 /* The guest learns this from its layout (huge_size == 0). */
                 vm->cfg.huge_size = 0;
                 vm->cfg.huge_rx_size = 0;
         }
-        vm->nvcpus = cfg->vcpus;
-        if (cfg->args) {
-                vm->args = strdup(cfg->args);
-                if (!vm->args) {
-                        r = -ENOMEM;
-                        goto fail;
-                }
-        }
-        snprintf(vm->ident.name, sizeof(vm->ident.name), "%s", cfg->name);
-        memcpy(vm->ident.uuid, cfg->uuid, 16);
-        if (memcmp(vm->ident.uuid, (uint8_t[16]){0}, 16) == 0)
-                random_uuid(vm->ident.uuid);
 
         /* Parse before allocating anything big: bad images fail fast. */
         r = vmq_elf_parse(image, image_size, VMQ_IMAGE_GPA,
@@ -302,10 +335,12 @@ int vmq_vm_create(struct vmq_monitor *m, const struct vmq_vm_config *cfg, const 
         r = vmq_space_new(m->pool, &vm->space);
         if (r < 0)
                 goto fail;
-        r = vmq_kvm_create_vm(m->kvm_fd);
-        if (r < 0)
-                goto fail;
-        vm->vm_fd = r;
+        if (kvm) {
+                r = vmq_kvm_create_vm(m->kvm_fd);
+                if (r < 0)
+                        goto fail;
+                vm->vm_fd = r;
+        }
 
         r = add_region(vm, 0, 0, vm->cfg.ram_size, VMQ_FRAME_4K, VMQ_REGION_POPULATE);
         if (r < 0)
@@ -350,36 +385,16 @@ int vmq_vm_create(struct vmq_monitor *m, const struct vmq_vm_config *cfg, const 
         if (r < 0)
                 goto fail;
 
-        cpuid = supported_cpuid(m->kvm_fd);
         for (unsigned i = 0; i < vm->nvcpus; i++) {
-                r = setup_vcpu(vm, i, &boot, elf.entry, cpuid);
+                vm->vcpus[i].vm = vm;
+                vm->vcpus[i].index = i;
+        }
+        if (kvm) {
+                r = setup_kvm(vm, &boot, elf.entry);
                 if (r < 0)
                         goto fail;
         }
-        free(cpuid);
-        cpuid = NULL;
-        if (m->tsc_khz == 0)
-                m->tsc_khz = vmq_kvm_tsc_khz(vm->vcpus[0].fd);
 
-        r = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-        if (r < 0) {
-                r = -errno;
-                goto fail;
-        }
-        vm->stop_fd = r;
-        r = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-        if (r < 0) {
-                r = -errno;
-                goto fail;
-        }
-        vm->doorbell_fd = r;
-        r = vmq_kvm_ioeventfd(vm->vm_fd, VMQ_DOORBELL_PORT, 0, vm->doorbell_fd, true);
-        if (r < 0) {
-                /* Without ioeventfd the doorbell still works, as an exit. */
-                vm->doorbell_fd = vmq_close(vm->doorbell_fd);
-        }
-
-        base = (uint8_t *)vm->vmcs;
         pthread_rwlock_wrlock(&m->rw);
         if (vmq_monitor_find_vm_locked(m, cfg->name)) {
                 pthread_rwlock_unlock(&m->rw);
@@ -388,16 +403,8 @@ int vmq_vm_create(struct vmq_monitor *m, const struct vmq_vm_config *cfg, const 
         }
         vm->id = m->next_vm_id++;
         vm->ident.vm_id = vm->id;
-        init_vmcs(vm, VMQ_ALIGN_UP(elf.high, (uint64_t)VMQ_PAGE_SIZE));
-        r = vmq_queue_attach(&vm->rxq, (struct vmq_ring_idx *)(base + VMQ_VMCS_QUEUE_OFF),
-                             base + VMQ_VMCS_QUEUE_SLOTS_OFF, cfg->queue_depth,
-                             sizeof(struct vmq_desc), VMQ_QUEUE_PRODUCER, true);
-        if (r == 0)
-                r = vmq_queue_attach(
-                        &vm->postq,
-                        (struct vmq_ring_idx *)(base + VMQ_VMCS_POST_OFF(cfg->queue_depth)),
-                        base + VMQ_VMCS_POST_SLOTS_OFF(cfg->queue_depth), cfg->post_depth,
-                        sizeof(struct vmq_request), VMQ_QUEUE_CONSUMER, true);
+        vmq_vm_init_vmcs(vm, VMQ_ALIGN_UP(elf.high, (uint64_t)VMQ_PAGE_SIZE));
+        r = vmq_vm_attach_rings(vm);
         if (r < 0) {
                 pthread_rwlock_unlock(&m->rw);
                 goto fail;
@@ -409,9 +416,37 @@ int vmq_vm_create(struct vmq_monitor *m, const struct vmq_vm_config *cfg, const 
         *ret = vm;
         return 0;
 fail:
-        free(cpuid);
-        vm_free_resources(vm);
+        vmq_vm_free_resources(vm);
         return r;
+}
+
+/* The KVM side of a micro-VM: vCPUs, their registers, the doorbell. */
+static int setup_kvm(struct vmq_vm *vm, const struct vmq_x86_boot *boot, uint64_t entry) {
+        struct vmq_monitor *m = vm->mon;
+        struct kvm_cpuid2 *cpuid = supported_cpuid(m->kvm_fd);
+        int r = 0;
+        for (unsigned i = 0; i < vm->nvcpus && r == 0; i++)
+                r = setup_vcpu(vm, i, boot, entry, cpuid);
+        free(cpuid);
+        if (r < 0)
+                return r;
+        if (m->tsc_khz == 0)
+                m->tsc_khz = vmq_kvm_tsc_khz(vm->vcpus[0].fd);
+
+        r = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+        if (r < 0)
+                return -errno;
+        vm->stop_fd = r;
+        r = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+        if (r < 0)
+                return -errno;
+        vm->doorbell_fd = r;
+        r = vmq_kvm_ioeventfd(vm->vm_fd, VMQ_DOORBELL_PORT, 0, vm->doorbell_fd, true);
+        if (r < 0) {
+                /* Without ioeventfd the doorbell still works, as an exit. */
+                vm->doorbell_fd = vmq_close(vm->doorbell_fd);
+        }
+        return 0;
 }
 
 int vmq_vm_create_from_file(struct vmq_monitor *m, const struct vmq_vm_config *cfg,
@@ -469,18 +504,7 @@ int vmq_vm_shutdown(struct vmq_vm *vm) {
 }
 
 void vmq_vm_wake(struct vmq_vm *vm) {
-        if (vm->transport == VMQ_TRANSPORT_IVSHMEM) {
-                if (vm->rops && vm->rops->notify)
-                        vm->rops->notify(vm->ruserdata, vm);
-                return;
-        }
-        /* Pairs with the seq_cst increment of waiters in wait_queue(). */
-        atomic_thread_fence(memory_order_seq_cst);
-        if (atomic_load(&vm->waiters) > 0) {
-                pthread_mutex_lock(&vm->state_lock);
-                pthread_cond_broadcast(&vm->state_cond);
-                pthread_mutex_unlock(&vm->state_lock);
-        }
+        vm->ops->wake(vm);
 }
 
 /* VMQ_HC_WAIT: returns 0 when the queue holds something, -VMQ_E_TIMEDOUT,
@@ -562,6 +586,12 @@ static bool handle_io(struct vmq_vcpu *c) {
                 return false;
         }
 
+        /* The port rule (vmq-abi.h): the bitmap opens a few ports past the
+         * range only so that wide accesses at its end arrive here. */
+        if (port < VMQ_PORT_FIRST || port >= VMQ_PORT_END) {
+                crash(vm, "guest accessed a closed I/O port");
+                return false;
+        }
         if (run->io.direction == KVM_EXIT_IO_OUT) {
                 if (port == VMQ_DOORBELL_PORT) {
                         /* ioeventfd unavailable: the doorbell is an exit. */
@@ -576,11 +606,16 @@ static bool handle_io(struct vmq_vcpu *c) {
         }
 
         int32_t result;
-        if (run->io.size != 4 || run->io.count != 1 || port < VMQ_HC_PORT_BASE ||
-            port >= VMQ_HC_PORT_BASE + 0x100) {
+        if (run->io.size != 4 || run->io.count != 1) {
+                /* Not a hypercall: every element reads -VMQ_E_NOSYS, cut to
+                 * its width (a byte of all ones for inb). */
                 atomic_fetch_add(&vm->st_errors, 1);
                 atomic_fetch_add(&vm->st_error[VMQ_E_NOSYS], 1);
                 result = -VMQ_E_NOSYS;
+                for (uint32_t i = 0; i < run->io.count; i++)
+                        memcpy(data + (size_t)i * run->io.size, &result,
+                               VMQ_MIN((size_t)run->io.size, sizeof(result)));
+                return true;
         } else {
                 unsigned nr = port - VMQ_HC_PORT_BASE;
                 atomic_fetch_add(&vm->st_exits, 1);
@@ -702,14 +737,16 @@ static void *doorbell_thread(void *arg) {
 
 static void kick_others(struct vmq_vm *vm, const struct vmq_vcpu *self) {
         int sig = vm->mon->cfg.kick_signal;
-        for (unsigned i = 0; i < vm->nvcpus; i++) {
+        /* Under state_lock: vmq_vm_stop() sets `joined` under it before it
+         * joins, so no thread signalled here has been joined. */
+        pthread_mutex_lock(&vm->state_lock);
+        for (unsigned i = 0; i < vm->nvcpus && !vm->joined; i++) {
                 struct vmq_vcpu *c = &vm->vcpus[i];
                 if (c == self || !c->thread_started)
                         continue;
                 __atomic_store_n(&c->run->immediate_exit, 1, __ATOMIC_SEQ_CST);
                 pthread_kill(c->thread, sig);
         }
-        pthread_mutex_lock(&vm->state_lock);
         pthread_cond_broadcast(&vm->state_cond);
         pthread_mutex_unlock(&vm->state_lock);
         if (vm->stop_fd >= 0) {
@@ -719,11 +756,27 @@ static void kick_others(struct vmq_vm *vm, const struct vmq_vcpu *self) {
 }
 
 int vmq_vm_start(struct vmq_vm *vm) {
+        return vm->ops->start(vm);
+}
+
+int vmq_vm_stop(struct vmq_vm *vm) {
+        return vm->ops->stop(vm);
+}
+
+void vmq_vm_fault(struct vmq_vm *vm, const char *reason) {
+        vmq_vm_set_state(vm, VMQ_VM_CRASHED, reason);
+        if (!atomic_exchange(&vm->stopping, true) && vm->vm_fd >= 0)
+                kick_others(vm, NULL);
+}
+
+int vmq_kvm_vm_start(struct vmq_vm *vm) {
         sigset_t all, old;
         int r = 0;
 
+        if (vm->vm_fd < 0)
+                return -ENODEV; /* host-driven: the caller plays its vCPUs */
         pthread_mutex_lock(&vm->state_lock);
-        if (atomic_load(&vm->state) != VMQ_VM_CREATED || vm->transport != VMQ_TRANSPORT_KVM) {
+        if (atomic_load(&vm->state) != VMQ_VM_CREATED) {
                 pthread_mutex_unlock(&vm->state_lock);
                 return -EBUSY;
         }
@@ -762,12 +815,7 @@ int vmq_vm_start(struct vmq_vm *vm) {
         return r;
 }
 
-int vmq_vm_stop(struct vmq_vm *vm) {
-        if (vm->transport == VMQ_TRANSPORT_IVSHMEM) {
-                atomic_store(&vm->stopping, true);
-                vmq_vm_set_state(vm, VMQ_VM_STOPPED, NULL);
-                return 0;
-        }
+int vmq_kvm_vm_stop(struct vmq_vm *vm) {
         if (atomic_load(&vm->state) == VMQ_VM_CREATED) {
                 vmq_vm_set_state(vm, VMQ_VM_STOPPED, NULL);
                 return 0;
@@ -816,13 +864,15 @@ void vmq_vm_destroy(struct vmq_vm *vm) {
         vmq_vm_stop(vm);
         pthread_rwlock_wrlock(&m->rw);
         vmq_monitor_vm_gone(m, vm);
+        vmq_monitor_revoke_shares(m, vm);
+        vmq_host_vm_gone(m, vm);
         for (struct vmq_vm **p = &m->vms; *p; p = &(*p)->next)
                 if (*p == vm) {
                         *p = vm->next;
                         break;
                 }
         pthread_rwlock_unlock(&m->rw);
-        vm_free_resources(vm);
+        vmq_vm_free_resources(vm);
 }
 
 /* ---- accessors ------------------------------------------------------------ */
@@ -902,142 +952,4 @@ size_t vmq_vm_console_read_from(struct vmq_vm *vm, uint64_t *offset, char *buf, 
         *offset = from + n;
         pthread_mutex_unlock(&vm->console_lock);
         return n;
-}
-
-/* ---- region VMs (ivshmem transport) ------------------------------------- */
-
-int vmq_vm_create_region(struct vmq_monitor *m, const struct vmq_vm_config *cfg, void *region,
-                         size_t size, const struct vmq_region_ops *ops, void *userdata,
-                         struct vmq_vm **ret) {
-        struct vmq_vm *vm;
-        uint32_t vmcs_size;
-        uint8_t *base = region;
-        int r;
-
-        if (!cfg || !name_is_valid(cfg->name) || !region || !ops || !ops->notify)
-                return -EINVAL;
-        if (!VMQ_IS_POW2(cfg->queue_depth) || cfg->queue_depth < 4 ||
-            !VMQ_IS_POW2(cfg->post_depth) || cfg->post_depth < 4)
-                return -EINVAL;
-        vmcs_size = VMQ_VMCS_SIZE((uint64_t)cfg->queue_depth, (uint64_t)cfg->post_depth);
-        if (vmcs_size > VMQ_VMCS_MAX_SIZE || !VMQ_IS_ALIGNED((uintptr_t)region, VMQ_PAGE_SIZE) ||
-            !VMQ_IS_ALIGNED((uint64_t)size, (uint64_t)VMQ_PAGE_SIZE) ||
-            !VMQ_IS_ALIGNED(cfg->rx_size, (uint64_t)VMQ_PAGE_SIZE) || cfg->rx_size == 0 ||
-            size > UINT32_MAX || (uint64_t)vmcs_size + VMQ_PAGE_SIZE + cfg->rx_size > size)
-                return -EINVAL;
-        if (cfg->args && strlen(cfg->args) >= VMQ_ARGS_MAX)
-                return -E2BIG;
-
-        vm = calloc(1, sizeof(*vm));
-        if (!vm)
-                return -ENOMEM;
-        vm_init_common(m, vm);
-        vm->transport = VMQ_TRANSPORT_IVSHMEM;
-        vm->cfg = *cfg;
-        vm->cfg.name = NULL;
-        vm->cfg.args = NULL;
-        vm->cfg.vcpus = 1;
-        vm->cfg.ram_size = size;
-        vm->cfg.huge_size = vm->cfg.huge_rx_size = 0;
-        vm->nvcpus = 1;
-        vm->vcpus[0].vm = vm;
-        vm->region = base;
-        vm->region_size = size;
-        vm->vmcs = region;
-        vm->vmcs_size = vmcs_size;
-        vm->send_lo = vmcs_size;
-        vm->send_hi = size - cfg->rx_size;
-        vm->rx_slots = cfg->rx_size / VMQ_PAGE_SIZE;
-        vm->rops = ops;
-        vm->ruserdata = userdata;
-        vm->rx_used = calloc(vm->rx_slots, 1);
-        if (!vm->rx_used) {
-                vm_free_resources(vm);
-                return -ENOMEM;
-        }
-        if (cfg->args) {
-                vm->args = strdup(cfg->args);
-                if (!vm->args) {
-                        vm_free_resources(vm);
-                        return -ENOMEM;
-                }
-        }
-        snprintf(vm->ident.name, sizeof(vm->ident.name), "%s", cfg->name);
-        memcpy(vm->ident.uuid, cfg->uuid, 16);
-        if (memcmp(vm->ident.uuid, (uint8_t[16]){0}, 16) == 0)
-                random_uuid(vm->ident.uuid);
-
-        pthread_rwlock_wrlock(&m->rw);
-        if (vmq_monitor_find_vm_locked(m, cfg->name)) {
-                pthread_rwlock_unlock(&m->rw);
-                vm_free_resources(vm);
-                return -EEXIST;
-        }
-        vm->id = m->next_vm_id++;
-        vm->ident.vm_id = vm->id;
-        init_vmcs(vm, vm->send_lo);
-        vm->vmcs->magic = 0; /* published below, once everything is in place */
-        struct vmq_vmcs_layout *l = &vm->vmcs->layout;
-        l->ram_size = size;
-        l->rx_gpa = vm->send_hi;
-        l->rx_size = cfg->rx_size;
-        l->huge_gpa = l->huge_size = l->huge_rx_gpa = l->huge_rx_size = 0;
-        l->transport = VMQ_TRANSPORT_IVSHMEM;
-        vm->vmcs->tsc_khz = 0; /* another VMM's guest: its TSC is its own */
-        r = vmq_queue_attach(&vm->rxq, (struct vmq_ring_idx *)(base + VMQ_VMCS_QUEUE_OFF),
-                             base + VMQ_VMCS_QUEUE_SLOTS_OFF, cfg->queue_depth,
-                             sizeof(struct vmq_desc), VMQ_QUEUE_PRODUCER, true);
-        if (r == 0)
-                r = vmq_queue_attach(
-                        &vm->postq,
-                        (struct vmq_ring_idx *)(base + VMQ_VMCS_POST_OFF(cfg->queue_depth)),
-                        base + VMQ_VMCS_POST_SLOTS_OFF(cfg->queue_depth), cfg->post_depth,
-                        sizeof(struct vmq_request), VMQ_QUEUE_CONSUMER, true);
-        if (r < 0) {
-                pthread_rwlock_unlock(&m->rw);
-                vm_free_resources(vm);
-                return r;
-        }
-        /* Publish the magic last: a guest polling for it sees a whole VMCS. */
-        __atomic_store_n(&vm->vmcs->magic, VMQ_ABI_MAGIC, __ATOMIC_RELEASE);
-        atomic_store(&vm->state, VMQ_VM_RUNNING);
-        vm->next = m->vms;
-        m->vms = vm;
-        pthread_rwlock_unlock(&m->rw);
-        vmq_monitor_notify(m);
-        *ret = vm;
-        return 0;
-}
-
-/* The checks the monitor can make of a region the guest may scribble on. */
-static bool region_intact(struct vmq_vm *vm) {
-        const struct vmq_vmcs *v = vm->vmcs;
-        if (__atomic_load_n(&v->magic, __ATOMIC_RELAXED) != VMQ_ABI_MAGIC ||
-            __atomic_load_n(&v->abi_version, __ATOMIC_RELAXED) != VMQ_ABI_VERSION)
-                return false;
-        return vmq_monitor_queue_count(vm) >= 0;
-}
-
-void vmq_vm_region_doorbell(struct vmq_vm *vm) {
-        struct vmq_monitor *m = vm->mon;
-        bool broken = false;
-
-        if (vm->transport != VMQ_TRANSPORT_IVSHMEM || atomic_load(&vm->state) != VMQ_VM_RUNNING)
-                return;
-        atomic_fetch_add(&vm->st_exits, 1);
-        pthread_rwlock_rdlock(&m->rw);
-        if (!region_intact(vm)) {
-                broken = true;
-        } else {
-                vmq_monitor_region_serve(vm);
-                vmq_monitor_drain_posts(vm);
-                broken = !region_intact(vm);
-        }
-        pthread_rwlock_unlock(&m->rw);
-        if (broken && !atomic_exchange(&vm->region_broken, true)) {
-                vmq_vm_set_state(vm, VMQ_VM_CRASHED, "guest scribbled over its shared region");
-                pthread_rwlock_wrlock(&m->rw);
-                vmq_monitor_close_channels_of(m, vm);
-                pthread_rwlock_unlock(&m->rw);
-        }
 }

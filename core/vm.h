@@ -1,7 +1,27 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * Internal: the monitor's objects.  Only core/vm.c and core/monitor.c
- * include this; everything else uses core/monitor.h.
+ * Internal: the monitor's objects, shared by the files of core/ that make up
+ * the monitor; everything else uses core/monitor.h.
+ *
+ * Transports.  A VM is reached through one of two transports, each a table
+ * of operations in a file of its own: core/vm-kvm.c for micro-VMs (guest
+ * memory is a vmq_space of the remap engine, pages move by remapping) and
+ * core/vm-region.c for VMs another VMM runs (a shared region; pages are
+ * copied).  The request path never asks which one it has: it calls
+ * vm->ops.  Guest memory is read only through ops->read and
+ * ops->read_console (and, for regions, ops->peek), each of which checks the
+ * range and holds the pages in place while it copies.
+ *
+ * Lock order (outer first); a thread never takes an earlier lock while it
+ * holds a later one:
+ *   1. mon->rw          VM list and channel table; read-held by every
+ *                       request, write-held to add or remove a VM or channel
+ *   2. vm->post_lock    a VM's post ring (the consumer side)
+ *   3. vm->rxq_lock     a VM's queue (the producer side) and its receive
+ *                       window's bookkeeping; at most one VM's at a time
+ *   4. mon->host_lock   host inboxes and the host memory budget
+ *   5. vm->state_lock, vm->console_lock   (leaves: nothing taken inside)
+ *   6. the pool lock    (core/remap.c; innermost: nothing taken inside)
  */
 #ifndef VMQ_VM_H
 #define VMQ_VM_H
@@ -16,7 +36,57 @@
 
 #define VMQ_CONSOLE_RING (64u * 1024u)
 #define VMQ_CONSOLE_MAX 4096u /* bytes per console hypercall */
-#define VMQ_MAX_BLOCKED 16u   /* senders remembered per receiver */
+#define VMQ_NO_VM UINT32_MAX  /* stalled_on: not stalled */
+
+enum vmq_how { VMQ_HOW_COPY, VMQ_HOW_FLIP, VMQ_HOW_SHARE, VMQ_HOW_MAX };
+
+/* A page request's source run, checked by the sender's transport. */
+struct vmq_source {
+        struct vmq_vm *vm;
+        uint64_t gpa;
+        uint32_t len;
+        enum vmq_frame_kind kind;
+};
+
+/*
+ * A transport.  Every operation returns 0 or -VMQ_E_*.  `place` and
+ * `place_host` run with the receiver's rxq_lock held and room in its queue.
+ */
+struct vmq_vm_ops {
+        /* Checks [gpa, gpa + len) as a page run the VM may send: inside its
+         * memory, aligned to its frames, owned (a read-only share is not). */
+        int32_t (*check_source)(struct vmq_vm *vm, uint64_t gpa, uint32_t len,
+                                enum vmq_frame_kind *ret_kind);
+        /* Copies len bytes of a checked source run into buf, with the pages
+         * held in place; fails if the guest released them meanwhile. */
+        int32_t (*read)(struct vmq_vm *vm, uint64_t gpa, void *buf, uint64_t len);
+        /* A host pointer to a checked source run that stays valid while the
+         * VM exists, or NULL where pages can move (then use read). */
+        const void *(*peek)(struct vmq_vm *vm, uint64_t gpa, uint64_t len);
+        /* Console hypercall: copies len bytes the guest itself can read at
+         * gpa (never the system area) into buf. */
+        int32_t (*read_console)(struct vmq_vm *vm, uint64_t gpa, void *buf, uint32_t len);
+        /* Largest page message the VM can receive, bytes. */
+        uint64_t (*window)(struct vmq_vm *vm, enum vmq_how how, enum vmq_frame_kind kind);
+        /* Places a page message from src in the VM's receive window, moving,
+         * sharing or copying as `how` asks where the transport can (else
+         * copying); fills d->gpa and d->flags.  -VMQ_E_AGAIN: window full. */
+        int32_t (*place)(struct vmq_vm *vm, const struct vmq_source *src, enum vmq_how how,
+                         struct vmq_desc *d);
+        /* Places len bytes of host memory as a page message. */
+        int32_t (*place_host)(struct vmq_vm *vm, const void *data, uint64_t len,
+                              struct vmq_desc *d);
+        /* VMQ_HC_RELEASE: gives back received pages. */
+        int32_t (*release)(struct vmq_vm *vm, uint64_t gpa, uint64_t len);
+        /* Something was enqueued for the VM. */
+        void (*wake)(struct vmq_vm *vm);
+        /* vmq_vm_start / vmq_vm_stop. */
+        int (*start)(struct vmq_vm *vm);
+        int (*stop)(struct vmq_vm *vm);
+};
+
+extern const struct vmq_vm_ops vmq_kvm_ops;
+extern const struct vmq_vm_ops vmq_region_ops;
 
 struct vmq_vcpu {
         struct vmq_vm *vm;
@@ -37,7 +107,7 @@ struct vmq_vm {
         struct vmq_vm_config cfg; /* name/args pointers cleared */
         char *args;
 
-        enum vmq_transport transport;
+        const struct vmq_vm_ops *ops;
         int vm_fd;
         struct vmq_space *space; /* KVM transport only */
 
@@ -58,12 +128,17 @@ struct vmq_vm {
          * different threads serialise on rxq_lock. */
         pthread_mutex_t rxq_lock;
         struct vmq_queue rxq;
-        /* Receivers this VM's deferred requests are waiting on. */
-        uint32_t blocked_on[VMQ_MAX_BLOCKED];
-        unsigned nblocked;
-        /* Senders whose deferred requests wait for room here. */
-        uint32_t blocked_senders[VMQ_MAX_BLOCKED];
-        unsigned nblocked_senders;
+        /* A sender whose post ring head waits for room at a receiver
+         * records the receiver (VMQ_NO_VM: none); the receiver only notes
+         * that someone waits (under its rxq_lock), and when room appears
+         * drains every VM stalled on it.  No list, so no limit on how many
+         * senders can wait on one receiver. */
+        _Atomic uint32_t stalled_on;
+        _Atomic bool has_stalled; /* someone is stalled on this VM */
+
+        /* Host memory this VM's messages hold in host inboxes (bytes),
+         * against cfg.host_budget; under mon->host_lock. */
+        uint64_t host_bytes;
 
         /* The post ring: the monitor is the consumer. */
         pthread_mutex_t post_lock;
@@ -103,6 +178,8 @@ struct vmq_vm {
 struct vmq_host_entry {
         struct vmq_host_entry *next;
         struct vmq_host_msg *msg;
+        uint32_t charged_vm; /* whose budget holds it (VMQ_NO_VM: none) */
+        uint64_t charged;    /* bytes charged */
 };
 
 struct vmq_channel {
@@ -113,12 +190,14 @@ struct vmq_channel {
         /* Host end's inbox (when one end is the host), under mon->host_lock. */
         struct vmq_host_entry *inbox_head, *inbox_tail;
         uint32_t inbox_len;
+        uint64_t inbox_bytes;
         _Atomic uint64_t messages[2], bytes[2];
 };
 
 struct vmq_monitor {
         struct vmq_monitor_config cfg;
-        int kvm_fd;
+        int kvm_fd;    /* -1: no usable KVM (see kvm_error) */
+        int kvm_error; /* why: -ENODEV (no /dev/kvm), -EACCES, ... */
         struct vmq_pool *pool;
         struct vmq_identity host_ident;
         uint64_t tsc_khz;
@@ -132,32 +211,78 @@ struct vmq_monitor {
         uint32_t nchannels;            /* allocated slots */
         uint32_t next_channel_id;
 
-        /* Host inboxes. */
+        /* Host inboxes, and the bytes guests' messages hold in them (against
+         * cfg.host_budget). */
         pthread_mutex_t host_lock;
         pthread_cond_t host_cond;
+        uint64_t host_bytes;
+        _Atomic bool host_stalled; /* a sender waits for room at the host */
 
         int event_fd; /* see vmq_monitor_event_fd() */
 };
 
 /* monitor.c */
 void vmq_monitor_notify(struct vmq_monitor *m);
-/* Serves the region VM's pending mailboxes; caller holds mon->rw (read). */
-void vmq_monitor_region_serve(struct vmq_vm *vm);
-/* Closes the VM's channels (peers get CLOSE); caller holds mon->rw (write). */
-void vmq_monitor_close_channels_of(struct vmq_monitor *m, struct vmq_vm *vm);
+/* Lookups; caller holds mon->rw. */
+struct vmq_vm *vmq_monitor_find_vm_locked(struct vmq_monitor *m, const char *name);
+struct vmq_vm *vmq_monitor_find_vm_id_locked(struct vmq_monitor *m, uint32_t id);
+struct vmq_channel *vmq_monitor_channel_locked(struct vmq_monitor *m, uint32_t id);
 
 /* vm.c */
+bool vmq_vm_name_is_valid(const char *name);
+/* A VM's common part, not yet listed: vmq_vm_free_resources() undoes it. */
+int vmq_vm_alloc(struct vmq_monitor *m, const struct vmq_vm_config *cfg,
+                 const struct vmq_vm_ops *ops, struct vmq_vm **ret);
+void vmq_vm_free_resources(struct vmq_vm *vm);
+void vmq_vm_init_vmcs(struct vmq_vm *vm, uint64_t image_end);
+int vmq_vm_attach_rings(struct vmq_vm *vm);
+int vmq_kvm_vm_start(struct vmq_vm *vm);
+int vmq_kvm_vm_stop(struct vmq_vm *vm);
 void vmq_vm_wake(struct vmq_vm *vm);
 void vmq_vm_set_state(struct vmq_vm *vm, enum vmq_vm_state state, const char *reason);
+/* Marks the VM crashed and stops its vCPUs from running guest code again,
+ * from any thread (they are joined by vmq_vm_stop). */
+void vmq_vm_fault(struct vmq_vm *vm, const char *reason);
 void vmq_vm_console_append(struct vmq_vm *vm, const char *buf, size_t len);
 
-/* monitor.c: hypercall and request handling for vm.c's exit loop.  The
- * caller holds mon->rw for reading. */
-int32_t vmq_monitor_hypercall(struct vmq_vcpu *vcpu, unsigned nr);
+/* request.c; the callers hold mon->rw for reading. */
+int32_t vmq_monitor_handle_request(struct vmq_vm *vm, const struct vmq_request *req, bool deferred);
+/* Drains the post ring if it has anything (or a stalled head). */
 void vmq_monitor_drain_posts(struct vmq_vm *vm);
-void vmq_monitor_vm_gone(struct vmq_monitor *m, struct vmq_vm *vm);
+int vmq_monitor_drain_posts_now(struct vmq_vm *vm);
+/* Room appeared at vm: drains the senders stalled on it. */
+void vmq_monitor_retry_stalled(struct vmq_monitor *m, struct vmq_vm *vm);
 int vmq_monitor_queue_count(struct vmq_vm *vm);
-/* Caller holds mon->rw. */
-struct vmq_vm *vmq_monitor_find_vm_locked(struct vmq_monitor *m, const char *name);
+void vmq_monitor_count_error(struct vmq_vm *vm, int code);
+void vmq_monitor_count_sent(struct vmq_vm *vm, struct vmq_channel *ch, int to, uint64_t len,
+                            bool deferred, int sign);
+/* Room in a VM's queue: > 0, 0 (full), or -VMQ_E_PROTO; caller holds
+ * to->rxq_lock. */
+int vmq_monitor_room_locked(struct vmq_vm *to);
+void vmq_monitor_enqueue_locked(struct vmq_vm *to, const struct vmq_desc *d);
+/* Enqueues one descriptor: 0, -VMQ_E_AGAIN (full), -VMQ_E_PROTO. */
+int vmq_monitor_deliver(struct vmq_vm *to, const struct vmq_desc *d);
+
+/* hypercall.c; caller holds mon->rw for reading. */
+int32_t vmq_monitor_hypercall(struct vmq_vcpu *vcpu, unsigned nr);
+
+/* channel.c; callers hold mon->rw for writing. */
+/* Closes the VM's channels (peers get CLOSE). */
+void vmq_monitor_vm_gone(struct vmq_monitor *m, struct vmq_vm *vm);
+/* Tells the VMs that shared in pages of vm that they are now theirs
+ * (VMQ_DESC_REVOKED). */
+void vmq_monitor_revoke_shares(struct vmq_monitor *m, struct vmq_vm *vm);
+
+/* host.c */
+/* A guest's message to the host: inline (src NULL, payload in d) or the
+ * checked page run src; charged to the budgets (see host.c). */
+int32_t vmq_host_deliver_from(struct vmq_vm *vm, struct vmq_channel *ch, int to,
+                              const struct vmq_source *src, bool deferred, struct vmq_desc *d);
+/* HELLO and CLOSE: never refused, charged to no VM. */
+void vmq_host_deliver_forced(struct vmq_monitor *m, struct vmq_channel *ch,
+                             const struct vmq_desc *d, const void *data, size_t len);
+void vmq_host_free_inbox(struct vmq_monitor *m, struct vmq_channel *ch);
+/* The VM is being destroyed: its messages stay, charged to no VM. */
+void vmq_host_vm_gone(struct vmq_monitor *m, struct vmq_vm *vm);
 
 #endif /* VMQ_VM_H */

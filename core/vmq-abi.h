@@ -54,6 +54,16 @@
  * non-negative result where a call says so) and also in the mailbox's OUT
  * fields.  A write of any value to VMQ_DOORBELL_PORT asks the monitor to drain
  * the post ring without waiting for the answer (an ioeventfd doorbell).
+ *
+ * The port rule, exactly: the VM may access the ports
+ * [VMQ_PORT_FIRST, VMQ_PORT_END) (0x500-0x5ff) with any width (8, 16 or 32
+ * bits), in or out, single or string (rep ins/outs), including a 32-bit
+ * access at 0x5fd-0x5ff whose last bytes fall past 0x5ff.  Of those, a
+ * 32-bit single `in` at VMQ_HC_PORT_BASE + nr is hypercall nr, and any `out`
+ * to VMQ_DOORBELL_PORT rings the doorbell.  Every other access in the range
+ * is refused: counted as VMQ_E_NOSYS, an `in` reads -VMQ_E_NOSYS (all ones
+ * past its width), an `out` is dropped; the VM runs on.  An access to any
+ * port outside the range is a fault and stops the VM (crashed).
  */
 #ifndef VMQ_ABI_H
 #define VMQ_ABI_H
@@ -91,6 +101,8 @@
 /* Hypercall ports */
 #define VMQ_HC_PORT_BASE 0x0500u
 #define VMQ_DOORBELL_PORT 0x05f0u
+#define VMQ_PORT_FIRST 0x0500u /* the ports a VM may access: see the top */
+#define VMQ_PORT_END 0x0600u
 
 enum vmq_hypercall {
         VMQ_HC_SEND = 0,    /* immediate send of mbox request; returns 0 / -E */
@@ -183,6 +195,14 @@ enum vmq_desc_kind {
         VMQ_DESC_SHUTDOWN = 6, /* the host asks the VM to stop: finish up and
                                 * exit; after the host's deadline it is
                                 * stopped by force */
+        VMQ_DESC_REVOKED = 7,  /* the VM that shared the pages at gpa..gpa+len
+                                * to this one (src_vm) is gone.  The pages stay
+                                * mapped, read-only, with the same contents:
+                                * they are now this VM's private copy, until
+                                * it releases them (VMQ_HC_RELEASE) as it
+                                * would have released the share.  channel is
+                                * 0: the share may have come on a channel
+                                * that is already closed. */
         VMQ_DESC_MAX
 };
 

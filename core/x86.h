@@ -19,6 +19,8 @@
 
 #include <linux/kvm.h>
 
+#include "core/vmq-abi.h"
+
 /*
  * GDT selectors.  The layout copies the one of x86-64 Linux on purpose: under
  * the PVM nested hypervisor the guest's user code really runs on the host's
@@ -41,8 +43,12 @@
  * IOPL 3 alone does not do: PVM runs the guest's user code with the host's
  * IOPL 0 and emulates `in`/`out` from the #GP, checking the TSS bitmap.
  */
-#define VMQ_X86_IO_PORT_FIRST 0x500u
-#define VMQ_X86_IO_PORT_END 0x600u
+/* The ports opened in the TSS I/O bitmap: the VM's port range (vmq-abi.h)
+ * and the 3 ports after it, so that a 32-bit access at 0x5fd-0x5ff reaches
+ * the monitor instead of faulting; the monitor itself refuses accesses
+ * that start past the range.  Multiples of 8: whole bitmap bytes. */
+#define VMQ_X86_IO_PORT_FIRST VMQ_PORT_FIRST
+#define VMQ_X86_IO_PORT_END (VMQ_PORT_END + 8u)
 
 /* Entry RFLAGS: IOPL 3 (port I/O allowed at CPL 3), reserved bit 1, IF clear. */
 #define VMQ_X86_RFLAGS 0x3002ull

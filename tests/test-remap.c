@@ -269,10 +269,28 @@ Test(remap, share_is_read_only_and_revocable) {
         cr_assert_eq(vmq_remap_flip(a, 3 * PG, b, 0x100000 + PG, 1), -EBUSY);
         cr_assert_eq(vmq_pool_check(p), 0);
 
-        /* freeing the owner revokes the remaining share */
+        /* freeing the owner leaves the receiver its pages: it must never
+         * fault because another VM went away.  The frame is an orphan,
+         * still read-only, held until the receiver releases it. */
+        struct vmq_share_run *runs = NULL;
+        size_t nruns = 0;
+        cr_assert_eq(vmq_space_shares_out(a, &runs, &nruns), 0);
+        cr_assert_eq(nruns, 1);
+        cr_assert_eq(runs[0].space, b);
+        cr_assert_eq(runs[0].gpa, 0x100000 + 5 * PG);
+        cr_assert_eq(runs[0].len, PG);
+        free(runs);
+        uint8_t before = bh[5 * PG];
         vmq_space_free(a);
-        cr_assert_eq(state_of(b, 0x100000 + 5 * PG), VMQ_PAGE_EMPTY);
-        cr_assert_eq(child_touch(bh + 5 * PG, false), SIGSEGV);
+        cr_assert_eq(state_of(b, 0x100000 + 5 * PG), VMQ_PAGE_SHARED_IN);
+        cr_assert_eq(bh[5 * PG], before, "same contents");
+        cr_assert_eq(child_touch(bh + 5 * PG, false), 0, "still readable");
+        cr_assert_eq(child_touch(bh + 5 * PG, true), SIGSEGV, "still read-only");
+        cr_assert_null(vmq_space_translate(b, 0x100000 + 5 * PG, 1, true));
+        cr_assert_eq(vmq_remap_share(b, 0x100000 + 5 * PG, b, 0x100000 + 6 * PG, 1), -EPERM);
+        cr_assert_eq(vmq_pool_check(p), 0);
+        cr_assert_eq(vmq_pool_frames_free(p, VMQ_FRAME_4K), 62, "the orphan is held");
+        cr_assert_eq(vmq_remap_release(b, 0x100000 + 5 * PG, 1), 0);
         cr_assert_eq(vmq_pool_check(p), 0);
         cr_assert_eq(vmq_pool_frames_free(p, VMQ_FRAME_4K), 63);
         vmq_space_free(b);
@@ -320,9 +338,12 @@ Test(remap, copy_and_copy_in) {
         cr_assert(filled(ah, 8 * PG, 11));
         cr_assert_eq(vmq_remap_flip(b, 0x100000 + 2 * PG, a, 0, 1), -EBUSY);
 
-        /* a shared-in page is readable, so it can be copied from */
+        /* a shared-in page is readable, but not the receiver's to pass on:
+         * not even as a copy */
         cr_assert_eq(vmq_remap_share(a, 7 * PG, b, 0x100000 + 7 * PG, 1), 0);
-        cr_assert_eq(vmq_remap_copy(b, 0x100000 + 7 * PG, b, 0x100000, PG), 0);
+        cr_assert_eq(vmq_remap_copy(b, 0x100000 + 7 * PG, b, 0x100000, PG), -EPERM);
+        cr_assert_eq(state_of(b, 0x100000), VMQ_PAGE_EMPTY);
+        cr_assert_eq(vmq_remap_copy(a, 7 * PG, b, 0x100000, PG), 0);
         cr_assert_eq(memcmp(bh, ah + 7 * PG, PG), 0);
 
         static const char msg[] = "hello from the host";
@@ -599,7 +620,8 @@ Test(remap, teardown_returns_everything) {
         cr_assert_eq(vmq_pool_check(p), 0);
         vmq_space_free(s[1]);
         cr_assert_eq(vmq_pool_check(p), 0);
-        cr_assert_eq(state_of(s[0], 0x40000000 + 4 * PG), VMQ_PAGE_EMPTY, "share of s1 revoked");
+        cr_assert_eq(state_of(s[0], 0x40000000 + 4 * PG), VMQ_PAGE_SHARED_IN,
+                     "share of s1 kept as an orphan");
         cr_assert_eq(state_of(s[0], 0x40000000), VMQ_PAGE_SHARED_IN);
         vmq_space_free(s[0]);
         vmq_space_free(s[2]);
@@ -621,7 +643,13 @@ struct mpage {
         int state;    /* enum vmq_page_state */
         uint64_t tag; /* OWNED: first 8 bytes of the page */
         int shares;   /* OWNED: SHARED_IN pages pointing here */
-        int os, op;   /* SHARED_IN: owning space and page */
+        int os, op;   /* SHARED_IN: owning space and page, or os -1 and op
+                       * the orphan (owner gone) */
+};
+
+struct morphan {
+        uint64_t tag;
+        int shares;
 };
 
 struct model {
@@ -637,7 +665,22 @@ struct model {
         uint64_t next_tag;
         int owned;
         int moves; /* successful flips, shares and copies */
+        struct morphan orph[RS * RPMAX * 64];
+        int norph, live_orphans;
 };
+
+static uint64_t shared_tag(struct model *m, const struct mpage *q) {
+        return q->os < 0 ? m->orph[q->op].tag : m->pg[q->os][q->op].tag;
+}
+
+/* One SHARED_IN page goes away. */
+static void model_drop_share(struct model *m, struct mpage *q) {
+        if (q->os >= 0) {
+                m->pg[q->os][q->op].shares--;
+        } else if (--m->orph[q->op].shares == 0) {
+                m->live_orphans--;
+        }
+}
 
 static uint64_t rnd(struct model *m) {
         /* xorshift64*: fixed, libc-independent sequence */
@@ -667,19 +710,34 @@ static void model_space_new(struct model *m, int s) {
                 m->pg[s][i] = (struct mpage){.state = VMQ_PAGE_EMPTY};
 }
 
+/* A space goes away: its shares into others stay readable there, as
+ * orphans, until released. */
 static void model_space_free(struct model *m, int s) {
-        for (int t = 0; t < RS; t++)
-                for (int i = 0; i < m->np; i++) {
-                        struct mpage *q = &m->pg[t][i];
-                        if (q->state == VMQ_PAGE_SHARED_IN && q->os == s)
-                                *q = (struct mpage){.state = VMQ_PAGE_EMPTY};
-                }
         for (int i = 0; i < m->np; i++) {
                 struct mpage *q = &m->pg[s][i];
                 if (q->state == VMQ_PAGE_SHARED_IN)
-                        m->pg[q->os][q->op].shares--;
-                if (q->state == VMQ_PAGE_OWNED)
-                        m->owned--;
+                        model_drop_share(m, q);
+        }
+        for (int i = 0; i < m->np; i++) {
+                struct mpage *q = &m->pg[s][i];
+                if (q->state != VMQ_PAGE_OWNED)
+                        continue;
+                m->owned--;
+                if (q->shares == 0)
+                        continue;
+                cr_assert_lt(m->norph, (int)VMQ_ARRAY_SIZE(m->orph));
+                int o = m->norph++;
+                m->orph[o] = (struct morphan){.tag = q->tag, .shares = q->shares};
+                m->live_orphans++;
+                for (int t = 0; t < RS; t++)
+                        for (int j = 0; j < m->np; j++) {
+                                struct mpage *r = &m->pg[t][j];
+                                if (t != s && r->state == VMQ_PAGE_SHARED_IN && r->os == s &&
+                                    r->op == i) {
+                                        r->os = -1;
+                                        r->op = o;
+                                }
+                        }
         }
         vmq_space_free(m->sp[s]);
 }
@@ -696,7 +754,7 @@ static int expect_move(struct model *m, int s, int a, int d, int b, int n, bool 
         for (int i = 0; i < n; i++)
                 if (m->pg[d][b + i].state != VMQ_PAGE_EMPTY)
                         return -EBUSY;
-        if (!share && m->nf - m->owned < n)
+        if (!share && m->nf - m->owned - m->live_orphans < n)
                 return -ENOMEM;
         return 0;
 }
@@ -733,9 +791,9 @@ static void random_op(struct model *m) {
 
         if (op < 40) { /* populate one page from the host */
                 uint64_t tag = ++m->next_tag;
-                want = m->pg[d][b].state != VMQ_PAGE_EMPTY ? -EBUSY
-                       : m->owned >= m->nf                 ? -ENOMEM
-                                                           : 0;
+                want = m->pg[d][b].state != VMQ_PAGE_EMPTY   ? -EBUSY
+                       : m->owned + m->live_orphans >= m->nf ? -ENOMEM
+                                                             : 0;
                 r = vmq_remap_copy_in(m->sp[d], gpa_of(b), &tag, sizeof(tag));
                 cr_assert_eq(r, want);
                 if (r == 0) {
@@ -770,21 +828,21 @@ static void random_op(struct model *m) {
                         m->pg[d][b + i] =
                                 (struct mpage){.state = VMQ_PAGE_SHARED_IN, .os = s, .op = a + i};
                 }
-        } else if (op < 150) { /* copy n-1 pages and a bit, from any readable page */
+        } else if (op < 150) { /* copy n-1 pages and a bit, from owned pages only */
                 uint64_t len = (uint64_t)(n - 1) * m->fs + 8 + rn(m, (unsigned)m->fs - 8);
                 want = 0;
                 for (int i = 0; i < n; i++)
-                        if (m->pg[s][a + i].state == VMQ_PAGE_EMPTY)
+                        if (m->pg[s][a + i].state != VMQ_PAGE_OWNED)
                                 want = -EPERM;
                 for (int i = 0; i < n && want == 0; i++)
                         if (m->pg[d][b + i].state != VMQ_PAGE_EMPTY)
                                 want = -EBUSY;
-                if (want == 0 && m->nf - m->owned < n)
+                if (want == 0 && m->nf - m->owned - m->live_orphans < n)
                         want = -ENOMEM;
                 uint64_t tags[4];
                 for (int i = 0; i < n; i++) {
                         struct mpage *q = &m->pg[s][a + i];
-                        tags[i] = q->state == VMQ_PAGE_SHARED_IN ? m->pg[q->os][q->op].tag : q->tag;
+                        tags[i] = q->state == VMQ_PAGE_SHARED_IN ? shared_tag(m, q) : q->tag;
                 }
                 r = vmq_remap_copy(m->sp[s], gpa_of(a), m->sp[d], gpa_of(b), len);
                 cr_assert_eq(r, want, "copy %d:%d -> %d:%d x%d", s, a, d, b, n);
@@ -807,7 +865,7 @@ static void random_op(struct model *m) {
                 for (int i = 0; r == 0 && i < n; i++) {
                         struct mpage *q = &m->pg[s][a + i];
                         if (q->state == VMQ_PAGE_SHARED_IN)
-                                m->pg[q->os][q->op].shares--;
+                                model_drop_share(m, q);
                         else
                                 m->owned--;
                         *q = (struct mpage){.state = VMQ_PAGE_EMPTY};
@@ -816,7 +874,8 @@ static void random_op(struct model *m) {
                 model_space_free(m, s);
                 model_space_new(m, s);
         }
-        cr_assert_eq(vmq_pool_frames_free(m->pool, m->kind), (size_t)(m->nf - m->owned));
+        cr_assert_eq(vmq_pool_frames_free(m->pool, m->kind),
+                     (size_t)(m->nf - m->owned - m->live_orphans));
 }
 
 static void model_verify(struct model *m) {
@@ -830,8 +889,7 @@ static void model_verify(struct model *m) {
                                 continue;
                         }
                         cr_assert_not_null(w);
-                        uint64_t tag =
-                                q->state == VMQ_PAGE_SHARED_IN ? m->pg[q->os][q->op].tag : q->tag;
+                        uint64_t tag = q->state == VMQ_PAGE_SHARED_IN ? shared_tag(m, q) : q->tag;
                         cr_assert_eq(*w, tag, "content of %d:%d", s, i);
                         cr_assert_eq(vmq_space_translate(m->sp[s], gpa_of(i), 8, true) != NULL,
                                      q->state == VMQ_PAGE_OWNED);
@@ -851,8 +909,8 @@ static void random_run(struct model *m, int ops) {
         model_verify(m);
         cr_assert_eq(vmq_pool_check(m->pool), 0);
         size_t nfree = vmq_pool_frames_free(m->pool, m->kind);
-        cr_assert_eq(nfree + (size_t)m->owned, vmq_pool_frames_total(m->pool, m->kind),
-                     "frames conserved");
+        cr_assert_eq(nfree + (size_t)m->owned + (size_t)m->live_orphans,
+                     vmq_pool_frames_total(m->pool, m->kind), "frames conserved");
         cr_assert_gt(m->owned, 0);
         cr_assert_gt(m->moves, ops / 20, "only %d moves succeeded", m->moves);
         for (int s = 0; s < RS; s++)

@@ -1,0 +1,304 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The request path: checking a guest's request and delivering it.
+ *
+ * A request (the vCPU's mailbox for an immediate send, or an entry of the
+ * post ring for a deferred one) is copied out of guest memory once and then
+ * checked, in this order, each failure answered with its own error code:
+ * ABI version, forged source, op/flags/reserved, channel membership, inline
+ * length, then for pages the sender's transport checks the run (range,
+ * frame alignment, run length, ownership: only pages the sender owns, never
+ * a read-only share it received), then the receiver's window, and finally
+ * room at the receiver.  Only after every check has passed and room has
+ * been found (under the receiver's queue lock) does the receiver's
+ * transport place the pages, so a refused request changes nothing: "retry
+ * later" (VMQ_E_AGAIN) loses nothing.  Which transport either end uses is
+ * the transports' business (vm->ops); nothing here asks.
+ *
+ * Deferred requests that meet a full receiver stay at the head of the
+ * sender's post ring.  The sender records which receiver it waits for
+ * (stalled_on), the receiver that someone waits (has_stalled, set under its
+ * queue lock at the moment room was found lacking, so no wake-up is lost);
+ * when the receiver frees room (RELEASE, WAIT, the host taking a message)
+ * it drains every VM stalled on it.  Any number of senders can wait.
+ *
+ * Identity is never taken from the guest: the source VM id in every
+ * descriptor, and the identity in HELLO descriptors, come from the monitor's
+ * own records.
+ */
+#include <errno.h>
+#include <string.h>
+
+#include "core/util.h"
+#include "core/vm.h"
+
+int vmq_monitor_queue_count(struct vmq_vm *vm) {
+        int space;
+        pthread_mutex_lock(&vm->rxq_lock);
+        space = vmq_queue_space(&vm->rxq);
+        pthread_mutex_unlock(&vm->rxq_lock);
+        if (space < 0)
+                return -1;
+        return (int)vm->rxq.capacity - space;
+}
+
+void vmq_monitor_count_error(struct vmq_vm *vm, int code) {
+        atomic_fetch_add(&vm->st_errors, 1);
+        if (code > 0 && code < VMQ_E_MAX)
+                atomic_fetch_add(&vm->st_error[code], 1);
+}
+
+/* Caller holds to->rxq_lock and checked the room. */
+void vmq_monitor_enqueue_locked(struct vmq_vm *to, const struct vmq_desc *d) {
+        int r = vmq_queue_enqueue(&to->rxq, d, 1);
+        (void)r;
+        atomic_fetch_add(&to->st_received, 1);
+}
+
+int vmq_monitor_room_locked(struct vmq_vm *to) {
+        int space = vmq_queue_space(&to->rxq);
+        if (space < 0) {
+                vmq_monitor_count_error(to, VMQ_E_PROTO);
+                return -VMQ_E_PROTO;
+        }
+        return space;
+}
+
+/* A deferred request of `from` found no room at `to`; caller holds
+ * to->rxq_lock (see the top). */
+static void stall_locked(struct vmq_vm *from, struct vmq_vm *to, bool deferred) {
+        if (!deferred)
+                return;
+        atomic_store(&from->stalled_on, to->id);
+        atomic_store(&to->has_stalled, true);
+}
+
+int vmq_monitor_deliver(struct vmq_vm *to, const struct vmq_desc *d) {
+        int r;
+        pthread_mutex_lock(&to->rxq_lock);
+        r = vmq_monitor_room_locked(to);
+        if (r > 0) {
+                vmq_monitor_enqueue_locked(to, d);
+                r = 0;
+        } else if (r == 0) {
+                r = -VMQ_E_AGAIN;
+        }
+        pthread_mutex_unlock(&to->rxq_lock);
+        if (r == 0)
+                vmq_vm_wake(to);
+        return r;
+}
+
+/* Adds (sign 1) or takes back (sign -1) one sent message. */
+void vmq_monitor_count_sent(struct vmq_vm *vm, struct vmq_channel *ch, int to, uint64_t len,
+                            bool deferred, int sign) {
+        uint64_t one = (uint64_t)(int64_t)sign, bytes = len * (uint64_t)(int64_t)sign;
+        atomic_fetch_add(&vm->st_sent, one);
+        atomic_fetch_add(&vm->st_bytes_sent, bytes);
+        if (deferred)
+                atomic_fetch_add(&vm->st_posted, one);
+        atomic_fetch_add(&ch->messages[to], one);
+        atomic_fetch_add(&ch->bytes[to], bytes);
+}
+
+static void count_method(struct vmq_vm *vm, uint16_t flags) {
+        if (flags & VMQ_DESC_F_FLIPPED)
+                atomic_fetch_add(&vm->st_flips, 1);
+        else if (flags & VMQ_DESC_F_SHARED)
+                atomic_fetch_add(&vm->st_shares, 1);
+        else
+                atomic_fetch_add(&vm->st_copies, 1);
+}
+
+static enum vmq_how choose_how(uint32_t flags, const struct vmq_channel *ch,
+                               enum vmq_frame_kind kind) {
+        if (flags & VMQ_REQ_F_COPY)
+                return VMQ_HOW_COPY;
+        if (flags & VMQ_REQ_F_FLIP)
+                return VMQ_HOW_FLIP;
+        if (flags & VMQ_REQ_F_SHARE)
+                return VMQ_HOW_SHARE;
+        if (ch->cfg.transfer == VMQ_TRANSFER_COPY)
+                return VMQ_HOW_COPY;
+        if (ch->cfg.transfer == VMQ_TRANSFER_FLIP)
+                return VMQ_HOW_FLIP;
+        /* Remapping a 4 KiB frame costs more than copying it on the
+         * machines we measured; a 2 MiB frame is far cheaper to move. */
+        return kind == VMQ_FRAME_2M ? VMQ_HOW_FLIP : VMQ_HOW_COPY;
+}
+
+/* A page run to a VM: room in its queue, then its transport places it. */
+static int32_t send_pages(struct vmq_vm *vm, struct vmq_channel *ch, int to, struct vmq_vm *peer,
+                          const struct vmq_source *src, enum vmq_how how, bool deferred,
+                          struct vmq_desc *d) {
+        int32_t r;
+        if (src->len > peer->ops->window(peer, how, src->kind))
+                return -VMQ_E_LEN; /* could never fit the receiver's window */
+        pthread_mutex_lock(&peer->rxq_lock);
+        r = vmq_monitor_room_locked(peer);
+        if (r == 0)
+                r = -VMQ_E_AGAIN;
+        if (r > 0)
+                r = peer->ops->place(peer, src, how, d);
+        if (r == 0) {
+                d->kind = VMQ_DESC_PAGE;
+                vmq_monitor_enqueue_locked(peer, d);
+        } else if (r == -VMQ_E_AGAIN) {
+                stall_locked(vm, peer, deferred);
+        }
+        pthread_mutex_unlock(&peer->rxq_lock);
+        if (r == 0) {
+                vmq_vm_wake(peer);
+                count_method(vm, d->flags);
+                vmq_monitor_count_sent(vm, ch, to, src->len, deferred, 1);
+        }
+        return r;
+}
+
+static int32_t send_inline(struct vmq_vm *vm, struct vmq_channel *ch, int to, struct vmq_vm *peer,
+                           bool deferred, struct vmq_desc *d) {
+        int32_t r;
+        d->kind = VMQ_DESC_INLINE;
+        /* Counted before delivery so that whoever receives it sees the
+         * counters include it; undone if delivery fails. */
+        vmq_monitor_count_sent(vm, ch, to, d->len, deferred, 1);
+        if (!peer)
+                return vmq_host_deliver_from(vm, ch, to, NULL, deferred, d);
+        pthread_mutex_lock(&peer->rxq_lock);
+        r = vmq_monitor_room_locked(peer);
+        if (r > 0) {
+                vmq_monitor_enqueue_locked(peer, d);
+                r = 0;
+        } else if (r == 0) {
+                r = -VMQ_E_AGAIN;
+                stall_locked(vm, peer, deferred);
+        }
+        pthread_mutex_unlock(&peer->rxq_lock);
+        if (r == 0)
+                vmq_vm_wake(peer);
+        else
+                vmq_monitor_count_sent(vm, ch, to, d->len, deferred, -1);
+        return r;
+}
+
+int32_t vmq_monitor_handle_request(struct vmq_vm *vm, const struct vmq_request *req,
+                                   bool deferred) {
+        struct vmq_monitor *m = vm->mon;
+        struct vmq_channel *ch;
+        struct vmq_vm *peer = NULL;
+        struct vmq_desc d;
+        uint32_t flags = req->flags;
+        int side, to;
+        int32_t r;
+
+        if (req->abi != VMQ_ABI_VERSION)
+                return -VMQ_E_VERSION;
+        if (req->src_vm != 0 && req->src_vm != vm->id)
+                return -VMQ_E_FORGED;
+        if (req->op != VMQ_OP_INLINE && req->op != VMQ_OP_PAGE)
+                return -VMQ_E_INVAL;
+        if ((flags & ~VMQ_REQ_F_ALL) || __builtin_popcount(flags & VMQ_REQ_F_ALL) > 1 ||
+            req->reserved != 0)
+                return -VMQ_E_INVAL;
+
+        ch = vmq_monitor_channel_locked(m, req->channel);
+        if (!ch)
+                return -VMQ_E_NOCHAN;
+        if (ch->end[0] == vm->id)
+                side = 0;
+        else if (ch->end[1] == vm->id)
+                side = 1;
+        else
+                return -VMQ_E_NOCHAN;
+        if (!ch->open)
+                return -VMQ_E_CLOSED;
+        to = 1 - side;
+        if (ch->end[to] != VMQ_HOST_ID) {
+                peer = vmq_monitor_find_vm_id_locked(m, ch->end[to]);
+                if (!peer)
+                        return -VMQ_E_CLOSED;
+        }
+
+        memset(&d, 0, sizeof(d));
+        d.channel = ch->id;
+        d.src_vm = vm->id; /* stamped here, never taken from the guest */
+        d.tag = req->tag;
+        d.len = req->len;
+
+        if (req->op == VMQ_OP_INLINE) {
+                if (req->len > VMQ_INLINE_MAX)
+                        return -VMQ_E_LEN;
+                memcpy(d.data, req->data, req->len);
+                return send_inline(vm, ch, to, peer, deferred, &d);
+        }
+
+        struct vmq_source src = {.vm = vm, .gpa = req->gpa, .len = req->len};
+        r = vm->ops->check_source(vm, req->gpa, req->len, &src.kind);
+        if (r < 0)
+                return r;
+        if (!peer)
+                return vmq_host_deliver_from(vm, ch, to, &src, deferred, &d);
+        return send_pages(vm, ch, to, peer, &src, choose_how(flags, ch, src.kind), deferred, &d);
+}
+
+/* Drains the post ring; returns the number of requests taken. */
+int vmq_monitor_drain_posts_now(struct vmq_vm *vm) {
+        int taken = 0;
+        pthread_mutex_lock(&vm->post_lock);
+        for (;;) {
+                struct vmq_request req;
+                int n = vmq_queue_count(&vm->postq);
+                if (n < 0) {
+                        vmq_monitor_count_error(vm, VMQ_E_PROTO);
+                        break;
+                }
+                if (n == 0)
+                        break;
+                const void *slot = vmq_queue_peek(&vm->postq);
+                if (!slot)
+                        break;
+                /* One copy out of guest memory (the VMCS, which the guest
+                 * cannot move), then only the copy is used. */
+                memcpy(&req, slot, sizeof(req));
+                int32_t r = vmq_monitor_handle_request(vm, &req, true);
+                if (r == -VMQ_E_AGAIN)
+                        /* Left at the head, stalled_on set: retried when
+                         * room appears. */
+                        break;
+                vmq_queue_consume(&vm->postq, 1);
+                atomic_store(&vm->stalled_on, VMQ_NO_VM);
+                taken++;
+                if (r < 0) {
+                        struct vmq_desc d = {0};
+                        vmq_monitor_count_error(vm, -r);
+                        d.kind = VMQ_DESC_ERROR;
+                        d.channel = req.channel;
+                        d.src_vm = vm->id;
+                        d.tag = req.tag;
+                        d.error = -r;
+                        (void)vmq_monitor_deliver(vm, &d); /* our queue full: only counted */
+                }
+        }
+        pthread_mutex_unlock(&vm->post_lock);
+        return taken;
+}
+
+void vmq_monitor_drain_posts(struct vmq_vm *vm) {
+        /* Cheap test first: most exits find an empty post ring. */
+        uint32_t prod = __atomic_load_n(&vm->postq.idx->prod, __ATOMIC_ACQUIRE);
+        if (prod == vm->postq.local && atomic_load(&vm->stalled_on) == VMQ_NO_VM)
+                return;
+        (void)vmq_monitor_drain_posts_now(vm);
+}
+
+void vmq_monitor_retry_stalled(struct vmq_monitor *m, struct vmq_vm *vm) {
+        pthread_mutex_lock(&vm->rxq_lock);
+        bool any = atomic_exchange(&vm->has_stalled, false);
+        pthread_mutex_unlock(&vm->rxq_lock);
+        if (!any)
+                return;
+        /* A sender that stalls after the flag was cleared sets it again. */
+        for (struct vmq_vm *s = m->vms; s; s = s->next)
+                if (s != vm && atomic_load(&s->stalled_on) == vm->id)
+                        (void)vmq_monitor_drain_posts_now(s);
+}
