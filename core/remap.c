@@ -144,7 +144,7 @@ struct vmq_pool {
         pthread_cond_t scrub_done; /* a frame became clean */
         /* Host mappings (VMAs) of all spaces, and their budgets. */
         size_t nmaps, max_maps, max_maps_space;
-        unsigned fail_mmap_after; /* fault injection, see vmq_pool_fail_mmap_after */
+        unsigned fail_after, fail_count; /* fault injection: vmq_pool_fail_mmap() */
 };
 
 struct region {
@@ -656,9 +656,14 @@ static void maps_account(struct vmq_pool *p, struct vmq_space *s, struct region 
 
 static void *pool_mmap(struct vmq_pool *p, void *addr, size_t len, int prot, int flags, int fd,
                        off_t off) {
-        if (p->fail_mmap_after > 0 && --p->fail_mmap_after == 0) {
-                errno = ENOMEM;
-                return MAP_FAILED;
+        if (p->fail_count > 0) {
+                if (p->fail_after > 1) {
+                        p->fail_after--;
+                } else {
+                        p->fail_count--;
+                        errno = ENOMEM;
+                        return MAP_FAILED;
+                }
         }
         return mmap(addr, len, prot, flags, fd, off);
 }
@@ -906,9 +911,10 @@ bool vmq_space_broken(struct vmq_space *s) {
         return b;
 }
 
-void vmq_pool_fail_mmap_after(struct vmq_pool *p, unsigned n) {
+void vmq_pool_fail_mmap(struct vmq_pool *p, unsigned after, unsigned count) {
         pool_lock(p);
-        p->fail_mmap_after = n;
+        p->fail_after = after;
+        p->fail_count = count;
         pool_unlock(p);
 }
 
@@ -1467,12 +1473,16 @@ int vmq_remap_release(struct vmq_space *s, uint64_t gpa, size_t count) {
                 r = -ENOMEM;
                 goto out;
         }
-        /* Releasing can split a mapping in three. */
-        if (maps_check(p, s, 1) < 0) {
+        /* Releasing can split a mapping in three; releasing a whole run
+         * never adds one, so a guest at its budget can always give back. */
+        size_t before = window_breaks(reg, first, count);
+        size_t after = (first > 0 && reg->state[first - 1] != VMQ_PAGE_EMPTY) +
+                       (first + count < reg->npages && reg->state[first + count] != VMQ_PAGE_EMPTY);
+        if (after > before && (s->nmaps + after - before > p->max_maps_space ||
+                               p->nmaps + after - before > p->max_maps)) {
                 r = -ENOMEM;
                 goto out;
         }
-        size_t before = window_breaks(reg, first, count);
         r = map_pages(p, reg, first, count, NULL, VMQ_PAGE_EMPTY, NULL);
         if (r < 0) {
                 (void)map_restore(p, s, reg, first, count);

@@ -133,10 +133,11 @@ bool vmq_space_broken(struct vmq_space *s);
 /* Host mappings (VMAs) the space holds, as the budget counts them. */
 size_t vmq_space_maps(struct vmq_space *s);
 
-/* Fault injection for tests: the n-th mmap the pool makes from now on fails
- * with ENOMEM (0: none).  The only way to test rollback without lowering
- * vm.max_map_count for the whole host. */
-void vmq_pool_fail_mmap_after(struct vmq_pool *p, unsigned n);
+/* Fault injection for tests: the `after`-th mmap the pool makes from now
+ * on, and the count - 1 after it, fail with ENOMEM (count 0: none).  The
+ * only way to test rollback without lowering vm.max_map_count for every
+ * process of the host. */
+void vmq_pool_fail_mmap(struct vmq_pool *p, unsigned after, unsigned count);
 
 #define VMQ_REGION_POPULATE                                                                        \
         0x1u /* every page starts OWNED, with a zeroed

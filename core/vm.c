@@ -572,6 +572,16 @@ static void crash(struct vmq_vm *vm, const char *reason) {
         vmq_vm_set_state(vm, VMQ_VM_CRASHED, reason);
 }
 
+enum vmq_port_kind vmq_port_classify(uint16_t port, uint8_t size, uint32_t count, bool out) {
+        /* The TSS bitmap opens a few ports past the range only so that wide
+         * accesses at its end arrive here: one that starts there faults. */
+        if (port < VMQ_PORT_FIRST || port >= VMQ_PORT_END)
+                return VMQ_PORT_FAULT;
+        if (out)
+                return port == VMQ_DOORBELL_PORT ? VMQ_PORT_DOORBELL : VMQ_PORT_NOSYS;
+        return size == 4 && count == 1 ? VMQ_PORT_HYPERCALL : VMQ_PORT_NOSYS;
+}
+
 /* Returns false when the vCPU must stop. */
 static bool handle_io(struct vmq_vcpu *c) {
         struct vmq_vm *vm = c->vm;
@@ -586,37 +596,30 @@ static bool handle_io(struct vmq_vcpu *c) {
                 return false;
         }
 
-        /* The port rule (vmq-abi.h): the bitmap opens a few ports past the
-         * range only so that wide accesses at its end arrive here. */
-        if (port < VMQ_PORT_FIRST || port >= VMQ_PORT_END) {
+        int32_t result;
+        switch (vmq_port_classify(port, run->io.size, run->io.count,
+                                  run->io.direction == KVM_EXIT_IO_OUT)) {
+        case VMQ_PORT_FAULT:
                 crash(vm, "guest accessed a closed I/O port");
                 return false;
-        }
-        if (run->io.direction == KVM_EXIT_IO_OUT) {
-                if (port == VMQ_DOORBELL_PORT) {
-                        /* ioeventfd unavailable: the doorbell is an exit. */
-                        atomic_fetch_add(&vm->st_exits, 1);
-                        drain_own_posts(vm);
-                        return true;
-                }
-                /* Unknown output port: counted, otherwise ignored. */
-                atomic_fetch_add(&vm->st_errors, 1);
-                atomic_fetch_add(&vm->st_error[VMQ_E_NOSYS], 1);
+        case VMQ_PORT_DOORBELL:
+                /* ioeventfd unavailable: the doorbell is an exit. */
+                atomic_fetch_add(&vm->st_exits, 1);
+                drain_own_posts(vm);
                 return true;
-        }
-
-        int32_t result;
-        if (run->io.size != 4 || run->io.count != 1) {
-                /* Not a hypercall: every element reads -VMQ_E_NOSYS, cut to
-                 * its width (a byte of all ones for inb). */
+        case VMQ_PORT_NOSYS:
+                /* Counted; an out is dropped, every element of an in reads
+                 * -VMQ_E_NOSYS cut to its width (all ones for inb). */
                 atomic_fetch_add(&vm->st_errors, 1);
                 atomic_fetch_add(&vm->st_error[VMQ_E_NOSYS], 1);
                 result = -VMQ_E_NOSYS;
-                for (uint32_t i = 0; i < run->io.count; i++)
-                        memcpy(data + (size_t)i * run->io.size, &result,
-                               VMQ_MIN((size_t)run->io.size, sizeof(result)));
+                if (run->io.direction != KVM_EXIT_IO_OUT)
+                        for (uint32_t i = 0; i < run->io.count; i++)
+                                memcpy(data + (size_t)i * run->io.size, &result,
+                                       VMQ_MIN((size_t)run->io.size, sizeof(result)));
                 return true;
-        } else {
+        case VMQ_PORT_HYPERCALL:
+        default: {
                 unsigned nr = port - VMQ_HC_PORT_BASE;
                 atomic_fetch_add(&vm->st_exits, 1);
                 if (nr == VMQ_HC_WAIT) {
@@ -646,6 +649,7 @@ static bool handle_io(struct vmq_vcpu *c) {
                                 return false;
                         }
                 }
+        }
         }
         memcpy(data, &result, sizeof(result));
         return true;

@@ -230,6 +230,14 @@ struct vmq_channel *vmq_monitor_channel_locked(struct vmq_monitor *m, uint32_t i
 
 /* vm.c */
 bool vmq_vm_name_is_valid(const char *name);
+/* The port rule (core/vmq-abi.h) for one port access of the exit loop. */
+enum vmq_port_kind {
+        VMQ_PORT_HYPERCALL, /* 32-bit single in at VMQ_HC_PORT_BASE + nr */
+        VMQ_PORT_DOORBELL,  /* any out to VMQ_DOORBELL_PORT */
+        VMQ_PORT_NOSYS,     /* anything else in the range: refused, runs on */
+        VMQ_PORT_FAULT,     /* outside the range: the VM crashes */
+};
+enum vmq_port_kind vmq_port_classify(uint16_t port, uint8_t size, uint32_t count, bool out);
 /* A VM's common part, not yet listed: vmq_vm_free_resources() undoes it. */
 int vmq_vm_alloc(struct vmq_monitor *m, const struct vmq_vm_config *cfg,
                  const struct vmq_vm_ops *ops, struct vmq_vm **ret);
