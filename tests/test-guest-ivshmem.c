@@ -261,6 +261,7 @@ Test(guest_ivshmem, host_inline_and_pages_both_ways) {
 }
 
 Test(guest_ivshmem, echo_micro_vm_and_backlog) {
+        vmq_test_need_kvm();
         make_region_vm("lx");
         open_transport();
         struct vmq_vm_config vc;

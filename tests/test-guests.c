@@ -22,6 +22,7 @@ static struct vmq_monitor *mon;
 
 static void setup_monitor(size_t huge_frames) {
         struct vmq_monitor_config mc;
+        vmq_test_need_kvm();
         vmq_monitor_config_init(&mc);
         if (huge_frames) {
                 long free_pages = vmq_test_reserve_hugepages((long)huge_frames);

@@ -68,6 +68,7 @@ static const struct vmq_x86_map default_maps[] = {
  * `no_memslot`), %rdi = arg0.  maps NULL: default_maps. */
 static void tvm_boot_ext(struct tvm *t, const uint8_t *code, size_t len, uint64_t arg0,
                          const struct vmq_x86_map *maps, size_t nmaps, bool no_memslot) {
+        vmq_test_need_kvm();
         t->kvm_fd = vmq_kvm_open();
         cr_assert_geq(t->kvm_fd, 0, "vmq_kvm_open: %s (these tests need /dev/kvm)",
                       strerror(-t->kvm_fd));
@@ -174,6 +175,7 @@ static uint32_t tvm_expect_out(struct tvm *t, uint16_t port) {
 }
 
 Test(kvm, open_and_caps) {
+        vmq_test_need_kvm();
         int before = vmq_test_count_fds();
         int kvm_fd = vmq_kvm_open();
         cr_assert_geq(kvm_fd, 0, "vmq_kvm_open: %s", strerror(-kvm_fd));
@@ -628,6 +630,7 @@ Test(kvm, tsc_khz, .timeout = 30) {
 }
 
 Test(kvm, memslot_checks) {
+        vmq_test_need_kvm();
         int kvm_fd = vmq_kvm_open();
         cr_assert_geq(kvm_fd, 0);
         int vm_fd = vmq_kvm_create_vm(kvm_fd);
@@ -658,6 +661,7 @@ Test(kvm, memslot_checks) {
 /* Creating and destroying a VM with vCPUs leaves no fd behind, and every
  * fd it had was close-on-exec. */
 Test(kvm, teardown_leaks_no_fd, .timeout = 30) {
+        vmq_test_need_kvm();
         int before = vmq_test_count_fds();
         for (int round = 0; round < 3; round++) {
                 int kvm_fd = vmq_kvm_open();

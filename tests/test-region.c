@@ -178,6 +178,7 @@ Test(region, layout_hello_and_host_exchange) {
 }
 
 Test(region, micro_vm_bridged_both_ways) {
+        vmq_test_need_kvm();
         struct vmq_vm *vm = make_region_vm("rg");
         struct vmq_vm_config vc;
         struct vmq_vm *echo;
@@ -220,6 +221,7 @@ Test(region, micro_vm_bridged_both_ways) {
 }
 
 Test(region, scribbling_crashes_only_that_vm_and_closes_its_channels) {
+        vmq_test_need_kvm();
         struct vmq_vm *vm = make_region_vm("rg");
         uint32_t ch;
         cr_assert_eq(vmq_channel_open(mon, VMQ_HOST_ID, vmq_vm_id(vm), NULL, &ch), 0);

@@ -35,4 +35,12 @@ void vmq_test_source_pattern(uint64_t i, uint8_t *buf, size_t len);
  * Returns the malloc()ed image and its size.
  */
 void *vmq_test_make_elf(const void *code, size_t code_len, size_t *ret_size);
+
+/*
+ * For tests that boot micro-VMs: returns when /dev/kvm opens.  Otherwise
+ * the test fails, unless VMQ_TEST_NO_KVM names why this host cannot have
+ * KVM (scripts/test sets it after trying to load it): then the test is
+ * skipped, loudly, with that reason.
+ */
+void vmq_test_need_kvm(void);
 #endif
