@@ -146,9 +146,13 @@ int vmq_send_inline(uint32_t ch, const void *data, size_t len, uint64_t tag);
  * receiver releases it (-VMQ_E_BUSY) and the receiver sees later writes to
  * it.  Pages may come from RAM at or above VMQ_IMAGE_GPA (the heap), from
  * the own huge region, or from received non-shared pages in the receive
- * windows (forwarding).  Returns 0, -VMQ_E_AGAIN (receiver's queue or window
- * full: nothing happened), -VMQ_E_LEN (len 0 or above UINT32_MAX, no exit)
- * or another -VMQ_E_* from the monitor. */
+ * windows (forwarding).  A page received as a read-only share
+ * (VMQ_DESC_F_SHARED) cannot be sent on by any method, to a VM or to the
+ * host: -VMQ_E_NOTOWNED.  Returns 0, -VMQ_E_AGAIN (receiver's queue or
+ * window full, or the host's inbox or host memory budget: nothing happened),
+ * -VMQ_E_NOMEM (the message can never fit the host memory budget, or the
+ * move would pass this VM's mapping budget), -VMQ_E_LEN (len 0 or above
+ * UINT32_MAX, no exit) or another -VMQ_E_* from the monitor. */
 int vmq_send_pages(uint32_t ch, const void *pages, size_t len, uint32_t flags, uint64_t tag);
 
 /* Immediate send of a request built by the caller (vmq_request_init() then
@@ -228,6 +232,9 @@ int vmq_wait(uint64_t timeout_ns);
 
 /* Gives received pages back (VMQ_HC_RELEASE): pages = the descriptor's gpa,
  * len = its len.  After this the slots are empty and must not be touched.
+ * Pages received as a share whose sharer went away (a VMQ_DESC_REVOKED
+ * descriptor for them arrives) stay readable until released like this.
+ * Releasing a whole received run is never refused for the mapping budget.
  * Returns 0 or -VMQ_E_*. */
 int vmq_release(const void *pages, size_t len);
 
