@@ -1,5 +1,4 @@
 /* SPDX-License-Identifier: MIT */
-#include <criterion/criterion.h>
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -122,25 +121,4 @@ void *vmq_test_make_elf(const void *code, size_t code_len, size_t *ret_size) {
         memcpy(img + off, code, code_len);
         *ret_size = size;
         return img;
-}
-
-void vmq_test_need_kvm(void) {
-        int fd = open("/dev/kvm", O_RDWR | O_CLOEXEC);
-        if (fd >= 0) {
-                close(fd);
-                return;
-        }
-        int e = errno;
-        const char *why = getenv("VMQ_TEST_NO_KVM");
-        if (why && *why) {
-                /* Criterion does not print skipped tests: say it here, in a
-                 * line scripts/test counts. */
-                fprintf(stderr,
-                        "[NOT RUN] %s::%s: needs /dev/kvm, which this host cannot give: %s\n",
-                        criterion_current_test->category, criterion_current_test->name, why);
-                cr_skip_test("needs /dev/kvm, which this host cannot give: %s", why);
-        }
-        cr_assert_fail("needs /dev/kvm: %s (scripts/test sets VMQ_TEST_NO_KVM=<reason> only "
-                       "after it found that this host cannot have KVM)",
-                       strerror(e));
 }
