@@ -43,4 +43,6 @@ void *vmq_test_make_elf(const void *code, size_t code_len, size_t *ret_size);
  * skipped, loudly, with that reason.
  */
 void vmq_test_need_kvm(void);
+/* Whether /dev/kvm opens. */
+bool vmq_test_have_kvm(void);
 #endif
