@@ -67,13 +67,16 @@ int vmq_monitor_room_locked(struct vmq_vm *to) {
 /* A deferred request of `from` found no room at `to`; caller holds
  * to->rxq_lock (see the top). */
 static void stall_locked(struct vmq_vm *from, struct vmq_vm *to, bool deferred) {
-        if (!deferred)
+        if (!deferred || !from)
                 return;
         atomic_store(&from->stalled_on, to->id);
         atomic_store(&to->has_stalled, true);
 }
 
-int vmq_monitor_deliver(struct vmq_vm *to, const struct vmq_desc *d) {
+/* Enqueues one descriptor at `to`, from a request of `from` (NULL: from the
+ * monitor itself). */
+static int deliver_from(struct vmq_vm *from, bool deferred, struct vmq_vm *to,
+                        const struct vmq_desc *d) {
         int r;
         pthread_mutex_lock(&to->rxq_lock);
         r = vmq_monitor_room_locked(to);
@@ -82,11 +85,16 @@ int vmq_monitor_deliver(struct vmq_vm *to, const struct vmq_desc *d) {
                 r = 0;
         } else if (r == 0) {
                 r = -VMQ_E_AGAIN;
+                stall_locked(from, to, deferred);
         }
         pthread_mutex_unlock(&to->rxq_lock);
         if (r == 0)
                 vmq_vm_wake(to);
         return r;
+}
+
+int vmq_monitor_deliver(struct vmq_vm *to, const struct vmq_desc *d) {
+        return deliver_from(NULL, false, to, d);
 }
 
 /* Adds (sign 1) or takes back (sign -1) one sent message. */
@@ -164,19 +172,8 @@ static int32_t send_inline(struct vmq_vm *vm, struct vmq_channel *ch, int to, st
         vmq_monitor_count_sent(vm, ch, to, d->len, deferred, 1);
         if (!peer)
                 return vmq_host_deliver_from(vm, ch, to, NULL, deferred, d);
-        pthread_mutex_lock(&peer->rxq_lock);
-        r = vmq_monitor_room_locked(peer);
-        if (r > 0) {
-                vmq_monitor_enqueue_locked(peer, d);
-                r = 0;
-        } else if (r == 0) {
-                r = -VMQ_E_AGAIN;
-                stall_locked(vm, peer, deferred);
-        }
-        pthread_mutex_unlock(&peer->rxq_lock);
-        if (r == 0)
-                vmq_vm_wake(peer);
-        else
+        r = deliver_from(vm, deferred, peer, d);
+        if (r < 0)
                 vmq_monitor_count_sent(vm, ch, to, d->len, deferred, -1);
         return r;
 }

@@ -83,8 +83,7 @@ static int32_t kvm_check_source(struct vmq_vm *vm, uint64_t gpa, uint32_t len,
 }
 
 static int32_t kvm_read(struct vmq_vm *vm, uint64_t gpa, void *buf, uint64_t len) {
-        int r = vmq_space_read(vm->space, gpa, buf, len, true);
-        return r == -ERANGE ? -VMQ_E_RANGE : r < 0 ? -VMQ_E_NOTOWNED : 0;
+        return remap_error(vmq_space_read(vm->space, gpa, buf, len, true));
 }
 
 static const void *kvm_peek(struct vmq_vm *vm, uint64_t gpa, uint64_t len) {
