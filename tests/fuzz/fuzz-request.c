@@ -336,10 +336,10 @@ static void check_host_msg(const struct fchan *ch, const struct vmq_host_msg *ms
         FUZZ_CHECK(msg->error == 0);
         switch (msg->kind) {
         case VMQ_DESC_INLINE:
-                FUZZ_CHECK(msg->len <= VMQ_INLINE_MAX);
+                FUZZ_CHECK(ch->open && msg->len <= VMQ_INLINE_MAX);
                 break;
         case VMQ_DESC_PAGE:
-                FUZZ_CHECK(msg->flags == VMQ_DESC_F_COPIED && msg->len > 0);
+                FUZZ_CHECK(ch->open && msg->flags == VMQ_DESC_F_COPIED && msg->len > 0);
                 break;
         case VMQ_DESC_HELLO:
                 FUZZ_CHECK(msg->len == sizeof(struct vmq_identity));
@@ -418,8 +418,8 @@ static uint64_t pick_gpa(struct fuzz_input *in) {
                 return (IMAGE_PAGE0 + fuzz_u16(in) % (RAM_PAGES - IMAGE_PAGE0)) * VMQ_PAGE_SIZE;
         case 1: /* the receive window, and a little past it */
                 return VMQ_RX_GPA + (uint64_t)(fuzz_u8(in) % 20) * VMQ_PAGE_SIZE;
-        case 2: /* the monitor's: system area, VMCS, below the image */
-                return fuzz_u32(in) % VMQ_IMAGE_GPA;
+        case 2: /* the monitor's pages: system area, VMCS, below the image */
+                return (fuzz_u8(in) % IMAGE_PAGE0) * VMQ_PAGE_SIZE;
         case 3:
                 return fuzz_u64(in);
         case 4: /* unaligned */
