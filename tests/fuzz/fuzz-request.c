@@ -72,6 +72,7 @@
  * so that "host out of frames" happens too. */
 #define SPARE_FRAMES 24u
 #define HOST_DATA_MAX (80u * 1024u)
+#define MAX_QCAP 16u
 
 struct fvm {
         struct vmq_vm *vm;
@@ -81,7 +82,6 @@ struct fvm {
         uint64_t rx_size;
         struct vmq_identity ident;
         uint8_t *base; /* the VMCS */
-        uint32_t vmcs_size;
         struct vmq_ring_idx *rxq_idx;
         struct vmq_desc *rxq_slots;
         struct vmq_ring_idx *post_idx;
@@ -96,7 +96,12 @@ struct fvm {
         bool rxq_prod_scribbled;
         bool post_cons_scribbled;
         uint32_t post_cons_true, post_cons_seen;
-        bool rxq_slots_dirty; /* guest wrote its queue slots */
+        /* Which descriptor each queue slot holds: the queue index the
+         * monitor last wrote into it, unless the guest wrote over it since.
+         * Only those are checked: a guest that rewinds its consumer index,
+         * or scribbles its slots, reads back whatever it finds. */
+        uint32_t slot_index[MAX_QCAP];
+        bool slot_fresh[MAX_QCAP];
 
         /* Snapshot of the guest-owned bytes taken before a monitor call. */
         uint8_t snap_header[VMQ_PAGE_SIZE];
@@ -116,7 +121,14 @@ static struct fvm vms[NVM];
 static struct fchan chans[NCHAN];
 static size_t frames_baseline;
 static unsigned long reset_every = 1, inputs;
+static bool trace; /* VMQ_FUZZ_TRACE=1: print each operation */
 static uint8_t host_data[HOST_DATA_MAX];
+
+#define TRACE(...)                                                                                 \
+        do {                                                                                       \
+                if (trace)                                                                         \
+                        fprintf(stderr, "fuzz-request: " __VA_ARGS__);                             \
+        } while (0)
 
 /* ---- the monitor's indices ------------------------------------------- */
 
@@ -139,8 +151,11 @@ static void guest_wrote(struct fvm *f, size_t off, size_t len, uint32_t post_con
 
         if (off < rxq_prod + 4 && rxq_prod < off + len)
                 f->rxq_prod_scribbled = true;
-        if (off < rxq_slots + (size_t)f->qcap * sizeof(struct vmq_desc) && rxq_slots < off + len)
-                f->rxq_slots_dirty = true;
+        for (uint32_t j = 0; j < f->qcap; j++) {
+                size_t lo = rxq_slots + j * sizeof(struct vmq_desc);
+                if (off < lo + sizeof(struct vmq_desc) && lo < off + len)
+                        f->slot_fresh[j] = false;
+        }
         if (off < post_cons + 4 && post_cons < off + len) {
                 if (!f->post_cons_scribbled) {
                         f->post_cons_scribbled = true;
@@ -219,6 +234,10 @@ static void after_monitor(void) {
                         FUZZ_CHECK(p1 == p0);
                 else
                         FUZZ_CHECK(p1 - cons <= f->qcap);
+                for (uint32_t k = p0; k != p1; k++) {
+                        f->slot_index[k & (f->qcap - 1)] = k;
+                        f->slot_fresh[k & (f->qcap - 1)] = true;
+                }
         }
 }
 
@@ -358,6 +377,7 @@ static void check_host_msg(const struct fchan *ch, const struct vmq_host_msg *ms
 static unsigned guest_recv(struct fvm *f, uint32_t n, struct vmq_desc *pages, unsigned max) {
         uint32_t prod = rxq_prod_true(f), cons = f->rxq_idx->cons;
         unsigned npages = 0;
+        TRACE("guest-recv vm %u: up to %u, cons %u, prod %u\n", f->id, n, cons, prod);
         if (prod - cons > f->qcap) {
                 /* The guest broke its own index: it starts over. */
                 f->rxq_idx->cons = prod;
@@ -365,16 +385,15 @@ static unsigned guest_recv(struct fvm *f, uint32_t n, struct vmq_desc *pages, un
         }
         n = VMQ_MIN(n, prod - cons);
         for (uint32_t i = 0; i < n; i++) {
-                struct vmq_desc d = f->rxq_slots[(cons + i) & (f->qcap - 1)];
-                if (f->rxq_slots_dirty)
-                        continue; /* the guest wrote over them: not the monitor's */
+                uint32_t j = (cons + i) & (f->qcap - 1);
+                struct vmq_desc d = f->rxq_slots[j];
+                if (!f->slot_fresh[j] || f->slot_index[j] != cons + i)
+                        continue; /* not what the monitor enqueued there */
                 check_desc(f, &d);
                 if (d.kind == VMQ_DESC_PAGE && npages < max)
                         pages[npages++] = d;
         }
         f->rxq_idx->cons = cons + n;
-        if (f->rxq_idx->cons == prod)
-                f->rxq_slots_dirty = false;
         return npages;
 }
 
@@ -549,7 +568,13 @@ static void op_hypercall(struct fuzz_input *in) {
                         nr = VMQ_HC_MAX;
         }
         build_request(in, f, &f->vm->vmcs->mbox[vcpu]);
-        (void)hypercall(f, vcpu, nr, s & 0x80);
+        const struct vmq_request *mb = &f->vm->vmcs->mbox[vcpu];
+        TRACE("hypercall vm %u vcpu %u nr %u: abi %u op %u flags %#x channel %u src %u gpa %#llx "
+              "len %u%s\n",
+              f->id, vcpu, nr, mb->abi, mb->op, mb->flags, mb->channel, mb->src_vm,
+              (unsigned long long)mb->gpa, mb->len, s & 0x80 ? ", then drain" : "");
+        int32_t r = hypercall(f, vcpu, nr, s & 0x80);
+        TRACE("  -> %d\n", r);
 }
 
 static void op_post(struct fuzz_input *in) {
@@ -572,7 +597,10 @@ static void op_post(struct fuzz_input *in) {
                 break;
         }
         f->post_idx->prod = prod;
+        uint32_t cons = post_cons_true(f);
         drain_posts(f);
+        TRACE("post vm %u: %u entries, prod %u, cons %u -> %u\n", f->id, k, prod, cons,
+              post_cons_true(f));
 }
 
 static void op_vmcs_write(struct fuzz_input *in) {
@@ -607,6 +635,7 @@ static void op_vmcs_write(struct fuzz_input *in) {
         uint32_t post_cons = post_cons_true(f);
         fuzz_bytes(in, f->base + off, len);
         guest_wrote(f, off, len, post_cons);
+        TRACE("vmcs-write vm %u: %zu bytes at %#zx\n", f->id, len, off);
 }
 
 static void op_guest_recv(struct fuzz_input *in) {
@@ -643,6 +672,7 @@ static void op_host_send(struct fuzz_input *in) {
         before_monitor();
         int r = vmq_host_send(mon, id, host_data, len, tag);
         after_monitor();
+        TRACE("host-send channel %u, %zu bytes -> %d\n", id, len, r);
 
         if (!ch) {
                 FUZZ_CHECK(r == -ENOENT || r == -EPERM || r == -EPIPE || r == -EMSGSIZE ||
@@ -669,6 +699,7 @@ static void op_host_recv(struct fuzz_input *in) {
         before_monitor();
         int r = vmq_host_recv(mon, id, 0, &msg);
         after_monitor();
+        TRACE("host-recv channel %u -> %d (kind %d)\n", id, r, r == 0 ? msg->kind : -1);
 
         if (r == 0) {
                 FUZZ_CHECK(msg);
@@ -688,6 +719,7 @@ static void op_host_recv(struct fuzz_input *in) {
 /* ---- reset ------------------------------------------------------------- */
 
 static void reset_state(void) {
+        TRACE("reset\n");
         /* 1. No post is pending: each post ring is empty, the monitor's
          *    consumer index as it really is. */
         for (unsigned i = 0; i < NVM; i++) {
@@ -709,7 +741,6 @@ static void reset_state(void) {
                 f->rxq_idx->prod = p;
                 f->rxq_idx->cons = p;
                 f->rxq_prod_scribbled = false;
-                f->rxq_slots_dirty = false;
                 memcpy(f->base, f->header0, VMQ_PAGE_SIZE);
         }
         /* 4. Every page received (copied, flipped or shared in) goes back.
@@ -776,11 +807,11 @@ static struct fvm *setup_vm(unsigned i, const char *name, unsigned vcpus, uint32
         f->id = vmq_vm_id(f->vm);
         vmq_vm_identity(f->vm, &f->ident);
         f->nvcpus = f->vm->nvcpus;
+        FUZZ_CHECK(qcap <= MAX_QCAP);
         f->qcap = qcap;
         f->pcap = pcap;
         f->rx_size = rx_size;
         f->base = (uint8_t *)f->vm->vmcs;
-        f->vmcs_size = VMQ_VMCS_SIZE(qcap, pcap);
         f->rxq_idx = (struct vmq_ring_idx *)(f->base + VMQ_VMCS_QUEUE_OFF);
         f->rxq_slots = (struct vmq_desc *)(f->base + VMQ_VMCS_QUEUE_SLOTS_OFF);
         f->post_idx = (struct vmq_ring_idx *)(f->base + VMQ_VMCS_POST_OFF(qcap));
@@ -800,7 +831,9 @@ static void setup_channel(unsigned i, int a, int b, enum vmq_transfer transfer, 
         vmq_channel_config_init(&cfg);
         cfg.transfer = transfer;
         cfg.host_depth = host_depth;
+        before_monitor();
         r = vmq_channel_open(mon, end_id(a), end_id(b), &cfg, &chans[i].id);
+        after_monitor();
         if (r < 0) {
                 fprintf(stderr, "fuzz-request: cannot open channel %u: %s\n", i, strerror(-r));
                 exit(EXIT_FAILURE);
@@ -816,7 +849,9 @@ static void setup_channel(unsigned i, int a, int b, enum vmq_transfer transfer, 
                         (void)guest_recv(&vms[chans[i].end[k]], UINT32_MAX, NULL, 0);
         }
         if (closed) {
+                before_monitor();
                 FUZZ_CHECK(vmq_channel_close(mon, chans[i].id) == 0);
+                after_monitor();
                 chans[i].open = false;
                 for (unsigned k = 0; k < 2; k++)
                         if (chans[i].end[k] != HOST)
@@ -835,6 +870,8 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
         const char *env = getenv("VMQ_FUZZ_RESET_EVERY");
         if (env && atol(env) > 0)
                 reset_every = (unsigned long)atol(env);
+        env = getenv("VMQ_FUZZ_TRACE");
+        trace = env && strcmp(env, "1") == 0;
         const char *path = getenv("VMQ_FUZZ_GUEST");
         if (!path)
                 path = VMQ_FUZZ_GUEST_IMAGE;
@@ -897,9 +934,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
                 case OP_POST:
                         op_post(&in);
                         break;
-                case OP_DRAIN:
-                        drain_posts(pick_vm(&in));
+                case OP_DRAIN: {
+                        struct fvm *f = pick_vm(&in);
+                        TRACE("drain vm %u\n", f->id);
+                        drain_posts(f);
                         break;
+                }
                 case OP_VMCS_WRITE:
                         op_vmcs_write(&in);
                         break;
