@@ -441,8 +441,9 @@ static uint64_t pick_gpa(struct fuzz_input *in) {
                 return (fuzz_u8(in) % IMAGE_PAGE0) * VMQ_PAGE_SIZE;
         case 3:
                 return fuzz_u64(in);
-        case 4: /* unaligned */
-                return VMQ_IMAGE_GPA + 1 + fuzz_u16(in) % (VMQ_PAGE_SIZE - 1);
+        case 4: /* unaligned, in the image or in the receive window */
+                return (s & 0x80 ? VMQ_RX_GPA : VMQ_IMAGE_GPA) + 1 +
+                       fuzz_u16(in) % (VMQ_PAGE_SIZE - 1);
         case 5: /* no region there (the pool has no 2 MiB frames) */
                 return VMQ_HUGE_GPA + (uint64_t)fuzz_u8(in) * VMQ_PAGE_SIZE;
         case 6: /* the last pages of RAM */
