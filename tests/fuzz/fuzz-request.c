@@ -3,8 +3,9 @@
  * libFuzzer harness for request decoding and checking, against a real
  * monitor.
  *
- * LLVMFuzzerInitialize() creates one monitor (on /dev/kvm) and three
- * micro-VMs from a guest image, left CREATED: no vCPU thread ever runs, so
+ * LLVMFuzzerInitialize() creates one monitor (on /dev/kvm, or where that
+ * cannot be opened on the KVM stand-in of fake-kvm.h) and three micro-VMs
+ * from a guest image, left CREATED: no vCPU thread ever runs, so
  * the harness plays every guest itself, writing their VMCS as a hostile
  * guest may, and drives the monitor through the entry points vm.c's exit
  * loop uses (vmq_monitor_hypercall, vmq_monitor_drain_posts, under mon->rw
