@@ -48,11 +48,15 @@ void vmq_monitor_count_error(struct vmq_vm *vm, int code) {
                 atomic_fetch_add(&vm->st_error[code], 1);
 }
 
-/* Caller holds to->rxq_lock and checked the room. */
+/* Caller holds to->rxq_lock and checked the room.  The guest may still
+ * have rewritten its consumer index since: then the queue refuses, the
+ * descriptor is lost to that receiver alone (what it carried stays in its
+ * window, its own), and the corruption is counted against it. */
 void vmq_monitor_enqueue_locked(struct vmq_vm *to, const struct vmq_desc *d) {
-        int r = vmq_queue_enqueue(&to->rxq, d, 1);
-        (void)r;
-        atomic_fetch_add(&to->st_received, 1);
+        if (vmq_queue_enqueue(&to->rxq, d, 1) == 1)
+                atomic_fetch_add(&to->st_received, 1);
+        else
+                vmq_monitor_count_error(to, VMQ_E_PROTO);
 }
 
 int vmq_monitor_room_locked(struct vmq_vm *to) {

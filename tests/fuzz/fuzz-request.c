@@ -3,10 +3,10 @@
  * libFuzzer harness for request decoding and checking, against a real
  * monitor.
  *
- * LLVMFuzzerInitialize() creates one monitor (on /dev/kvm, or where that
- * cannot be opened on the KVM stand-in of fake-kvm.h) and three micro-VMs
- * from a guest image, left CREATED: no vCPU thread ever runs, so
- * the harness plays every guest itself, writing their VMCS as a hostile
+ * LLVMFuzzerInitialize() creates one host-driven monitor
+ * (vmq_monitor_config.host_driven: no /dev/kvm needed) and three micro-VMs
+ * from a guest image: no vCPU thread ever runs, so the harness plays every
+ * guest itself, writing their VMCS as a hostile
  * guest may, and drives the monitor through the entry points vm.c's exit
  * loop uses (vmq_monitor_hypercall, vmq_monitor_drain_posts, under mon->rw
  * held for reading) and through the host end (vmq_host_send, vmq_host_recv).
@@ -56,7 +56,6 @@
 #include "core/remap.h"
 #include "core/util.h"
 #include "core/vm.h"
-#include "tests/fuzz/fake-kvm.h"
 #include "tests/fuzz/fuzz-util.h"
 
 #ifndef VMQ_FUZZ_GUEST_IMAGE
@@ -785,7 +784,6 @@ static void teardown(void) {
                 free_frames, total);
         FUZZ_CHECK(free_frames == total);
         mon = vmq_monitor_free(mon);
-        fake_kvm_teardown();
 }
 
 static struct fvm *setup_vm(unsigned i, const char *name, unsigned vcpus, uint32_t qcap,
@@ -885,10 +883,8 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
                 exit(EXIT_FAILURE);
         }
 
-        if (fake_kvm_setup())
-                fprintf(stderr, "fuzz-request: no usable /dev/kvm: VMs are created on the "
-                                "harness's KVM stand-in (tests/fuzz/fake-kvm.h)\n");
         vmq_monitor_config_init(&mcfg);
+        mcfg.host_driven = true;
         mcfg.pool_4k_frames = NVM * RAM_PAGES + SPARE_FRAMES;
         mcfg.pool_2m_frames = 0;
         /* libFuzzer has SIGUSR1 and SIGUSR2; no vCPU is ever kicked here. */
