@@ -1,0 +1,1282 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * vmq-soak: the chaos soak.
+ *
+ * One process is the monitor (core/monitor.h).  It keeps a population of
+ * micro-VMs running guest/images/chaos.elf: chaos VMs, which do every
+ * hostile thing a guest can do to the monitor (mode=chaos), and witness
+ * VMs, which behave and check every byte they receive (mode=witness).  The
+ * host end does random things of its own in a loop: create, start, stop,
+ * shut down and destroy VMs, open and close channels guest<->guest and
+ * host<->guest, send and receive on the host's channels.  Between actions
+ * it checks the invariants:
+ *
+ *   - the process is alive: a SIGSEGV, SIGBUS or abort() anywhere in the
+ *     monitor is caught, reported (seed, operation count, last host
+ *     actions, stack) and re-raised, so the process still dies of it;
+ *   - no host operation hangs (a watchdog thread, --stuck seconds);
+ *   - vmq_pool_check() holds (every frame free or owned exactly once);
+ *   - no witness VM is ever CRASHED, none exits with a non-zero code, and no
+ *     witness reports a bad payload on its console ("witness: FAIL");
+ *   - what the host receives from a witness is intact and in sequence, and
+ *     every message is stamped with the sender's identity;
+ *   - the host holds a bounded amount of anonymous memory (--max-host-mib);
+ *   - at the end, with every VM destroyed, every frame of the pool is free
+ *     again (4 KiB and 2 MiB).
+ * Chaos VMs may crash or exit: that is their right.
+ *
+ * Replay: --seed drives every choice of the host and, derived, every chaos
+ * and witness VM's own PRNG (chaos_vm_seed() in guest/images/chaos.h), so a
+ * run can be repeated: the choices are the same, the timing (and therefore
+ * what the choices meet) is not.  Every failure prints the seed and the
+ * operation count.
+ *
+ * --inject exists to show that the checks can fail: `mismatch` corrupts one
+ * byte of one host message to a witness, `leak` takes pool frames behind
+ * the monitor's back and does not give them back until the end check.
+ */
+#include <errno.h>
+#include <execinfo.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "core/monitor.h"
+#include "core/remap.h"
+#include "core/vm.h" /* struct vmq_monitor: the pool, for vmq_pool_check() */
+#include "guest/images/chaos.h"
+
+#define SOAK_VMS_MAX 64u
+#define SOAK_CHANS_MAX 512u
+#define SOAK_CHANS_PER_VM 6u
+#define SOAK_LAST_OPS 16u
+#define SOAK_CHECK_NS 250000000ull /* pool check, consoles, memory: every 250 ms */
+
+struct soak_vm {
+        bool used;
+        struct vmq_vm *vm;
+        uint32_t id;
+        uint64_t serial, seed;
+        bool witness, started, ended;
+        unsigned vcpus;
+        uint64_t con_off;
+        char line[256];
+        size_t line_len;
+};
+
+struct soak_chan {
+        bool used;
+        uint32_t id;
+        uint32_t end[2];
+        int host_side; /* index of the host end, or -1 */
+        bool witness;  /* host channel whose VM end is a witness */
+        uint64_t tx, rx;
+};
+
+struct soak {
+        /* options */
+        unsigned seconds, max_vms, pace_us, fault_ppm, exit_ppm, stuck_s;
+        size_t pool_mib, huge_frames, max_host_mib;
+        const char *guest_dir;
+        const char *inject;
+        bool verbose;
+
+        struct vmq_monitor *mon;
+        void *image;
+        size_t image_size;
+        uint64_t rng;
+        struct soak_vm vms[SOAK_VMS_MAX];
+        struct soak_chan chans[SOAK_CHANS_MAX];
+        uint64_t next_serial;
+        uint64_t last_check_ns;
+        bool injected;
+        struct vmq_space *leak;
+
+        /* counters */
+        uint64_t vms_created, create_failed, witnesses_created, started, stopped, shutdowns,
+                destroyed;
+        uint64_t chaos_crashed, chaos_exited, witness_crashed;
+        uint64_t opened, open_failed, closed;
+        uint64_t host_sent, host_send_again, host_received, host_verified;
+        uint64_t pool_checks;
+        uint64_t guest_exits, guest_sent, guest_errors;
+        char crash_reasons[8][64];
+        uint64_t crash_reason_count[8];
+
+        bool failed;
+};
+
+/* ---- what a crash handler can print ---------------------------------------- */
+
+static uint64_t g_seed;
+static _Atomic uint64_t g_ops;
+static uint64_t g_t0_ns;
+static char g_replay[256];
+static char g_last[SOAK_LAST_OPS][112];
+static _Atomic unsigned g_last_i;
+static char g_vms_text[2][4096];
+static _Atomic int g_vms_cur;
+static _Atomic uint64_t g_op_start_ns;
+static const char *_Atomic g_op_name;
+static _Atomic bool g_fatal;
+
+static uint64_t now_ns(void) {
+        struct timespec ts;
+
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+static double elapsed_s(void) {
+        return (double)(now_ns() - g_t0_ns) / 1e9;
+}
+
+static void put(const char *s) {
+        size_t n = strlen(s);
+
+        while (n) {
+                ssize_t w = write(STDERR_FILENO, s, n);
+
+                if (w <= 0)
+                        return;
+                s += w;
+                n -= (size_t)w;
+        }
+}
+
+static void put_u64(uint64_t v) {
+        char b[24];
+        int i = (int)sizeof(b) - 1;
+
+        b[i] = '\0';
+        do {
+                b[--i] = (char)('0' + v % 10);
+                v /= 10;
+        } while (v && i > 0);
+        put(b + i);
+}
+
+/* Only async-signal-safe calls from here on (backtrace() is loaded at
+ * start-up so that it does not allocate here). */
+static void print_context(void) {
+        unsigned last = atomic_load(&g_last_i);
+
+        put("soak: last host operations (oldest first):\n");
+        for (unsigned i = 0; i < SOAK_LAST_OPS; i++) {
+                const char *l = g_last[(last + i) % SOAK_LAST_OPS];
+
+                if (l[0]) {
+                        put("soak:   ");
+                        put(l);
+                        put("\n");
+                }
+        }
+        put("soak: VMs alive:\n");
+        put(g_vms_text[atomic_load(&g_vms_cur)]);
+        put("soak: replay: ");
+        put(g_replay);
+        put("\n");
+}
+
+static void on_fatal(int sig) {
+        void *bt[64];
+        int n;
+
+        if (!atomic_exchange(&g_fatal, true)) {
+                put("soak: FAIL monitor process died: signal ");
+                put_u64((uint64_t)sig);
+                put(sig == SIGSEGV   ? " (SIGSEGV)"
+                    : sig == SIGBUS  ? " (SIGBUS)"
+                    : sig == SIGABRT ? " (SIGABRT)"
+                    : sig == SIGFPE  ? " (SIGFPE)"
+                                     : "");
+                put(" seed=");
+                put_u64(g_seed);
+                put(" ops=");
+                put_u64(atomic_load(&g_ops));
+                put(" elapsed_ms=");
+                put_u64((now_ns() - g_t0_ns) / 1000000);
+                put("\nsoak: stack of the thread that died:\n");
+                n = backtrace(bt, 64);
+                backtrace_symbols_fd(bt, n, STDERR_FILENO);
+                print_context();
+        }
+        signal(sig, SIG_DFL);
+        raise(sig);
+}
+
+static void install_fatal_handlers(void) {
+        static const int sigs[] = {SIGSEGV, SIGBUS, SIGABRT, SIGFPE, SIGILL};
+        struct sigaction sa;
+        void *bt[2];
+
+        (void)backtrace(bt, 2); /* loads libgcc now, not in the handler */
+        memset(&sa, 0, sizeof(sa));
+        sa.sa_handler = on_fatal;
+        sigemptyset(&sa.sa_mask);
+        for (size_t i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++)
+                sigaction(sigs[i], &sa, NULL);
+}
+
+/* The watchdog: a host operation that takes longer than stuck_s is a hang
+ * (a deadlock in the monitor, or a join that never returns). */
+static void *watchdog(void *arg) {
+        unsigned stuck_s = *(unsigned *)arg;
+
+        for (;;) {
+                sleep(1);
+                uint64_t start = atomic_load(&g_op_start_ns);
+
+                if (start && now_ns() - start > (uint64_t)stuck_s * 1000000000ull) {
+                        const char *name = atomic_load(&g_op_name);
+
+                        fprintf(stderr,
+                                "soak: FAIL host operation '%s' stuck for %u s seed=%" PRIu64
+                                " ops=%" PRIu64 " elapsed=%.1fs\n",
+                                name ? name : "?", stuck_s, g_seed, atomic_load(&g_ops),
+                                elapsed_s());
+                        atomic_store(&g_fatal, true);
+                        print_context();
+                        abort(); /* a core dump shows every thread */
+                }
+        }
+        return NULL;
+}
+
+/* ---- small things ------------------------------------------------------------ */
+
+static uint64_t rnd(struct soak *s, uint64_t n) {
+        return chaos_below(&s->rng, n);
+}
+
+static bool chance(struct soak *s, unsigned per_mille) {
+        return chaos_chance(&s->rng, per_mille);
+}
+
+static void note_op(struct soak *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void note_op(struct soak *s, const char *fmt, ...) {
+        unsigned i = atomic_load(&g_last_i);
+        char *l = g_last[i];
+        va_list ap;
+        int n;
+
+        n = snprintf(l, sizeof(g_last[0]), "#%" PRIu64 " ", atomic_load(&g_ops));
+        va_start(ap, fmt);
+        vsnprintf(l + n, sizeof(g_last[0]) - (size_t)n, fmt, ap);
+        va_end(ap);
+        atomic_store(&g_last_i, (i + 1) % SOAK_LAST_OPS);
+        if (s->verbose)
+                fprintf(stderr, "soak: %s\n", l);
+}
+
+static void op_begin(const char *name) {
+        atomic_store(&g_op_name, name);
+        atomic_store(&g_op_start_ns, now_ns());
+}
+
+static void op_end(void) {
+        atomic_store(&g_op_start_ns, 0);
+}
+
+static void fail(struct soak *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void fail(struct soak *s, const char *fmt, ...) {
+        va_list ap;
+
+        fputs("soak: FAIL ", stderr);
+        va_start(ap, fmt);
+        vfprintf(stderr, fmt, ap);
+        va_end(ap);
+        fprintf(stderr, " seed=%" PRIu64 " ops=%" PRIu64 " elapsed=%.1fs\n", g_seed,
+                atomic_load(&g_ops), elapsed_s());
+        if (!s->failed)
+                print_context();
+        s->failed = true;
+}
+
+static const char *kind_name(const struct soak_vm *v) {
+        return v->witness ? "witness" : "chaos";
+}
+
+static void vm_name(const struct soak_vm *v, char *buf, size_t size) {
+        snprintf(buf, size, "%c%" PRIu64, v->witness ? 'w' : 'c', v->serial);
+}
+
+/* Rewrites the list of live VMs the crash handler prints. */
+static void publish_vms(struct soak *s) {
+        int next = 1 - atomic_load(&g_vms_cur);
+        char *t = g_vms_text[next];
+        size_t used = 0;
+
+        t[0] = '\0';
+        for (unsigned i = 0; i < SOAK_VMS_MAX && used < sizeof(g_vms_text[0]) - 1; i++) {
+                const struct soak_vm *v = &s->vms[i];
+                char name[32];
+                int n;
+
+                if (!v->used)
+                        continue;
+                vm_name(v, name, sizeof(name));
+                n = snprintf(t + used, sizeof(g_vms_text[0]) - used,
+                             "soak:   %s id=%u %s vcpus=%u seed=%" PRIu64 "\n", name, v->id,
+                             kind_name(v), v->vcpus, v->seed);
+                if (n < 0)
+                        break;
+                used += (size_t)n;
+        }
+        atomic_store(&g_vms_cur, next);
+}
+
+static struct soak_vm *vm_by_id(struct soak *s, uint32_t id) {
+        for (unsigned i = 0; i < SOAK_VMS_MAX; i++)
+                if (s->vms[i].used && s->vms[i].id == id)
+                        return &s->vms[i];
+        return NULL;
+}
+
+static unsigned count_vms(struct soak *s, int witness) {
+        unsigned n = 0;
+
+        for (unsigned i = 0; i < SOAK_VMS_MAX; i++)
+                if (s->vms[i].used && (witness < 0 || s->vms[i].witness == (witness == 1)))
+                        n++;
+        return n;
+}
+
+/* A random live VM (NULL when there is none); `created_only`: not started. */
+static struct soak_vm *pick_vm(struct soak *s, bool created_only) {
+        unsigned n = 0, k;
+
+        for (unsigned i = 0; i < SOAK_VMS_MAX; i++)
+                if (s->vms[i].used && (!created_only || !s->vms[i].started))
+                        n++;
+        if (!n)
+                return NULL;
+        k = (unsigned)rnd(s, n);
+        for (unsigned i = 0; i < SOAK_VMS_MAX; i++)
+                if (s->vms[i].used && (!created_only || !s->vms[i].started) && k-- == 0)
+                        return &s->vms[i];
+        return NULL;
+}
+
+static unsigned chans_of(struct soak *s, uint32_t id) {
+        unsigned n = 0;
+
+        for (unsigned i = 0; i < SOAK_CHANS_MAX; i++)
+                if (s->chans[i].used && (s->chans[i].end[0] == id || s->chans[i].end[1] == id))
+                        n++;
+        return n;
+}
+
+static struct soak_chan *pick_chan(struct soak *s, bool host_only) {
+        unsigned n = 0, k;
+
+        for (unsigned i = 0; i < SOAK_CHANS_MAX; i++)
+                if (s->chans[i].used && (!host_only || s->chans[i].host_side >= 0))
+                        n++;
+        if (!n)
+                return NULL;
+        k = (unsigned)rnd(s, n);
+        for (unsigned i = 0; i < SOAK_CHANS_MAX; i++)
+                if (s->chans[i].used && (!host_only || s->chans[i].host_side >= 0) && k-- == 0)
+                        return &s->chans[i];
+        return NULL;
+}
+
+/* ---- checks --------------------------------------------------------------------- */
+
+static void witness_line(struct soak *s, struct soak_vm *v, const char *line) {
+        char name[32];
+
+        if (strncmp(line, "witness: FAIL", 13) != 0)
+                return;
+        vm_name(v, name, sizeof(name));
+        fail(s, "witness %s (id %u, seed %" PRIu64 ") reports: %s", name, v->id, v->seed, line);
+}
+
+/* Reads a witness's new console output and looks at every complete line. */
+static void scan_console(struct soak *s, struct soak_vm *v) {
+        char buf[4096];
+        size_t n;
+
+        if (!v->witness)
+                return;
+        while ((n = vmq_vm_console_read_from(v->vm, &v->con_off, buf, sizeof(buf))) > 0) {
+                for (size_t i = 0; i < n; i++) {
+                        if (buf[i] == '\n' || v->line_len == sizeof(v->line) - 1) {
+                                v->line[v->line_len] = '\0';
+                                witness_line(s, v, v->line);
+                                v->line_len = 0;
+                                if (buf[i] == '\n')
+                                        continue;
+                        }
+                        v->line[v->line_len++] = buf[i];
+                }
+        }
+}
+
+static void count_crash_reason(struct soak *s, const char *reason) {
+        for (unsigned i = 0; i < 8; i++) {
+                if (!s->crash_reasons[i][0])
+                        snprintf(s->crash_reasons[i], sizeof(s->crash_reasons[i]), "%s", reason);
+                if (!strcmp(s->crash_reasons[i], reason)) {
+                        s->crash_reason_count[i]++;
+                        return;
+                }
+        }
+}
+
+/* Looks at a VM's state once it has ended: witnesses must not crash or
+ * exit with an error, chaos VMs are counted. */
+static void check_state(struct soak *s, struct soak_vm *v) {
+        enum vmq_vm_state st = vmq_vm_state(v->vm);
+        char name[32];
+
+        if (v->ended || (st != VMQ_VM_CRASHED && st != VMQ_VM_EXITED))
+                return;
+        v->ended = true;
+        vm_name(v, name, sizeof(name));
+        if (v->witness) {
+                scan_console(s, v);
+                if (st == VMQ_VM_CRASHED) {
+                        s->witness_crashed++;
+                        fail(s, "witness %s (id %u, seed %" PRIu64 ") CRASHED: %s", name, v->id,
+                             v->seed, vmq_vm_crash_reason(v->vm));
+                } else if (vmq_vm_exit_code(v->vm) != 0) {
+                        fail(s, "witness %s (id %u, seed %" PRIu64 ") exited with code %d", name,
+                             v->id, v->seed, vmq_vm_exit_code(v->vm));
+                }
+                return;
+        }
+        if (st == VMQ_VM_CRASHED) {
+                s->chaos_crashed++;
+                count_crash_reason(s, vmq_vm_crash_reason(v->vm));
+        } else {
+                s->chaos_exited++;
+        }
+}
+
+static long rss_anon_kib(void) {
+        FILE *f = fopen("/proc/self/status", "re");
+        char line[256];
+        long kib = -1;
+
+        if (!f)
+                return -1;
+        while (fgets(line, sizeof(line), f))
+                if (sscanf(line, "RssAnon: %ld kB", &kib) == 1)
+                        break;
+        fclose(f);
+        return kib;
+}
+
+static void check_all(struct soak *s, bool full) {
+        for (unsigned i = 0; i < SOAK_VMS_MAX; i++) {
+                if (!s->vms[i].used)
+                        continue;
+                check_state(s, &s->vms[i]);
+                if (full)
+                        scan_console(s, &s->vms[i]);
+        }
+        if (!full)
+                return;
+        op_begin("vmq_pool_check");
+        int r = vmq_pool_check(s->mon->pool);
+        op_end();
+        s->pool_checks++;
+        if (r < 0)
+                fail(s, "vmq_pool_check: %s", strerror(-r));
+        long kib = rss_anon_kib();
+        if (kib > 0 && (size_t)kib / 1024 > s->max_host_mib)
+                fail(s, "host memory: %ld MiB of anonymous memory held, limit %zu MiB", kib / 1024,
+                     s->max_host_mib);
+}
+
+/* ---- host receive ------------------------------------------------------------- */
+
+static void forget_chan(struct soak_chan *c) {
+        c->used = false;
+}
+
+/* Checks one message the host received on channel c. */
+static void check_host_msg(struct soak *s, struct soak_chan *c, const struct vmq_host_msg *msg) {
+        uint32_t vmid = c->end[1 - c->host_side];
+        uint64_t stamp = 0;
+        long bad;
+
+        s->host_received++;
+        if (msg->src_vm != vmid) {
+                fail(s, "host got a message on channel %u from vm %u stamped src_vm=%u (kind %u)",
+                     c->id, vmid, msg->src_vm, msg->kind);
+                return;
+        }
+        if (msg->channel != c->id) {
+                fail(s, "host got a message for channel %u on channel %u", msg->channel, c->id);
+                return;
+        }
+        if (msg->kind == VMQ_DESC_HELLO) {
+                struct vmq_identity id;
+                struct soak_vm *v = vm_by_id(s, vmid);
+
+                if (msg->len != sizeof(id)) {
+                        fail(s, "HELLO of %zu bytes on channel %u", msg->len, c->id);
+                        return;
+                }
+                memcpy(&id, msg->data, sizeof(id));
+                if (id.vm_id != vmid || (v && strcmp(id.name, vmq_vm_name(v->vm)) != 0))
+                        fail(s, "HELLO on channel %u names vm %u '%.64s', the peer is vm %u", c->id,
+                             id.vm_id, id.name, vmid);
+                return;
+        }
+        if (msg->kind == VMQ_DESC_CLOSE || !c->witness)
+                return;
+        if (msg->kind != VMQ_DESC_INLINE && msg->kind != VMQ_DESC_PAGE) {
+                fail(s, "host got kind %u from witness vm %u on channel %u", msg->kind, vmid,
+                     c->id);
+                return;
+        }
+        if (msg->len > UINT32_MAX)
+                bad = 0;
+        else
+                bad = witness_check(msg->data, (uint32_t)msg->len, vmid, &stamp);
+        if (bad >= 0) {
+                fail(s,
+                     "host got a bad payload from witness vm %u on channel %u: len=%zu tag=%" PRIu64
+                     " first bad byte at %ld",
+                     vmid, c->id, msg->len, msg->tag, bad);
+                return;
+        }
+        if (msg->tag != c->rx)
+                fail(s,
+                     "host got tag %" PRIu64 " from witness vm %u on channel %u, expected %" PRIu64,
+                     msg->tag, vmid, c->id, c->rx);
+        else if (!(stamp & WITNESS_STAMP_SHARED) &&
+                 stamp != ((uint64_t)c->id << 32 | (msg->tag & 0xffffffffu)))
+                fail(s, "host got stamp 0x%" PRIx64 " with tag %" PRIu64 " on channel %u", stamp,
+                     msg->tag, c->id);
+        c->rx = msg->tag + 1;
+        s->host_verified++;
+}
+
+/* Receives up to max messages on c; returns false when the channel is
+ * closed and drained. */
+static bool host_drain(struct soak *s, struct soak_chan *c, unsigned max, int timeout_ms) {
+        while (max--) {
+                struct vmq_host_msg *msg = NULL;
+                int r;
+
+                op_begin("vmq_host_recv");
+                r = vmq_host_recv(s->mon, c->id, timeout_ms, &msg);
+                op_end();
+                if (r == -ETIMEDOUT)
+                        return true;
+                if (r == -EPIPE)
+                        return false;
+                if (r < 0) {
+                        fail(s, "vmq_host_recv(channel %u): %s", c->id, strerror(-r));
+                        return false;
+                }
+                check_host_msg(s, c, msg);
+                free(msg);
+                timeout_ms = 0;
+        }
+        return true;
+}
+
+/* A channel the monitor closed (or we did): take what is left, forget it. */
+static void close_drained(struct soak *s, struct soak_chan *c) {
+        if (c->host_side >= 0)
+                (void)host_drain(s, c, 100000, 0);
+        forget_chan(c);
+}
+
+/* ---- host operations ------------------------------------------------------------ */
+
+static void op_create(struct soak *s) {
+        struct vmq_vm_config cfg;
+        struct soak_vm *v = NULL;
+        unsigned nw = count_vms(s, 1), want_w = s->max_vms >= 3 ? (s->max_vms + 2) / 3 : 1;
+        char name[32], args[160];
+        int r;
+
+        for (unsigned i = 0; i < SOAK_VMS_MAX && !v; i++)
+                if (!s->vms[i].used)
+                        v = &s->vms[i];
+        if (!v)
+                return;
+        memset(v, 0, sizeof(*v));
+        v->serial = s->next_serial++;
+        v->seed = chaos_vm_seed(g_seed, v->serial);
+        v->witness = nw < want_w && (nw == 0 || chance(s, 600));
+        vmq_vm_config_init(&cfg);
+        vm_name(v, name, sizeof(name));
+        cfg.name = name;
+        if (v->witness) {
+                cfg.vcpus = 1 + (unsigned)rnd(s, 2);
+                cfg.ram_size = 16u << 20;
+                cfg.queue_depth = 64;
+                cfg.post_depth = 16;
+                cfg.rx_size = 4u << 20;
+                snprintf(args, sizeof(args), "mode=witness seed=%" PRIu64, v->seed);
+        } else {
+                cfg.vcpus = 1 + (unsigned)rnd(s, 4);
+                cfg.ram_size = (8u << 20) << rnd(s, 2);
+                cfg.queue_depth = 4u << rnd(s, 6);
+                cfg.post_depth = 4u << rnd(s, 4);
+                cfg.rx_size = (64u << 10) << rnd(s, 7);
+                if (vmq_monitor_has_huge(s->mon) && chance(s, 300)) {
+                        cfg.huge_size = VMQ_HUGE_PAGE_SIZE;
+                        cfg.huge_rx_size = VMQ_HUGE_PAGE_SIZE << rnd(s, 2);
+                }
+                snprintf(args, sizeof(args), "mode=chaos seed=%" PRIu64 " pace=%u fault=%u exit=%u",
+                         v->seed, s->pace_us, s->fault_ppm, s->exit_ppm);
+        }
+        cfg.args = args;
+        v->vcpus = cfg.vcpus;
+        note_op(s,
+                "create %s %s vcpus=%u ram=%" PRIu64 "M q=%u p=%u rx=%" PRIu64 "K huge=%" PRIu64
+                "M/%" PRIu64 "M seed=%" PRIu64,
+                name, kind_name(v), cfg.vcpus, cfg.ram_size >> 20, cfg.queue_depth, cfg.post_depth,
+                cfg.rx_size >> 10, cfg.huge_size >> 20, cfg.huge_rx_size >> 20, v->seed);
+        op_begin("vmq_vm_create");
+        r = vmq_vm_create(s->mon, &cfg, s->image, s->image_size, &v->vm);
+        op_end();
+        if (r < 0) {
+                /* -ENOMEM when the pool is short: fine, the population shrinks */
+                s->create_failed++;
+                if (r != -ENOMEM)
+                        fail(s, "vmq_vm_create(%s): %s", name, strerror(-r));
+                return;
+        }
+        v->used = true;
+        v->id = vmq_vm_id(v->vm);
+        s->vms_created++;
+        s->witnesses_created += v->witness;
+        publish_vms(s);
+}
+
+static void op_start(struct soak *s) {
+        struct soak_vm *v = pick_vm(s, true);
+        char name[32];
+        int r;
+
+        if (!v)
+                return;
+        vm_name(v, name, sizeof(name));
+        note_op(s, "start %s", name);
+        op_begin("vmq_vm_start");
+        r = vmq_vm_start(v->vm);
+        op_end();
+        v->started = true;
+        if (r < 0)
+                fail(s, "vmq_vm_start(%s): %s", name, strerror(-r));
+        else
+                s->started++;
+}
+
+/* Takes a VM out of the population: stop, check, destroy, forget its
+ * channels (the monitor closed them). */
+static void remove_vm(struct soak *s, struct soak_vm *v) {
+        struct vmq_vm_stats st;
+        char name[32];
+
+        vm_name(v, name, sizeof(name));
+        op_begin("vmq_vm_stop");
+        vmq_vm_stop(v->vm);
+        op_end();
+        check_state(s, v);
+        scan_console(s, v);
+        vmq_vm_get_stats(v->vm, &st);
+        s->guest_exits += st.exits;
+        s->guest_sent += st.sent;
+        s->guest_errors += st.errors;
+        note_op(s, "destroy %s", name);
+        op_begin("vmq_vm_destroy");
+        vmq_vm_destroy(v->vm);
+        op_end();
+        s->destroyed++;
+        for (unsigned i = 0; i < SOAK_CHANS_MAX; i++) {
+                struct soak_chan *c = &s->chans[i];
+
+                if (c->used && (c->end[0] == v->id || c->end[1] == v->id))
+                        close_drained(s, c);
+        }
+        memset(v, 0, sizeof(*v));
+        publish_vms(s);
+}
+
+static void op_destroy(struct soak *s) {
+        struct soak_vm *v = pick_vm(s, false);
+
+        /* witnesses live longer */
+        if (!v || (v->witness && !chance(s, 200)))
+                return;
+        remove_vm(s, v);
+}
+
+static void op_stop(struct soak *s) {
+        struct soak_vm *v = pick_vm(s, false);
+        char name[32];
+
+        if (!v || (v->witness && !chance(s, 200)))
+                return;
+        vm_name(v, name, sizeof(name));
+        note_op(s, "stop %s", name);
+        check_state(s, v);
+        op_begin("vmq_vm_stop");
+        vmq_vm_stop(v->vm);
+        op_end();
+        v->started = true; /* a stopped VM cannot start again */
+        s->stopped++;
+}
+
+static void op_shutdown(struct soak *s) {
+        struct soak_vm *v = pick_vm(s, false);
+        char name[32];
+        int r;
+
+        if (!v || (v->witness && !chance(s, 300)))
+                return;
+        vm_name(v, name, sizeof(name));
+        note_op(s, "shutdown %s", name);
+        op_begin("vmq_vm_shutdown");
+        r = vmq_vm_shutdown(v->vm);
+        op_end();
+        if (r == 0)
+                s->shutdowns++;
+        else if (r != -ESRCH && r != -EAGAIN && r != -EPROTO)
+                fail(s, "vmq_vm_shutdown(%s): %s", name, strerror(-r));
+}
+
+static void op_open(struct soak *s, bool with_host) {
+        struct vmq_channel_config cfg;
+        struct soak_vm *a = pick_vm(s, false), *b = with_host ? NULL : pick_vm(s, false);
+        struct soak_chan *c = NULL;
+        uint32_t ends[2], id;
+        bool swap = chance(s, 500);
+        int r;
+
+        if (!a || (!with_host && (!b || a == b)))
+                return;
+        if (chans_of(s, a->id) >= SOAK_CHANS_PER_VM ||
+            (b && chans_of(s, b->id) >= SOAK_CHANS_PER_VM))
+                return;
+        for (unsigned i = 0; i < SOAK_CHANS_MAX && !c; i++)
+                if (!s->chans[i].used)
+                        c = &s->chans[i];
+        if (!c)
+                return;
+        vmq_channel_config_init(&cfg);
+        cfg.host_depth = 1 + (uint32_t)rnd(s, 8);
+        cfg.transfer = (enum vmq_transfer)rnd(s, VMQ_TRANSFER_MAX);
+        ends[0] = a->id;
+        ends[1] = b ? b->id : VMQ_HOST_ID;
+        if (swap) {
+                uint32_t t = ends[0];
+
+                ends[0] = ends[1];
+                ends[1] = t;
+        }
+        note_op(s, "open %u<->%u transfer=%d depth=%u", ends[0], ends[1], (int)cfg.transfer,
+                cfg.host_depth);
+        op_begin("vmq_channel_open");
+        r = vmq_channel_open(s->mon, ends[0], ends[1], &cfg, &id);
+        op_end();
+        if (r == -EAGAIN || r == -EPROTO) {
+                s->open_failed++; /* an end's queue is full (or scribbled over) */
+                return;
+        }
+        if (r < 0) {
+                fail(s, "vmq_channel_open(%u, %u): %s", ends[0], ends[1], strerror(-r));
+                return;
+        }
+        memset(c, 0, sizeof(*c));
+        c->used = true;
+        c->id = id;
+        c->end[0] = ends[0];
+        c->end[1] = ends[1];
+        c->host_side = !b ? (ends[0] == VMQ_HOST_ID ? 0 : 1) : -1;
+        c->witness = !b && a->witness;
+        s->opened++;
+}
+
+static void op_close(struct soak *s) {
+        struct soak_chan *c = pick_chan(s, false);
+        int r;
+
+        if (!c)
+                return;
+        note_op(s, "close channel %u", c->id);
+        op_begin("vmq_channel_close");
+        r = vmq_channel_close(s->mon, c->id);
+        op_end();
+        if (r < 0 && r != -EPIPE)
+                fail(s, "vmq_channel_close(%u): %s", c->id, strerror(-r));
+        s->closed++;
+        close_drained(s, c);
+}
+
+static void op_host_send(struct soak *s) {
+        struct soak_chan *c = pick_chan(s, true);
+        struct soak_vm *v;
+        uint8_t *buf;
+        size_t len;
+        uint64_t tag;
+        int r;
+
+        if (!c)
+                return;
+        v = vm_by_id(s, c->end[1 - c->host_side]);
+        if (c->witness) {
+                len = chance(s, 500) ? WITNESS_HDR_SIZE + rnd(s, VMQ_INLINE_MAX - 23)
+                                     : VMQ_INLINE_MAX + 1 + rnd(s, 16384);
+        } else {
+                switch (rnd(s, 4)) {
+                case 0:
+                        len = rnd(s, VMQ_INLINE_MAX + 1);
+                        break;
+                case 1:
+                        len = VMQ_INLINE_MAX + 1 + rnd(s, 8192);
+                        break;
+                case 2:
+                        len = rnd(s, 256u << 10);
+                        break;
+                default:
+                        len = 4096 * (1 + rnd(s, 16));
+                        break;
+                }
+        }
+        buf = malloc(len ? len : 1);
+        if (!buf) {
+                fail(s, "out of memory for a %zu-byte message", len);
+                return;
+        }
+        tag = c->witness ? c->tx : chaos_next(&s->rng);
+        if (c->witness) {
+                witness_fill(buf, (uint32_t)len, VMQ_HOST_ID,
+                             (uint64_t)c->id << 32 | (c->tx & 0xffffffffu));
+                if (s->inject && !strcmp(s->inject, "mismatch") && !s->injected &&
+                    elapsed_s() * 3 > s->seconds) {
+                        buf[len - 1] ^= 0x40; /* the lie the witness must catch */
+                        s->injected = true;
+                        fprintf(stderr,
+                                "soak: injected a corrupt byte into tag %" PRIu64
+                                " on channel %u (to vm %u)\n",
+                                tag, c->id, c->end[1 - c->host_side]);
+                }
+        } else {
+                for (size_t i = 0; i < len; i += 8) {
+                        uint64_t x = chaos_next(&s->rng);
+
+                        memcpy(buf + i, &x, len - i < 8 ? len - i : 8);
+                }
+        }
+        note_op(s, "host send channel %u len=%zu tag=%" PRIu64, c->id, len, tag);
+        op_begin("vmq_host_send");
+        r = vmq_host_send(s->mon, c->id, buf, len, tag);
+        op_end();
+        free(buf);
+        if (r == 0) {
+                s->host_sent++;
+                if (c->witness)
+                        c->tx++;
+        } else if (r == -EAGAIN) {
+                s->host_send_again++;
+        } else if (r == -EPIPE) {
+                /* closed by the monitor (the VM end is gone) */
+        } else if (r == -EMSGSIZE && v && !v->witness) {
+                /* larger than the chaos VM's receive window */
+        } else {
+                fail(s, "vmq_host_send(channel %u, %zu bytes): %s", c->id, len, strerror(-r));
+        }
+}
+
+static void op_host_recv(struct soak *s) {
+        struct soak_chan *c = pick_chan(s, true);
+
+        if (!c)
+                return;
+        note_op(s, "host recv channel %u", c->id);
+        if (!host_drain(s, c, 1 + (unsigned)rnd(s, 16), chance(s, 50) ? 1 : 0))
+                forget_chan(c);
+}
+
+/* Takes some pool frames behind the monitor's back (--inject leak). */
+static void inject_leak(struct soak *s) {
+        void *hva;
+
+        if (vmq_space_new(s->mon->pool, &s->leak) < 0 ||
+            vmq_space_add_region(s->leak, VMQ_IMAGE_GPA, 16 * VMQ_PAGE_SIZE, VMQ_FRAME_4K,
+                                 VMQ_REGION_POPULATE, &hva) < 0) {
+                fprintf(stderr, "soak: --inject leak: could not take frames\n");
+                return;
+        }
+        fprintf(stderr, "soak: injected a leak of 16 frames\n");
+}
+
+static void one_op(struct soak *s) {
+        unsigned nvms = count_vms(s, -1), created = 0, hostch = 0, nch = 0;
+        unsigned w[11], total = 0, k;
+
+        for (unsigned i = 0; i < SOAK_VMS_MAX; i++)
+                created += s->vms[i].used && !s->vms[i].started;
+        for (unsigned i = 0; i < SOAK_CHANS_MAX; i++) {
+                nch += s->chans[i].used;
+                hostch += s->chans[i].used && s->chans[i].host_side >= 0;
+        }
+        w[0] = nvms < s->max_vms ? (nvms < s->max_vms / 2 + 1 ? 40 : 6) : 0; /* create */
+        w[1] = created ? 30 : 0;                                             /* start */
+        w[2] = nvms >= 2 ? 10 : 0;                                           /* open g<->g */
+        w[3] = nvms ? 6 : 0;                                                 /* open h<->g */
+        w[4] = nch ? 4 : 0;                                                  /* close */
+        w[5] = hostch ? 30 : 0;                                              /* host send */
+        w[6] = hostch ? 30 : 0;                                              /* host recv */
+        w[7] = nvms ? 2 : 0;                                                 /* stop */
+        w[8] = nvms ? 2 : 0;                                                 /* shutdown */
+        w[9] = nvms ? 3 : 0;                                                 /* destroy */
+        w[10] = 2;                                                           /* idle */
+        for (unsigned i = 0; i < 11; i++)
+                total += w[i];
+        k = (unsigned)rnd(s, total);
+        for (unsigned i = 0; i < 11; i++) {
+                if (k >= w[i]) {
+                        k -= w[i];
+                        continue;
+                }
+                switch (i) {
+                case 0:
+                        op_create(s);
+                        break;
+                case 1:
+                        op_start(s);
+                        break;
+                case 2:
+                        op_open(s, false);
+                        break;
+                case 3:
+                        op_open(s, true);
+                        break;
+                case 4:
+                        op_close(s);
+                        break;
+                case 5:
+                        op_host_send(s);
+                        break;
+                case 6:
+                        op_host_recv(s);
+                        break;
+                case 7:
+                        op_stop(s);
+                        break;
+                case 8:
+                        op_shutdown(s);
+                        break;
+                case 9:
+                        op_destroy(s);
+                        break;
+                default:
+                        usleep(2000);
+                        break;
+                }
+                break;
+        }
+        atomic_fetch_add(&g_ops, 1);
+}
+
+/* ---- main ------------------------------------------------------------------------ */
+
+static int read_image(struct soak *s) {
+        char path[4096];
+        FILE *f;
+        long size;
+
+        snprintf(path, sizeof(path), "%s/chaos.elf", s->guest_dir);
+        f = fopen(path, "rbe");
+        if (!f) {
+                fprintf(stderr, "soak: cannot open '%s': %m\n", path);
+                return -1;
+        }
+        if (fseek(f, 0, SEEK_END) < 0 || (size = ftell(f)) <= 0 || fseek(f, 0, SEEK_SET) < 0 ||
+            !(s->image = malloc((size_t)size)) ||
+            fread(s->image, 1, (size_t)size, f) != (size_t)size) {
+                fprintf(stderr, "soak: cannot read '%s'\n", path);
+                fclose(f);
+                return -1;
+        }
+        fclose(f);
+        s->image_size = (size_t)size;
+        return 0;
+}
+
+static uint64_t random_seed(void) {
+        uint64_t v = 0;
+        FILE *f = fopen("/dev/urandom", "rbe");
+
+        if (!f || fread(&v, sizeof(v), 1, f) != 1)
+                v = now_ns();
+        if (f)
+                fclose(f);
+        return v;
+}
+
+static void usage(FILE *out) {
+        fprintf(out,
+                "usage: vmq-soak [--seconds N] [--seed S] [--vms N] [options]\n"
+                "  --seconds N        how long to run (default 60)\n"
+                "  --seed S           seed of every choice (default: random, printed)\n"
+                "  --vms N            most VMs alive at once, about a third witnesses (default 6)\n"
+                "  --guest-dir DIR    where chaos.elf is (default the build's guest/images)\n"
+                "  --pool-mib N       4 KiB frame pool size (default 512)\n"
+                "  --huge N           2 MiB frames to use when the host has them (default 8)\n"
+                "  --pace US          chaos vCPUs idle about this long every few actions (default "
+                "300)\n"
+                "  --fault PPM        deliberate guest faults per million actions (default 20)\n"
+                "  --exit PPM         deliberate guest exits per million actions (default 20)\n"
+                "  --max-host-mib N   anonymous memory the host may hold (default 1024)\n"
+                "  --stuck S          a host operation longer than this is a hang (default 60)\n"
+                "  --inject KIND      make a check fail on purpose: mismatch | leak\n"
+                "  --verbose          print every host operation\n");
+}
+
+static int parse_args(struct soak *s, int argc, char **argv, bool *ret_seeded) {
+        static const struct option opts[] = {
+                {"seconds", required_argument, NULL, 's'},
+                {"seed", required_argument, NULL, 'S'},
+                {"vms", required_argument, NULL, 'n'},
+                {"guest-dir", required_argument, NULL, 'g'},
+                {"pool-mib", required_argument, NULL, 'p'},
+                {"huge", required_argument, NULL, 'H'},
+                {"pace", required_argument, NULL, 'P'},
+                {"fault", required_argument, NULL, 'f'},
+                {"exit", required_argument, NULL, 'e'},
+                {"max-host-mib", required_argument, NULL, 'm'},
+                {"stuck", required_argument, NULL, 'k'},
+                {"inject", required_argument, NULL, 'i'},
+                {"verbose", no_argument, NULL, 'v'},
+                {"help", no_argument, NULL, 'h'},
+                {0},
+        };
+        int o;
+
+        *ret_seeded = false;
+        while ((o = getopt_long(argc, argv, "s:S:n:g:p:H:P:f:e:m:k:i:vh", opts, NULL)) != -1) {
+                char *end = NULL;
+                unsigned long long v = 0;
+
+                if (optarg && o != 'g' && o != 'i') {
+                        errno = 0;
+                        v = strtoull(optarg, &end, 0);
+                        if (errno || !end || *end || end == optarg) {
+                                fprintf(stderr, "soak: bad number '%s'\n", optarg);
+                                return -1;
+                        }
+                }
+                switch (o) {
+                case 's':
+                        s->seconds = (unsigned)v;
+                        break;
+                case 'S':
+                        g_seed = v;
+                        *ret_seeded = true;
+                        break;
+                case 'n':
+                        s->max_vms = (unsigned)v;
+                        break;
+                case 'g':
+                        s->guest_dir = optarg;
+                        break;
+                case 'p':
+                        s->pool_mib = (size_t)v;
+                        break;
+                case 'H':
+                        s->huge_frames = (size_t)v;
+                        break;
+                case 'P':
+                        s->pace_us = (unsigned)v;
+                        break;
+                case 'f':
+                        s->fault_ppm = (unsigned)v;
+                        break;
+                case 'e':
+                        s->exit_ppm = (unsigned)v;
+                        break;
+                case 'm':
+                        s->max_host_mib = (size_t)v;
+                        break;
+                case 'k':
+                        s->stuck_s = (unsigned)v;
+                        break;
+                case 'i':
+                        s->inject = optarg;
+                        break;
+                case 'v':
+                        s->verbose = true;
+                        break;
+                case 'h':
+                        usage(stdout);
+                        exit(0);
+                default:
+                        usage(stderr);
+                        return -1;
+                }
+        }
+        if (optind != argc || s->max_vms < 2 || s->max_vms > SOAK_VMS_MAX || s->pool_mib < 64 ||
+            !s->stuck_s ||
+            (s->inject && strcmp(s->inject, "mismatch") && strcmp(s->inject, "leak"))) {
+                usage(stderr);
+                return -1;
+        }
+        return 0;
+}
+
+static long free_hugepages(void) {
+        FILE *f = fopen("/sys/kernel/mm/hugepages/hugepages-2048kB/free_hugepages", "re");
+        long n = 0;
+
+        if (f) {
+                if (fscanf(f, "%ld", &n) != 1)
+                        n = 0;
+                fclose(f);
+        }
+        return n;
+}
+
+int main(int argc, char **argv) {
+        static struct soak soak;
+        struct soak *s = &soak;
+        struct vmq_monitor_config mc;
+        pthread_t wd;
+        bool seeded;
+        uint64_t end_ns, ops;
+        size_t free4, total4, free2, total2;
+        double secs;
+        int r;
+
+        s->seconds = 60;
+        s->max_vms = 6;
+        s->guest_dir = getenv("VMQ_GUEST_DIR") ? getenv("VMQ_GUEST_DIR") : VMQ_GUEST_DIR;
+        s->pool_mib = 512;
+        s->huge_frames = 8;
+        s->pace_us = 300;
+        s->fault_ppm = 20;
+        s->exit_ppm = 20;
+        s->max_host_mib = 1024;
+        s->stuck_s = 60;
+        if (parse_args(s, argc, argv, &seeded) < 0)
+                return 2;
+        if (!seeded)
+                g_seed = random_seed();
+        s->rng = chaos_mix(g_seed ^ 0x686f7374ull);
+        snprintf(g_replay, sizeof(g_replay),
+                 "vmq-soak --seed %" PRIu64 " --seconds %u --vms %u%s%s", g_seed, s->seconds,
+                 s->max_vms, s->inject ? " --inject " : "", s->inject ? s->inject : "");
+        if (read_image(s) < 0)
+                return 2;
+
+        vmq_monitor_config_init(&mc);
+        mc.pool_4k_frames = s->pool_mib * 256;
+        if (s->huge_frames && free_hugepages() > 0) {
+                size_t have = (size_t)free_hugepages();
+
+                mc.pool_2m_frames = s->huge_frames < have ? s->huge_frames : have;
+        }
+        r = vmq_monitor_new(&mc, &s->mon);
+        if (r == -ENOENT || r == -EACCES) {
+                fprintf(stderr, "soak: SKIP no usable /dev/kvm: %s\n", strerror(-r));
+                return 77;
+        }
+        if (r < 0) {
+                fprintf(stderr, "soak: vmq_monitor_new: %s\n", strerror(-r));
+                return 2;
+        }
+        install_fatal_handlers();
+        g_t0_ns = now_ns();
+        printf("soak: seed=%" PRIu64 " seconds=%u vms=%u pool=%zuMiB huge=%zu pace=%uus "
+               "fault=%uppm exit=%uppm\n",
+               g_seed, s->seconds, s->max_vms, s->pool_mib, vmq_monitor_frames_total(s->mon, true),
+               s->pace_us, s->fault_ppm, s->exit_ppm);
+        fflush(stdout);
+        publish_vms(s);
+        pthread_create(&wd, NULL, watchdog, &s->stuck_s);
+        pthread_detach(wd);
+        if (s->inject && !strcmp(s->inject, "leak"))
+                inject_leak(s);
+
+        end_ns = g_t0_ns + (uint64_t)s->seconds * 1000000000ull;
+        while (!s->failed && now_ns() < end_ns) {
+                one_op(s);
+                check_all(s, false);
+                if (now_ns() - s->last_check_ns > SOAK_CHECK_NS) {
+                        check_all(s, true);
+                        s->last_check_ns = now_ns();
+                }
+                usleep((useconds_t)rnd(s, 1000));
+        }
+        ops = atomic_load(&g_ops);
+        secs = elapsed_s();
+
+        /* The end: stop everything first (so that no guest runs while its
+         * peers go), look at every VM once more, then destroy them all. */
+        for (unsigned i = 0; i < SOAK_VMS_MAX; i++) {
+                if (!s->vms[i].used)
+                        continue;
+                op_begin("vmq_vm_stop (end)");
+                vmq_vm_stop(s->vms[i].vm);
+                op_end();
+        }
+        check_all(s, true);
+        for (unsigned i = 0; i < SOAK_VMS_MAX; i++)
+                if (s->vms[i].used)
+                        remove_vm(s, &s->vms[i]);
+        op_begin("vmq_pool_check (end)");
+        r = vmq_pool_check(s->mon->pool);
+        op_end();
+        if (r < 0)
+                fail(s, "vmq_pool_check at the end: %s", strerror(-r));
+        free4 = vmq_monitor_frames_free(s->mon, false);
+        total4 = vmq_monitor_frames_total(s->mon, false);
+        free2 = vmq_monitor_frames_free(s->mon, true);
+        total2 = vmq_monitor_frames_total(s->mon, true);
+        if (free4 != total4 || free2 != total2)
+                fail(s, "frames not conserved: 4 KiB %zu of %zu free, 2 MiB %zu of %zu free", free4,
+                     total4, free2, total2);
+        s->leak = vmq_space_free(s->leak);
+        op_begin("vmq_monitor_free");
+        s->mon = vmq_monitor_free(s->mon);
+        op_end();
+        free(s->image);
+
+        printf("soak: vms created=%" PRIu64 " (witnesses %" PRIu64 ") create_failed=%" PRIu64
+               " started=%" PRIu64 " stopped=%" PRIu64 " shutdowns=%" PRIu64 " destroyed=%" PRIu64
+               "\n",
+               s->vms_created, s->witnesses_created, s->create_failed, s->started, s->stopped,
+               s->shutdowns, s->destroyed);
+        printf("soak: channels opened=%" PRIu64 " open_failed=%" PRIu64 " closed=%" PRIu64
+               "; host sent=%" PRIu64 " (again %" PRIu64 ") received=%" PRIu64 " verified=%" PRIu64
+               "; pool checks=%" PRIu64 "\n",
+               s->opened, s->open_failed, s->closed, s->host_sent, s->host_send_again,
+               s->host_received, s->host_verified, s->pool_checks);
+        printf("soak: guests: hypercall exits=%" PRIu64 " requests accepted=%" PRIu64
+               " refused=%" PRIu64 "; chaos exited=%" PRIu64 " crashed=%" PRIu64 "\n",
+               s->guest_exits, s->guest_sent, s->guest_errors, s->chaos_exited, s->chaos_crashed);
+        for (unsigned i = 0; i < 8 && s->crash_reasons[i][0]; i++)
+                printf("soak:   chaos crashes \"%s\": %" PRIu64 "\n", s->crash_reasons[i],
+                       s->crash_reason_count[i]);
+        printf("soak: seed=%" PRIu64 " seconds=%.0f ops=%" PRIu64 " ops/s=%.1f vms_created=%" PRIu64
+               " chaos_crashed=%" PRIu64 " witness_crashed=%" PRIu64 " frames %s\n",
+               g_seed, secs, ops, secs > 0 ? (double)ops / secs : 0.0, s->vms_created,
+               s->chaos_crashed, s->witness_crashed,
+               free4 == total4 && free2 == total2 ? "conserved" : "LEAKED");
+        if (s->failed) {
+                printf("soak: FAILED; replay: %s\n", g_replay);
+                return 1;
+        }
+        return 0;
+}
