@@ -46,6 +46,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -58,14 +60,15 @@
 #define SOAK_CHANS_MAX 512u
 #define SOAK_CHANS_PER_VM 6u
 #define SOAK_LAST_OPS 16u
-#define SOAK_CHECK_NS 250000000ull /* pool check, consoles, memory: every 250 ms */
+#define SOAK_CHECK_NS 250000000ull      /* pool check, consoles, memory: every 250 ms */
+#define SOAK_PROGRESS_NS 10000000000ull /* a progress line every 10 s */
 
 struct soak_vm {
         bool used;
         struct vmq_vm *vm;
         uint32_t id;
         uint64_t serial, seed;
-        bool witness, started, ended;
+        bool witness, started, stopped, ended;
         unsigned vcpus;
         uint64_t con_off;
         char line[256];
@@ -87,6 +90,8 @@ struct soak {
         size_t pool_mib, huge_frames, max_host_mib;
         const char *guest_dir;
         const char *inject;
+        bool avoid_restop;
+        bool no_fork;
         bool verbose;
 
         struct vmq_monitor *mon;
@@ -116,17 +121,28 @@ struct soak {
 
 /* ---- what a crash handler can print ---------------------------------------- */
 
+/*
+ * State that outlives the process that runs the monitor.  vmq-soak forks:
+ * the child is the monitor, the parent waits for it, so that a crash the
+ * child cannot report itself (a fault while every signal is blocked, as
+ * inside glibc's pthread_kill) is still reported with the operation count
+ * and the last host operations, which the child keeps here.
+ */
+struct soak_shared {
+        _Atomic uint64_t ops;
+        uint64_t t0_ns;
+        char last[SOAK_LAST_OPS][112];
+        _Atomic unsigned last_i;
+        char vms_text[2][4096];
+        _Atomic int vms_cur;
+        _Atomic bool fatal; /* a failure was reported with its context */
+};
+
+static struct soak_shared *g;
 static uint64_t g_seed;
-static _Atomic uint64_t g_ops;
-static uint64_t g_t0_ns;
 static char g_replay[256];
-static char g_last[SOAK_LAST_OPS][112];
-static _Atomic unsigned g_last_i;
-static char g_vms_text[2][4096];
-static _Atomic int g_vms_cur;
 static _Atomic uint64_t g_op_start_ns;
 static const char *_Atomic g_op_name;
-static _Atomic bool g_fatal;
 
 static uint64_t now_ns(void) {
         struct timespec ts;
@@ -136,7 +152,7 @@ static uint64_t now_ns(void) {
 }
 
 static double elapsed_s(void) {
-        return (double)(now_ns() - g_t0_ns) / 1e9;
+        return (double)(now_ns() - g->t0_ns) / 1e9;
 }
 
 static void put(const char *s) {
@@ -167,11 +183,11 @@ static void put_u64(uint64_t v) {
 /* Only async-signal-safe calls from here on (backtrace() is loaded at
  * start-up so that it does not allocate here). */
 static void print_context(void) {
-        unsigned last = atomic_load(&g_last_i);
+        unsigned last = atomic_load(&g->last_i);
 
         put("soak: last host operations (oldest first):\n");
         for (unsigned i = 0; i < SOAK_LAST_OPS; i++) {
-                const char *l = g_last[(last + i) % SOAK_LAST_OPS];
+                const char *l = g->last[(last + i) % SOAK_LAST_OPS];
 
                 if (l[0]) {
                         put("soak:   ");
@@ -180,7 +196,7 @@ static void print_context(void) {
                 }
         }
         put("soak: VMs alive:\n");
-        put(g_vms_text[atomic_load(&g_vms_cur)]);
+        put(g->vms_text[atomic_load(&g->vms_cur)]);
         put("soak: replay: ");
         put(g_replay);
         put("\n");
@@ -190,7 +206,7 @@ static void on_fatal(int sig) {
         void *bt[64];
         int n;
 
-        if (!atomic_exchange(&g_fatal, true)) {
+        if (!atomic_exchange(&g->fatal, true)) {
                 put("soak: FAIL monitor process died: signal ");
                 put_u64((uint64_t)sig);
                 put(sig == SIGSEGV   ? " (SIGSEGV)"
@@ -201,9 +217,9 @@ static void on_fatal(int sig) {
                 put(" seed=");
                 put_u64(g_seed);
                 put(" ops=");
-                put_u64(atomic_load(&g_ops));
+                put_u64(atomic_load(&g->ops));
                 put(" elapsed_ms=");
-                put_u64((now_ns() - g_t0_ns) / 1000000);
+                put_u64((now_ns() - g->t0_ns) / 1000000);
                 put("\nsoak: stack of the thread that died:\n");
                 n = backtrace(bt, 64);
                 backtrace_symbols_fd(bt, n, STDERR_FILENO);
@@ -241,9 +257,9 @@ static void *watchdog(void *arg) {
                         fprintf(stderr,
                                 "soak: FAIL host operation '%s' stuck for %u s seed=%" PRIu64
                                 " ops=%" PRIu64 " elapsed=%.1fs\n",
-                                name ? name : "?", stuck_s, g_seed, atomic_load(&g_ops),
+                                name ? name : "?", stuck_s, g_seed, atomic_load(&g->ops),
                                 elapsed_s());
-                        atomic_store(&g_fatal, true);
+                        atomic_store(&g->fatal, true);
                         print_context();
                         abort(); /* a core dump shows every thread */
                 }
@@ -263,16 +279,16 @@ static bool chance(struct soak *s, unsigned per_mille) {
 
 static void note_op(struct soak *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static void note_op(struct soak *s, const char *fmt, ...) {
-        unsigned i = atomic_load(&g_last_i);
-        char *l = g_last[i];
+        unsigned i = atomic_load(&g->last_i);
+        char *l = g->last[i];
         va_list ap;
         int n;
 
-        n = snprintf(l, sizeof(g_last[0]), "#%" PRIu64 " ", atomic_load(&g_ops));
+        n = snprintf(l, sizeof(g->last[0]), "#%" PRIu64 " ", atomic_load(&g->ops));
         va_start(ap, fmt);
-        vsnprintf(l + n, sizeof(g_last[0]) - (size_t)n, fmt, ap);
+        vsnprintf(l + n, sizeof(g->last[0]) - (size_t)n, fmt, ap);
         va_end(ap);
-        atomic_store(&g_last_i, (i + 1) % SOAK_LAST_OPS);
+        atomic_store(&g->last_i, (i + 1) % SOAK_LAST_OPS);
         if (s->verbose)
                 fprintf(stderr, "soak: %s\n", l);
 }
@@ -295,10 +311,11 @@ static void fail(struct soak *s, const char *fmt, ...) {
         vfprintf(stderr, fmt, ap);
         va_end(ap);
         fprintf(stderr, " seed=%" PRIu64 " ops=%" PRIu64 " elapsed=%.1fs\n", g_seed,
-                atomic_load(&g_ops), elapsed_s());
+                atomic_load(&g->ops), elapsed_s());
         if (!s->failed)
                 print_context();
         s->failed = true;
+        atomic_store(&g->fatal, true);
 }
 
 static const char *kind_name(const struct soak_vm *v) {
@@ -311,12 +328,12 @@ static void vm_name(const struct soak_vm *v, char *buf, size_t size) {
 
 /* Rewrites the list of live VMs the crash handler prints. */
 static void publish_vms(struct soak *s) {
-        int next = 1 - atomic_load(&g_vms_cur);
-        char *t = g_vms_text[next];
+        int next = 1 - atomic_load(&g->vms_cur);
+        char *t = g->vms_text[next];
         size_t used = 0;
 
         t[0] = '\0';
-        for (unsigned i = 0; i < SOAK_VMS_MAX && used < sizeof(g_vms_text[0]) - 1; i++) {
+        for (unsigned i = 0; i < SOAK_VMS_MAX && used < sizeof(g->vms_text[0]) - 1; i++) {
                 const struct soak_vm *v = &s->vms[i];
                 char name[32];
                 int n;
@@ -324,14 +341,14 @@ static void publish_vms(struct soak *s) {
                 if (!v->used)
                         continue;
                 vm_name(v, name, sizeof(name));
-                n = snprintf(t + used, sizeof(g_vms_text[0]) - used,
+                n = snprintf(t + used, sizeof(g->vms_text[0]) - used,
                              "soak:   %s id=%u %s vcpus=%u seed=%" PRIu64 "\n", name, v->id,
                              kind_name(v), v->vcpus, v->seed);
                 if (n < 0)
                         break;
                 used += (size_t)n;
         }
-        atomic_store(&g_vms_cur, next);
+        atomic_store(&g->vms_cur, next);
 }
 
 static struct soak_vm *vm_by_id(struct soak *s, uint32_t id) {
@@ -681,16 +698,13 @@ static void op_start(struct soak *s) {
                 s->started++;
 }
 
-/* Takes a VM out of the population: stop, check, destroy, forget its
- * channels (the monitor closed them). */
+/* Takes a VM out of the population: check it, destroy it (which stops it
+ * first), forget its channels (the monitor closed them). */
 static void remove_vm(struct soak *s, struct soak_vm *v) {
         struct vmq_vm_stats st;
         char name[32];
 
         vm_name(v, name, sizeof(name));
-        op_begin("vmq_vm_stop");
-        vmq_vm_stop(v->vm);
-        op_end();
         check_state(s, v);
         scan_console(s, v);
         vmq_vm_get_stats(v->vm, &st);
@@ -721,19 +735,25 @@ static void op_destroy(struct soak *s) {
         remove_vm(s, v);
 }
 
+/* Stops a VM; it stays in the population (stopped) until destroyed, which
+ * stops it again: vmq_vm_stop() is documented to be idempotent. */
 static void op_stop(struct soak *s) {
         struct soak_vm *v = pick_vm(s, false);
         char name[32];
 
         if (!v || (v->witness && !chance(s, 200)))
                 return;
+        /* --avoid restop: never a second stop of a VM that ran */
+        if (s->avoid_restop && v->started)
+                return;
         vm_name(v, name, sizeof(name));
-        note_op(s, "stop %s", name);
+        note_op(s, "stop %s%s", name, v->stopped ? " (again)" : "");
         check_state(s, v);
         op_begin("vmq_vm_stop");
         vmq_vm_stop(v->vm);
         op_end();
         v->started = true; /* a stopped VM cannot start again */
+        v->stopped = true;
         s->stopped++;
 }
 
@@ -987,7 +1007,7 @@ static void one_op(struct soak *s) {
                 }
                 break;
         }
-        atomic_fetch_add(&g_ops, 1);
+        atomic_fetch_add(&g->ops, 1);
 }
 
 /* ---- main ------------------------------------------------------------------------ */
@@ -1042,7 +1062,12 @@ static void usage(FILE *out) {
                 "  --max-host-mib N   anonymous memory the host may hold (default 1024)\n"
                 "  --stuck S          a host operation longer than this is a hang (default 60)\n"
                 "  --inject KIND      make a check fail on purpose: mismatch | leak\n"
-                "  --verbose          print every host operation\n");
+                "  --avoid BUG        steer clear of a known bug to look further: restop\n"
+                "                     (a second vmq_vm_stop of a VM that ran, destroy included)\n"
+                "  --verbose          print every host operation\n"
+                "  --no-fork          be the monitor in this process (for gdb); by default a\n"
+                "                     parent process waits for the monitor and reports its "
+                "death\n");
 }
 
 static int parse_args(struct soak *s, int argc, char **argv, bool *ret_seeded) {
@@ -1059,18 +1084,20 @@ static int parse_args(struct soak *s, int argc, char **argv, bool *ret_seeded) {
                 {"max-host-mib", required_argument, NULL, 'm'},
                 {"stuck", required_argument, NULL, 'k'},
                 {"inject", required_argument, NULL, 'i'},
+                {"avoid", required_argument, NULL, 'a'},
                 {"verbose", no_argument, NULL, 'v'},
+                {"no-fork", no_argument, NULL, 'F'},
                 {"help", no_argument, NULL, 'h'},
                 {0},
         };
         int o;
 
         *ret_seeded = false;
-        while ((o = getopt_long(argc, argv, "s:S:n:g:p:H:P:f:e:m:k:i:vh", opts, NULL)) != -1) {
+        while ((o = getopt_long(argc, argv, "s:S:n:g:p:H:P:f:e:m:k:i:a:vFh", opts, NULL)) != -1) {
                 char *end = NULL;
                 unsigned long long v = 0;
 
-                if (optarg && o != 'g' && o != 'i') {
+                if (optarg && o != 'g' && o != 'i' && o != 'a') {
                         errno = 0;
                         v = strtoull(optarg, &end, 0);
                         if (errno || !end || *end || end == optarg) {
@@ -1116,8 +1143,18 @@ static int parse_args(struct soak *s, int argc, char **argv, bool *ret_seeded) {
                 case 'i':
                         s->inject = optarg;
                         break;
+                case 'a':
+                        if (strcmp(optarg, "restop")) {
+                                fprintf(stderr, "soak: unknown bug to avoid '%s'\n", optarg);
+                                return -1;
+                        }
+                        s->avoid_restop = true;
+                        break;
                 case 'v':
                         s->verbose = true;
+                        break;
+                case 'F':
+                        s->no_fork = true;
                         break;
                 case 'h':
                         usage(stdout);
@@ -1148,16 +1185,74 @@ static long free_hugepages(void) {
         return n;
 }
 
+static const char *signal_name(int sig) {
+        switch (sig) {
+        case SIGSEGV:
+                return " (SIGSEGV)";
+        case SIGBUS:
+                return " (SIGBUS)";
+        case SIGABRT:
+                return " (SIGABRT)";
+        case SIGFPE:
+                return " (SIGFPE)";
+        case SIGILL:
+                return " (SIGILL)";
+        case SIGKILL:
+                return " (SIGKILL)";
+        default:
+                return "";
+        }
+}
+
+static pid_t g_child;
+
+static void forward_signal(int sig) {
+        if (g_child > 0)
+                kill(g_child, sig);
+}
+
+/* The parent: waits for the monitor process and reports how it ended. */
+static int supervise(pid_t child) {
+        static const int sigs[] = {SIGINT, SIGTERM, SIGHUP, SIGABRT};
+        struct sigaction sa;
+        int status;
+
+        g_child = child;
+        memset(&sa, 0, sizeof(sa));
+        sa.sa_handler = forward_signal;
+        sigemptyset(&sa.sa_mask);
+        for (size_t i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++)
+                sigaction(sigs[i], &sa, NULL);
+        while (waitpid(child, &status, 0) < 0)
+                if (errno != EINTR)
+                        return 2;
+        if (WIFEXITED(status))
+                return WEXITSTATUS(status);
+        if (!WIFSIGNALED(status))
+                return 2;
+        fflush(stdout);
+        fprintf(stderr,
+                "soak: FAIL monitor process died: signal %d%s seed=%" PRIu64 " ops=%" PRIu64
+                " elapsed=%.1fs\n",
+                WTERMSIG(status), signal_name(WTERMSIG(status)), g_seed, atomic_load(&g->ops),
+                g->t0_ns ? elapsed_s() : 0.0);
+        if (!atomic_load(&g->fatal)) {
+                fprintf(stderr, "soak: it could not report itself (the fault came with every "
+                                "signal blocked); run it again with --no-fork under gdb for "
+                                "the stack\n");
+                fflush(stderr);
+                print_context();
+        }
+        return 128 + WTERMSIG(status);
+}
+
+static int run(struct soak *s);
+
 int main(int argc, char **argv) {
         static struct soak soak;
         struct soak *s = &soak;
-        struct vmq_monitor_config mc;
-        pthread_t wd;
         bool seeded;
-        uint64_t end_ns, ops;
-        size_t free4, total4, free2, total2;
-        double secs;
-        int r;
+        pid_t child;
 
         s->seconds = 60;
         s->max_vms = 6;
@@ -1175,10 +1270,37 @@ int main(int argc, char **argv) {
                 g_seed = random_seed();
         s->rng = chaos_mix(g_seed ^ 0x686f7374ull);
         snprintf(g_replay, sizeof(g_replay),
-                 "vmq-soak --seed %" PRIu64 " --seconds %u --vms %u%s%s", g_seed, s->seconds,
-                 s->max_vms, s->inject ? " --inject " : "", s->inject ? s->inject : "");
+                 "vmq-soak --seed %" PRIu64 " --seconds %u --vms %u%s%s%s", g_seed, s->seconds,
+                 s->max_vms, s->inject ? " --inject " : "", s->inject ? s->inject : "",
+                 s->avoid_restop ? " --avoid restop" : "");
         if (read_image(s) < 0)
                 return 2;
+        g = mmap(NULL, sizeof(*g), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+        if (g == MAP_FAILED) {
+                fprintf(stderr, "soak: mmap: %m\n");
+                return 2;
+        }
+        if (s->no_fork)
+                return run(s);
+        fflush(NULL);
+        child = fork();
+        if (child < 0) {
+                fprintf(stderr, "soak: fork: %m\n");
+                return 2;
+        }
+        if (child == 0)
+                _exit(run(s));
+        return supervise(child);
+}
+
+/* The monitor process: the soak itself. */
+static int run(struct soak *s) {
+        struct vmq_monitor_config mc;
+        pthread_t wd;
+        uint64_t end_ns, next_progress, ops;
+        size_t free4, total4, free2, total2;
+        double secs;
+        int r;
 
         vmq_monitor_config_init(&mc);
         mc.pool_4k_frames = s->pool_mib * 256;
@@ -1197,7 +1319,7 @@ int main(int argc, char **argv) {
                 return 2;
         }
         install_fatal_handlers();
-        g_t0_ns = now_ns();
+        g->t0_ns = now_ns();
         printf("soak: seed=%" PRIu64 " seconds=%u vms=%u pool=%zuMiB huge=%zu pace=%uus "
                "fault=%uppm exit=%uppm\n",
                g_seed, s->seconds, s->max_vms, s->pool_mib, vmq_monitor_frames_total(s->mon, true),
@@ -1209,8 +1331,20 @@ int main(int argc, char **argv) {
         if (s->inject && !strcmp(s->inject, "leak"))
                 inject_leak(s);
 
-        end_ns = g_t0_ns + (uint64_t)s->seconds * 1000000000ull;
+        end_ns = g->t0_ns + (uint64_t)s->seconds * 1000000000ull;
+        next_progress = g->t0_ns + SOAK_PROGRESS_NS;
         while (!s->failed && now_ns() < end_ns) {
+                if (now_ns() >= next_progress) {
+                        /* a trace of how far it got, should the process die
+                         * where no handler can report (a fault with every
+                         * signal blocked, as inside pthread_kill) */
+                        printf("soak: t=%.0fs ops=%" PRIu64 " vms=%u created=%" PRIu64
+                               " chaos_crashed=%" PRIu64 " host_verified=%" PRIu64 "\n",
+                               elapsed_s(), atomic_load(&g->ops), count_vms(s, -1), s->vms_created,
+                               s->chaos_crashed, s->host_verified);
+                        fflush(stdout);
+                        next_progress += SOAK_PROGRESS_NS;
+                }
                 one_op(s);
                 check_all(s, false);
                 if (now_ns() - s->last_check_ns > SOAK_CHECK_NS) {
@@ -1219,22 +1353,17 @@ int main(int argc, char **argv) {
                 }
                 usleep((useconds_t)rnd(s, 1000));
         }
-        ops = atomic_load(&g_ops);
+        ops = atomic_load(&g->ops);
         secs = elapsed_s();
 
-        /* The end: stop everything first (so that no guest runs while its
-         * peers go), look at every VM once more, then destroy them all. */
-        for (unsigned i = 0; i < SOAK_VMS_MAX; i++) {
-                if (!s->vms[i].used)
-                        continue;
-                op_begin("vmq_vm_stop (end)");
-                vmq_vm_stop(s->vms[i].vm);
-                op_end();
-        }
+        /* The end: look at every VM once more, then destroy them all,
+         * witnesses first, so that no witness runs on while the chaos VMs
+         * that shared pages with it go. */
         check_all(s, true);
-        for (unsigned i = 0; i < SOAK_VMS_MAX; i++)
-                if (s->vms[i].used)
-                        remove_vm(s, &s->vms[i]);
+        for (int pass = 1; pass >= 0; pass--)
+                for (unsigned i = 0; i < SOAK_VMS_MAX; i++)
+                        if (s->vms[i].used && s->vms[i].witness == pass)
+                                remove_vm(s, &s->vms[i]);
         op_begin("vmq_pool_check (end)");
         r = vmq_pool_check(s->mon->pool);
         op_end();
