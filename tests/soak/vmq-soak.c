@@ -90,7 +90,7 @@ struct soak {
         size_t pool_mib, huge_frames, max_host_mib;
         const char *guest_dir;
         const char *inject;
-        bool avoid_restop;
+        bool avoid_restop, avoid_revoke;
         bool no_fork;
         bool verbose;
 
@@ -641,7 +641,8 @@ static void op_create(struct soak *s) {
                 cfg.queue_depth = 64;
                 cfg.post_depth = 16;
                 cfg.rx_size = 4u << 20;
-                snprintf(args, sizeof(args), "mode=witness seed=%" PRIu64, v->seed);
+                snprintf(args, sizeof(args), "mode=witness seed=%" PRIu64 "%s", v->seed,
+                         s->avoid_revoke ? " shared=skip" : "");
         } else {
                 cfg.vcpus = 1 + (unsigned)rnd(s, 4);
                 cfg.ram_size = (8u << 20) << rnd(s, 2);
@@ -1062,8 +1063,10 @@ static void usage(FILE *out) {
                 "  --max-host-mib N   anonymous memory the host may hold (default 1024)\n"
                 "  --stuck S          a host operation longer than this is a hang (default 60)\n"
                 "  --inject KIND      make a check fail on purpose: mismatch | leak\n"
-                "  --avoid BUG        steer clear of a known bug to look further: restop\n"
-                "                     (a second vmq_vm_stop of a VM that ran, destroy included)\n"
+                "  --avoid BUG        steer clear of a known bug to look further (repeatable):\n"
+                "                     restop: no second vmq_vm_stop of a VM that ran\n"
+                "                     revoke: witnesses do not read pages shared with them by\n"
+                "                     other VMs (a sharer's death revokes them under the reader)\n"
                 "  --verbose          print every host operation\n"
                 "  --no-fork          be the monitor in this process (for gdb); by default a\n"
                 "                     parent process waits for the monitor and reports its "
@@ -1144,11 +1147,14 @@ static int parse_args(struct soak *s, int argc, char **argv, bool *ret_seeded) {
                         s->inject = optarg;
                         break;
                 case 'a':
-                        if (strcmp(optarg, "restop")) {
+                        if (!strcmp(optarg, "restop")) {
+                                s->avoid_restop = true;
+                        } else if (!strcmp(optarg, "revoke")) {
+                                s->avoid_revoke = true;
+                        } else {
                                 fprintf(stderr, "soak: unknown bug to avoid '%s'\n", optarg);
                                 return -1;
                         }
-                        s->avoid_restop = true;
                         break;
                 case 'v':
                         s->verbose = true;
@@ -1270,9 +1276,10 @@ int main(int argc, char **argv) {
                 g_seed = random_seed();
         s->rng = chaos_mix(g_seed ^ 0x686f7374ull);
         snprintf(g_replay, sizeof(g_replay),
-                 "vmq-soak --seed %" PRIu64 " --seconds %u --vms %u%s%s%s", g_seed, s->seconds,
+                 "vmq-soak --seed %" PRIu64 " --seconds %u --vms %u%s%s%s%s", g_seed, s->seconds,
                  s->max_vms, s->inject ? " --inject " : "", s->inject ? s->inject : "",
-                 s->avoid_restop ? " --avoid restop" : "");
+                 s->avoid_restop ? " --avoid restop" : "",
+                 s->avoid_revoke ? " --avoid revoke" : "");
         if (read_image(s) < 0)
                 return 2;
         g = mmap(NULL, sizeof(*g), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
