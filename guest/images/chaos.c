@@ -34,6 +34,9 @@
  *              (default 300; 0: never)
  *   fault=N    deliberate faults per million actions (default 20)
  *   exit=N     deliberate exits per million actions (default 20)
+ *   race=0     chaos: never use a received run as the source of a send or a
+ *              console write (another vCPU, or the doorbell thread, would
+ *              race its release: issue 7, class 1, kills the monitor today)
  *   shared=skip  witness: release pages shared with it by other VMs
  *              without reading them (a sharer that dies revokes them, and
  *              today the reader then faults: issue 7, class 2)
@@ -61,7 +64,7 @@ static uint32_t vmcs_size;
 static uint32_t self_id;
 
 static uint64_t seed, pace_us, fault_ppm, exit_ppm;
-static bool skip_shared;
+static bool skip_shared, no_race;
 static volatile bool ready;
 
 /* Channels known from HELLOs (id 0: free slot); peer 0 is the host. */
@@ -79,6 +82,13 @@ static uint32_t buf_pages[BUFS];
 static uint64_t huge_buf;
 
 /* ---- picking things ------------------------------------------------------ */
+
+static uint64_t pick_held(uint64_t *s, uint32_t *ret_len, unsigned *ret_slot);
+
+/* A received run to read from (send, forward, print), unless race=0. */
+static uint64_t pick_held_source(uint64_t *s, uint32_t *ret_len, unsigned *ret_slot) {
+        return no_race ? 0 : pick_held(s, ret_len, ret_slot);
+}
 
 static uint64_t pick_held(uint64_t *s, uint32_t *ret_len, unsigned *ret_slot) {
         unsigned k = (unsigned)chaos_below(s, HELD_MAX);
@@ -132,7 +142,13 @@ static uint32_t pick_chan(uint64_t *s) {
 static uint64_t pick_gpa(uint64_t *s) {
         uint64_t g, hole = (lay.ram_size + VMQ_HUGE_PAGE_SIZE - 1) & ~(uint64_t)0x1fffff;
 
-        switch (chaos_below(s, 22)) {
+        unsigned k = (unsigned)chaos_below(s, 22);
+
+        /* race=0: no address in the receive windows, where a run may be
+         * released by another vCPU while the monitor reads it */
+        if (no_race && k >= 4 && k <= 9)
+                k = 10 + k % 4;
+        switch (k) {
         case 0:
         case 1:
         case 2:
@@ -142,7 +158,7 @@ static uint64_t pick_gpa(uint64_t *s) {
         case 4:
         case 5:
         case 6:
-                g = pick_held(s, NULL, NULL);
+                g = pick_held_source(s, NULL, NULL);
                 break;
         case 7:
                 g = lay.rx_gpa + chaos_below(s, lay.rx_size / VMQ_PAGE_SIZE) * VMQ_PAGE_SIZE;
@@ -311,7 +327,7 @@ static bool good_request(uint64_t *s, struct vmq_request *q) {
         if (huge_buf && chaos_chance(s, 100)) {
                 q->gpa = huge_buf;
                 q->len = 1 + (uint32_t)chaos_below(s, VMQ_HUGE_PAGE_SIZE);
-        } else if (chaos_chance(s, 350) && (q->gpa = pick_held(s, &q->len, NULL))) {
+        } else if (chaos_chance(s, 350) && (q->gpa = pick_held_source(s, &q->len, NULL))) {
                 /* forward a received run */
         } else {
                 unsigned k = (unsigned)chaos_below(s, BUFS);
@@ -489,7 +505,7 @@ static void console_random(uint64_t *s, unsigned index) {
                 gpa = chaos_below(s, VMQ_IMAGE_GPA); /* system area, VMCS, below 1 MiB */
                 break;
         case 1:
-                gpa = pick_held(s, &len, NULL);
+                gpa = pick_held_source(s, &len, NULL);
                 break;
         case 2:
                 gpa = pick_gpa(s);
@@ -515,7 +531,7 @@ static void send_held(uint64_t *s, unsigned index, bool release_after) {
 
         vmq_request_init(&q);
         q.op = VMQ_OP_PAGE;
-        q.gpa = pick_held(s, &q.len, &slot);
+        q.gpa = pick_held_source(s, &q.len, &slot);
         q.channel = pick_known_chan(s, chaos_chance(s, 700));
         q.flags = chaos_chance(s, 500) ? VMQ_REQ_F_COPY : 0;
         q.tag = chaos_next(s);
@@ -732,7 +748,7 @@ static void post_then_release(uint64_t *s) {
 
         vmq_request_init(&q);
         q.op = VMQ_OP_PAGE;
-        q.gpa = pick_held(s, &q.len, &slot);
+        q.gpa = pick_held_source(s, &q.len, &slot);
         q.channel = pick_known_chan(s, chaos_chance(s, 700));
         q.flags = chaos_chance(s, 500) ? VMQ_REQ_F_COPY : 0;
         if (!q.gpa || !q.channel)
@@ -1167,6 +1183,7 @@ int vmq_main(void) {
                 vmq_arg_str("shared", v, sizeof(v));
                 skip_shared = !strcmp(v, "skip");
         }
+        no_race = vmq_arg_u64("race", 1) == 0;
         s = chaos_mix(seed);
         if (!strcmp(mode, "witness")) {
                 witness_mode = true;

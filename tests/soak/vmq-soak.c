@@ -90,7 +90,7 @@ struct soak {
         size_t pool_mib, huge_frames, max_host_mib;
         const char *guest_dir;
         const char *inject;
-        bool avoid_restop, avoid_revoke;
+        bool avoid_restop, avoid_revoke, avoid_copyrace;
         bool no_fork;
         bool verbose;
 
@@ -653,8 +653,9 @@ static void op_create(struct soak *s) {
                         cfg.huge_size = VMQ_HUGE_PAGE_SIZE;
                         cfg.huge_rx_size = VMQ_HUGE_PAGE_SIZE << rnd(s, 2);
                 }
-                snprintf(args, sizeof(args), "mode=chaos seed=%" PRIu64 " pace=%u fault=%u exit=%u",
-                         v->seed, s->pace_us, s->fault_ppm, s->exit_ppm);
+                snprintf(args, sizeof(args),
+                         "mode=chaos seed=%" PRIu64 " pace=%u fault=%u exit=%u%s", v->seed,
+                         s->pace_us, s->fault_ppm, s->exit_ppm, s->avoid_copyrace ? " race=0" : "");
         }
         cfg.args = args;
         v->vcpus = cfg.vcpus;
@@ -1067,6 +1068,8 @@ static void usage(FILE *out) {
                 "                     restop: no second vmq_vm_stop of a VM that ran\n"
                 "                     revoke: witnesses do not read pages shared with them by\n"
                 "                     other VMs (a sharer's death revokes them under the reader)\n"
+                "                     copyrace: chaos VMs never send or print a received run\n"
+                "                     (its release races the monitor's unlocked copy)\n"
                 "  --verbose          print every host operation\n"
                 "  --no-fork          be the monitor in this process (for gdb); by default a\n"
                 "                     parent process waits for the monitor and reports its "
@@ -1151,6 +1154,8 @@ static int parse_args(struct soak *s, int argc, char **argv, bool *ret_seeded) {
                                 s->avoid_restop = true;
                         } else if (!strcmp(optarg, "revoke")) {
                                 s->avoid_revoke = true;
+                        } else if (!strcmp(optarg, "copyrace")) {
+                                s->avoid_copyrace = true;
                         } else {
                                 fprintf(stderr, "soak: unknown bug to avoid '%s'\n", optarg);
                                 return -1;
@@ -1276,10 +1281,10 @@ int main(int argc, char **argv) {
                 g_seed = random_seed();
         s->rng = chaos_mix(g_seed ^ 0x686f7374ull);
         snprintf(g_replay, sizeof(g_replay),
-                 "vmq-soak --seed %" PRIu64 " --seconds %u --vms %u%s%s%s%s", g_seed, s->seconds,
+                 "vmq-soak --seed %" PRIu64 " --seconds %u --vms %u%s%s%s%s%s", g_seed, s->seconds,
                  s->max_vms, s->inject ? " --inject " : "", s->inject ? s->inject : "",
-                 s->avoid_restop ? " --avoid restop" : "",
-                 s->avoid_revoke ? " --avoid revoke" : "");
+                 s->avoid_restop ? " --avoid restop" : "", s->avoid_revoke ? " --avoid revoke" : "",
+                 s->avoid_copyrace ? " --avoid copyrace" : "");
         if (read_image(s) < 0)
                 return 2;
         g = mmap(NULL, sizeof(*g), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
