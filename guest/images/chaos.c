@@ -16,7 +16,13 @@
  * and, rarely, a deliberate fault or exit.  vCPU 0 owns the SDK's queue
  * consumer, post producer and allocators; the others use raw mailbox
  * hypercalls.  Nothing it does may harm the monitor or another VM; it may
- * well crash itself.
+ * well crash itself.  Where the ABI says a request must be refused and the
+ * answer does not depend on timing, it checks the answer, and prints a
+ * BREACH line (guest/images/chaos.h) when the monitor accepted it: a console
+ * write that touches the system area (below 64 KiB), the forwarding of a
+ * read-only shared page (by copy, flip, share or auto, to a guest or the
+ * host).  The mailbox is read back after such a call: a request another
+ * vCPU scribbled over meanwhile proves nothing.
  *
  * mode=witness: a well-behaved guest whose data can be checked.  It sends
  * witness payloads (guest/images/chaos.h) on every channel it knows, inline
@@ -45,6 +51,7 @@
  *   chaos: start vm=<id> seed=<seed> vcpus=<n> pace=<us>
  *   chaos: fault <kind>                 (just before a deliberate fault)
  *   chaos: exit <code>                  (just before a deliberate exit)
+ *   chaos: BREACH <what> a=<hex> b=<hex> key=<hex>   (see chaos.h)
  *   witness: start vm=<id> seed=<seed>
  *   witness: FAIL <what> ...            (a check failed; it goes on)
  *   witness: done vm=<id> sent=<n> received=<n> verified=<n> failed=<n> unknown=<n>
@@ -65,6 +72,7 @@ static uint32_t self_id;
 
 static uint64_t seed, pace_us, fault_ppm, exit_ppm;
 static bool skip_shared, no_race;
+static uint64_t breach_key;
 static volatile bool ready;
 
 /* Channels known from HELLOs (id 0: free slot); peer 0 is the host. */
@@ -327,6 +335,14 @@ static bool good_request(uint64_t *s, struct vmq_request *q) {
         if (huge_buf && chaos_chance(s, 100)) {
                 q->gpa = huge_buf;
                 q->len = 1 + (uint32_t)chaos_below(s, VMQ_HUGE_PAGE_SIZE);
+        } else if (chaos_chance(s, 30) && buf_gpa[0]) {
+                /* most of the heap in one message: to the host, a copy the
+                 * host must hold until it reads it (issue 7, class 5) */
+                uint64_t top = lay.ram_size - (uint64_t)lay.vcpus * VMQ_STACK_SIZE;
+                uint64_t room = top > buf_gpa[0] ? top - buf_gpa[0] : 0;
+
+                q->gpa = buf_gpa[0];
+                q->len = (uint32_t)(room / 2 + chaos_below(s, room / 2 + 1));
         } else if (chaos_chance(s, 350) && (q->gpa = pick_held_source(s, &q->len, NULL))) {
                 /* forward a received run */
         } else {
@@ -366,6 +382,25 @@ static int raw_simple(unsigned index, unsigned nr, uint64_t gpa, uint32_t len, u
 
 static void say(const char *msg) {
         vmq_console_write(msg, strlen(msg));
+}
+
+/* The monitor accepted what it must refuse (any vCPU may call this). */
+static void breach(const char *what, uint64_t a, uint64_t b) {
+        char line[160];
+
+        vmq_snprintf(line, sizeof(line), "\n" CHAOS_BREACH "%s a=0x%lx b=0x%lx key=%016lx\n", what,
+                     a, b, breach_key);
+        say(line);
+}
+
+/* Whether the mailbox still holds the request we made (nobody scribbled
+ * over it while the monitor read it). */
+static bool mbox_unchanged(unsigned index, const struct vmq_request *q) {
+        const struct vmq_request *m = my_mbox(index);
+
+        return m->op == q->op && m->flags == q->flags && m->channel == q->channel &&
+               m->gpa == q->gpa && m->len == q->len && m->abi == q->abi && m->src_vm == q->src_vm &&
+               m->reserved == q->reserved;
 }
 
 /* ---- ports ----------------------------------------------------------------- */
@@ -520,7 +555,10 @@ static void console_random(uint64_t *s, unsigned index) {
         }
         if (chaos_chance(s, 50))
                 len = VMQ_PAGE_SIZE - 1 + (uint32_t)chaos_below(s, 3); /* the most per call */
-        (void)raw_simple(index, VMQ_HC_CONSOLE, gpa, len, 0);
+        if (raw_simple(index, VMQ_HC_CONSOLE, gpa, len, 0) == 0 && len &&
+            my_mbox(index)->gpa == gpa && my_mbox(index)->len == len && gpa < VMQ_SYSTEM_END &&
+            gpa + len > VMQ_SYSTEM_GPA)
+                breach("console-system-area", gpa, len); /* page tables, GDT, TSS */
 }
 
 /* Sends a received run to the host or a peer while it may be released
@@ -707,15 +745,35 @@ static void hold(uint64_t *s, const struct vmq_desc *d) {
         held_next = (k + 1) % HELD_MAX;
 }
 
+/* A read-only share may not travel on: try, right after it arrived (before
+ * any vCPU can know of it, so before anyone can release it). */
+static void forward_share(uint64_t *s, const struct vmq_desc *d) {
+        static const uint32_t how[] = {0, VMQ_REQ_F_COPY, VMQ_REQ_F_FLIP, VMQ_REQ_F_SHARE};
+        struct vmq_request q;
+
+        vmq_request_init(&q);
+        q.op = VMQ_OP_PAGE;
+        q.gpa = d->gpa;
+        q.len = d->len;
+        q.flags = how[chaos_below(s, 4)];
+        q.channel = pick_known_chan(s, chaos_chance(s, 500));
+        q.tag = chaos_next(s);
+        if (q.channel && raw_request(0, VMQ_HC_SEND, &q) == 0 && mbox_unchanged(0, &q))
+                breach("forward-readonly-share", q.gpa, (uint64_t)q.channel << 32 | q.flags);
+}
+
 static void drain(uint64_t *s) {
         struct vmq_desc d;
         unsigned n = 1 + (unsigned)chaos_below(s, 16);
 
         while (n-- && vmq_try_recv(&d) == 0) {
-                if (d.kind == VMQ_DESC_HELLO || d.kind == VMQ_DESC_CLOSE)
+                if (d.kind == VMQ_DESC_HELLO || d.kind == VMQ_DESC_CLOSE) {
                         note_chan(&d);
-                else if (d.kind == VMQ_DESC_PAGE && d.gpa)
+                } else if (d.kind == VMQ_DESC_PAGE && d.gpa) {
+                        if ((d.flags & VMQ_DESC_F_SHARED) && chaos_chance(s, 500))
+                                forward_share(s, &d);
                         hold(s, &d);
+                }
         }
 }
 
@@ -1184,6 +1242,7 @@ int vmq_main(void) {
                 skip_shared = !strcmp(v, "skip");
         }
         no_race = vmq_arg_u64("race", 1) == 0;
+        breach_key = chaos_breach_key(seed);
         s = chaos_mix(seed);
         if (!strcmp(mode, "witness")) {
                 witness_mode = true;

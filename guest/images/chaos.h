@@ -72,6 +72,20 @@ static inline uint64_t chaos_vm_seed(uint64_t seed, uint64_t k) {
         return chaos_mix(seed ^ chaos_mix(k + 0x5eed));
 }
 
+/*
+ * A chaos VM that sees the monitor accept what the ABI says it must refuse
+ * (a console write of the system area, the forwarding of a read-only share)
+ * prints, alone on a line:
+ *   chaos: BREACH <what> a=<hex> b=<hex> key=<16 hex digits>
+ * with key = chaos_breach_key(its seed).  The key is computed at run time,
+ * so the image's own bytes, which chaos VMs print at random, never hold it.
+ */
+#define CHAOS_BREACH "chaos: BREACH "
+
+static inline uint64_t chaos_breach_key(uint64_t seed) {
+        return chaos_mix(seed ^ 0x6272656163680a00ull);
+}
+
 static inline uint64_t witness_key(uint32_t src, uint64_t stamp) {
         return chaos_mix(chaos_mix((uint64_t)src + 0x77697465ull) ^ stamp);
 }

@@ -68,7 +68,7 @@ struct soak_vm {
         struct vmq_vm *vm;
         uint32_t id;
         uint64_t serial, seed;
-        bool witness, started, stopped, ended;
+        bool witness, started, stopped, ended, breached;
         unsigned vcpus;
         uint64_t con_off;
         char line[256];
@@ -80,6 +80,7 @@ struct soak_chan {
         uint32_t id;
         uint32_t end[2];
         int host_side; /* index of the host end, or -1 */
+        bool deep;     /* host end with a deep inbox, drained seldom */
         bool witness;  /* host channel whose VM end is a witness */
         uint64_t tx, rx;
 };
@@ -409,27 +410,42 @@ static struct soak_chan *pick_chan(struct soak *s, bool host_only) {
 
 /* ---- checks --------------------------------------------------------------------- */
 
-static void witness_line(struct soak *s, struct soak_vm *v, const char *line) {
-        char name[32];
+/* One line of a VM's console: a witness's report of a bad payload, or a
+ * chaos VM's BREACH line with its key (anything else a chaos VM prints is
+ * noise: it prints random memory, its own image included). */
+static void console_line(struct soak *s, struct soak_vm *v, const char *line) {
+        char name[32], key[32];
+        const char *b;
 
-        if (strncmp(line, "witness: FAIL", 13) != 0)
-                return;
         vm_name(v, name, sizeof(name));
-        fail(s, "witness %s (id %u, seed %" PRIu64 ") reports: %s", name, v->id, v->seed, line);
+        if (v->witness) {
+                if (strncmp(line, "witness: FAIL", 13) == 0)
+                        fail(s, "witness %s (id %u, seed %" PRIu64 ") reports: %s", name, v->id,
+                             v->seed, line);
+                return;
+        }
+        b = strstr(line, CHAOS_BREACH);
+        if (!b || v->breached)
+                return;
+        snprintf(key, sizeof(key), "key=%016" PRIx64, chaos_breach_key(v->seed));
+        if (!strstr(b, key))
+                return;
+        v->breached = true;
+        fail(s,
+             "chaos %s (id %u, seed %" PRIu64 ") got the monitor to accept what it must refuse: %s",
+             name, v->id, v->seed, b);
 }
 
-/* Reads a witness's new console output and looks at every complete line. */
+/* Reads a VM's new console output and looks at every complete line. */
 static void scan_console(struct soak *s, struct soak_vm *v) {
         char buf[4096];
         size_t n;
 
-        if (!v->witness)
-                return;
         while ((n = vmq_vm_console_read_from(v->vm, &v->con_off, buf, sizeof(buf))) > 0) {
                 for (size_t i = 0; i < n; i++) {
                         if (buf[i] == '\n' || v->line_len == sizeof(v->line) - 1) {
                                 v->line[v->line_len] = '\0';
-                                witness_line(s, v, v->line);
+                                console_line(s, v, v->line);
                                 v->line_len = 0;
                                 if (buf[i] == '\n')
                                         continue;
@@ -499,7 +515,9 @@ static void check_all(struct soak *s, bool full) {
                 if (!s->vms[i].used)
                         continue;
                 check_state(s, &s->vms[i]);
-                if (full)
+                /* chaos VMs print a lot: read them often, before their
+                 * 64 KiB console ring wraps */
+                if (full || !s->vms[i].witness)
                         scan_console(s, &s->vms[i]);
         }
         if (!full)
@@ -782,7 +800,7 @@ static void op_open(struct soak *s, bool with_host) {
         struct soak_vm *a = pick_vm(s, false), *b = with_host ? NULL : pick_vm(s, false);
         struct soak_chan *c = NULL;
         uint32_t ends[2], id;
-        bool swap = chance(s, 500);
+        bool swap = chance(s, 500), deep;
         int r;
 
         if (!a || (!with_host && (!b || a == b)))
@@ -796,7 +814,10 @@ static void op_open(struct soak *s, bool with_host) {
         if (!c)
                 return;
         vmq_channel_config_init(&cfg);
-        cfg.host_depth = 1 + (uint32_t)rnd(s, 8);
+        /* mostly shallow host inboxes; now and then a deep one that the
+         * host reads seldom, to see what a guest can make it hold */
+        deep = with_host && chance(s, 150);
+        cfg.host_depth = deep ? 256u << rnd(s, 5) : 1 + (uint32_t)rnd(s, 8);
         cfg.transfer = (enum vmq_transfer)rnd(s, VMQ_TRANSFER_MAX);
         ends[0] = a->id;
         ends[1] = b ? b->id : VMQ_HOST_ID;
@@ -826,6 +847,7 @@ static void op_open(struct soak *s, bool with_host) {
         c->end[1] = ends[1];
         c->host_side = !b ? (ends[0] == VMQ_HOST_ID ? 0 : 1) : -1;
         c->witness = !b && a->witness;
+        c->deep = deep;
         s->opened++;
 }
 
@@ -923,7 +945,7 @@ static void op_host_send(struct soak *s) {
 static void op_host_recv(struct soak *s) {
         struct soak_chan *c = pick_chan(s, true);
 
-        if (!c)
+        if (!c || (c->deep && !chance(s, 100)))
                 return;
         note_op(s, "host recv channel %u", c->id);
         if (!host_drain(s, c, 1 + (unsigned)rnd(s, 16), chance(s, 50) ? 1 : 0))
