@@ -43,6 +43,10 @@
  *   race=0     chaos: never use a received run as the source of a send or a
  *              console write (another vCPU, or the doorbell thread, would
  *              race its release: issue 7, class 1, kills the monitor today)
+ *   sysconsole=0  chaos: no console write below 64 KiB (accepted today:
+ *              issue 7, class 6)
+ *   roshare=0  chaos: never try to forward a read-only share (accepted
+ *              today: issue 7, class 3)
  *   shared=skip  witness: release pages shared with it by other VMs
  *              without reading them (a sharer that dies revokes them, and
  *              today the reader then faults: issue 7, class 2)
@@ -71,7 +75,7 @@ static uint32_t vmcs_size;
 static uint32_t self_id;
 
 static uint64_t seed, pace_us, fault_ppm, exit_ppm;
-static bool skip_shared, no_race;
+static bool skip_shared, no_race, no_sysconsole, no_forward_share;
 static uint64_t breach_key;
 static volatile bool ready;
 
@@ -555,6 +559,8 @@ static void console_random(uint64_t *s, unsigned index) {
         }
         if (chaos_chance(s, 50))
                 len = VMQ_PAGE_SIZE - 1 + (uint32_t)chaos_below(s, 3); /* the most per call */
+        if (no_sysconsole && gpa < VMQ_SYSTEM_END)
+                gpa = VMQ_SYSTEM_END + chaos_below(s, VMQ_IMAGE_GPA - VMQ_SYSTEM_END);
         if (raw_simple(index, VMQ_HC_CONSOLE, gpa, len, 0) == 0 && len &&
             my_mbox(index)->gpa == gpa && my_mbox(index)->len == len && gpa < VMQ_SYSTEM_END &&
             gpa + len > VMQ_SYSTEM_GPA)
@@ -770,7 +776,8 @@ static void drain(uint64_t *s) {
                 if (d.kind == VMQ_DESC_HELLO || d.kind == VMQ_DESC_CLOSE) {
                         note_chan(&d);
                 } else if (d.kind == VMQ_DESC_PAGE && d.gpa) {
-                        if ((d.flags & VMQ_DESC_F_SHARED) && chaos_chance(s, 500))
+                        if ((d.flags & VMQ_DESC_F_SHARED) && !no_forward_share &&
+                            chaos_chance(s, 500))
                                 forward_share(s, &d);
                         hold(s, &d);
                 }
@@ -1243,6 +1250,8 @@ int vmq_main(void) {
         }
         no_race = vmq_arg_u64("race", 1) == 0;
         breach_key = chaos_breach_key(seed);
+        no_sysconsole = vmq_arg_u64("sysconsole", 1) == 0;
+        no_forward_share = vmq_arg_u64("roshare", 1) == 0;
         s = chaos_mix(seed);
         if (!strcmp(mode, "witness")) {
                 witness_mode = true;

@@ -63,6 +63,34 @@
 #define SOAK_CHECK_NS 250000000ull      /* pool check, consoles, memory: every 250 ms */
 #define SOAK_PROGRESS_NS 10000000000ull /* a progress line every 10 s */
 
+/*
+ * Known bugs the soak can steer around (--avoid), so that one bug found does
+ * not hide the next.  Each names what it leaves out: an argument for the
+ * chaos or witness VMs, or a host action.
+ */
+enum {
+        AVOID_RESTOP,     /* host: a second vmq_vm_stop of a VM that ran */
+        AVOID_REVOKE,     /* witnesses: reading pages others share with them */
+        AVOID_COPYRACE,   /* chaos: a received run as the source of a send */
+        AVOID_SYSCONSOLE, /* chaos: console writes below 64 KiB */
+        AVOID_ROSHARE,    /* chaos: forwarding a read-only share */
+        AVOID_MAX
+};
+
+static const struct {
+        const char *name, *chaos_arg, *witness_arg, *help;
+} avoids[AVOID_MAX] = {
+        [AVOID_RESTOP] = {"restop", "", "", "no second vmq_vm_stop of a VM that ran"},
+        [AVOID_REVOKE] = {"revoke", "", " shared=skip",
+                          "witnesses leave pages shared with them unread (issue 7, class 2)"},
+        [AVOID_COPYRACE] = {"copyrace", " race=0", "",
+                            "chaos VMs never send or print a received run (class 1)"},
+        [AVOID_SYSCONSOLE] = {"sysconsole", " sysconsole=0", "",
+                              "chaos VMs print nothing below 64 KiB (class 6)"},
+        [AVOID_ROSHARE] = {"roshare", " roshare=0", "",
+                           "chaos VMs never forward a read-only share (class 3)"},
+};
+
 struct soak_vm {
         bool used;
         struct vmq_vm *vm;
@@ -91,7 +119,7 @@ struct soak {
         size_t pool_mib, huge_frames, max_host_mib;
         const char *guest_dir;
         const char *inject;
-        bool avoid_restop, avoid_revoke, avoid_copyrace;
+        unsigned avoid; /* bits: 1 << AVOID_* */
         bool no_fork;
         bool verbose;
 
@@ -113,7 +141,8 @@ struct soak {
         uint64_t opened, open_failed, closed;
         uint64_t host_sent, host_send_again, host_received, host_verified;
         uint64_t pool_checks;
-        uint64_t guest_exits, guest_sent, guest_errors;
+        uint64_t guest_exits, guest_sent, guest_posted, guest_errors;
+        uint64_t guest_copies, guest_flips, guest_shares;
         char crash_reasons[8][64];
         uint64_t crash_reason_count[8];
 
@@ -634,11 +663,28 @@ static void close_drained(struct soak *s, struct soak_chan *c) {
 
 /* ---- host operations ------------------------------------------------------------ */
 
+static bool avoiding(const struct soak *s, unsigned which) {
+        return s->avoid & (1u << which);
+}
+
+/* The arguments --avoid adds for a VM of this kind, into buf. */
+static const char *avoid_args(const struct soak *s, bool witness, char *buf, size_t size) {
+        size_t used = 0;
+
+        buf[0] = '\0';
+        for (unsigned i = 0; i < AVOID_MAX; i++)
+                if (avoiding(s, i))
+                        used += (size_t)snprintf(buf + used, used < size ? size - used : 0, "%s",
+                                                 witness ? avoids[i].witness_arg
+                                                         : avoids[i].chaos_arg);
+        return buf;
+}
+
 static void op_create(struct soak *s) {
         struct vmq_vm_config cfg;
         struct soak_vm *v = NULL;
         unsigned nw = count_vms(s, 1), want_w = s->max_vms >= 3 ? (s->max_vms + 2) / 3 : 1;
-        char name[32], args[160];
+        char name[32], args[256], extra[128];
         int r;
 
         for (unsigned i = 0; i < SOAK_VMS_MAX && !v; i++)
@@ -660,7 +706,7 @@ static void op_create(struct soak *s) {
                 cfg.post_depth = 16;
                 cfg.rx_size = 4u << 20;
                 snprintf(args, sizeof(args), "mode=witness seed=%" PRIu64 "%s", v->seed,
-                         s->avoid_revoke ? " shared=skip" : "");
+                         avoid_args(s, true, extra, sizeof(extra)));
         } else {
                 cfg.vcpus = 1 + (unsigned)rnd(s, 4);
                 cfg.ram_size = (8u << 20) << rnd(s, 2);
@@ -673,7 +719,8 @@ static void op_create(struct soak *s) {
                 }
                 snprintf(args, sizeof(args),
                          "mode=chaos seed=%" PRIu64 " pace=%u fault=%u exit=%u%s", v->seed,
-                         s->pace_us, s->fault_ppm, s->exit_ppm, s->avoid_copyrace ? " race=0" : "");
+                         s->pace_us, s->fault_ppm, s->exit_ppm,
+                         avoid_args(s, false, extra, sizeof(extra)));
         }
         cfg.args = args;
         v->vcpus = cfg.vcpus;
@@ -731,6 +778,10 @@ static void remove_vm(struct soak *s, struct soak_vm *v) {
         s->guest_exits += st.exits;
         s->guest_sent += st.sent;
         s->guest_errors += st.errors;
+        s->guest_posted += st.posted;
+        s->guest_copies += st.copies;
+        s->guest_flips += st.flips;
+        s->guest_shares += st.shares;
         note_op(s, "destroy %s", name);
         op_begin("vmq_vm_destroy");
         vmq_vm_destroy(v->vm);
@@ -764,7 +815,7 @@ static void op_stop(struct soak *s) {
         if (!v || (v->witness && !chance(s, 200)))
                 return;
         /* --avoid restop: never a second stop of a VM that ran */
-        if (s->avoid_restop && v->started)
+        if (avoiding(s, AVOID_RESTOP) && v->started)
                 return;
         vm_name(v, name, sizeof(name));
         note_op(s, "stop %s%s", name, v->stopped ? " (again)" : "");
@@ -1086,16 +1137,14 @@ static void usage(FILE *out) {
                 "  --max-host-mib N   anonymous memory the host may hold (default 1024)\n"
                 "  --stuck S          a host operation longer than this is a hang (default 60)\n"
                 "  --inject KIND      make a check fail on purpose: mismatch | leak\n"
-                "  --avoid BUG        steer clear of a known bug to look further (repeatable):\n"
-                "                     restop: no second vmq_vm_stop of a VM that ran\n"
-                "                     revoke: witnesses do not read pages shared with them by\n"
-                "                     other VMs (a sharer's death revokes them under the reader)\n"
-                "                     copyrace: chaos VMs never send or print a received run\n"
-                "                     (its release races the monitor's unlocked copy)\n"
-                "  --verbose          print every host operation\n"
-                "  --no-fork          be the monitor in this process (for gdb); by default a\n"
-                "                     parent process waits for the monitor and reports its "
-                "death\n");
+                "  --avoid BUG        steer clear of a known bug to look further (repeatable;\n"
+                "                     all: every one):\n");
+        for (unsigned i = 0; i < AVOID_MAX; i++)
+                fprintf(out, "                     %s: %s\n", avoids[i].name, avoids[i].help);
+        fprintf(out, "  --verbose          print every host operation\n"
+                     "  --no-fork          be the monitor in this process (for gdb); by default a\n"
+                     "                     parent process waits for the monitor and reports its "
+                     "death\n");
 }
 
 static int parse_args(struct soak *s, int argc, char **argv, bool *ret_seeded) {
@@ -1171,18 +1220,22 @@ static int parse_args(struct soak *s, int argc, char **argv, bool *ret_seeded) {
                 case 'i':
                         s->inject = optarg;
                         break;
-                case 'a':
-                        if (!strcmp(optarg, "restop")) {
-                                s->avoid_restop = true;
-                        } else if (!strcmp(optarg, "revoke")) {
-                                s->avoid_revoke = true;
-                        } else if (!strcmp(optarg, "copyrace")) {
-                                s->avoid_copyrace = true;
-                        } else {
+                case 'a': {
+                        unsigned i = 0;
+
+                        if (!strcmp(optarg, "all")) {
+                                s->avoid = (1u << AVOID_MAX) - 1;
+                                break;
+                        }
+                        while (i < AVOID_MAX && strcmp(optarg, avoids[i].name))
+                                i++;
+                        if (i == AVOID_MAX) {
                                 fprintf(stderr, "soak: unknown bug to avoid '%s'\n", optarg);
                                 return -1;
                         }
+                        s->avoid |= 1u << i;
                         break;
+                }
                 case 'v':
                         s->verbose = true;
                         break;
@@ -1302,11 +1355,17 @@ int main(int argc, char **argv) {
         if (!seeded)
                 g_seed = random_seed();
         s->rng = chaos_mix(g_seed ^ 0x686f7374ull);
-        snprintf(g_replay, sizeof(g_replay),
-                 "vmq-soak --seed %" PRIu64 " --seconds %u --vms %u%s%s%s%s%s", g_seed, s->seconds,
-                 s->max_vms, s->inject ? " --inject " : "", s->inject ? s->inject : "",
-                 s->avoid_restop ? " --avoid restop" : "", s->avoid_revoke ? " --avoid revoke" : "",
-                 s->avoid_copyrace ? " --avoid copyrace" : "");
+        {
+                int n = snprintf(g_replay, sizeof(g_replay),
+                                 "vmq-soak --seed %" PRIu64 " --seconds %u --vms %u%s%s", g_seed,
+                                 s->seconds, s->max_vms, s->inject ? " --inject " : "",
+                                 s->inject ? s->inject : "");
+
+                for (unsigned i = 0; i < AVOID_MAX && n > 0 && (size_t)n < sizeof(g_replay); i++)
+                        if (avoiding(s, i))
+                                n += snprintf(g_replay + n, sizeof(g_replay) - (size_t)n,
+                                              " --avoid %s", avoids[i].name);
+        }
         if (read_image(s) < 0)
                 return 2;
         g = mmap(NULL, sizeof(*g), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
@@ -1427,8 +1486,10 @@ static int run(struct soak *s) {
                s->opened, s->open_failed, s->closed, s->host_sent, s->host_send_again,
                s->host_received, s->host_verified, s->pool_checks);
         printf("soak: guests: hypercall exits=%" PRIu64 " requests accepted=%" PRIu64
-               " refused=%" PRIu64 "; chaos exited=%" PRIu64 " crashed=%" PRIu64 "\n",
-               s->guest_exits, s->guest_sent, s->guest_errors, s->chaos_exited, s->chaos_crashed);
+               " (posted %" PRIu64 "; copies %" PRIu64 " flips %" PRIu64 " shares %" PRIu64
+               ") refused=%" PRIu64 "; chaos exited=%" PRIu64 " crashed=%" PRIu64 "\n",
+               s->guest_exits, s->guest_sent, s->guest_posted, s->guest_copies, s->guest_flips,
+               s->guest_shares, s->guest_errors, s->chaos_exited, s->chaos_crashed);
         for (unsigned i = 0; i < 8 && s->crash_reasons[i][0]; i++)
                 printf("soak:   chaos crashes \"%s\": %" PRIu64 "\n", s->crash_reasons[i],
                        s->crash_reason_count[i]);
