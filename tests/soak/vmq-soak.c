@@ -141,6 +141,7 @@ struct soak {
         uint64_t opened, open_failed, closed;
         uint64_t host_sent, host_send_again, host_received, host_verified;
         uint64_t pool_checks;
+        long anon_peak_kib;
         uint64_t guest_exits, guest_sent, guest_posted, guest_errors;
         uint64_t guest_copies, guest_flips, guest_shares;
         char crash_reasons[8][64];
@@ -558,6 +559,8 @@ static void check_all(struct soak *s, bool full) {
         if (r < 0)
                 fail(s, "vmq_pool_check: %s", strerror(-r));
         long kib = rss_anon_kib();
+        if (kib > s->anon_peak_kib)
+                s->anon_peak_kib = kib;
         if (kib > 0 && (size_t)kib / 1024 > s->max_host_mib)
                 fail(s, "host memory: %ld MiB of anonymous memory held, limit %zu MiB", kib / 1024,
                      s->max_host_mib);
@@ -1134,7 +1137,7 @@ static void usage(FILE *out) {
                 "300)\n"
                 "  --fault PPM        deliberate guest faults per million actions (default 20)\n"
                 "  --exit PPM         deliberate guest exits per million actions (default 20)\n"
-                "  --max-host-mib N   anonymous memory the host may hold (default 1024)\n"
+                "  --max-host-mib N   anonymous memory the host may hold (default 512)\n"
                 "  --stuck S          a host operation longer than this is a hang (default 60)\n"
                 "  --inject KIND      make a check fail on purpose: mismatch | leak\n"
                 "  --avoid BUG        steer clear of a known bug to look further (repeatable;\n"
@@ -1348,7 +1351,7 @@ int main(int argc, char **argv) {
         s->pace_us = 300;
         s->fault_ppm = 20;
         s->exit_ppm = 20;
-        s->max_host_mib = 1024;
+        s->max_host_mib = 512;
         s->stuck_s = 60;
         if (parse_args(s, argc, argv, &seeded) < 0)
                 return 2;
@@ -1482,9 +1485,9 @@ static int run(struct soak *s) {
                s->shutdowns, s->destroyed);
         printf("soak: channels opened=%" PRIu64 " open_failed=%" PRIu64 " closed=%" PRIu64
                "; host sent=%" PRIu64 " (again %" PRIu64 ") received=%" PRIu64 " verified=%" PRIu64
-               "; pool checks=%" PRIu64 "\n",
+               "; pool checks=%" PRIu64 "; host anonymous memory peak %ld MiB\n",
                s->opened, s->open_failed, s->closed, s->host_sent, s->host_send_again,
-               s->host_received, s->host_verified, s->pool_checks);
+               s->host_received, s->host_verified, s->pool_checks, s->anon_peak_kib / 1024);
         printf("soak: guests: hypercall exits=%" PRIu64 " requests accepted=%" PRIu64
                " (posted %" PRIu64 "; copies %" PRIu64 " flips %" PRIu64 " shares %" PRIu64
                ") refused=%" PRIu64 "; chaos exited=%" PRIu64 " crashed=%" PRIu64 "\n",
