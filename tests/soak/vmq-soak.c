@@ -375,8 +375,8 @@ static void publish_vms(struct soak *s) {
                 n = snprintf(t + used, sizeof(g->vms_text[0]) - used,
                              "soak:   %s id=%u %s vcpus=%u seed=%" PRIu64 "\n", name, v->id,
                              kind_name(v), v->vcpus, v->seed);
-                if (n < 0)
-                        break;
+                if (n < 0 || (size_t)n >= sizeof(g->vms_text[0]) - used)
+                        break; /* the list is cut short, still terminated */
                 used += (size_t)n;
         }
         atomic_store(&g->vms_cur, next);
@@ -675,11 +675,15 @@ static const char *avoid_args(const struct soak *s, bool witness, char *buf, siz
         size_t used = 0;
 
         buf[0] = '\0';
-        for (unsigned i = 0; i < AVOID_MAX; i++)
-                if (avoiding(s, i))
-                        used += (size_t)snprintf(buf + used, used < size ? size - used : 0, "%s",
-                                                 witness ? avoids[i].witness_arg
-                                                         : avoids[i].chaos_arg);
+        for (unsigned i = 0; i < AVOID_MAX; i++) {
+                const char *arg = witness ? avoids[i].witness_arg : avoids[i].chaos_arg;
+                size_t n = strlen(arg);
+
+                if (avoiding(s, i) && used + n < size) {
+                        memcpy(buf + used, arg, n + 1);
+                        used += n;
+                }
+        }
         return buf;
 }
 
