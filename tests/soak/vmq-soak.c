@@ -777,6 +777,7 @@ static void op_start(struct soak *s) {
 static void remove_vm(struct soak *s, struct soak_vm *v) {
         struct vmq_vm_stats st;
         char name[32];
+        uint32_t id;
 
         vm_name(v, name, sizeof(name));
         check_state(s, v);
@@ -794,14 +795,16 @@ static void remove_vm(struct soak *s, struct soak_vm *v) {
         vmq_vm_destroy(v->vm);
         op_end();
         s->destroyed++;
+        id = v->id;
+        /* gone: nothing below may find it (vm_by_id) */
+        memset(v, 0, sizeof(*v));
+        publish_vms(s);
         for (unsigned i = 0; i < SOAK_CHANS_MAX; i++) {
                 struct soak_chan *c = &s->chans[i];
 
-                if (c->used && (c->end[0] == v->id || c->end[1] == v->id))
+                if (c->used && (c->end[0] == id || c->end[1] == id))
                         close_drained(s, c);
         }
-        memset(v, 0, sizeof(*v));
-        publish_vms(s);
 }
 
 static void op_destroy(struct soak *s) {
