@@ -32,54 +32,29 @@
  * operation count.
  *
  * --inject exists to show that the checks can fail: `mismatch` corrupts one
- * byte of one host message to a witness, `leak` takes pool frames behind
- * the monitor's back and does not give them back until the end check.
+ * byte of the host's messages to witnesses (from a third of the run on),
+ * `leak` takes pool frames behind the monitor's back and does not give them
+ * back until the end check.
  */
 #include <errno.h>
-#include <execinfo.h>
 #include <getopt.h>
 #include <inttypes.h>
 #include <pthread.h>
 #include <signal.h>
-#include <stdarg.h>
-#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
-#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "core/monitor.h"
 #include "core/remap.h"
-#include "core/vm.h" /* struct vmq_monitor: the pool, for vmq_pool_check() */
+#include "core/vm.h" /* struct vmq_monitor: the pool, for --inject leak */
 #include "guest/images/chaos.h"
+#include "tests/soak/soak.h"
 
-#define SOAK_VMS_MAX 64u
-#define SOAK_CHANS_MAX 512u
-#define SOAK_CHANS_PER_VM 6u
-#define SOAK_LAST_OPS 16u
-#define SOAK_CHECK_NS 250000000ull      /* pool check, consoles, memory: every 250 ms */
-#define SOAK_PROGRESS_NS 10000000000ull /* a progress line every 10 s */
-
-/*
- * Known bugs the soak can steer around (--avoid), so that one bug found does
- * not hide the next.  Each names what it leaves out: an argument for the
- * chaos or witness VMs, or a host action.
- */
-enum {
-        AVOID_RESTOP,     /* host: a second vmq_vm_stop of a VM that ran */
-        AVOID_REVOKE,     /* witnesses: reading pages others share with them */
-        AVOID_COPYRACE,   /* chaos: a received run as the source of a send */
-        AVOID_SYSCONSOLE, /* chaos: console writes below 64 KiB */
-        AVOID_ROSHARE,    /* chaos: forwarding a read-only share */
-        AVOID_MAX
-};
-
-static const struct {
-        const char *name, *chaos_arg, *witness_arg, *help;
-} avoids[AVOID_MAX] = {
+const struct soak_avoid soak_avoids[AVOID_MAX] = {
         [AVOID_RESTOP] = {"restop", "", "", "no second vmq_vm_stop of a VM that ran"},
         [AVOID_REVOKE] = {"revoke", "", " shared=skip",
                           "witnesses leave pages shared with them unread (issue 7, class 2)"},
@@ -91,213 +66,6 @@ static const struct {
                            "chaos VMs never forward a read-only share (class 3)"},
 };
 
-struct soak_vm {
-        bool used;
-        struct vmq_vm *vm;
-        uint32_t id;
-        uint64_t serial, seed;
-        bool witness, started, stopped, ended, breached;
-        unsigned vcpus;
-        uint64_t con_off;
-        char line[256];
-        size_t line_len;
-};
-
-struct soak_chan {
-        bool used;
-        uint32_t id;
-        uint32_t end[2];
-        int host_side; /* index of the host end, or -1 */
-        bool deep;     /* host end with a deep inbox, drained seldom */
-        bool witness;  /* host channel whose VM end is a witness */
-        uint64_t tx, rx;
-};
-
-struct soak {
-        /* options */
-        unsigned seconds, max_vms, pace_us, fault_ppm, exit_ppm, stuck_s;
-        size_t pool_mib, huge_frames, max_host_mib;
-        const char *guest_dir;
-        const char *inject;
-        unsigned avoid; /* bits: 1 << AVOID_* */
-        bool no_fork;
-        bool verbose;
-
-        struct vmq_monitor *mon;
-        void *image;
-        size_t image_size;
-        uint64_t rng;
-        struct soak_vm vms[SOAK_VMS_MAX];
-        struct soak_chan chans[SOAK_CHANS_MAX];
-        uint64_t next_serial;
-        uint64_t last_check_ns;
-        bool injected;
-        struct vmq_space *leak;
-
-        /* counters */
-        uint64_t vms_created, create_failed, witnesses_created, started, stopped, shutdowns,
-                destroyed;
-        uint64_t chaos_crashed, chaos_exited, witness_crashed;
-        uint64_t opened, open_failed, closed;
-        uint64_t host_sent, host_send_again, host_received, host_verified;
-        uint64_t pool_checks;
-        long anon_peak_kib;
-        uint64_t guest_exits, guest_sent, guest_posted, guest_errors;
-        uint64_t guest_copies, guest_flips, guest_shares;
-        char crash_reasons[8][64];
-        uint64_t crash_reason_count[8];
-
-        bool failed;
-};
-
-/* ---- what a crash handler can print ---------------------------------------- */
-
-/*
- * State that outlives the process that runs the monitor.  vmq-soak forks:
- * the child is the monitor, the parent waits for it, so that a crash the
- * child cannot report itself (a fault while every signal is blocked, as
- * inside glibc's pthread_kill) is still reported with the operation count
- * and the last host operations, which the child keeps here.
- */
-struct soak_shared {
-        _Atomic uint64_t ops;
-        uint64_t t0_ns;
-        char last[SOAK_LAST_OPS][112];
-        _Atomic unsigned last_i;
-        char vms_text[2][4096];
-        _Atomic int vms_cur;
-        _Atomic bool fatal; /* a failure was reported with its context */
-};
-
-static struct soak_shared *g;
-static uint64_t g_seed;
-static char g_replay[256];
-static _Atomic uint64_t g_op_start_ns;
-static const char *_Atomic g_op_name;
-
-static uint64_t now_ns(void) {
-        struct timespec ts;
-
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
-
-static double elapsed_s(void) {
-        return (double)(now_ns() - g->t0_ns) / 1e9;
-}
-
-static void put(const char *s) {
-        size_t n = strlen(s);
-
-        while (n) {
-                ssize_t w = write(STDERR_FILENO, s, n);
-
-                if (w <= 0)
-                        return;
-                s += w;
-                n -= (size_t)w;
-        }
-}
-
-static void put_u64(uint64_t v) {
-        char b[24];
-        int i = (int)sizeof(b) - 1;
-
-        b[i] = '\0';
-        do {
-                b[--i] = (char)('0' + v % 10);
-                v /= 10;
-        } while (v && i > 0);
-        put(b + i);
-}
-
-/* Only async-signal-safe calls from here on (backtrace() is loaded at
- * start-up so that it does not allocate here). */
-static void print_context(void) {
-        unsigned last = atomic_load(&g->last_i);
-
-        put("soak: last host operations (oldest first):\n");
-        for (unsigned i = 0; i < SOAK_LAST_OPS; i++) {
-                const char *l = g->last[(last + i) % SOAK_LAST_OPS];
-
-                if (l[0]) {
-                        put("soak:   ");
-                        put(l);
-                        put("\n");
-                }
-        }
-        put("soak: VMs alive:\n");
-        put(g->vms_text[atomic_load(&g->vms_cur)]);
-        put("soak: replay: ");
-        put(g_replay);
-        put("\n");
-}
-
-static void on_fatal(int sig) {
-        void *bt[64];
-        int n;
-
-        if (!atomic_exchange(&g->fatal, true)) {
-                put("soak: FAIL monitor process died: signal ");
-                put_u64((uint64_t)sig);
-                put(sig == SIGSEGV   ? " (SIGSEGV)"
-                    : sig == SIGBUS  ? " (SIGBUS)"
-                    : sig == SIGABRT ? " (SIGABRT)"
-                    : sig == SIGFPE  ? " (SIGFPE)"
-                                     : "");
-                put(" seed=");
-                put_u64(g_seed);
-                put(" ops=");
-                put_u64(atomic_load(&g->ops));
-                put(" elapsed_ms=");
-                put_u64((now_ns() - g->t0_ns) / 1000000);
-                put("\nsoak: stack of the thread that died:\n");
-                n = backtrace(bt, 64);
-                backtrace_symbols_fd(bt, n, STDERR_FILENO);
-                print_context();
-        }
-        signal(sig, SIG_DFL);
-        raise(sig);
-}
-
-static void install_fatal_handlers(void) {
-        static const int sigs[] = {SIGSEGV, SIGBUS, SIGABRT, SIGFPE, SIGILL};
-        struct sigaction sa;
-        void *bt[2];
-
-        (void)backtrace(bt, 2); /* loads libgcc now, not in the handler */
-        memset(&sa, 0, sizeof(sa));
-        sa.sa_handler = on_fatal;
-        sigemptyset(&sa.sa_mask);
-        for (size_t i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++)
-                sigaction(sigs[i], &sa, NULL);
-}
-
-/* The watchdog: a host operation that takes longer than stuck_s is a hang
- * (a deadlock in the monitor, or a join that never returns). */
-static void *watchdog(void *arg) {
-        unsigned stuck_s = *(unsigned *)arg;
-
-        for (;;) {
-                sleep(1);
-                uint64_t start = atomic_load(&g_op_start_ns);
-
-                if (start && now_ns() - start > (uint64_t)stuck_s * 1000000000ull) {
-                        const char *name = atomic_load(&g_op_name);
-
-                        fprintf(stderr,
-                                "soak: FAIL host operation '%s' stuck for %u s seed=%" PRIu64
-                                " ops=%" PRIu64 " elapsed=%.1fs\n",
-                                name ? name : "?", stuck_s, g_seed, atomic_load(&g->ops),
-                                elapsed_s());
-                        atomic_store(&g->fatal, true);
-                        print_context();
-                        abort(); /* a core dump shows every thread */
-                }
-        }
-        return NULL;
-}
-
 /* ---- small things ------------------------------------------------------------ */
 
 static uint64_t rnd(struct soak *s, uint64_t n) {
@@ -306,87 +74,6 @@ static uint64_t rnd(struct soak *s, uint64_t n) {
 
 static bool chance(struct soak *s, unsigned per_mille) {
         return chaos_chance(&s->rng, per_mille);
-}
-
-static void note_op(struct soak *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void note_op(struct soak *s, const char *fmt, ...) {
-        unsigned i = atomic_load(&g->last_i);
-        char *l = g->last[i];
-        va_list ap;
-        int n;
-
-        n = snprintf(l, sizeof(g->last[0]), "#%" PRIu64 " ", atomic_load(&g->ops));
-        va_start(ap, fmt);
-        vsnprintf(l + n, sizeof(g->last[0]) - (size_t)n, fmt, ap);
-        va_end(ap);
-        atomic_store(&g->last_i, (i + 1) % SOAK_LAST_OPS);
-        if (s->verbose)
-                fprintf(stderr, "soak: %s\n", l);
-}
-
-static void op_begin(const char *name) {
-        atomic_store(&g_op_name, name);
-        atomic_store(&g_op_start_ns, now_ns());
-}
-
-static void op_end(void) {
-        atomic_store(&g_op_start_ns, 0);
-}
-
-static void fail(struct soak *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void fail(struct soak *s, const char *fmt, ...) {
-        va_list ap;
-
-        fputs("soak: FAIL ", stderr);
-        va_start(ap, fmt);
-        vfprintf(stderr, fmt, ap);
-        va_end(ap);
-        fprintf(stderr, " seed=%" PRIu64 " ops=%" PRIu64 " elapsed=%.1fs\n", g_seed,
-                atomic_load(&g->ops), elapsed_s());
-        if (!s->failed)
-                print_context();
-        s->failed = true;
-        atomic_store(&g->fatal, true);
-}
-
-static const char *kind_name(const struct soak_vm *v) {
-        return v->witness ? "witness" : "chaos";
-}
-
-static void vm_name(const struct soak_vm *v, char *buf, size_t size) {
-        snprintf(buf, size, "%c%" PRIu64, v->witness ? 'w' : 'c', v->serial);
-}
-
-/* Rewrites the list of live VMs the crash handler prints. */
-static void publish_vms(struct soak *s) {
-        int next = 1 - atomic_load(&g->vms_cur);
-        char *t = g->vms_text[next];
-        size_t used = 0;
-
-        t[0] = '\0';
-        for (unsigned i = 0; i < SOAK_VMS_MAX && used < sizeof(g->vms_text[0]) - 1; i++) {
-                const struct soak_vm *v = &s->vms[i];
-                char name[32];
-                int n;
-
-                if (!v->used)
-                        continue;
-                vm_name(v, name, sizeof(name));
-                n = snprintf(t + used, sizeof(g->vms_text[0]) - used,
-                             "soak:   %s id=%u %s vcpus=%u seed=%" PRIu64 "\n", name, v->id,
-                             kind_name(v), v->vcpus, v->seed);
-                if (n < 0 || (size_t)n >= sizeof(g->vms_text[0]) - used)
-                        break; /* the list is cut short, still terminated */
-                used += (size_t)n;
-        }
-        atomic_store(&g->vms_cur, next);
-}
-
-static struct soak_vm *vm_by_id(struct soak *s, uint32_t id) {
-        for (unsigned i = 0; i < SOAK_VMS_MAX; i++)
-                if (s->vms[i].used && s->vms[i].id == id)
-                        return &s->vms[i];
-        return NULL;
 }
 
 static unsigned count_vms(struct soak *s, int witness) {
@@ -438,232 +125,6 @@ static struct soak_chan *pick_chan(struct soak *s, bool host_only) {
         return NULL;
 }
 
-/* ---- checks --------------------------------------------------------------------- */
-
-/* One line of a VM's console: a witness's report of a bad payload, or a
- * chaos VM's BREACH line with its key (anything else a chaos VM prints is
- * noise: it prints random memory, its own image included). */
-static void console_line(struct soak *s, struct soak_vm *v, const char *line) {
-        char name[32], key[32];
-        const char *b;
-
-        vm_name(v, name, sizeof(name));
-        if (v->witness) {
-                if (strncmp(line, "witness: FAIL", 13) == 0)
-                        fail(s, "witness %s (id %u, seed %" PRIu64 ") reports: %s", name, v->id,
-                             v->seed, line);
-                return;
-        }
-        b = strstr(line, CHAOS_BREACH);
-        if (!b || v->breached)
-                return;
-        snprintf(key, sizeof(key), "key=%016" PRIx64, chaos_breach_key(v->seed));
-        if (!strstr(b, key))
-                return;
-        v->breached = true;
-        fail(s,
-             "chaos %s (id %u, seed %" PRIu64 ") got the monitor to accept what it must refuse: %s",
-             name, v->id, v->seed, b);
-}
-
-/* Reads a VM's new console output and looks at every complete line. */
-static void scan_console(struct soak *s, struct soak_vm *v) {
-        char buf[4096];
-        size_t n;
-
-        while ((n = vmq_vm_console_read_from(v->vm, &v->con_off, buf, sizeof(buf))) > 0) {
-                for (size_t i = 0; i < n; i++) {
-                        if (buf[i] == '\n' || v->line_len == sizeof(v->line) - 1) {
-                                v->line[v->line_len] = '\0';
-                                console_line(s, v, v->line);
-                                v->line_len = 0;
-                                if (buf[i] == '\n')
-                                        continue;
-                        }
-                        v->line[v->line_len++] = buf[i];
-                }
-        }
-}
-
-static void count_crash_reason(struct soak *s, const char *reason) {
-        for (unsigned i = 0; i < 8; i++) {
-                if (!s->crash_reasons[i][0])
-                        snprintf(s->crash_reasons[i], sizeof(s->crash_reasons[i]), "%s", reason);
-                if (!strcmp(s->crash_reasons[i], reason)) {
-                        s->crash_reason_count[i]++;
-                        return;
-                }
-        }
-}
-
-/* Looks at a VM's state once it has ended: witnesses must not crash or
- * exit with an error, chaos VMs are counted. */
-static void check_state(struct soak *s, struct soak_vm *v) {
-        enum vmq_vm_state st = vmq_vm_state(v->vm);
-        char name[32];
-
-        if (v->ended || (st != VMQ_VM_CRASHED && st != VMQ_VM_EXITED))
-                return;
-        v->ended = true;
-        vm_name(v, name, sizeof(name));
-        if (v->witness) {
-                scan_console(s, v);
-                if (st == VMQ_VM_CRASHED) {
-                        s->witness_crashed++;
-                        fail(s, "witness %s (id %u, seed %" PRIu64 ") CRASHED: %s", name, v->id,
-                             v->seed, vmq_vm_crash_reason(v->vm));
-                } else if (vmq_vm_exit_code(v->vm) != 0) {
-                        fail(s, "witness %s (id %u, seed %" PRIu64 ") exited with code %d", name,
-                             v->id, v->seed, vmq_vm_exit_code(v->vm));
-                }
-                return;
-        }
-        if (st == VMQ_VM_CRASHED) {
-                s->chaos_crashed++;
-                count_crash_reason(s, vmq_vm_crash_reason(v->vm));
-        } else {
-                s->chaos_exited++;
-        }
-}
-
-static long rss_anon_kib(void) {
-        FILE *f = fopen("/proc/self/status", "re");
-        char line[256];
-        long kib = -1;
-
-        if (!f)
-                return -1;
-        while (fgets(line, sizeof(line), f))
-                if (sscanf(line, "RssAnon: %ld kB", &kib) == 1)
-                        break;
-        fclose(f);
-        return kib;
-}
-
-static void check_all(struct soak *s, bool full) {
-        for (unsigned i = 0; i < SOAK_VMS_MAX; i++) {
-                if (!s->vms[i].used)
-                        continue;
-                check_state(s, &s->vms[i]);
-                /* chaos VMs print a lot: read them often, before their
-                 * 64 KiB console ring wraps */
-                if (full || !s->vms[i].witness)
-                        scan_console(s, &s->vms[i]);
-        }
-        if (!full)
-                return;
-        op_begin("vmq_pool_check");
-        int r = vmq_pool_check(s->mon->pool);
-        op_end();
-        s->pool_checks++;
-        if (r < 0)
-                fail(s, "vmq_pool_check: %s", strerror(-r));
-        long kib = rss_anon_kib();
-        if (kib > s->anon_peak_kib)
-                s->anon_peak_kib = kib;
-        if (kib > 0 && (size_t)kib / 1024 > s->max_host_mib)
-                fail(s, "host memory: %ld MiB of anonymous memory held, limit %zu MiB", kib / 1024,
-                     s->max_host_mib);
-}
-
-/* ---- host receive ------------------------------------------------------------- */
-
-static void forget_chan(struct soak_chan *c) {
-        c->used = false;
-}
-
-/* Checks one message the host received on channel c. */
-static void check_host_msg(struct soak *s, struct soak_chan *c, const struct vmq_host_msg *msg) {
-        uint32_t vmid = c->end[1 - c->host_side];
-        uint64_t stamp = 0;
-        long bad;
-
-        s->host_received++;
-        if (msg->src_vm != vmid) {
-                fail(s, "host got a message on channel %u from vm %u stamped src_vm=%u (kind %u)",
-                     c->id, vmid, msg->src_vm, msg->kind);
-                return;
-        }
-        if (msg->channel != c->id) {
-                fail(s, "host got a message for channel %u on channel %u", msg->channel, c->id);
-                return;
-        }
-        if (msg->kind == VMQ_DESC_HELLO) {
-                struct vmq_identity id;
-                struct soak_vm *v = vm_by_id(s, vmid);
-
-                if (msg->len != sizeof(id)) {
-                        fail(s, "HELLO of %zu bytes on channel %u", msg->len, c->id);
-                        return;
-                }
-                memcpy(&id, msg->data, sizeof(id));
-                if (id.vm_id != vmid || (v && strcmp(id.name, vmq_vm_name(v->vm)) != 0))
-                        fail(s, "HELLO on channel %u names vm %u '%.64s', the peer is vm %u", c->id,
-                             id.vm_id, id.name, vmid);
-                return;
-        }
-        if (msg->kind == VMQ_DESC_CLOSE || !c->witness)
-                return;
-        if (msg->kind != VMQ_DESC_INLINE && msg->kind != VMQ_DESC_PAGE) {
-                fail(s, "host got kind %u from witness vm %u on channel %u", msg->kind, vmid,
-                     c->id);
-                return;
-        }
-        if (msg->len > UINT32_MAX)
-                bad = 0;
-        else
-                bad = witness_check(msg->data, (uint32_t)msg->len, vmid, &stamp);
-        if (bad >= 0) {
-                fail(s,
-                     "host got a bad payload from witness vm %u on channel %u: len=%zu tag=%" PRIu64
-                     " first bad byte at %ld",
-                     vmid, c->id, msg->len, msg->tag, bad);
-                return;
-        }
-        if (msg->tag != c->rx)
-                fail(s,
-                     "host got tag %" PRIu64 " from witness vm %u on channel %u, expected %" PRIu64,
-                     msg->tag, vmid, c->id, c->rx);
-        else if (!(stamp & WITNESS_STAMP_SHARED) &&
-                 stamp != ((uint64_t)c->id << 32 | (msg->tag & 0xffffffffu)))
-                fail(s, "host got stamp 0x%" PRIx64 " with tag %" PRIu64 " on channel %u", stamp,
-                     msg->tag, c->id);
-        c->rx = msg->tag + 1;
-        s->host_verified++;
-}
-
-/* Receives up to max messages on c; returns false when the channel is
- * closed and drained. */
-static bool host_drain(struct soak *s, struct soak_chan *c, unsigned max, int timeout_ms) {
-        while (max--) {
-                struct vmq_host_msg *msg = NULL;
-                int r;
-
-                op_begin("vmq_host_recv");
-                r = vmq_host_recv(s->mon, c->id, timeout_ms, &msg);
-                op_end();
-                if (r == -ETIMEDOUT)
-                        return true;
-                if (r == -EPIPE)
-                        return false;
-                if (r < 0) {
-                        fail(s, "vmq_host_recv(channel %u): %s", c->id, strerror(-r));
-                        return false;
-                }
-                check_host_msg(s, c, msg);
-                free(msg);
-                timeout_ms = 0;
-        }
-        return true;
-}
-
-/* A channel the monitor closed (or we did): take what is left, forget it. */
-static void close_drained(struct soak *s, struct soak_chan *c) {
-        if (c->host_side >= 0)
-                (void)host_drain(s, c, 100000, 0);
-        forget_chan(c);
-}
-
 /* ---- host operations ------------------------------------------------------------ */
 
 static bool avoiding(const struct soak *s, unsigned which) {
@@ -676,7 +137,7 @@ static const char *avoid_args(const struct soak *s, bool witness, char *buf, siz
 
         buf[0] = '\0';
         for (unsigned i = 0; i < AVOID_MAX; i++) {
-                const char *arg = witness ? avoids[i].witness_arg : avoids[i].chaos_arg;
+                const char *arg = witness ? soak_avoids[i].witness_arg : soak_avoids[i].chaos_arg;
                 size_t n = strlen(arg);
 
                 if (avoiding(s, i) && used + n < size) {
@@ -701,10 +162,10 @@ static void op_create(struct soak *s) {
                 return;
         memset(v, 0, sizeof(*v));
         v->serial = s->next_serial++;
-        v->seed = chaos_vm_seed(g_seed, v->serial);
+        v->seed = chaos_vm_seed(soak_seed, v->serial);
         v->witness = nw < want_w && (nw == 0 || chance(s, 600));
         vmq_vm_config_init(&cfg);
-        vm_name(v, name, sizeof(name));
+        soak_vm_name(v, name, sizeof(name));
         cfg.name = name;
         if (v->witness) {
                 cfg.vcpus = 1 + (unsigned)rnd(s, 2);
@@ -731,26 +192,27 @@ static void op_create(struct soak *s) {
         }
         cfg.args = args;
         v->vcpus = cfg.vcpus;
-        note_op(s,
-                "create %s %s vcpus=%u ram=%" PRIu64 "M q=%u p=%u rx=%" PRIu64 "K huge=%" PRIu64
-                "M/%" PRIu64 "M seed=%" PRIu64,
-                name, kind_name(v), cfg.vcpus, cfg.ram_size >> 20, cfg.queue_depth, cfg.post_depth,
-                cfg.rx_size >> 10, cfg.huge_size >> 20, cfg.huge_rx_size >> 20, v->seed);
-        op_begin("vmq_vm_create");
+        soak_note_op(s,
+                     "create %s %s vcpus=%u ram=%" PRIu64 "M q=%u p=%u rx=%" PRIu64
+                     "K huge=%" PRIu64 "M/%" PRIu64 "M seed=%" PRIu64,
+                     name, soak_vm_kind(v), cfg.vcpus, cfg.ram_size >> 20, cfg.queue_depth,
+                     cfg.post_depth, cfg.rx_size >> 10, cfg.huge_size >> 20, cfg.huge_rx_size >> 20,
+                     v->seed);
+        soak_op_begin("vmq_vm_create");
         r = vmq_vm_create(s->mon, &cfg, s->image, s->image_size, &v->vm);
-        op_end();
+        soak_op_end();
         if (r < 0) {
                 /* -ENOMEM when the pool is short: fine, the population shrinks */
                 s->create_failed++;
                 if (r != -ENOMEM)
-                        fail(s, "vmq_vm_create(%s): %s", name, strerror(-r));
+                        soak_fail(s, "vmq_vm_create(%s): %s", name, strerror(-r));
                 return;
         }
         v->used = true;
         v->id = vmq_vm_id(v->vm);
         s->vms_created++;
         s->witnesses_created += v->witness;
-        publish_vms(s);
+        soak_publish_vms(s);
 }
 
 static void op_start(struct soak *s) {
@@ -760,14 +222,14 @@ static void op_start(struct soak *s) {
 
         if (!v)
                 return;
-        vm_name(v, name, sizeof(name));
-        note_op(s, "start %s", name);
-        op_begin("vmq_vm_start");
+        soak_vm_name(v, name, sizeof(name));
+        soak_note_op(s, "start %s", name);
+        soak_op_begin("vmq_vm_start");
         r = vmq_vm_start(v->vm);
-        op_end();
+        soak_op_end();
         v->started = true;
         if (r < 0)
-                fail(s, "vmq_vm_start(%s): %s", name, strerror(-r));
+                soak_fail(s, "vmq_vm_start(%s): %s", name, strerror(-r));
         else
                 s->started++;
 }
@@ -779,9 +241,9 @@ static void remove_vm(struct soak *s, struct soak_vm *v) {
         char name[32];
         uint32_t id;
 
-        vm_name(v, name, sizeof(name));
-        check_state(s, v);
-        scan_console(s, v);
+        soak_vm_name(v, name, sizeof(name));
+        soak_check_state(s, v);
+        soak_scan_console(s, v);
         vmq_vm_get_stats(v->vm, &st);
         s->guest_exits += st.exits;
         s->guest_sent += st.sent;
@@ -790,20 +252,20 @@ static void remove_vm(struct soak *s, struct soak_vm *v) {
         s->guest_copies += st.copies;
         s->guest_flips += st.flips;
         s->guest_shares += st.shares;
-        note_op(s, "destroy %s", name);
-        op_begin("vmq_vm_destroy");
+        soak_note_op(s, "destroy %s", name);
+        soak_op_begin("vmq_vm_destroy");
         vmq_vm_destroy(v->vm);
-        op_end();
+        soak_op_end();
         s->destroyed++;
         id = v->id;
-        /* gone: nothing below may find it (vm_by_id) */
+        /* gone: nothing below may find it (soak_vm_by_id) */
         memset(v, 0, sizeof(*v));
-        publish_vms(s);
+        soak_publish_vms(s);
         for (unsigned i = 0; i < SOAK_CHANS_MAX; i++) {
                 struct soak_chan *c = &s->chans[i];
 
                 if (c->used && (c->end[0] == id || c->end[1] == id))
-                        close_drained(s, c);
+                        soak_close_drained(s, c);
         }
 }
 
@@ -827,12 +289,12 @@ static void op_stop(struct soak *s) {
         /* --avoid restop: never a second stop of a VM that ran */
         if (avoiding(s, AVOID_RESTOP) && v->started)
                 return;
-        vm_name(v, name, sizeof(name));
-        note_op(s, "stop %s%s", name, v->stopped ? " (again)" : "");
-        check_state(s, v);
-        op_begin("vmq_vm_stop");
+        soak_vm_name(v, name, sizeof(name));
+        soak_note_op(s, "stop %s%s", name, v->stopped ? " (again)" : "");
+        soak_check_state(s, v);
+        soak_op_begin("vmq_vm_stop");
         vmq_vm_stop(v->vm);
-        op_end();
+        soak_op_end();
         v->started = true; /* a stopped VM cannot start again */
         v->stopped = true;
         s->stopped++;
@@ -845,15 +307,15 @@ static void op_shutdown(struct soak *s) {
 
         if (!v || (v->witness && !chance(s, 300)))
                 return;
-        vm_name(v, name, sizeof(name));
-        note_op(s, "shutdown %s", name);
-        op_begin("vmq_vm_shutdown");
+        soak_vm_name(v, name, sizeof(name));
+        soak_note_op(s, "shutdown %s", name);
+        soak_op_begin("vmq_vm_shutdown");
         r = vmq_vm_shutdown(v->vm);
-        op_end();
+        soak_op_end();
         if (r == 0)
                 s->shutdowns++;
         else if (r != -ESRCH && r != -EAGAIN && r != -EPROTO)
-                fail(s, "vmq_vm_shutdown(%s): %s", name, strerror(-r));
+                soak_fail(s, "vmq_vm_shutdown(%s): %s", name, strerror(-r));
 }
 
 static void op_open(struct soak *s, bool with_host) {
@@ -888,17 +350,17 @@ static void op_open(struct soak *s, bool with_host) {
                 ends[0] = ends[1];
                 ends[1] = t;
         }
-        note_op(s, "open %u<->%u transfer=%d depth=%u", ends[0], ends[1], (int)cfg.transfer,
-                cfg.host_depth);
-        op_begin("vmq_channel_open");
+        soak_note_op(s, "open %u<->%u transfer=%d depth=%u", ends[0], ends[1], (int)cfg.transfer,
+                     cfg.host_depth);
+        soak_op_begin("vmq_channel_open");
         r = vmq_channel_open(s->mon, ends[0], ends[1], &cfg, &id);
-        op_end();
+        soak_op_end();
         if (r == -EAGAIN || r == -EPROTO) {
                 s->open_failed++; /* an end's queue is full (or scribbled over) */
                 return;
         }
         if (r < 0) {
-                fail(s, "vmq_channel_open(%u, %u): %s", ends[0], ends[1], strerror(-r));
+                soak_fail(s, "vmq_channel_open(%u, %u): %s", ends[0], ends[1], strerror(-r));
                 return;
         }
         memset(c, 0, sizeof(*c));
@@ -918,14 +380,14 @@ static void op_close(struct soak *s) {
 
         if (!c)
                 return;
-        note_op(s, "close channel %u", c->id);
-        op_begin("vmq_channel_close");
+        soak_note_op(s, "close channel %u", c->id);
+        soak_op_begin("vmq_channel_close");
         r = vmq_channel_close(s->mon, c->id);
-        op_end();
+        soak_op_end();
         if (r < 0 && r != -EPIPE)
-                fail(s, "vmq_channel_close(%u): %s", c->id, strerror(-r));
+                soak_fail(s, "vmq_channel_close(%u): %s", c->id, strerror(-r));
         s->closed++;
-        close_drained(s, c);
+        soak_close_drained(s, c);
 }
 
 static void op_host_send(struct soak *s) {
@@ -938,7 +400,7 @@ static void op_host_send(struct soak *s) {
 
         if (!c)
                 return;
-        v = vm_by_id(s, c->end[1 - c->host_side]);
+        v = soak_vm_by_id(s, c->end[1 - c->host_side]);
         if (c->witness) {
                 len = chance(s, 500) ? WITNESS_HDR_SIZE + rnd(s, VMQ_INLINE_MAX - 23)
                                      : VMQ_INLINE_MAX + 1 + rnd(s, 16384);
@@ -960,21 +422,27 @@ static void op_host_send(struct soak *s) {
         }
         buf = malloc(len ? len : 1);
         if (!buf) {
-                fail(s, "out of memory for a %zu-byte message", len);
+                soak_fail(s, "out of memory for a %zu-byte message", len);
                 return;
         }
         tag = c->witness ? c->tx : chaos_next(&s->rng);
         if (c->witness) {
                 witness_fill(buf, (uint32_t)len, VMQ_HOST_ID,
                              (uint64_t)c->id << 32 | (c->tx & 0xffffffffu));
-                if (s->inject && !strcmp(s->inject, "mismatch") && !s->injected &&
-                    elapsed_s() * 3 > s->seconds) {
-                        buf[len - 1] ^= 0x40; /* the lie the witness must catch */
+                /* --inject mismatch: from a third of the run on, one
+                 * byte of every message to a witness is a lie (every one,
+                 * so that a witness destroyed before it read the first
+                 * cannot hide it) */
+                if (s->inject && !strcmp(s->inject, "mismatch") &&
+                    soak_elapsed_s() * 3 > s->seconds) {
+                        buf[len - 1] ^= 0x40;
+                        if (!s->injected)
+                                fprintf(stderr,
+                                        "soak: from now on one byte of every host message to a "
+                                        "witness is corrupt, the first: tag %" PRIu64
+                                        " on channel %u (to vm %u)\n",
+                                        tag, c->id, c->end[1 - c->host_side]);
                         s->injected = true;
-                        fprintf(stderr,
-                                "soak: injected a corrupt byte into tag %" PRIu64
-                                " on channel %u (to vm %u)\n",
-                                tag, c->id, c->end[1 - c->host_side]);
                 }
         } else {
                 for (size_t i = 0; i < len; i += 8) {
@@ -983,10 +451,10 @@ static void op_host_send(struct soak *s) {
                         memcpy(buf + i, &x, len - i < 8 ? len - i : 8);
                 }
         }
-        note_op(s, "host send channel %u len=%zu tag=%" PRIu64, c->id, len, tag);
-        op_begin("vmq_host_send");
+        soak_note_op(s, "host send channel %u len=%zu tag=%" PRIu64, c->id, len, tag);
+        soak_op_begin("vmq_host_send");
         r = vmq_host_send(s->mon, c->id, buf, len, tag);
-        op_end();
+        soak_op_end();
         free(buf);
         if (r == 0) {
                 s->host_sent++;
@@ -999,7 +467,7 @@ static void op_host_send(struct soak *s) {
         } else if (r == -EMSGSIZE && v && !v->witness) {
                 /* larger than the chaos VM's receive window */
         } else {
-                fail(s, "vmq_host_send(channel %u, %zu bytes): %s", c->id, len, strerror(-r));
+                soak_fail(s, "vmq_host_send(channel %u, %zu bytes): %s", c->id, len, strerror(-r));
         }
 }
 
@@ -1008,9 +476,9 @@ static void op_host_recv(struct soak *s) {
 
         if (!c || (c->deep && !chance(s, 100)))
                 return;
-        note_op(s, "host recv channel %u", c->id);
-        if (!host_drain(s, c, 1 + (unsigned)rnd(s, 16), chance(s, 50) ? 1 : 0))
-                forget_chan(c);
+        soak_note_op(s, "host recv channel %u", c->id);
+        if (!soak_host_drain(s, c, 1 + (unsigned)rnd(s, 16), chance(s, 50) ? 1 : 0))
+                soak_forget_chan(c);
 }
 
 /* Takes some pool frames behind the monitor's back (--inject leak). */
@@ -1092,7 +560,7 @@ static void one_op(struct soak *s) {
                 }
                 break;
         }
-        atomic_fetch_add(&g->ops, 1);
+        atomic_fetch_add(&soak_shared->ops, 1);
 }
 
 /* ---- main ------------------------------------------------------------------------ */
@@ -1125,7 +593,7 @@ static uint64_t random_seed(void) {
         FILE *f = fopen("/dev/urandom", "rbe");
 
         if (!f || fread(&v, sizeof(v), 1, f) != 1)
-                v = now_ns();
+                v = soak_now_ns();
         if (f)
                 fclose(f);
         return v;
@@ -1150,7 +618,8 @@ static void usage(FILE *out) {
                 "  --avoid BUG        steer clear of a known bug to look further (repeatable;\n"
                 "                     all: every one):\n");
         for (unsigned i = 0; i < AVOID_MAX; i++)
-                fprintf(out, "                     %s: %s\n", avoids[i].name, avoids[i].help);
+                fprintf(out, "                     %s: %s\n", soak_avoids[i].name,
+                        soak_avoids[i].help);
         fprintf(out, "  --verbose          print every host operation\n"
                      "  --no-fork          be the monitor in this process (for gdb); by default a\n"
                      "                     parent process waits for the monitor and reports its "
@@ -1197,7 +666,7 @@ static int parse_args(struct soak *s, int argc, char **argv, bool *ret_seeded) {
                         s->seconds = (unsigned)v;
                         break;
                 case 'S':
-                        g_seed = v;
+                        soak_seed = v;
                         *ret_seeded = true;
                         break;
                 case 'n':
@@ -1237,7 +706,7 @@ static int parse_args(struct soak *s, int argc, char **argv, bool *ret_seeded) {
                                 s->avoid = (1u << AVOID_MAX) - 1;
                                 break;
                         }
-                        while (i < AVOID_MAX && strcmp(optarg, avoids[i].name))
+                        while (i < AVOID_MAX && strcmp(optarg, soak_avoids[i].name))
                                 i++;
                         if (i == AVOID_MAX) {
                                 fprintf(stderr, "soak: unknown bug to avoid '%s'\n", optarg);
@@ -1281,67 +750,6 @@ static long free_hugepages(void) {
         return n;
 }
 
-static const char *signal_name(int sig) {
-        switch (sig) {
-        case SIGSEGV:
-                return " (SIGSEGV)";
-        case SIGBUS:
-                return " (SIGBUS)";
-        case SIGABRT:
-                return " (SIGABRT)";
-        case SIGFPE:
-                return " (SIGFPE)";
-        case SIGILL:
-                return " (SIGILL)";
-        case SIGKILL:
-                return " (SIGKILL)";
-        default:
-                return "";
-        }
-}
-
-static pid_t g_child;
-
-static void forward_signal(int sig) {
-        if (g_child > 0)
-                kill(g_child, sig);
-}
-
-/* The parent: waits for the monitor process and reports how it ended. */
-static int supervise(pid_t child) {
-        static const int sigs[] = {SIGINT, SIGTERM, SIGHUP, SIGABRT};
-        struct sigaction sa;
-        int status;
-
-        g_child = child;
-        memset(&sa, 0, sizeof(sa));
-        sa.sa_handler = forward_signal;
-        sigemptyset(&sa.sa_mask);
-        for (size_t i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++)
-                sigaction(sigs[i], &sa, NULL);
-        while (waitpid(child, &status, 0) < 0)
-                if (errno != EINTR)
-                        return 2;
-        if (WIFEXITED(status))
-                return WEXITSTATUS(status);
-        if (!WIFSIGNALED(status))
-                return 2;
-        fflush(stdout);
-        fprintf(stderr,
-                "soak: FAIL monitor process died: signal %d%s seed=%" PRIu64 " ops=%" PRIu64
-                " elapsed=%.1fs\n",
-                WTERMSIG(status), signal_name(WTERMSIG(status)), g_seed, atomic_load(&g->ops),
-                g->t0_ns ? elapsed_s() : 0.0);
-        if (!atomic_load(&g->fatal)) {
-                fprintf(stderr, "soak: it could not report itself (the fault came with every "
-                                "signal blocked); run it again with --no-fork under gdb for "
-                                "the stack\n");
-                fflush(stderr);
-                print_context();
-        }
-        return 128 + WTERMSIG(status);
-}
-
 static int run(struct soak *s);
 
 int main(int argc, char **argv) {
@@ -1363,23 +771,24 @@ int main(int argc, char **argv) {
         if (parse_args(s, argc, argv, &seeded) < 0)
                 return 2;
         if (!seeded)
-                g_seed = random_seed();
-        s->rng = chaos_mix(g_seed ^ 0x686f7374ull);
+                soak_seed = random_seed();
+        s->rng = chaos_mix(soak_seed ^ 0x686f7374ull);
         {
-                int n = snprintf(g_replay, sizeof(g_replay),
-                                 "vmq-soak --seed %" PRIu64 " --seconds %u --vms %u%s%s", g_seed,
+                int n = snprintf(soak_replay, sizeof(soak_replay),
+                                 "vmq-soak --seed %" PRIu64 " --seconds %u --vms %u%s%s", soak_seed,
                                  s->seconds, s->max_vms, s->inject ? " --inject " : "",
                                  s->inject ? s->inject : "");
 
-                for (unsigned i = 0; i < AVOID_MAX && n > 0 && (size_t)n < sizeof(g_replay); i++)
+                for (unsigned i = 0; i < AVOID_MAX && n > 0 && (size_t)n < sizeof(soak_replay); i++)
                         if (avoiding(s, i))
-                                n += snprintf(g_replay + n, sizeof(g_replay) - (size_t)n,
-                                              " --avoid %s", avoids[i].name);
+                                n += snprintf(soak_replay + n, sizeof(soak_replay) - (size_t)n,
+                                              " --avoid %s", soak_avoids[i].name);
         }
         if (read_image(s) < 0)
                 return 2;
-        g = mmap(NULL, sizeof(*g), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-        if (g == MAP_FAILED) {
+        soak_shared = mmap(NULL, sizeof(*soak_shared), PROT_READ | PROT_WRITE,
+                           MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+        if (soak_shared == MAP_FAILED) {
                 fprintf(stderr, "soak: mmap: %m\n");
                 return 2;
         }
@@ -1393,7 +802,7 @@ int main(int argc, char **argv) {
         }
         if (child == 0)
                 _exit(run(s));
-        return supervise(child);
+        return soak_supervise(child);
 }
 
 /* The monitor process: the soak itself. */
@@ -1421,68 +830,68 @@ static int run(struct soak *s) {
                 fprintf(stderr, "soak: vmq_monitor_new: %s\n", strerror(-r));
                 return 2;
         }
-        install_fatal_handlers();
-        g->t0_ns = now_ns();
+        soak_install_fatal_handlers();
+        soak_shared->t0_ns = soak_now_ns();
         printf("soak: seed=%" PRIu64 " seconds=%u vms=%u pool=%zuMiB huge=%zu pace=%uus "
                "fault=%uppm exit=%uppm\n",
-               g_seed, s->seconds, s->max_vms, s->pool_mib, vmq_monitor_frames_total(s->mon, true),
-               s->pace_us, s->fault_ppm, s->exit_ppm);
+               soak_seed, s->seconds, s->max_vms, s->pool_mib,
+               vmq_monitor_frames_total(s->mon, true), s->pace_us, s->fault_ppm, s->exit_ppm);
         fflush(stdout);
-        publish_vms(s);
-        pthread_create(&wd, NULL, watchdog, &s->stuck_s);
+        soak_publish_vms(s);
+        pthread_create(&wd, NULL, soak_watchdog, &s->stuck_s);
         pthread_detach(wd);
         if (s->inject && !strcmp(s->inject, "leak"))
                 inject_leak(s);
 
-        end_ns = g->t0_ns + (uint64_t)s->seconds * 1000000000ull;
-        next_progress = g->t0_ns + SOAK_PROGRESS_NS;
-        while (!s->failed && now_ns() < end_ns) {
-                if (now_ns() >= next_progress) {
+        end_ns = soak_shared->t0_ns + (uint64_t)s->seconds * 1000000000ull;
+        next_progress = soak_shared->t0_ns + SOAK_PROGRESS_NS;
+        while (!s->failed && soak_now_ns() < end_ns) {
+                if (soak_now_ns() >= next_progress) {
                         /* a trace of how far it got, should the process die
                          * where no handler can report (a fault with every
                          * signal blocked, as inside pthread_kill) */
                         printf("soak: t=%.0fs ops=%" PRIu64 " vms=%u created=%" PRIu64
                                " chaos_crashed=%" PRIu64 " host_verified=%" PRIu64 "\n",
-                               elapsed_s(), atomic_load(&g->ops), count_vms(s, -1), s->vms_created,
-                               s->chaos_crashed, s->host_verified);
+                               soak_elapsed_s(), atomic_load(&soak_shared->ops), count_vms(s, -1),
+                               s->vms_created, s->chaos_crashed, s->host_verified);
                         fflush(stdout);
                         next_progress += SOAK_PROGRESS_NS;
                 }
                 one_op(s);
-                check_all(s, false);
-                if (now_ns() - s->last_check_ns > SOAK_CHECK_NS) {
-                        check_all(s, true);
-                        s->last_check_ns = now_ns();
+                soak_check_all(s, false);
+                if (soak_now_ns() - s->last_check_ns > SOAK_CHECK_NS) {
+                        soak_check_all(s, true);
+                        s->last_check_ns = soak_now_ns();
                 }
                 usleep((useconds_t)rnd(s, 1000));
         }
-        ops = atomic_load(&g->ops);
-        secs = elapsed_s();
+        ops = atomic_load(&soak_shared->ops);
+        secs = soak_elapsed_s();
 
         /* The end: look at every VM once more, then destroy them all,
          * witnesses first, so that no witness runs on while the chaos VMs
          * that shared pages with it go. */
-        check_all(s, true);
+        soak_check_all(s, true);
         for (int pass = 1; pass >= 0; pass--)
                 for (unsigned i = 0; i < SOAK_VMS_MAX; i++)
                         if (s->vms[i].used && s->vms[i].witness == pass)
                                 remove_vm(s, &s->vms[i]);
-        op_begin("vmq_pool_check (end)");
+        soak_op_begin("vmq_pool_check (end)");
         r = vmq_pool_check(s->mon->pool);
-        op_end();
+        soak_op_end();
         if (r < 0)
-                fail(s, "vmq_pool_check at the end: %s", strerror(-r));
+                soak_fail(s, "vmq_pool_check at the end: %s", strerror(-r));
         free4 = vmq_monitor_frames_free(s->mon, false);
         total4 = vmq_monitor_frames_total(s->mon, false);
         free2 = vmq_monitor_frames_free(s->mon, true);
         total2 = vmq_monitor_frames_total(s->mon, true);
         if (free4 != total4 || free2 != total2)
-                fail(s, "frames not conserved: 4 KiB %zu of %zu free, 2 MiB %zu of %zu free", free4,
-                     total4, free2, total2);
+                soak_fail(s, "frames not conserved: 4 KiB %zu of %zu free, 2 MiB %zu of %zu free",
+                          free4, total4, free2, total2);
         s->leak = vmq_space_free(s->leak);
-        op_begin("vmq_monitor_free");
+        soak_op_begin("vmq_monitor_free");
         s->mon = vmq_monitor_free(s->mon);
-        op_end();
+        soak_op_end();
         free(s->image);
 
         printf("soak: vms created=%" PRIu64 " (witnesses %" PRIu64 ") create_failed=%" PRIu64
@@ -1505,11 +914,11 @@ static int run(struct soak *s) {
                        s->crash_reason_count[i]);
         printf("soak: seed=%" PRIu64 " seconds=%.0f ops=%" PRIu64 " ops/s=%.1f vms_created=%" PRIu64
                " chaos_crashed=%" PRIu64 " witness_crashed=%" PRIu64 " frames %s\n",
-               g_seed, secs, ops, secs > 0 ? (double)ops / secs : 0.0, s->vms_created,
+               soak_seed, secs, ops, secs > 0 ? (double)ops / secs : 0.0, s->vms_created,
                s->chaos_crashed, s->witness_crashed,
                free4 == total4 && free2 == total2 ? "conserved" : "LEAKED");
         if (s->failed) {
-                printf("soak: FAILED; replay: %s\n", g_replay);
+                printf("soak: FAILED; replay: %s\n", soak_replay);
                 return 1;
         }
         return 0;
