@@ -319,6 +319,9 @@ static bool handle(const struct vmq_desc *d, enum role r0, bool keep, uint64_t *
         case VMQ_DESC_CLOSE:
                 note_close(d);
                 return false;
+        case VMQ_DESC_ERROR:
+                stats[0].err++; /* a posted request of ours failed */
+                return false;
         case VMQ_DESC_INLINE:
                 if (d->src_vm == VMQ_HOST_ID && d->tag == VMQ_TAG_REPORT) {
                         ver.reports++;
@@ -592,8 +595,13 @@ static void run_role(unsigned v) {
 void vmq_secondary(unsigned index) {
         if (index >= VMQ_MAX_VCPUS)
                 return;
-        while (!__atomic_load_n(&go, __ATOMIC_ACQUIRE))
-                (void)vmq_wait(NAP_NS);
+        /* No WAIT here: its timeout sits in the mailbox, which a scribbling
+         * vCPU may overwrite between our store and the exit. */
+        while (!__atomic_load_n(&go, __ATOMIC_ACQUIRE)) {
+                for (unsigned i = 0; i < 2000; i++)
+                        vmq_cpu_relax();
+                (void)vmq_nop();
+        }
         run_role(index);
         __atomic_fetch_add(&workers_done, 1, __ATOMIC_RELEASE);
 }
