@@ -385,6 +385,34 @@ Test(race, sharer_destroyed_while_receiver_reads) {
         destroy_all_and_count_frames();
 }
 
+/* A host thread receiving on whatever host channel is current, while the
+ * test thread closes it under its feet. */
+struct host_reader {
+        _Atomic uint64_t target; /* channel | sender VM id << 32, one load */
+        atomic_bool stop;
+        atomic_uint_least64_t got, foreign;
+        pthread_t thread;
+};
+
+static void *host_reader_main(void *arg) {
+        struct host_reader *h = arg;
+        while (!atomic_load(&h->stop)) {
+                uint64_t t = atomic_load(&h->target);
+                uint32_t ch = (uint32_t)t, from = (uint32_t)(t >> 32);
+                struct vmq_host_msg *msg;
+                if (!ch || vmq_host_recv(mon, ch, 2, &msg) < 0) {
+                        usleep(100);
+                        continue;
+                }
+                if ((msg->kind == VMQ_DESC_INLINE || msg->kind == VMQ_DESC_PAGE) &&
+                    msg->src_vm != from)
+                        atomic_fetch_add(&h->foreign, 1);
+                atomic_fetch_add(&h->got, 1);
+                free(msg);
+        }
+        return NULL;
+}
+
 /*
  * The host opens and closes channels and destroys and restarts VMs while
  * their vCPUs send inline, flipped, copied and auto pages to each other and
@@ -400,20 +428,18 @@ Test(race, host_churns_channels_and_vms_while_guests_send) {
         struct vmq_channel_config small;
         vmq_channel_config_init(&small);
         small.host_depth = 16;
+        struct host_reader hr;
+        memset(&hr, 0, sizeof(hr));
         for (int i = 0; i < 2; i++) {
                 c[i] = create(names[i], &three, "%s", args[i]);
                 start(c[i]);
         }
+        cr_assert_eq(pthread_create(&hr.thread, NULL, host_reader_main, &hr), 0);
         for (int round = 0; round < 30; round++) {
                 uint32_t g = open_ch(vmq_vm_id(c[0]), vmq_vm_id(c[1]), NULL);
                 uint32_t h = open_ch(VMQ_HOST_ID, vmq_vm_id(c[round % 2]), &small);
+                atomic_store(&hr.target, h | (uint64_t)vmq_vm_id(c[round % 2]) << 32);
                 usleep(10000 + (useconds_t)(round * 7919 % 30000));
-                struct vmq_host_msg *msg;
-                while (vmq_host_recv(mon, h, 0, &msg) == 0) {
-                        if (msg->kind == VMQ_DESC_INLINE || msg->kind == VMQ_DESC_PAGE)
-                                cr_assert_eq(msg->src_vm, vmq_vm_id(c[round % 2]));
-                        free(msg);
-                }
                 if (round % 2) {
                         cr_assert_eq(vmq_channel_close(mon, g), 0);
                         cr_assert_eq(vmq_channel_close(mon, h), 0);
@@ -433,6 +459,10 @@ Test(race, host_churns_channels_and_vms_while_guests_send) {
                 }
                 check_pool("during the churn");
         }
+        atomic_store(&hr.stop, true);
+        pthread_join(hr.thread, NULL);
+        cr_assert_eq(atomic_load(&hr.foreign), 0, "the host got a message from the wrong VM");
+        cr_assert_gt(atomic_load(&hr.got), 0, "the host never received anything");
         for (int i = 0; i < 2; i++)
                 not_crashed(c[i]);
         innocent_check(&p);
