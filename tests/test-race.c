@@ -181,7 +181,7 @@ struct innocent {
         uint64_t expect;
 };
 
-#define INNOCENT_ITERS 200
+#define INNOCENT_ITERS 100
 
 static struct innocent innocent_start(void) {
         struct innocent p;
@@ -435,7 +435,7 @@ Test(race, host_churns_channels_and_vms_while_guests_send) {
                 start(c[i]);
         }
         cr_assert_eq(pthread_create(&hr.thread, NULL, host_reader_main, &hr), 0);
-        for (int round = 0; round < 30; round++) {
+        for (int round = 0; round < 20; round++) {
                 uint32_t g = open_ch(vmq_vm_id(c[0]), vmq_vm_id(c[1]), NULL);
                 uint32_t h = open_ch(VMQ_HOST_ID, vmq_vm_id(c[round % 2]), &small);
                 atomic_store(&hr.target, h | (uint64_t)vmq_vm_id(c[round % 2]) << 32);
@@ -478,13 +478,13 @@ Test(race, host_churns_channels_and_vms_while_guests_send) {
 Test(race, more_than_16_blocked_senders_all_drain) {
         enum { SENDERS = 24, BURST = 8 };
         struct vm_opts small = {.ram_size = 4 * MIB, .rx_size = 64 * 1024};
-        struct vmq_vm *rcv = create("rcv", &small, "roles=recv hold_ms=4000");
+        struct vmq_vm *rcv = create("rcv", &small, "roles=recv hold_ms=3000");
         struct vmq_vm *b[SENDERS];
         start(rcv);
         for (int i = 0; i < SENDERS; i++) {
                 char name[16];
                 snprintf(name, sizeof(name), "b%02d", i);
-                b[i] = create(name, &small, "roles=burst burst=%d drain_ms=8000 peer=guest", BURST);
+                b[i] = create(name, &small, "roles=burst burst=%d drain_ms=5000 peer=guest", BURST);
                 open_ch(vmq_vm_id(b[i]), vmq_vm_id(rcv), NULL);
         }
         for (int i = 0; i < SENDERS; i++)
@@ -524,7 +524,7 @@ Test(race, scribblers_and_a_faulting_vm_beside_innocents) {
         struct innocent p = innocent_start();
         struct vmq_vm *dump = create("dump", NULL, "roles=recv");
         struct vmq_vm *scr = create("scr", &(struct vm_opts){.vcpus = 4, .rx_size = 64 * 1024},
-                                    "roles=recv,scribble,scribble,console peer=guest iters=2000 "
+                                    "roles=recv,scribble,scribble,console peer=guest iters=1000 "
                                     "seed=41");
         struct vmq_vm *flt =
                 create("flt", &(struct vm_opts){.vcpus = 8, .rx_size = 64 * 1024},
@@ -535,15 +535,19 @@ Test(race, scribblers_and_a_faulting_vm_beside_innocents) {
         start(dump);
         start(scr);
         start(flt);
+        cr_log_info("scribblers: started");
         int st = vmq_vm_wait(flt, 60000);
+        cr_log_info("scribblers: flt %s", vmq_vm_state_to_string(vmq_vm_state(flt)));
         cr_assert_eq(st, VMQ_VM_CRASHED, "the faulting VM: %s",
                      st < 0 ? "still running" : vmq_vm_state_to_string(st));
         wait_line(scr, "race: done", 90000);
+        cr_log_info("scribblers: scr done");
         not_crashed(dump);
         check_pool("after the scribblers");
         /* The faulted VM's shares into dump are revoked here. */
         destroy(flt);
         destroy(scr);
+        cr_log_info("scribblers: attackers destroyed");
         check_pool("after destroying the attackers");
         usleep(20000);
         not_crashed(dump);

@@ -126,6 +126,10 @@ void *vmq_test_make_elf(const void *code, size_t code_len, size_t *ret_size) {
 
 char *vmq_test_console(struct vmq_vm *vm, char *buf, size_t size) {
         size_t n = size ? vmq_vm_console_read(vm, buf, size - 1) : 0;
+        /* A guest may print binary bytes: a NUL would end the string. */
+        for (size_t i = 0; i < n; i++)
+                if (buf[i] == '\0')
+                        buf[i] = '.';
         if (size)
                 buf[n] = '\0';
         return buf;

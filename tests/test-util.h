@@ -38,7 +38,8 @@ void *vmq_test_make_elf(const void *code, size_t code_len, size_t *ret_size);
 
 struct vmq_vm;
 
-/* The VM's console (its last 64 KiB) into buf, NUL-terminated; returns buf. */
+/* The VM's console (its last 64 KiB) into buf, NUL-terminated, with any NUL
+ * byte the guest printed shown as '.'; returns buf. */
 char *vmq_test_console(struct vmq_vm *vm, char *buf, size_t size);
 
 /*
