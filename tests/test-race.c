@@ -508,21 +508,31 @@ Test(race, host_churns_channels_and_vms_while_guests_send) {
  * rings once, then waits without any exit.  The receiver takes nothing off
  * its queue until all are blocked, then drains.  Every sender's posts must
  * be carried out (issue 7, class 4: the 17th sender's wake-up is lost).
+ *
+ * The senders boot first and wait (asleep) for a word from the host; the
+ * receiver is started then, and the word sent to every sender at once, so
+ * that all of them have posted long before the receiver's hold is over.
  */
 Test(race, more_than_16_blocked_senders_all_drain) {
         enum { SENDERS = 24, BURST = 8 };
         struct vm_opts small = {.ram_size = 4 * MIB, .rx_size = 64 * 1024};
-        struct vmq_vm *rcv = create("rcv", &small, "roles=recv hold_ms=3000");
+        struct vmq_vm *rcv = create("rcv", &small, "roles=recv hold_ms=2000");
         struct vmq_vm *b[SENDERS];
-        start(rcv);
+        uint32_t hc[SENDERS];
         for (int i = 0; i < SENDERS; i++) {
                 char name[16];
                 snprintf(name, sizeof(name), "b%02d", i);
-                b[i] = create(name, &small, "roles=burst burst=%d drain_ms=5000 peer=guest", BURST);
+                b[i] = create(name, &small,
+                              "roles=burst burst=%d drain_ms=5000 peer=guest wait_host=1", BURST);
                 open_ch(vmq_vm_id(b[i]), vmq_vm_id(rcv), NULL);
+                hc[i] = open_ch(VMQ_HOST_ID, vmq_vm_id(b[i]), NULL);
+                start(b[i]);
         }
         for (int i = 0; i < SENDERS; i++)
-                start(b[i]);
+                wait_line(b[i], "race: ready", 30000);
+        start(rcv);
+        for (int i = 0; i < SENDERS; i++)
+                cr_assert_eq(vmq_host_send(mon, hc[i], "go", 2, 0), 0);
         uint64_t hold_over = value(wait_line(rcv, "race: hold over", 20000), "t");
         unsigned stuck = 0;
         for (int i = 0; i < SENDERS; i++) {

@@ -57,6 +57,8 @@
  *   expect=N       print the verify line when N messages arrived
  *   hold_ms=T      vCPU 0 takes nothing off its queue for T ms after start
  *   burst=N, drain_ms=T  see burst (defaults 8 and 10000)
+ *   wait_host=1    burst: print "race: ready" once the channel is known,
+ *                  and post only when an INLINE message from the host came
  *   exit=1         exit 0 once every role is done (default: go on receiving)
  *
  * An INLINE message tagged VMQ_TAG_REPORT (from the host) makes vCPU 0
@@ -66,6 +68,7 @@
  *   race: start vm=<id> name=<name> vcpus=<n> iters=<n> seed=<n>
  *   race: channel=<id> peer=<vm_id>
  *   race: hold over t=<ns>
+ *   race: ready
  *   race: burst posted=<n> t=<ns>
  *   race: burst pending=<n> waited_ms=<n>
  *   race: vcpu=<i> role=<r> ok=<n> again=<n> err=<n> extra=<n>
@@ -801,8 +804,15 @@ int vmq_main(void) {
         }
         if (nworkers || r0 == R_POST || r0 == R_BURST || r0 == R_POSTREL)
                 wait_channel(r0, keep, &rs);
-        if (r0 == R_BURST)
+        if (r0 == R_BURST) {
+                if (vmq_arg_u64("wait_host", 0)) {
+                        vmq_printf("race: ready\n");
+                        while (vmq_recv(&d, UINT64_MAX) != 0 || d.kind != VMQ_DESC_INLINE ||
+                               d.src_vm != VMQ_HOST_ID)
+                                ;
+                }
                 return run_burst();
+        }
         __atomic_store_n(&go, 1, __ATOMIC_RELEASE);
 
         for (;;) {
