@@ -42,6 +42,11 @@ static struct vmq_monitor *mon;
 static struct vmq_vm *vms[MAX_VMS];
 static char line[LINE_MAX];
 
+/* Host threads of the running test, stopped by teardown() too: a failed
+ * assertion leaves the test function before it stops them, and they use
+ * the monitor that teardown() frees. */
+static void stop_host_threads(void);
+
 static void setup(void) {
         struct vmq_monitor_config mc;
         vmq_monitor_config_init(&mc);
@@ -51,6 +56,7 @@ static void setup(void) {
 }
 
 static void teardown(void) {
+        stop_host_threads();
         mon = vmq_monitor_free(mon);
 }
 
@@ -298,16 +304,25 @@ static void *feeder_main(void *arg) {
         return NULL;
 }
 
-static void feeder_start(struct feeder *f, uint32_t ch, struct vmq_vm *peer) {
+static struct feeder feeder; /* one per test at most */
+static bool feeder_running;
+
+static struct feeder *feeder_start(uint32_t ch, struct vmq_vm *peer) {
+        struct feeder *f = &feeder;
         memset(f, 0, sizeof(*f));
         f->ch = ch;
         f->from = vmq_vm_id(peer);
         cr_assert_eq(pthread_create(&f->thread, NULL, feeder_main, f), 0);
+        feeder_running = true;
+        return f;
 }
 
 static void feeder_stop(struct feeder *f) {
+        if (!feeder_running)
+                return;
         atomic_store(&f->stop, true);
         pthread_join(f->thread, NULL);
+        feeder_running = false;
         cr_assert_eq(atomic_load(&f->foreign), 0, "the host got messages from a VM other than %u",
                      f->from);
 }
@@ -334,13 +349,12 @@ Test(race, release_races_host_copy_and_console) {
         struct vmq_vm *atk = create("atk", &(struct vm_opts){.vcpus = 4, .rx_size = 64 * 1024},
                                     "roles=recv,fwd,release,console keep=1 peer=host "
                                     "iters=1500 seed=11");
-        struct feeder f;
         uint32_t ch = open_ch(vmq_vm_id(atk), VMQ_HOST_ID, NULL);
         start(atk);
-        feeder_start(&f, ch, atk);
+        struct feeder *f = feeder_start(ch, atk);
         wait_line(atk, "race: done", 90000);
-        feeder_stop(&f);
-        cr_assert_gt(atomic_load(&f.sent), 0);
+        feeder_stop(f);
+        cr_assert_gt(atomic_load(&f->sent), 0);
         uint64_t ok, err, released;
         vcpu_line(atk, 2, &ok, &err, &released);
         cr_assert_gt(released, 0, "the attacker never released a page: no race was run");
@@ -358,12 +372,11 @@ Test(race, doorbell_thread_races_release) {
         struct innocent p = innocent_start();
         struct vmq_vm *atk = create("atk1", &(struct vm_opts){.rx_size = 64 * 1024},
                                     "roles=postrel peer=host iters=2000 seed=12");
-        struct feeder f;
         uint32_t ch = open_ch(vmq_vm_id(atk), VMQ_HOST_ID, NULL);
         start(atk);
-        feeder_start(&f, ch, atk);
+        struct feeder *f = feeder_start(ch, atk);
         wait_line(atk, "race: done", 90000);
-        feeder_stop(&f);
+        feeder_stop(f);
         uint64_t posted, err, released;
         vcpu_line(atk, 0, &posted, &err, &released);
         cr_assert_gt(posted, 0, "nothing was posted: no race was run");
@@ -427,6 +440,22 @@ struct host_reader {
         pthread_t thread;
 };
 
+static struct host_reader reader;
+static bool reader_running;
+
+static void stop_host_threads(void) {
+        if (reader_running) {
+                atomic_store(&reader.stop, true);
+                pthread_join(reader.thread, NULL);
+                reader_running = false;
+        }
+        if (feeder_running) {
+                atomic_store(&feeder.stop, true);
+                pthread_join(feeder.thread, NULL);
+                feeder_running = false;
+        }
+}
+
 static void *host_reader_main(void *arg) {
         struct host_reader *h = arg;
         while (!atomic_load(&h->stop)) {
@@ -461,20 +490,21 @@ Test(race, host_churns_channels_and_vms_while_guests_send) {
         struct vmq_channel_config small;
         vmq_channel_config_init(&small);
         small.host_depth = 16;
-        struct host_reader hr;
-        memset(&hr, 0, sizeof(hr));
+        struct host_reader *hr = &reader;
+        memset(hr, 0, sizeof(*hr));
         for (int i = 0; i < 2; i++) {
                 c[i] = create(names[i], &three, "%s", args[i]);
                 start(c[i]);
         }
-        cr_assert_eq(pthread_create(&hr.thread, NULL, host_reader_main, &hr), 0);
+        cr_assert_eq(pthread_create(&hr->thread, NULL, host_reader_main, hr), 0);
+        reader_running = true;
         unsigned opened = 0;
         for (int round = 0; round < 20; round++) {
                 uint32_t g = try_open_ch(vmq_vm_id(c[0]), vmq_vm_id(c[1]), NULL);
                 uint32_t h = try_open_ch(VMQ_HOST_ID, vmq_vm_id(c[round % 2]), &small);
                 opened += (g != 0) + (h != 0);
                 if (h)
-                        atomic_store(&hr.target, h | (uint64_t)vmq_vm_id(c[round % 2]) << 32);
+                        atomic_store(&hr->target, h | (uint64_t)vmq_vm_id(c[round % 2]) << 32);
                 usleep(10000 + (useconds_t)(round * 7919 % 30000));
                 uint32_t order[2] = {round % 2 ? g : h, round % 2 ? h : g};
                 for (int i = 0; i < 2; i++)
@@ -493,10 +523,9 @@ Test(race, host_churns_channels_and_vms_while_guests_send) {
                 check_pool("during the churn");
         }
         cr_assert_geq(opened, 20, "only %u of 40 channels could be opened", opened);
-        atomic_store(&hr.stop, true);
-        pthread_join(hr.thread, NULL);
-        cr_assert_eq(atomic_load(&hr.foreign), 0, "the host got a message from the wrong VM");
-        cr_assert_gt(atomic_load(&hr.got), 0, "the host never received anything");
+        stop_host_threads();
+        cr_assert_eq(atomic_load(&hr->foreign), 0, "the host got a message from the wrong VM");
+        cr_assert_gt(atomic_load(&hr->got), 0, "the host never received anything");
         for (int i = 0; i < 2; i++)
                 not_crashed(c[i]);
         innocent_check(&p);
