@@ -512,8 +512,8 @@ Test(race, host_churns_channels_and_vms_while_guests_send) {
                                 cr_assert_eq(vmq_channel_close(mon, order[i]), 0);
                 /* Every few rounds one of them dies while the other is
                  * still sending to it, and comes back. */
-                if (round % 5 == 4) {
-                        int k = round / 5 % 2;
+                if (round % 10 == 4) {
+                        int k = round / 10 % 2;
                         for (int i = 0; i < 2; i++)
                                 not_crashed(c[i]);
                         destroy(c[k]);
