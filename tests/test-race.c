@@ -346,9 +346,9 @@ Test(race, innocent_pair_alone) {
  */
 Test(race, release_races_host_copy_and_console) {
         struct innocent p = innocent_start();
-        struct vmq_vm *atk = create("atk", &(struct vm_opts){.vcpus = 4, .rx_size = 64 * 1024},
-                                    "roles=recv,fwd,release,console keep=1 peer=host "
-                                    "iters=1500 seed=11");
+        struct vmq_vm *atk = create("atk", &(struct vm_opts){.vcpus = 6, .rx_size = 64 * 1024},
+                                    "roles=recv,fwd,fwd,release,release,console keep=1 peer=host "
+                                    "iters=2000 seed=11");
         uint32_t ch = open_ch(vmq_vm_id(atk), VMQ_HOST_ID, NULL);
         start(atk);
         struct feeder *f = feeder_start(ch, atk);
@@ -356,7 +356,7 @@ Test(race, release_races_host_copy_and_console) {
         feeder_stop(f);
         cr_assert_gt(atomic_load(&f->sent), 0);
         uint64_t ok, err, released;
-        vcpu_line(atk, 2, &ok, &err, &released);
+        vcpu_line(atk, 3, &ok, &err, &released);
         cr_assert_gt(released, 0, "the attacker never released a page: no race was run");
         check_pool("after the release race");
         innocent_check(&p);
