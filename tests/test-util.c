@@ -7,6 +7,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "core/monitor.h"
 #include "tests/test-util.h"
 
 static int count_dir_entries(const char *path) {
@@ -121,4 +122,64 @@ void *vmq_test_make_elf(const void *code, size_t code_len, size_t *ret_size) {
         memcpy(img + off, code, code_len);
         *ret_size = size;
         return img;
+}
+
+char *vmq_test_console(struct vmq_vm *vm, char *buf, size_t size) {
+        size_t n = size ? vmq_vm_console_read(vm, buf, size - 1) : 0;
+        /* A guest may print binary bytes: a NUL would end the string. */
+        for (size_t i = 0; i < n; i++)
+                if (buf[i] == '\0')
+                        buf[i] = '.';
+        if (size)
+                buf[n] = '\0';
+        return buf;
+}
+
+/* The last line of text containing needle, or NULL. */
+static const char *last_line_with(const char *text, const char *needle, size_t *ret_len) {
+        const char *found = NULL;
+        for (const char *p = strstr(text, needle); p; p = strstr(p + 1, needle))
+                found = p;
+        if (!found)
+                return NULL;
+        while (found > text && found[-1] != '\n')
+                found--;
+        const char *eol = strchr(found, '\n');
+        *ret_len = eol ? (size_t)(eol - found) : strlen(found);
+        return found;
+}
+
+int vmq_test_wait_line(struct vmq_vm *vm, const char *needle, int timeout_ms, char *line,
+                       size_t size) {
+        static __thread char text[65536 + 1];
+        for (int waited = 0;; waited += 10) {
+                size_t len;
+                const char *p =
+                        last_line_with(vmq_test_console(vm, text, sizeof(text)), needle, &len);
+                if (p) {
+                        snprintf(line, size, "%.*s", (int)len, p);
+                        return 0;
+                }
+                if (waited >= timeout_ms) {
+                        snprintf(line, size, "%s", text);
+                        return -ETIMEDOUT;
+                }
+                usleep(10000);
+        }
+}
+
+bool vmq_test_line_u64(const char *line, const char *key, int base, uint64_t *ret) {
+        size_t klen = strlen(key);
+        for (const char *p = strstr(line, key); p; p = strstr(p + 1, key)) {
+                if ((p == line || p[-1] == ' ') && p[klen] == '=') {
+                        char *end;
+                        errno = 0;
+                        unsigned long long v = strtoull(p + klen + 1, &end, base);
+                        if (errno || end == p + klen + 1)
+                                return false;
+                        *ret = v;
+                        return true;
+                }
+        }
+        return false;
 }

@@ -45,4 +45,21 @@ void *vmq_test_make_elf(const void *code, size_t code_len, size_t *ret_size);
 void vmq_test_need_kvm(void);
 /* Whether /dev/kvm opens. */
 bool vmq_test_have_kvm(void);
+struct vmq_vm;
+
+/* The VM's console (its last 64 KiB) into buf, NUL-terminated, with any NUL
+ * byte the guest printed shown as '.'; returns buf. */
+char *vmq_test_console(struct vmq_vm *vm, char *buf, size_t size);
+
+/*
+ * Waits up to timeout_ms for a console line containing `needle` and copies
+ * the last such line (without its newline) into line.  Returns 0, or
+ * -ETIMEDOUT (line then holds the whole console, for the failure message).
+ */
+int vmq_test_wait_line(struct vmq_vm *vm, const char *needle, int timeout_ms, char *line,
+                       size_t size);
+
+/* The value of " key=" (or "key=" at the start) in line, in base.  Returns
+ * false when the key is not there. */
+bool vmq_test_line_u64(const char *line, const char *key, int base, uint64_t *ret);
 #endif
