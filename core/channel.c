@@ -116,7 +116,10 @@ out:
 static void close_locked(struct vmq_monitor *m, struct vmq_channel *ch, uint32_t gone) {
         if (!ch->open)
                 return;
+        /* host_lock too: vmq_host_recv() reads it under that alone. */
+        pthread_mutex_lock(&m->host_lock);
         ch->open = false;
+        pthread_mutex_unlock(&m->host_lock);
         for (int i = 0; i < 2; i++) {
                 struct vmq_desc d = {0};
                 if (ch->end[i] == gone)

@@ -282,6 +282,8 @@ void vmq_queue_consume(struct vmq_queue *q, uint32_t n) {
         n = VMQ_MIN(n, avail);
         if (n == 0)
                 return;
-        q->local += n;
+        /* Atomic: vmq_monitor_drain_posts() peeks at it without the lock
+         * that serialises the consumers. */
+        __atomic_store_n(&q->local, q->local + n, __ATOMIC_RELAXED);
         store_local(q, q->local);
 }

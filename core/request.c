@@ -285,9 +285,13 @@ int vmq_monitor_drain_posts_now(struct vmq_vm *vm) {
 }
 
 void vmq_monitor_drain_posts(struct vmq_vm *vm) {
-        /* Cheap test first: most exits find an empty post ring. */
+        /* Cheap test first: most exits find an empty post ring.  The ring's
+         * own index is written under post_lock, so read it atomically; a
+         * stale value only costs a drain that finds nothing, or leaves the
+         * work to the drain that is moving it right now. */
         uint32_t prod = __atomic_load_n(&vm->postq.idx->prod, __ATOMIC_ACQUIRE);
-        if (prod == vm->postq.local && atomic_load(&vm->stalled_on) == VMQ_NO_VM)
+        uint32_t local = __atomic_load_n(&vm->postq.local, __ATOMIC_RELAXED);
+        if (prod == local && atomic_load(&vm->stalled_on) == VMQ_NO_VM)
                 return;
         (void)vmq_monitor_drain_posts_now(vm);
 }

@@ -902,7 +902,11 @@ int vmq_vm_exit_code(const struct vmq_vm *vm) {
 }
 
 const char *vmq_vm_crash_reason(const struct vmq_vm *vm) {
-        return vm->crash_reason ? vm->crash_reason : "";
+        /* Written with the state, under state_lock. */
+        pthread_mutex_lock((pthread_mutex_t *)&vm->state_lock);
+        const char *r = vm->crash_reason;
+        pthread_mutex_unlock((pthread_mutex_t *)&vm->state_lock);
+        return r ? r : "";
 }
 
 void vmq_vm_get_stats(const struct vmq_vm *vm, struct vmq_vm_stats *ret) {

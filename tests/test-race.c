@@ -48,6 +48,7 @@ static char line[LINE_MAX];
 static void stop_host_threads(void);
 
 static void setup(void) {
+        vmq_test_need_kvm();
         struct vmq_monitor_config mc;
         vmq_monitor_config_init(&mc);
         int r = vmq_monitor_new(&mc, &mon);
