@@ -785,7 +785,9 @@ int vmq_kvm_vm_start(struct vmq_vm *vm) {
                 return -EBUSY;
         }
         atomic_store(&vm->state, VMQ_VM_RUNNING);
-        pthread_mutex_unlock(&vm->state_lock);
+        /* The threads are made under state_lock: a vCPU that ends the VM at
+         * once kicks the others (kick_others(), under the same lock) only
+         * once every thread handle is written. */
 
         /* Threads start with every signal blocked but the kick signal. */
         sigfillset(&all);
@@ -808,6 +810,7 @@ int vmq_kvm_vm_start(struct vmq_vm *vm) {
                 else
                         atomic_fetch_sub(&vm->running_vcpus, 1);
         }
+        pthread_mutex_unlock(&vm->state_lock);
         pthread_sigmask(SIG_SETMASK, &old, NULL);
         if (vm->mon->cfg.state_changed)
                 vm->mon->cfg.state_changed(vm->mon->cfg.userdata, vm, VMQ_VM_RUNNING);
