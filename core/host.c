@@ -47,7 +47,6 @@ static void append_locked(struct vmq_channel *ch, struct vmq_host_entry *e) {
                 ch->inbox_head = e;
         ch->inbox_tail = e;
         ch->inbox_len++;
-        ch->inbox_bytes += e->charged;
 }
 
 void vmq_host_deliver_forced(struct vmq_monitor *m, struct vmq_channel *ch,
@@ -160,7 +159,6 @@ static struct vmq_host_entry *pop_locked(struct vmq_monitor *m, struct vmq_chann
         if (!ch->inbox_head)
                 ch->inbox_tail = NULL;
         ch->inbox_len--;
-        ch->inbox_bytes -= e->charged;
         m->host_bytes -= e->charged;
         return e;
 }

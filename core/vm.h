@@ -143,7 +143,6 @@ struct vmq_vm {
         /* The post ring: the monitor is the consumer. */
         pthread_mutex_t post_lock;
         struct vmq_queue postq;
-        bool post_stalled; /* head request waits for room at its receiver */
 
         unsigned nvcpus;
         struct vmq_vcpu vcpus[VMQ_MAX_VCPUS];
@@ -190,7 +189,6 @@ struct vmq_channel {
         /* Host end's inbox (when one end is the host), under mon->host_lock. */
         struct vmq_host_entry *inbox_head, *inbox_tail;
         uint32_t inbox_len;
-        uint64_t inbox_bytes;
         _Atomic uint64_t messages[2], bytes[2];
 };
 
