@@ -1239,7 +1239,12 @@ retry:
 
         /* Revoke before granting: the sender loses the old frames before the
          * receiver gets them. */
-        size_t sbefore = window_breaks(sr, sf, count), dbefore = window_breaks(dr, df, count);
+        /* Both runs in one region: one window over both, or the breaks
+         * between them would be booked twice. */
+        bool one = sr == dr;
+        size_t ulo = VMQ_MIN(sf, df), un = VMQ_MAX(sf, df) + count - ulo;
+        size_t sbefore = one ? window_breaks(sr, ulo, un) : window_breaks(sr, sf, count);
+        size_t dbefore = one ? 0 : window_breaks(dr, df, count);
         r = map_pages(p, sr, sf, count, NULL, VMQ_PAGE_OWNED, fresh);
         if (r < 0) {
                 if (!map_restore(p, src, sr, sf, count))
@@ -1269,8 +1274,12 @@ retry:
                 fs->frames[fresh[i]].owner = src;
                 fs->frames[fresh[i]].gpa = src_gpa + i * fsize;
         }
-        maps_account(p, src, sr, sbefore, sf, count);
-        maps_account(p, dst, dr, dbefore, df, count);
+        if (one) {
+                maps_account(p, src, sr, sbefore, ulo, un);
+        } else {
+                maps_account(p, src, sr, sbefore, sf, count);
+                maps_account(p, dst, dr, dbefore, df, count);
+        }
 out:
         pool_unlock(p);
         return r;
