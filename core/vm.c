@@ -561,13 +561,6 @@ static void park(struct vmq_vcpu *c) {
         pthread_mutex_unlock(&vm->state_lock);
 }
 
-/* Drains the VM's post ring (deferred requests) from one of its threads. */
-static void drain_own_posts(struct vmq_vm *vm) {
-        pthread_rwlock_rdlock(&vm->mon->rw);
-        vmq_monitor_drain_posts(vm);
-        pthread_rwlock_unlock(&vm->mon->rw);
-}
-
 static void crash(struct vmq_vm *vm, const char *reason) {
         vmq_vm_set_state(vm, VMQ_VM_CRASHED, reason);
 }
@@ -605,7 +598,7 @@ static bool handle_io(struct vmq_vcpu *c) {
         case VMQ_PORT_DOORBELL:
                 /* ioeventfd unavailable: the doorbell is an exit. */
                 atomic_fetch_add(&vm->st_exits, 1);
-                drain_own_posts(vm);
+                vmq_vm_doorbell(vm);
                 return true;
         case VMQ_PORT_NOSYS:
                 /* Counted; an out is dropped, every element of an in reads
@@ -633,7 +626,7 @@ static bool handle_io(struct vmq_vcpu *c) {
                                 result = wait_queue(c, timeout);
                         __atomic_store_n(&mb->status, result, __ATOMIC_RELAXED);
                 } else if (nr == VMQ_HC_PARK) {
-                        drain_own_posts(vm);
+                        vmq_vm_doorbell(vm);
                         park(c);
                         return false;
                 } else {
@@ -706,7 +699,7 @@ static void *vcpu_thread(void *arg) {
                 }
                 /* Natural exits drain the post ring too (deferred mode). */
                 if (go && c->run->exit_reason != KVM_EXIT_IO) {
-                        drain_own_posts(vm);
+                        vmq_vm_doorbell(vm);
                 }
         }
         /* When one vCPU ends the VM (exit, crash), the others stop too. */
@@ -733,7 +726,7 @@ static void *doorbell_thread(void *arg) {
                         break;
                 if (p[0].revents & POLLIN) {
                         (void)!read(vm->doorbell_fd, &v, sizeof(v));
-                        drain_own_posts(vm);
+                        vmq_vm_doorbell(vm);
                 }
         }
         return NULL;
