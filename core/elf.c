@@ -176,7 +176,9 @@ int vmq_read_file(const char *path, size_t max_size, void **ret_data, size_t *re
         if (max_size == SIZE_MAX)
                 max_size--;
 
-        _cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+        /* O_NONBLOCK: a FIFO (or a device that waits) must not hold the
+         * caller until someone opens its other end; it is refused below. */
+        _cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
         if (fd < 0)
                 return -errno;
 

@@ -59,11 +59,16 @@ typedef void *(*vmq_elf_translate_t)(void *ctx, uint64_t gpa, uint64_t len);
 int vmq_elf_load(const void *image, size_t size, const struct vmq_elf_info *info,
                  vmq_elf_translate_t translate, void *ctx);
 
+/* The largest guest image file vmq reads: images are small (the SDK's are
+ * tens of KiB), and reading one must stay quick. */
+#define VMQ_IMAGE_MAX (16u * 1024u * 1024u)
+
 /* Reads a whole regular file (a guest image) into a malloc()ed buffer,
  * refusing files larger than max_size (-EFBIG), even if they grow while
- * being read.  -EISDIR for a directory, -EINVAL for anything else that is
- * not a regular file, or the open/read errno.  An empty file gives size 0
- * and a buffer to free. */
+ * being read.  Never blocks on opening: a FIFO without a writer, a device
+ * or a socket is refused like anything else that is not a regular file
+ * (-EINVAL); -EISDIR for a directory; else the open/read errno.  An empty
+ * file gives size 0 and a buffer to free. */
 int vmq_read_file(const char *path, size_t max_size, void **ret_data, size_t *ret_size);
 
 #endif /* VMQ_ELF_H */

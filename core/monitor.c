@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <sys/random.h>
 #include <time.h>
 
 #include "core/util.h"
@@ -37,34 +38,25 @@ void vmq_channel_config_init(struct vmq_channel_config *cfg) {
         cfg->transfer = VMQ_TRANSFER_AUTO;
 }
 
-static int hex_nibble(char c) {
-        if (c >= '0' && c <= '9')
-                return c - '0';
-        if (c >= 'a' && c <= 'f')
-                return c - 'a' + 10;
-        return -1;
-}
-
-/* The host's UUID is its machine id when it has one. */
-static void host_uuid(uint8_t uuid[16]) {
-        char buf[64] = "";
-        int fd = open("/etc/machine-id", O_RDONLY | O_CLOEXEC);
-        ssize_t n = -1;
-        if (fd >= 0) {
-                n = read(fd, buf, sizeof(buf) - 1);
-                close(fd);
+/* The host end's identity: the configured one, else random (RFC 9562
+ * version 4). */
+static void host_uuid(const uint8_t configured[16], uint8_t uuid[16]) {
+        static const uint8_t zero[16];
+        if (memcmp(configured, zero, 16) != 0) {
+                memcpy(uuid, configured, 16);
+                return;
         }
-        if (n >= 32) {
-                bool ok = true;
-                for (int i = 0; i < 16 && ok; i++) {
-                        int hi = hex_nibble(buf[2 * i]), lo = hex_nibble(buf[2 * i + 1]);
-                        ok = hi >= 0 && lo >= 0;
-                        uuid[i] = (uint8_t)(hi << 4 | lo);
-                }
-                if (ok)
-                        return;
+        if (getrandom(uuid, 16, 0) != 16) {
+                /* Only before the entropy pool is up: not secret, just unique. */
+                struct timespec ts;
+                clock_gettime(CLOCK_REALTIME, &ts);
+                uint64_t a = (uint64_t)ts.tv_nsec ^ ((uint64_t)ts.tv_sec << 30);
+                uint64_t b = (uint64_t)getpid() << 32 | (uint64_t)(uintptr_t)uuid;
+                memcpy(uuid, &a, 8);
+                memcpy(uuid + 8, &b, 8);
         }
-        memset(uuid, 0, 16);
+        uuid[6] = (uint8_t)((uuid[6] & 0x0f) | 0x40);
+        uuid[8] = (uint8_t)((uuid[8] & 0x3f) | 0x80);
 }
 
 int vmq_monitor_new(const struct vmq_monitor_config *cfg, struct vmq_monitor **ret) {
@@ -98,7 +90,7 @@ int vmq_monitor_new(const struct vmq_monitor_config *cfg, struct vmq_monitor **r
         m->next_channel_id = 1;
         m->host_ident.vm_id = VMQ_HOST_ID;
         snprintf(m->host_ident.name, sizeof(m->host_ident.name), "host");
-        host_uuid(m->host_ident.uuid);
+        host_uuid(cfg->host_uuid, m->host_ident.uuid);
 
         /* No SA_RESTART: the signal must interrupt KVM_RUN. */
         sa.sa_handler = kick_handler;

@@ -60,6 +60,10 @@ struct vmq_monitor_config {
          * with vmq_vm_hypercall() and vmq_vm_doorbell().  For tests and
          * fuzzers that drive the monitor directly; needs no /dev/kvm. */
         bool host_driven;
+        /* The identity of the host end, stamped on what guests learn of it
+         * (all zero: a random one for this monitor).  vmqd passes an id
+         * derived from the machine id, as machine-id(5) asks. */
+        uint8_t host_uuid[16];
         /* called with console bytes written by a guest (may be NULL) */
         void (*console)(void *userdata, struct vmq_vm *vm, const char *buf, size_t len);
         /* called when a VM changes state (may be NULL) */

@@ -31,7 +31,6 @@
 #include "core/x86.h"
 
 #define VMQ_MIB (1024ull * 1024ull)
-#define VMQ_IMAGE_MAX (64ull * VMQ_MIB)
 
 void vmq_vm_config_init(struct vmq_vm_config *cfg) {
         memset(cfg, 0, sizeof(*cfg));

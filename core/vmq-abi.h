@@ -326,11 +326,13 @@ struct vmq_vmcs {
 };
 
 /* Offsets of the rings inside the VMCS, for a queue of qcap descriptors and
- * a post ring of pcap requests.  The header page comes first. */
+ * a post ring of pcap requests.  The header page comes first.  Each ring's
+ * indices start on a 64-byte line (guests check that): a queue of 4
+ * descriptors (544 bytes) would otherwise leave the post ring 32 bytes off. */
 #define VMQ_VMCS_QUEUE_OFF VMQ_PAGE_SIZE
 #define VMQ_VMCS_QUEUE_SLOTS_OFF (VMQ_VMCS_QUEUE_OFF + sizeof(struct vmq_ring_idx))
 #define VMQ_VMCS_POST_OFF(qcap)                                                                    \
-        (VMQ_VMCS_QUEUE_SLOTS_OFF + (uint32_t)(qcap) * sizeof(struct vmq_desc))
+        ((VMQ_VMCS_QUEUE_SLOTS_OFF + (uint32_t)(qcap) * sizeof(struct vmq_desc) + 63) & ~63u)
 #define VMQ_VMCS_POST_SLOTS_OFF(qcap) (VMQ_VMCS_POST_OFF(qcap) + sizeof(struct vmq_ring_idx))
 #define VMQ_VMCS_SIZE(qcap, pcap)                                                                  \
         ((VMQ_VMCS_POST_SLOTS_OFF(qcap) + (uint32_t)(pcap) * sizeof(struct vmq_request) +          \

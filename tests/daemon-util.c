@@ -44,6 +44,8 @@ static bool wait_for_path(const char *path, int timeout_ms) {
         return false;
 }
 
+static void spawn_dbus(struct vmq_testbus *t);
+
 void vmq_testbus_start(struct vmq_testbus *t) {
         char conf[300], sock[300], text[2048];
 
@@ -75,7 +77,26 @@ void vmq_testbus_start(struct vmq_testbus *t) {
                  "</busconfig>\n",
                  sock);
         write_file(conf, text);
+        spawn_dbus(t);
+}
 
+void vmq_testbus_restart_dbus(struct vmq_testbus *t) {
+        char sock[300];
+        if (t->dbus_pid > 0) {
+                kill(t->dbus_pid, SIGKILL);
+                waitpid(t->dbus_pid, NULL, 0);
+                t->dbus_pid = 0;
+        }
+        snprintf(sock, sizeof(sock), "%s/bus", t->dir);
+        unlink(sock);
+        spawn_dbus(t);
+}
+
+static void spawn_dbus(struct vmq_testbus *t) {
+        char conf[300], sock[300];
+
+        snprintf(sock, sizeof(sock), "%s/bus", t->dir);
+        snprintf(conf, sizeof(conf), "%s/bus.conf", t->dir);
         t->dbus_pid = fork();
         cr_assert_geq(t->dbus_pid, 0);
         if (t->dbus_pid == 0) {
@@ -128,6 +149,7 @@ void vmq_testbus_start_vmqd(struct vmq_testbus *t, const char *extra_args) {
                 cr_assert_lt(waited, 20000, "vmqd sent no READY=1 within 20 s");
                 if (waitpid(t->vmqd_pid, &status, WNOHANG) == t->vmqd_pid) {
                         char *log = NULL;
+                        t->vmqd_pid = 0; /* reaped: nothing to stop later */
                         vmq_testbus_run(t, &log, true, "cat %s", logpath);
                         cr_assert_fail("vmqd exited (status %d) before READY=1:\n%s", status,
                                        log ? log : "");
@@ -172,9 +194,10 @@ int vmq_testbus_stop_vmqd(struct vmq_testbus *t, int sig) {
                 return -1;
         kill(t->vmqd_pid, sig);
         for (int waited = 0; waited < 30000; waited += 10) {
-                if (waitpid(t->vmqd_pid, &status, WNOHANG) == t->vmqd_pid) {
+                pid_t p = waitpid(t->vmqd_pid, &status, WNOHANG);
+                if (p == t->vmqd_pid || (p < 0 && errno == ECHILD)) {
                         t->vmqd_pid = 0;
-                        return status;
+                        return p < 0 ? -1 : status;
                 }
                 usleep(10000);
         }
@@ -239,6 +262,46 @@ int vmq_testbus_run(struct vmq_testbus *t, char **ret_out, bool merge_stderr, co
         else
                 free(out);
         return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+char *vmq_testbus_ok(struct vmq_testbus *t, int want, const char *fmt, ...) {
+        char *line = NULL, *out = NULL, *err = NULL;
+        va_list ap;
+        va_start(ap, fmt);
+        cr_assert_geq(vasprintf(&line, fmt, ap), 0);
+        va_end(ap);
+        int r = vmq_testbus_run(t, &out, false, "%s 2>%s/last.err", line, t->dir);
+        if (r != want) {
+                vmq_testbus_run(t, &err, true, "cat %s/last.err; tail -20 %s/vmqd.log", t->dir,
+                                t->dir);
+                cr_assert_fail("'%s' exited %d, want %d\nstdout: %s\nstderr+log: %s", line, r, want,
+                               out, err);
+        }
+        free(line);
+        return out;
+}
+
+char *vmq_testbus_last_err(struct vmq_testbus *t) {
+        char *err = NULL;
+        vmq_testbus_run(t, &err, false, "cat %s/last.err", t->dir);
+        return err;
+}
+
+void vmq_assert_has(const char *text, const char *needle) {
+        cr_assert(strstr(text, needle) != NULL, "'%s' not in:\n%s", needle, text);
+}
+
+void vmq_assert_hasnt(const char *text, const char *needle) {
+        cr_assert(strstr(text, needle) == NULL, "'%s' unexpectedly in:\n%s", needle, text);
+}
+
+void vmq_testbus_expect_clean_exit(struct vmq_testbus *t) {
+        int st = vmq_testbus_stop_vmqd(t, SIGTERM);
+        if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) {
+                char *log = NULL;
+                vmq_testbus_run(t, &log, true, "tail -60 %s/vmqd.log", t->dir);
+                cr_assert_fail("vmqd exit status %d after SIGTERM:\n%s", st, log);
+        }
 }
 
 static int count_entries(const char *path) {

@@ -25,6 +25,9 @@ struct vmq_testbus {
 
 /* Starts a private dbus-daemon in a fresh temporary directory. */
 void vmq_testbus_start(struct vmq_testbus *t);
+/* Kills the dbus-daemon (SIGKILL) and starts a new one at the same
+ * address, as when the system bus restarts under a running vmqd. */
+void vmq_testbus_restart_dbus(struct vmq_testbus *t);
 /* Starts vmqd on it (extra arguments appended) and waits for READY=1. */
 void vmq_testbus_start_vmqd(struct vmq_testbus *t, const char *extra_args);
 /* Waits up to timeout_ms for a notify message containing `what`; returns
@@ -44,6 +47,21 @@ void vmq_testbus_stop(struct vmq_testbus *t);
  */
 int vmq_testbus_run(struct vmq_testbus *t, char **ret_out, bool merge_stderr, const char *fmt, ...)
         __attribute__((format(printf, 4, 5)));
+
+/*
+ * Runs a command line like vmq_testbus_run(), asserts its exit status is
+ * `want` (else fails with its stderr and the end of vmqd's log) and
+ * returns its stdout, malloc()ed.
+ */
+char *vmq_testbus_ok(struct vmq_testbus *t, int want, const char *fmt, ...)
+        __attribute__((format(printf, 3, 4)));
+/* The stderr of the last vmq_testbus_ok() call, malloc()ed. */
+char *vmq_testbus_last_err(struct vmq_testbus *t);
+/* Assert that needle is, or is not, in text. */
+void vmq_assert_has(const char *text, const char *needle);
+void vmq_assert_hasnt(const char *text, const char *needle);
+/* SIGTERM, and assert vmqd exits 0 (a LeakSanitizer report makes it 23). */
+void vmq_testbus_expect_clean_exit(struct vmq_testbus *t);
 
 /* Path of a file in the build or source tree. */
 const char *vmq_test_builddir(void);

@@ -35,3 +35,17 @@ Test(abi, errors_and_kinds_are_distinct_and_bounded) {
                 (uint32_t)m[0] | (uint32_t)m[1] << 8 | (uint32_t)m[2] << 16 | (uint32_t)m[3] << 24;
         cr_assert_eq(v, VMQ_ABI_MAGIC);
 }
+
+/* Every ring's indices start on a 64-byte line, for every depth a machine
+ * may have: guests refuse a layout that is not (a queue of 4 once put the
+ * post ring 32 bytes off, and such a guest died at once). */
+Test(abi, ring_indices_are_line_aligned_at_every_depth) {
+        for (uint32_t q = 4; q <= 4096; q *= 2) {
+                cr_assert_eq(VMQ_VMCS_POST_OFF(q) % 64, 0, "queue depth %u", q);
+                cr_assert_geq(VMQ_VMCS_POST_OFF(q),
+                              VMQ_VMCS_QUEUE_SLOTS_OFF + q * sizeof(struct vmq_desc));
+                for (uint32_t p = 4; p <= 256; p *= 2)
+                        cr_assert_geq(VMQ_VMCS_SIZE(q, p),
+                                      VMQ_VMCS_POST_SLOTS_OFF(q) + p * sizeof(struct vmq_request));
+        }
+}

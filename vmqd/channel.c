@@ -457,9 +457,9 @@ void channel_drop_receives_of(struct channel *c, const char *sender) {
         while (req) {
                 struct receive_request *next = req->next;
                 const char *s = sd_bus_message_get_sender(req->call);
-                if (s && strcmp(s, sender) == 0) {
+                if (!sender || (s && strcmp(s, sender) == 0)) {
                         log_debug("Dropping a Receive on channel '%u': %s left the bus", c->id,
-                                  sender);
+                                  sender ?: "the caller");
                         receive_unlink(req);
                         receive_request_free(req);
                 }

@@ -71,7 +71,8 @@ void channel_send_removed(struct channel *c);
 
 /* Serves the pending Receive calls in order, as far as messages allow. */
 void channel_dispatch_receives(struct channel *c);
-/* Drops the pending Receive calls of a bus client that went away. */
+/* Drops the pending Receive calls of a bus client that went away; sender
+ * NULL: all of them (the bus connection itself went away). */
 void channel_drop_receives_of(struct channel *c, const char *sender);
 
 /*

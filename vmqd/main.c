@@ -5,15 +5,21 @@
  * manager.c.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
 #include <systemd/sd-daemon.h>
+#include <systemd/sd-id128.h>
+#include <unistd.h>
 
 #include "bus/vmq-bus.h"
 #include "core/util.h"
+#include "vmqd/channel.h"
 #include "vmqd/log.h"
 #include "vmqd/manager.h"
 
@@ -176,17 +182,21 @@ static int set_string(char **p, const char *v) {
         return 0;
 }
 
-static int load_config(struct manager *m) {
+/*
+ * Builds a configuration from the build's defaults, the file and the
+ * options (which win), into *c, which must come from vmqd_config_init().
+ * Logs its own errors.
+ */
+static int read_config(struct vmqd_config *c) {
         _cleanup_free_ char *message = NULL;
         const char *path = arg_config ? arg_config : VMQ_CONFIG_FILE;
         int r;
 
-        /* The build's paths are the defaults; the file and the options win. */
-        if (set_string(&m->config.state_dir, VMQ_STATE_DIR) < 0 ||
-            set_string(&m->config.image_dir, VMQ_IMAGE_DIR) < 0)
+        if (set_string(&c->state_dir, VMQ_STATE_DIR) < 0 ||
+            set_string(&c->image_dir, VMQ_IMAGE_DIR) < 0)
                 return log_error_errno(ENOMEM, "Out of memory");
 
-        r = vmqd_config_load(&m->config, path, &message);
+        r = vmqd_config_load(c, path, &message);
         if (r == -ENOENT && !arg_config)
                 log_debug("No configuration file '%s', using the defaults", path);
         else if (r == -ENOENT)
@@ -195,21 +205,142 @@ static int load_config(struct manager *m) {
                 return log_error_errno(r, "Bad configuration file '%s': %s", path,
                                        message ? message : "%m");
 
+        if ((arg_state_dir && set_string(&c->state_dir, arg_state_dir) < 0) ||
+            (arg_image_dir && set_string(&c->image_dir, arg_image_dir) < 0) ||
+            (arg_libvirt_uri && set_string(&c->libvirt_uri, arg_libvirt_uri) < 0))
+                return log_error_errno(ENOMEM, "Out of memory");
+        if (arg_log_level >= 0)
+                c->log_level = arg_log_level;
+        if (arg_no_hugetlb)
+                c->hugetlb = false;
+        return 0;
+}
+
+static int load_config(struct manager *m) {
+        int r = read_config(&m->config);
+        if (r < 0)
+                return r;
+
         const char *runtime_dir = arg_runtime_dir;
         if (!runtime_dir && getenv("RUNTIME_DIRECTORY") && getenv("RUNTIME_DIRECTORY")[0] == '/')
                 runtime_dir = getenv("RUNTIME_DIRECTORY"); /* systemd's RuntimeDirectory= */
-        if ((arg_state_dir && set_string(&m->config.state_dir, arg_state_dir) < 0) ||
-            (arg_image_dir && set_string(&m->config.image_dir, arg_image_dir) < 0) ||
-            (arg_libvirt_uri && set_string(&m->config.libvirt_uri, arg_libvirt_uri) < 0) ||
-            (runtime_dir && set_string(&m->runtime_dir, runtime_dir) < 0))
+        if (runtime_dir && set_string(&m->runtime_dir, runtime_dir) < 0)
                 return log_error_errno(ENOMEM, "Out of memory");
         m->no_libvirt = arg_no_libvirt;
-        if (arg_log_level >= 0)
-                m->config.log_level = arg_log_level;
-        if (arg_no_hugetlb)
-                m->config.hugetlb = false;
         vmqd_log_set_level(m->config.log_level);
         return 0;
+}
+
+/* Keeps a setting that only a restart can change, saying so if the file
+ * asked for another value. */
+static void keep_string(const char *key, char **fresh, char **running) {
+        if (strcmp(*fresh, *running) == 0)
+                return;
+        log_notice("Reload: '%s' changes only when vmqd restarts; keeping '%s'", key, *running);
+        char *t = *fresh;
+        *fresh = *running;
+        *running = t;
+}
+
+static void keep_number(const char *key, uint64_t *fresh, uint64_t running) {
+        if (*fresh == running)
+                return;
+        log_notice("Reload: '%s' changes only when vmqd restarts; keeping %" PRIu64, key, running);
+        *fresh = running;
+}
+
+/*
+ * SIGHUP (systemctl reload): reads the configuration again and applies
+ * what can change while machines run: the log level, the limits, the
+ * defaults for new machines and channels, the image directory and the
+ * stop timeout.  A bad file changes nothing.  The state directory, the
+ * libvirt URI and the frame pool stay as they were until a restart.
+ */
+static void reload_config(struct manager *m) {
+        struct vmqd_config c;
+        uint64_t v;
+
+        (void)sd_notify(false, "RELOADING=1\nSTATUS=Reloading the configuration");
+        vmqd_config_init(&c);
+        if (read_config(&c) < 0) {
+                log_error("Reload failed; the running configuration is unchanged");
+                vmqd_config_done(&c);
+                (void)sd_notify(false, "READY=1");
+                return;
+        }
+        keep_string("state_dir", &c.state_dir, &m->config.state_dir);
+        keep_string("libvirt_uri", &c.libvirt_uri, &m->config.libvirt_uri);
+        v = c.hugetlb;
+        keep_number("hugetlb", &v, m->config.hugetlb);
+        c.hugetlb = v != 0;
+        v = c.hugetlb_frames;
+        keep_number("hugetlb_frames", &v, m->config.hugetlb_frames);
+        c.hugetlb_frames = (uint32_t)v;
+        keep_number("pool_memory", &c.pool_memory, m->config.pool_memory);
+        if (c.max_machines < m->n_machines)
+                log_notice("Reload: %zu machines are defined, above the new limit of %u; no new "
+                           "machine can be created until some are undefined",
+                           m->n_machines, c.max_machines);
+        if (c.max_channels < m->n_channels)
+                log_notice("Reload: %zu channels exist, above the new limit of %u", m->n_channels,
+                           c.max_channels);
+
+        struct vmqd_config old = m->config;
+        m->config = c;
+        vmqd_config_done(&old);
+        vmqd_log_set_level(m->config.log_level);
+        log_info("Reloaded the configuration (log level %s)",
+                 vmqd_log_level_to_string(m->config.log_level));
+        (void)sd_notify(false, "READY=1");
+}
+
+/*
+ * One vmqd per state directory: a second one would start the same
+ * autostart guests and overwrite the first one's saves.  The lock is an
+ * flock() on the directory itself, held until exit; the kernel drops it
+ * whichever way vmqd ends.
+ */
+static int lock_state_dir(const char *dir, int *ret_fd) {
+        int fd;
+
+        if (mkdir(dir, 0755) < 0 && errno != EEXIST)
+                return log_error_errno(errno, "Cannot create the state directory '%s': %m", dir);
+        fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (fd < 0)
+                return log_error_errno(errno, "Cannot open the state directory '%s': %m", dir);
+        if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
+                int e = errno;
+                close(fd);
+                if (e == EWOULDBLOCK)
+                        return log_error_errno(EBUSY,
+                                               "Another vmqd is using the state directory '%s'; "
+                                               "not starting a second one",
+                                               dir);
+                return log_error_errno(e, "Cannot lock the state directory '%s': %m", dir);
+        }
+        *ret_fd = fd;
+        return 0;
+}
+
+/*
+ * The identity the host end has on channels: an id derived from
+ * /etc/machine-id for this application (machine-id(5) asks for that:
+ * the machine id itself must not be handed out), stable across restarts.
+ * Without a machine id, a random one for this run.
+ */
+#define VMQ_HOST_APP_ID                                                                            \
+        SD_ID128_MAKE(5c, 0e, 2b, 71, 94, d3, 4a, 8f, b1, 66, 0d, 7e, 39, a2, c4, 18)
+
+static void host_identity(uint8_t uuid[16]) {
+        sd_id128_t id;
+        int r = sd_id128_get_machine_app_specific(VMQ_HOST_APP_ID, &id);
+        if (r < 0) {
+                log_notice_errno(r, "No machine id (%m); the host end gets a random identity");
+                r = sd_id128_randomize(&id);
+        }
+        if (r < 0)
+                memset(&id, 0, sizeof(id)); /* the core then picks one */
+        memcpy(uuid, id.bytes, 16);
 }
 
 static int connect_bus(sd_bus **ret) {
@@ -246,12 +377,153 @@ static int on_signal(sd_event_source *s, const struct signalfd_siginfo *si, void
         return 0;
 }
 
+static int on_sighup(sd_event_source *s, const struct signalfd_siginfo *si, void *userdata) {
+        (void)s;
+        (void)si;
+        reload_config(userdata);
+        return 0;
+}
+
+/* ---- the bus connection, and getting it back -------------------------------- */
+
+static int bus_retry_usec = 100000; /* the first retry; doubles up to 5 s */
+static sd_event_source *bus_retry;
+
+static int bus_setup(struct manager *m);
+
+static int on_bus_retry(sd_event_source *s, uint64_t usec, void *userdata) {
+        struct manager *m = userdata;
+
+        (void)s;
+        (void)usec;
+        bus_retry = sd_event_source_disable_unref(bus_retry);
+        if (m->bus) {
+                /* The dead connection: its pending calls go with it (no
+                 * client can get their answers), then the connection. */
+                for (struct channel *c = m->channels; c; c = c->next)
+                        channel_drop_receives_of(c, NULL);
+                m->owner_slot = sd_bus_slot_unref(m->owner_slot);
+                (void)sd_bus_detach_event(m->bus);
+                m->bus = sd_bus_close_unref(m->bus);
+        }
+        if (m->stopping)
+                return 0;
+        if (bus_setup(m) < 0) {
+                m->bus = sd_bus_close_unref(m->bus);
+                m->owner_slot = sd_bus_slot_unref(m->owner_slot);
+                if (bus_retry_usec < 5000000)
+                        bus_retry_usec *= 2;
+                if (sd_event_add_time_relative(m->event, &bus_retry, CLOCK_MONOTONIC,
+                                               (uint64_t)bus_retry_usec, 0, on_bus_retry, m) < 0) {
+                        log_error("Cannot arm a timer to reconnect to the bus; exiting");
+                        return sd_event_exit(m->event, -ENOTCONN);
+                }
+                return 0;
+        }
+        log_notice("Connected to the bus '%s' again, as %s", arg_bus, VMQ_BUS_NAME);
+        bus_retry_usec = 100000;
+        return 0;
+}
+
+/*
+ * The bus went away (dbus-daemon restarted or died).  Machines and
+ * channels live on in this process, so vmqd stays and connects again
+ * until it can (every 0.1 s at first, then every 5 s), and takes its name
+ * back.  Clients see the name vanish and return.
+ */
+static int on_bus_disconnected(sd_bus_message *message, void *userdata, sd_bus_error *error) {
+        struct manager *m = userdata;
+
+        (void)message;
+        (void)error;
+        if (m->stopping) {
+                log_notice("Lost the bus while stopping");
+                return 0;
+        }
+        log_warning("Lost the connection to the bus '%s'; machines keep running, reconnecting",
+                    arg_bus);
+        (void)sd_notify(false, "STATUS=Lost the bus connection, reconnecting");
+        /* Not from inside the bus's own callback: on the next iteration. */
+        bus_retry = sd_event_source_disable_unref(bus_retry);
+        if (sd_event_add_time_relative(m->event, &bus_retry, CLOCK_MONOTONIC, 0, 0, on_bus_retry,
+                                       m) < 0) {
+                log_error("Cannot arm a timer to reconnect to the bus; exiting");
+                return sd_event_exit(m->event, -ENOTCONN);
+        }
+        return 0;
+}
+
+/* Connects, attaches to the loop and watches for the connection's loss. */
+static int bus_open(struct manager *m) {
+        int r;
+
+        r = connect_bus(&m->bus);
+        if (r < 0)
+                return r;
+        r = sd_bus_attach_event(m->bus, m->event, SD_EVENT_PRIORITY_NORMAL);
+        if (r < 0)
+                return log_error_errno(r, "Cannot attach the bus to the event loop: %m");
+        r = sd_bus_match_signal(m->bus, NULL, "org.freedesktop.DBus.Local",
+                                "/org/freedesktop/DBus/Local", "org.freedesktop.DBus.Local",
+                                "Disconnected", on_bus_disconnected, m);
+        if (r < 0)
+                return log_error_errno(r, "Cannot watch the bus connection: %m");
+        return 0;
+}
+
+static int request_name(struct manager *m) {
+        int r = sd_bus_request_name(m->bus, VMQ_BUS_NAME, 0);
+        if (r < 0)
+                return log_error_errno(r, "Cannot own the name '%s': %m", VMQ_BUS_NAME);
+        return 0;
+}
+
+/* A new connection after a loss: objects registered, name taken.  Logs
+ * what failed; on failure m->bus may hold a half-set-up connection for
+ * the caller to drop. */
+static int bus_setup(struct manager *m) {
+        int r = bus_open(m);
+        if (r >= 0)
+                r = manager_bus_register(m);
+        if (r >= 0)
+                r = request_name(m);
+        return r;
+}
+
+/* ---- STATUS= ------------------------------------------------------------------- */
+
+/* After each loop iteration: tells the service manager what runs now, when
+ * that changed (systemctl status shows it). */
+static int on_post(sd_event_source *s, void *userdata) {
+        static char last[256];
+        struct manager *m = userdata;
+        char status[256];
+
+        (void)s;
+        if (m->stopping)
+                return 0;
+        if (!m->bus)
+                snprintf(status, sizeof(status), "Lost the bus connection, reconnecting");
+        else
+                snprintf(status, sizeof(status),
+                         "%zu machines (%zu running), %zu channels (%zu open)%s%s", m->n_machines,
+                         manager_count_running(m), m->n_channels, manager_count_open_channels(m),
+                         m->corrupt_state_file[0] ? "; corrupt state file moved to " : "",
+                         m->corrupt_state_file);
+        if (strcmp(status, last) != 0) {
+                memcpy(last, status, sizeof(last));
+                (void)sd_notifyf(false, "STATUS=%s", status);
+        }
+        return 0;
+}
+
 static void manager_freep(struct manager **m) {
         manager_free(*m);
 }
 
 static int run(int argc, char *argv[]) {
         _cleanup_(manager_freep) struct manager *m = NULL;
+        _cleanup_close_ int lock_fd = -1;
         sigset_t mask;
         int r;
 
@@ -268,12 +540,18 @@ static int run(int argc, char *argv[]) {
         r = load_config(m);
         if (r < 0)
                 return r;
+        /* Before anything else touches the state or a guest. */
+        r = lock_state_dir(m->config.state_dir, &lock_fd);
+        if (r < 0)
+                return r;
+        host_identity(m->host_uuid);
 
         /* Before the monitor starts threads, so they inherit the mask and
          * only the event loop's signalfd sees these.  SIGUSR1 is the core's. */
         sigemptyset(&mask);
         sigaddset(&mask, SIGTERM);
         sigaddset(&mask, SIGINT);
+        sigaddset(&mask, SIGHUP);
         if (sigprocmask(SIG_BLOCK, &mask, NULL) < 0)
                 return log_error_errno(errno, "Cannot block signals: %m");
 
@@ -283,39 +561,34 @@ static int run(int argc, char *argv[]) {
         r = sd_event_add_signal(m->event, NULL, SIGTERM, on_signal, m);
         if (r >= 0)
                 r = sd_event_add_signal(m->event, NULL, SIGINT, on_signal, m);
+        if (r >= 0)
+                r = sd_event_add_signal(m->event, NULL, SIGHUP, on_sighup, m);
         if (r < 0)
                 return log_error_errno(r, "Cannot watch signals: %m");
         r = sd_event_set_watchdog(m->event, true);
         if (r < 0)
                 log_warning_errno(r, "Cannot enable the watchdog: %m");
+        r = sd_event_add_post(m->event, NULL, on_post, m);
+        if (r < 0)
+                return log_error_errno(r, "Cannot add the status updater: %m");
 
-        r = connect_bus(&m->bus);
+        r = bus_open(m);
         if (r < 0)
                 return r;
-        r = sd_bus_attach_event(m->bus, m->event, SD_EVENT_PRIORITY_NORMAL);
-        if (r < 0)
-                return log_error_errno(r, "Cannot attach the bus to the event loop: %m");
-
         r = manager_startup(m);
         if (r < 0)
                 return r;
-
-        r = sd_bus_request_name(m->bus, VMQ_BUS_NAME, 0);
+        r = request_name(m);
         if (r < 0)
-                return log_error_errno(r, "Cannot own the name '%s': %m", VMQ_BUS_NAME);
+                return r;
 
         log_info("Ready on bus '%s': %zu machines, %zu channels", arg_bus, m->n_machines,
                  m->n_channels);
-        if (m->corrupt_state_file[0])
-                (void)sd_notifyf(false,
-                                 "READY=1\nSTATUS=%zu machines, %zu channels; corrupt state "
-                                 "file moved to '%s'",
-                                 m->n_machines, m->n_channels, m->corrupt_state_file);
-        else
-                (void)sd_notifyf(false, "READY=1\nSTATUS=%zu machines, %zu channels", m->n_machines,
-                                 m->n_channels);
+        (void)on_post(NULL, m); /* STATUS= */
+        (void)sd_notify(false, "READY=1");
 
         r = sd_event_loop(m->event);
+        bus_retry = sd_event_source_disable_unref(bus_retry);
         if (r < 0)
                 return log_error_errno(r, "Event loop failed: %m");
 

@@ -482,6 +482,7 @@ int manager_startup(struct manager *m) {
         mcfg.pool_4k_frames = m->config.pool_memory / VMQ_PAGE_SIZE;
         mcfg.pool_2m_frames = m->config.hugetlb ? m->config.hugetlb_frames : 0;
         mcfg.require_huge = false;
+        memcpy(mcfg.host_uuid, m->host_uuid, sizeof(mcfg.host_uuid));
         r = vmq_monitor_new(&mcfg, &m->monitor);
         if (r < 0)
                 return log_error_errno(r, "Cannot start the monitor (/dev/kvm): %m");

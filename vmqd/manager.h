@@ -49,6 +49,7 @@ struct manager {
         struct vmqd_libvirt *libvirt; /* the connection to libvirtd, or NULL */
 
         bool stopping;
+        uint8_t host_uuid[16]; /* the host end's identity (main.c) */
 };
 
 /* Creates the context with the configuration defaults; nothing runs yet. */

@@ -1,0 +1,151 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * vmqd's own lifecycle, as an admin meets it: a second vmqd on the same
+ * state directory, `systemctl reload` (SIGHUP), a dbus-daemon that
+ * restarts under it, and the STATUS= line systemctl status shows.  None
+ * of these needs a running micro-VM.
+ */
+#include <criterion/criterion.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "tests/daemon-util.h"
+
+static struct vmq_testbus tb;
+
+#define OK(want, ...) vmq_testbus_ok(&tb, want, __VA_ARGS__)
+
+static void up(void) {
+        vmq_testbus_start(&tb);
+}
+
+static void down(void) {
+        vmq_testbus_stop(&tb);
+}
+
+TestSuite(vmqd, .init = up, .fini = down, .timeout = 120);
+
+static void write_config(const char *json) {
+        char path[600];
+        snprintf(path, sizeof(path), "%s/vmqd.conf", tb.dir);
+        FILE *f = fopen(path, "we");
+        cr_assert_not_null(f);
+        fputs(json, f);
+        cr_assert_eq(fclose(f), 0);
+}
+
+static bool vmqd_alive(void) {
+        return tb.vmqd_pid > 0 && waitpid(tb.vmqd_pid, NULL, WNOHANG) == 0;
+}
+
+/* A second vmqd on the same state directory must stop before it reads
+ * the state, so it never starts the first one's autostart machines. */
+Test(vmqd, a_second_vmqd_on_the_same_state_directory_refuses_at_once) {
+        vmq_testbus_start_vmqd(&tb, "");
+        free(OK(0, "$VMQCTL create auto --image echo --autostart"));
+
+        char *out = OK(0,
+                       "%s/vmqd/vmqd --bus=$BUS --state-dir=%s --image-dir=%s/guest/images "
+                       "--no-libvirt --log-level=debug 2>&1; echo rc=$?",
+                       vmq_test_builddir(), tb.state_dir, vmq_test_builddir());
+        vmq_assert_has(out, "Another vmqd is using the state directory");
+        vmq_assert_has(out, "rc=1");
+        /* It got nowhere near the machines or the bus name. */
+        vmq_assert_hasnt(out, "auto");
+        vmq_assert_hasnt(out, "Cannot own the name");
+        free(out);
+
+        /* The first one is untouched. */
+        out = OK(0, "$VMQCTL list --names");
+        vmq_assert_has(out, "auto");
+        free(out);
+        vmq_testbus_expect_clean_exit(&tb);
+}
+
+/* SIGHUP reloads the limits and the log level; a bad file changes
+ * nothing; vmqd keeps its machines either way. */
+Test(vmqd, sighup_reloads_the_configuration) {
+        char args[700];
+        write_config("{\"limits\": {\"max_machines\": 2}}\n");
+        snprintf(args, sizeof(args), "--config=%s/vmqd.conf", tb.dir);
+        vmq_testbus_start_vmqd(&tb, args);
+
+        free(OK(0, "$VMQCTL create a --image echo"));
+        free(OK(0, "$VMQCTL create b --image echo"));
+        free(OK(7, "$VMQCTL create c --image echo"));
+
+        write_config("{\"log_level\": \"debug\", \"limits\": {\"max_machines\": 3},"
+                     " \"pool_memory\": \"1G\"}\n");
+        cr_assert_eq(kill(tb.vmqd_pid, SIGHUP), 0);
+        cr_assert(vmq_testbus_wait_notify(&tb, "RELOADING=1", 5000), "no RELOADING=1");
+        cr_assert(vmq_testbus_wait_notify(&tb, "READY=1", 5000), "no READY=1 after reload");
+        cr_assert(vmqd_alive(), "vmqd died on SIGHUP");
+        free(OK(0, "$VMQCTL create c --image echo"));
+        free(OK(7, "$VMQCTL create d --image echo"));
+
+        /* A broken file: the running configuration stays. */
+        write_config("{\"limits\": {\"max_machines\": \n");
+        cr_assert_eq(kill(tb.vmqd_pid, SIGHUP), 0);
+        cr_assert(vmq_testbus_wait_notify(&tb, "READY=1", 5000), "no READY=1 after reload");
+        cr_assert(vmqd_alive(), "vmqd died on a bad reload");
+        free(OK(7, "$VMQCTL create d --image echo"));
+        char *list = OK(0, "$VMQCTL list --names");
+        vmq_assert_has(list, "a\nb\nc\n");
+        free(list);
+
+        char *log = OK(0, "cat %s/vmqd.log", tb.dir);
+        vmq_assert_has(log, "Reloaded the configuration (log level debug)");
+        vmq_assert_has(log, "'pool_memory' changes only when vmqd restarts");
+        vmq_assert_has(log, "Reload failed; the running configuration is unchanged");
+        free(log);
+        vmq_testbus_expect_clean_exit(&tb);
+}
+
+/* dbus-daemon restarts: vmqd stays, with its machines, and takes its
+ * name back on the new bus. */
+Test(vmqd, vmqd_reconnects_when_the_bus_restarts) {
+        vmq_testbus_start_vmqd(&tb, "");
+        free(OK(0, "$VMQCTL create transient --image echo"));
+        free(OK(0, "$VMQCTL create kept --image echo --persistent"));
+
+        for (int round = 0; round < 3; round++) {
+                vmq_testbus_restart_dbus(&tb);
+                cr_assert(vmq_testbus_wait_notify(&tb, "Lost the bus connection", 5000),
+                          "no STATUS about the lost bus");
+                char *out = NULL;
+                int r = -1;
+                for (int waited = 0; waited < 15000 && r != 0; waited += 200) {
+                        free(out);
+                        out = NULL;
+                        usleep(200000);
+                        r = vmq_testbus_run(&tb, &out, true, "$VMQCTL list --names");
+                }
+                cr_assert_eq(r, 0, "vmqd is not back on the bus after 15 s: %s", out);
+                vmq_assert_has(out, "transient\n");
+                vmq_assert_has(out, "kept\n");
+                free(out);
+                cr_assert(vmqd_alive());
+        }
+        char *log = OK(0, "cat %s/vmqd.log", tb.dir);
+        vmq_assert_has(log, "Lost the connection to the bus");
+        vmq_assert_has(log, "Connected to the bus");
+        free(log);
+        vmq_testbus_expect_clean_exit(&tb);
+}
+
+/* STATUS= follows what runs, not only what ran at start-up. */
+Test(vmqd, status_follows_the_machines) {
+        vmq_testbus_start_vmqd(&tb, "");
+        vmq_assert_has(tb.last_status, "0 machines");
+        free(OK(0, "$VMQCTL create one --image echo"));
+        cr_assert(vmq_testbus_wait_notify(&tb, "STATUS=1 machines (0 running), 0 channels", 5000),
+                  "STATUS= did not follow a new machine");
+        free(OK(0, "$VMQCTL undefine one"));
+        cr_assert(vmq_testbus_wait_notify(&tb, "STATUS=0 machines", 5000),
+                  "STATUS= did not follow an undefined machine");
+        vmq_testbus_expect_clean_exit(&tb);
+}
