@@ -173,6 +173,53 @@ void vmq_host_free_inbox(struct vmq_monitor *m, struct vmq_channel *ch) {
         pthread_mutex_unlock(&m->host_lock);
 }
 
+/* Room appeared at the host: the senders whose posts wait for it go on.
+ * Caller holds m->rw (either way). */
+static void host_room_locked(struct vmq_monitor *m) {
+        if (atomic_exchange(&m->host_stalled, false))
+                for (struct vmq_vm *s = m->vms; s; s = s->next)
+                        if (atomic_load(&s->stalled_on) == VMQ_HOST_ID)
+                                (void)vmq_monitor_drain_posts_now(s);
+}
+
+int vmq_channel_forget(struct vmq_monitor *m, uint32_t id) {
+        struct vmq_host_entry *e;
+        int r = 0;
+
+        pthread_rwlock_wrlock(&m->rw);
+        struct vmq_channel *ch = vmq_monitor_channel_locked(m, id);
+        if (!ch) {
+                r = -ENOENT;
+                goto out;
+        }
+        if (ch->open) {
+                r = -EBUSY;
+                goto out;
+        }
+        m->channels[id] = NULL;
+        pthread_mutex_lock(&m->host_lock);
+        while ((e = pop_locked(m, ch))) {
+                /* The sender's own budget gets its share back too. */
+                if (e->charged_vm != VMQ_NO_VM) {
+                        struct vmq_vm *c = vmq_monitor_find_vm_id_locked(m, e->charged_vm);
+                        if (c && c->host_bytes >= e->charged)
+                                c->host_bytes -= e->charged;
+                }
+                free(e->msg);
+                free(e);
+        }
+        ch->forgotten = true;
+        bool now = ch->waiters == 0;
+        pthread_cond_broadcast(&m->host_cond);
+        pthread_mutex_unlock(&m->host_lock);
+        if (now)
+                free(ch);
+        host_room_locked(m);
+out:
+        pthread_rwlock_unlock(&m->rw);
+        return r;
+}
+
 void vmq_host_vm_gone(struct vmq_monitor *m, struct vmq_vm *vm) {
         /* Its messages stay readable; their charge is only the monitor's
          * now, so reading them later needs no VM. */
@@ -262,18 +309,25 @@ int vmq_host_recv(struct vmq_monitor *m, uint32_t channel, int timeout_ms,
         int r;
 
         ts = vmq_deadline_ms(timeout_ms);
-        /* The channel table only grows and channels are freed with the
-         * monitor, so ch stays valid after the read lock is dropped. */
+        /* A waiter's reference keeps ch alive after the read lock is
+         * dropped, even if vmq_channel_forget() takes it out meanwhile. */
         pthread_rwlock_rdlock(&m->rw);
         r = host_side_locked(m, channel, &ch);
+        if (r >= 0) {
+                pthread_mutex_lock(&m->host_lock);
+                ch->waiters++;
+        }
         pthread_rwlock_unlock(&m->rw);
         if (r < 0)
                 return r;
 
         uint32_t charged_vm = VMQ_NO_VM;
         uint64_t charged = 0;
-        pthread_mutex_lock(&m->host_lock);
         for (;;) {
+                if (ch->forgotten) {
+                        r = -ENOENT;
+                        break;
+                }
                 struct vmq_host_entry *e = pop_locked(m, ch);
                 if (e) {
                         charged_vm = e->charged_vm;
@@ -298,7 +352,10 @@ int vmq_host_recv(struct vmq_monitor *m, uint32_t channel, int timeout_ms,
                         break;
                 }
         }
+        bool last = --ch->waiters == 0 && ch->forgotten;
         pthread_mutex_unlock(&m->host_lock);
+        if (last)
+                free(ch);
 
         if (r == 0) {
                 /* Room appeared: give the charge back, and the senders whose
@@ -315,10 +372,7 @@ int vmq_host_recv(struct vmq_monitor *m, uint32_t channel, int timeout_ms,
                                 c->host_bytes -= charged;
                         pthread_mutex_unlock(&m->host_lock);
                 }
-                if (atomic_exchange(&m->host_stalled, false))
-                        for (struct vmq_vm *s = m->vms; s; s = s->next)
-                                if (atomic_load(&s->stalled_on) == VMQ_HOST_ID)
-                                        (void)vmq_monitor_drain_posts_now(s);
+                host_room_locked(m);
                 pthread_rwlock_unlock(&m->rw);
         }
         return r;

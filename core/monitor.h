@@ -252,6 +252,14 @@ int vmq_channel_open(struct vmq_monitor *m, uint32_t end_a, uint32_t end_b,
                      const struct vmq_channel_config *cfg, uint32_t *ret_id);
 /* Closes a channel; each VM end receives a CLOSE descriptor.  -ENOENT. */
 int vmq_channel_close(struct vmq_monitor *m, uint32_t id);
+/*
+ * Forgets a closed channel: the messages still waiting at its host end are
+ * freed (their budget goes back to the senders) and its id names nothing
+ * from then on (-ENOENT; ids are not reused).  A vmq_host_recv() waiting
+ * on it returns -ENOENT.  -EBUSY while it is open, -ENOENT if there is no
+ * such channel.
+ */
+int vmq_channel_forget(struct vmq_monitor *m, uint32_t id);
 
 struct vmq_channel_info {
         uint32_t id;

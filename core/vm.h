@@ -189,6 +189,11 @@ struct vmq_channel {
         /* Host end's inbox (when one end is the host), under mon->host_lock. */
         struct vmq_host_entry *inbox_head, *inbox_tail;
         uint32_t inbox_len;
+        /* Under mon->host_lock: vmq_host_recv() calls waiting on it, and
+         * whether vmq_channel_forget() took it out of the table (then the
+         * last waiter to leave frees it). */
+        uint32_t waiters;
+        bool forgotten;
         _Atomic uint64_t messages[2], bytes[2];
 };
 

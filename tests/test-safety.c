@@ -479,6 +479,75 @@ Test(safety, class5_host_memory_is_bounded_per_vm_and_in_all, .init = NULL) {
         cr_assert_eq(b->host_bytes, 0);
 }
 
+/* A closed channel's unread messages are freed when it is forgotten, and
+ * their budget goes back: a guest that streams to the host and whose
+ * channel is closed and forgotten, round after round, holds nothing. */
+static void *recv_until_gone(void *arg) {
+        uint32_t ch = (uint32_t)(uintptr_t)arg;
+        struct vmq_host_msg *msg = NULL;
+        int r;
+        while ((r = vmq_host_recv(mon, ch, -1, &msg)) == 0)
+                free(msg);
+        return (void *)(intptr_t)r;
+}
+
+Test(safety, class5_forgetting_a_closed_channel_frees_its_messages, .init = NULL) {
+        struct vmq_monitor_config mc;
+        vmq_monitor_config_init(&mc);
+        mc.host_driven = true;
+        mc.pool_4k_frames = 64 * 1024;
+        mc.host_budget = 3u << 20;
+        setup_with(&mc);
+        struct vmq_vm_config vc;
+        vmq_vm_config_init(&vc);
+        vc.host_budget = 2u << 20;
+        struct vmq_vm *a = new_vm_cfg("a", &vc);
+        struct vmq_channel_config cc;
+        vmq_channel_config_init(&cc);
+        cc.host_depth = 65536;
+
+        for (int round = 0; round < 20; round++) {
+                uint32_t ch;
+                struct vmq_desc d;
+                while (take(a, &d)) /* what the guest would read: HELLO, CLOSE */
+                        ;
+                int r = vmq_channel_open(mon, vmq_vm_id(a), VMQ_HOST_ID, &cc, &ch);
+                cr_assert_eq(r, 0, "round %d: open: %d", round, r);
+                int n = 0;
+                while (send_page(a, 0, ch, 0x400000, 256 * 1024, 0) == 0)
+                        n++;
+                cr_assert_geq(n, 6, "round %d: only %d sent: the budget was not given back", round,
+                              n);
+                cr_assert_gt(a->host_bytes, 0);
+                cr_assert_eq(vmq_channel_forget(mon, ch), -EBUSY, "open channels stay");
+                cr_assert_eq(vmq_channel_close(mon, ch), 0);
+                struct vmq_host_msg *msg;
+                cr_assert_eq(vmq_host_recv(mon, ch, 0, &msg), 0, "closed: still readable");
+                free(msg);
+                cr_assert_eq(vmq_channel_forget(mon, ch), 0);
+                cr_assert_eq(vmq_channel_forget(mon, ch), -ENOENT);
+                cr_assert_eq(vmq_host_recv(mon, ch, 0, &msg), -ENOENT);
+                cr_assert_eq(mon->host_bytes, 0, "round %d", round);
+                cr_assert_eq(a->host_bytes, 0, "round %d", round);
+
+                /* A reader blocked on an open channel that is closed and
+                 * forgotten at once leaves without touching freed memory
+                 * (the sanitizer build checks that). */
+                pthread_t t;
+                while (take(a, &d))
+                        ;
+                cr_assert_eq(vmq_channel_open(mon, vmq_vm_id(a), VMQ_HOST_ID, &cc, &ch), 0);
+                cr_assert_eq(pthread_create(&t, NULL, recv_until_gone, (void *)(uintptr_t)ch), 0);
+                usleep(round * 100);
+                cr_assert_eq(vmq_channel_close(mon, ch), 0);
+                cr_assert_eq(vmq_channel_forget(mon, ch), 0);
+                void *ret;
+                pthread_join(t, &ret);
+                r = (int)(intptr_t)ret;
+                cr_assert(r == -ENOENT || r == -EPIPE, "reader got %d", r);
+        }
+}
+
 /* ---- 6. the console reads only what the guest itself can read ------------ */
 
 Test(safety, class6_console_refuses_the_system_area) {
