@@ -294,7 +294,8 @@ static const char *kind_to_string(uint16_t kind) {
         }
 }
 
-/* A sealed memfd holding len bytes of data. */
+/* A sealed memfd holding len bytes of data, its file offset at 0 so that
+ * the receiver can read() it from the start. */
 static int sealed_memfd(const void *data, size_t len) {
         _cleanup_close_ int fd = -1;
         size_t done = 0;
@@ -303,7 +304,7 @@ static int sealed_memfd(const void *data, size_t len) {
         if (fd < 0)
                 return -errno;
         while (done < len) {
-                ssize_t n = write(fd, (const uint8_t *)data + done, len - done);
+                ssize_t n = pwrite(fd, (const uint8_t *)data + done, len - done, (off_t)done);
                 if (n < 0) {
                         if (errno == EINTR)
                                 continue;
