@@ -501,6 +501,9 @@ Test(config, errors_files) {
 
 static const char *const UUID1 = "0f8a5c1e-3b9d-4c1a-9e77-1d2c3b4a5f60";
 static const char *const UUID2 = "AB8A5C1E-3B9D-4C1A-9E77-1D2C3B4A5F61";
+/* Machines of one state have UUIDs of their own (issue 8, defect 6). */
+static const char *const UUID3 = "5d0c2b7e-81a4-4f3e-9b1a-6c2d8e4f0a13";
+static const char *const UUID4 = "c3a9e6f1-2b48-4d7c-a0e5-97f1b2d4c6e8";
 
 static struct vmqd_machine_def machine(const char *name, const char *uuid) {
         struct vmqd_machine_def d = {
@@ -696,7 +699,7 @@ Test(state, helpers) {
 
         /* deep copies: the caller's strings are not kept */
         char name[] = "copy-me";
-        struct vmqd_machine_def m = machine(name, UUID1);
+        struct vmqd_machine_def m = machine(name, UUID3);
         cr_assert_eq(vmqd_state_add_machine(&s, &m), 0);
         name[0] = 'X';
         cr_assert_not_null(vmqd_state_find_machine(&s, "copy-me"));
@@ -804,8 +807,10 @@ static void big_state(struct vmqd_state *s, size_t bytes) {
         *s = (struct vmqd_state){0};
         for (size_t i = 0; i * 200 < bytes; i++) {
                 char name[32];
+                char uuid[37];
                 snprintf(name, sizeof(name), "m%zu", i);
-                struct vmqd_machine_def m = machine(name, UUID1);
+                snprintf(uuid, sizeof(uuid), "0f8a5c1e-3b9d-4c1a-9e77-%012zx", i + 1);
+                struct vmqd_machine_def m = machine(name, uuid);
                 cr_assert_eq(vmqd_state_add_machine(s, &m), 0);
         }
 }
@@ -1184,7 +1189,7 @@ static struct vmqd_machine_def libvirt_machine(void) {
                 .vcpus = 1,
                 .queue_depth = 64,
         };
-        snprintf(d.uuid, sizeof(d.uuid), "%s", UUID2);
+        snprintf(d.uuid, sizeof(d.uuid), "%s", UUID4);
         return d;
 }
 
