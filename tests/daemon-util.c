@@ -295,8 +295,8 @@ int vmq_testbus_call(struct vmq_testbus *t, sd_bus_error *ret_error, sd_bus_mess
         cr_assert_geq(sd_bus_negotiate_fds(bus, 1), 0);
         cr_assert_geq(sd_bus_start(bus), 0);
         va_start(ap, types);
-        r = sd_bus_call_methodv(bus, "org.vmq1", "/org/vmq1", "org.vmq1.Manager", method,
-                                ret_error, &reply, types, ap);
+        r = sd_bus_call_methodv(bus, "org.vmq1", "/org/vmq1", "org.vmq1.Manager", method, ret_error,
+                                &reply, types, ap);
         va_end(ap);
         if (ret_reply)
                 *ret_reply = reply;

@@ -820,21 +820,21 @@ Test(daemon, machine_uuids_are_unique_and_never_nil) {
         sd_bus_error e = SD_BUS_ERROR_NULL;
         int r;
 
-        r = vmq_testbus_call(&tb, &e, NULL, "CreateMachine", "ssa{sv}", "a", "echo", 2, "uuid",
-                             "s", UUID_A, "persistent", "b", 1);
+        r = vmq_testbus_call(&tb, &e, NULL, "CreateMachine", "ssa{sv}", "a", "echo", 2, "uuid", "s",
+                             UUID_A, "persistent", "b", 1);
         succeeded(r, &e, "CreateMachine a");
         struct view before = view_now();
-        r = vmq_testbus_call(&tb, &e, NULL, "CreateMachine", "ssa{sv}", "b", "echo", 1, "uuid",
-                             "s", UUID_A);
+        r = vmq_testbus_call(&tb, &e, NULL, "CreateMachine", "ssa{sv}", "b", "echo", 1, "uuid", "s",
+                             UUID_A);
         failed_with(r, &e, "org.vmq1.Error.UuidInUse", "CreateMachine with a's UUID");
-        r = vmq_testbus_call(&tb, &e, NULL, "CreateMachine", "ssa{sv}", "b", "echo", 2, "uuid",
-                             "s", "7A1C3E5F-9B2D-4F6A-8C0E-1D3F5A7B9C2E", "persistent", "b", 1);
+        r = vmq_testbus_call(&tb, &e, NULL, "CreateMachine", "ssa{sv}", "b", "echo", 2, "uuid", "s",
+                             "7A1C3E5F-9B2D-4F6A-8C0E-1D3F5A7B9C2E", "persistent", "b", 1);
         failed_with(r, &e, "org.vmq1.Error.UuidInUse", "CreateMachine with a's UUID in capitals");
-        r = vmq_testbus_call(&tb, &e, NULL, "CreateMachine", "ssa{sv}", "b", "echo", 1, "uuid",
-                             "s", "00000000-0000-0000-0000-000000000000");
+        r = vmq_testbus_call(&tb, &e, NULL, "CreateMachine", "ssa{sv}", "b", "echo", 1, "uuid", "s",
+                             "00000000-0000-0000-0000-000000000000");
         failed_with(r, &e, "org.vmq1.Error.InvalidArgument", "CreateMachine with the nil UUID");
-        r = vmq_testbus_call(&tb, &e, NULL, "CreateMachine", "ssa{sv}", "b", "echo", 1, "uuid",
-                             "s", "00000000000000000000000000000000");
+        r = vmq_testbus_call(&tb, &e, NULL, "CreateMachine", "ssa{sv}", "b", "echo", 1, "uuid", "s",
+                             "00000000000000000000000000000000");
         failed_with(r, &e, "org.vmq1.Error.InvalidArgument", "CreateMachine with the nil UUID");
         view_unchanged(&before, "a refused CreateMachine");
         view_free(&before);
@@ -848,8 +848,8 @@ Test(daemon, machine_uuids_are_unique_and_never_nil) {
         free(ud);
         /* once a is gone, its UUID is free */
         free(ok(0, "$VMQCTL undefine a"));
-        r = vmq_testbus_call(&tb, &e, NULL, "CreateMachine", "ssa{sv}", "b", "echo", 1, "uuid",
-                             "s", UUID_A);
+        r = vmq_testbus_call(&tb, &e, NULL, "CreateMachine", "ssa{sv}", "b", "echo", 1, "uuid", "s",
+                             UUID_A);
         succeeded(r, &e, "CreateMachine with a UUID no longer in use");
 }
 
@@ -879,12 +879,12 @@ static void expect_state_moved_aside(const char *machines, const char *reason) {
 }
 
 #define SAVED(name, uuid)                                                                          \
-        "{\"name\": \"" name "\", \"image\": \"echo\", \"uuid\": \"" uuid "\", \"memory\": "      \
+        "{\"name\": \"" name "\", \"image\": \"echo\", \"uuid\": \"" uuid "\", \"memory\": "       \
         "16777216, \"vcpus\": 1, \"queue_depth\": 64}"
 
 Test(daemon, state_with_a_shared_or_nil_uuid_is_moved_aside) {
         expect_state_moved_aside(SAVED("one", UUID_A) ", " SAVED("two", "7A1C3E5F-9B2D-4F6A-8C0E-"
-                                                                          "1D3F5A7B9C2E"),
+                                                                        "1D3F5A7B9C2E"),
                                  "is also the UUID of machine \"one\"");
         expect_state_moved_aside(SAVED("zero", "00000000-0000-0000-0000-000000000000"),
                                  "the nil UUID is not a machine identity");
@@ -921,8 +921,7 @@ Test(daemon, state_over_max_machines_refuses_to_start_and_rewrites_nothing) {
                 "%s/state.json && cp %s/state.json %s/state.before && "
                 "printf '{\"limits\": {\"max_machines\": 2}}' > %s/two.conf && "
                 "printf '{\"limits\": {\"max_machines\": 3}}' > %s/three.conf",
-                tb.state_dir,
-                SAVED("m1", "11111111-1111-4111-8111-111111111111"),
+                tb.state_dir, SAVED("m1", "11111111-1111-4111-8111-111111111111"),
                 SAVED("m2", "22222222-2222-4222-8222-222222222222"),
                 SAVED("m3", "33333333-3333-4333-8333-333333333333"), tb.state_dir, tb.state_dir,
                 tb.dir, tb.dir, tb.dir));

@@ -196,7 +196,8 @@ int libvirt_setup(struct manager *m) {
                 return log_error_errno(r, "Cannot run libvirt's event loop: %m");
         virSetErrorFunc(NULL, lv_quiet_errors);
         if (virInitialize() < 0)
-                return log_error_errno(EIO, "Cannot initialise libvirt: %s", libvirt_error_message());
+                return log_error_errno(EIO, "Cannot initialise libvirt: %s",
+                                       libvirt_error_message());
         lv = calloc(1, sizeof(*lv));
         if (!lv)
                 return log_error_errno(ENOMEM, "Out of memory");
@@ -218,4 +219,3 @@ void libvirt_teardown(struct manager *m) {
         m->libvirt = NULL;
         libvirt_event_unregister();
 }
-

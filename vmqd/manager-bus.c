@@ -38,7 +38,6 @@ int bus_property_get_bool(sd_bus *bus, const char *path, const char *interface,
         return sd_bus_message_append(reply, "b", (int)*(bool *)userdata);
 }
 
-
 static int on_name_owner_changed(sd_bus_message *message, void *userdata, sd_bus_error *error) {
         struct manager *m = userdata;
         const char *name, *old_owner, *new_owner;
@@ -56,7 +55,6 @@ static int on_name_owner_changed(sd_bus_message *message, void *userdata, sd_bus
         }
         return 0;
 }
-
 
 /* ---- org.vmq1.Manager ------------------------------------------------------ */
 

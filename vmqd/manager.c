@@ -286,8 +286,8 @@ int manager_check_new_machine(struct manager *m, const char *name, const char *u
                 return sd_bus_error_setf(error, VMQ_BUS_ERROR_MACHINE_EXISTS,
                                          "Machine '%s' exists already", name);
         if (!vmqd_uuid_is_valid(uuid))
-                return sd_bus_error_setf(error, VMQ_BUS_ERROR_INVALID_ARGUMENT,
-                                         "Invalid UUID '%s'", uuid);
+                return sd_bus_error_setf(error, VMQ_BUS_ERROR_INVALID_ARGUMENT, "Invalid UUID '%s'",
+                                         uuid);
         if (vmqd_uuid_is_nil(uuid))
                 return sd_bus_error_setf(error, VMQ_BUS_ERROR_INVALID_ARGUMENT,
                                          "The nil UUID is not a machine identity");
@@ -340,8 +340,8 @@ int manager_add_machine(struct manager *m, struct machine *mc,
         if (mc->persistent)
                 manager_state_swap(m, &next);
         machine_link(mc);
-        log_info("Machine '%s' created (%s %s)", mc->name,
-                 mc->image[0] ? "image" : "domain", mc->image[0] ? mc->image : mc->domain);
+        log_info("Machine '%s' created (%s %s)", mc->name, mc->image[0] ? "image" : "domain",
+                 mc->image[0] ? mc->image : mc->domain);
         machine_send_new(mc);
         return 0;
 }
@@ -382,8 +382,7 @@ int manager_undefine_machine(struct manager *m, struct machine *mc, sd_bus_error
                                  * one: earlier ones with them went already. */
                                 if (strcmp(d->end_a, mc->name) == 0 ||
                                     strcmp(d->end_b, mc->name) == 0)
-                                        (void)vmqd_state_remove_channel(&next, d->end_a,
-                                                                        d->end_b);
+                                        (void)vmqd_state_remove_channel(&next, d->end_a, d->end_b);
                                 else
                                         i++;
                         }
@@ -672,4 +671,3 @@ void manager_begin_shutdown(struct manager *m) {
         }
         manager_process_monitor(m);
 }
-

@@ -179,8 +179,7 @@ int manager_undefine_machine(struct manager *m, struct machine *mc, sd_bus_error
  * failed (nothing changed then).
  */
 int manager_open_channel(struct manager *m, const char *end_a, const char *end_b,
-                         const struct channel_params *p, sd_bus_error *error,
-                         struct channel **ret);
+                         const struct channel_params *p, sd_bus_error *error, struct channel **ret);
 
 /* Closes a channel, forgets its saved definition (saved first:
  * StateSaveFailed leaves the channel as it was), removes its object. */

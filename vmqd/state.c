@@ -87,8 +87,8 @@ static int validate_uuid(const struct vmqd_machine_def *d, const char *where, ch
                 return vmqd_errorf(ret_error, "%suuid: \"%s\" is not a UUID", where,
                                    VMQD_PRINTABLE(u));
         if (vmqd_uuid_is_nil(u))
-                return vmqd_errorf(ret_error,
-                                   "%suuid: the nil UUID is not a machine identity", where);
+                return vmqd_errorf(ret_error, "%suuid: the nil UUID is not a machine identity",
+                                   where);
         return 0;
 }
 
