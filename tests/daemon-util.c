@@ -13,6 +13,7 @@
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <sys/wait.h>
+#include <systemd/sd-bus.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -111,9 +112,10 @@ static void spawn_dbus(struct vmq_testbus *t) {
         chmod(sock, 0777);
 }
 
-void vmq_testbus_start_vmqd(struct vmq_testbus *t, const char *extra_args) {
+/* Forks vmqd (through sh, for t->env); returns the path of its log. */
+static void spawn_vmqd(struct vmq_testbus *t, const char *extra_args, char *logpath, size_t size) {
         struct sockaddr_un sa = {.sun_family = AF_UNIX};
-        char vmqd[512], images[512], logpath[600], cmd[4096];
+        char vmqd[512], images[512], libvirt[1200], cmd[4096];
 
         if (t->notify_fd < 0) {
                 snprintf(t->notify_path, sizeof(t->notify_path), "%s/notify", t->dir);
@@ -125,12 +127,17 @@ void vmq_testbus_start_vmqd(struct vmq_testbus *t, const char *extra_args) {
         }
         snprintf(vmqd, sizeof(vmqd), "%s/vmqd/vmqd", vmq_test_builddir());
         snprintf(images, sizeof(images), "%s/guest/images", vmq_test_builddir());
-        snprintf(logpath, sizeof(logpath), "%s/vmqd.log", t->dir);
+        snprintf(logpath, size, "%s/vmqd.log", t->dir);
         /* $$ is the shell's pid, which exec hands on to vmqd */
+        if (t->libvirt_uri)
+                snprintf(libvirt, sizeof(libvirt), "--libvirt-uri=%s --runtime-dir=%s/run",
+                         t->libvirt_uri, t->dir);
+        else
+                snprintf(libvirt, sizeof(libvirt), "--no-libvirt");
         snprintf(cmd, sizeof(cmd),
                  "WATCHDOG_PID=$$; export WATCHDOG_PID; %s exec %s --bus=%s --state-dir=%s "
-                 "--image-dir=%s --no-libvirt %s >>%s 2>&1",
-                 t->env ? t->env : "", vmqd, t->address, t->state_dir, images,
+                 "--image-dir=%s %s %s >>%s 2>&1",
+                 t->env ? t->env : "", vmqd, t->address, t->state_dir, images, libvirt,
                  extra_args ? extra_args : "", logpath);
 
         t->vmqd_pid = fork();
@@ -140,6 +147,40 @@ void vmq_testbus_start_vmqd(struct vmq_testbus *t, const char *extra_args) {
                 execl("/bin/sh", "sh", "-c", cmd, (char *)NULL);
                 _exit(127);
         }
+}
+
+int vmq_testbus_run_vmqd_to_exit(struct vmq_testbus *t, const char *extra_args) {
+        char logpath[600];
+
+        spawn_vmqd(t, extra_args, logpath, sizeof(logpath));
+        for (int waited = 0;; waited += 50) {
+                struct pollfd p = {.fd = t->notify_fd, .events = POLLIN};
+                char buf[1024];
+                int status;
+                if (waitpid(t->vmqd_pid, &status, WNOHANG) == t->vmqd_pid) {
+                        t->vmqd_pid = 0;
+                        return status;
+                }
+                cr_assert_lt(waited, 20000, "vmqd did not exit within 20 s");
+                if (poll(&p, 1, 50) <= 0)
+                        continue;
+                ssize_t n = recv(t->notify_fd, buf, sizeof(buf) - 1, 0);
+                if (n <= 0)
+                        continue;
+                buf[n] = 0;
+                if (strstr(buf, "READY=1")) {
+                        char *log = NULL;
+                        vmq_testbus_run(t, &log, true, "cat %s", logpath);
+                        cr_assert_fail("vmqd started (READY=1) where it must refuse:\n%s",
+                                       log ? log : "");
+                }
+        }
+}
+
+void vmq_testbus_start_vmqd(struct vmq_testbus *t, const char *extra_args) {
+        char logpath[600];
+
+        spawn_vmqd(t, extra_args, logpath, sizeof(logpath));
 
         /* Wait for READY=1 on the notify socket. */
         for (int waited = 0;; waited += 100) {
@@ -302,6 +343,30 @@ void vmq_testbus_expect_clean_exit(struct vmq_testbus *t) {
                 vmq_testbus_run(t, &log, true, "tail -60 %s/vmqd.log", t->dir);
                 cr_assert_fail("vmqd exit status %d after SIGTERM:\n%s", st, log);
         }
+}
+
+int vmq_testbus_call(struct vmq_testbus *t, sd_bus_error *ret_error, sd_bus_message **ret_reply,
+                     const char *method, const char *types, ...) {
+        sd_bus *bus = NULL;
+        sd_bus_message *reply = NULL;
+        va_list ap;
+        int r;
+
+        cr_assert_geq(sd_bus_new(&bus), 0);
+        cr_assert_geq(sd_bus_set_address(bus, t->address), 0);
+        cr_assert_geq(sd_bus_set_bus_client(bus, 1), 0);
+        cr_assert_geq(sd_bus_negotiate_fds(bus, 1), 0);
+        cr_assert_geq(sd_bus_start(bus), 0);
+        va_start(ap, types);
+        r = sd_bus_call_methodv(bus, "org.vmq1", "/org/vmq1", "org.vmq1.Manager", method, ret_error,
+                                &reply, types, ap);
+        va_end(ap);
+        if (ret_reply)
+                *ret_reply = reply;
+        else
+                sd_bus_message_unref(reply);
+        sd_bus_flush_close_unref(bus);
+        return r;
 }
 
 static int count_entries(const char *path) {

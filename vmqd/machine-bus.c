@@ -10,7 +10,6 @@
 
 #include "bus/vmq-bus.h"
 #include "core/util.h"
-#include "vmqd/libvirt.h"
 #include "vmqd/log.h"
 #include "vmqd/machine.h"
 #include "vmqd/manager.h"
@@ -42,35 +41,16 @@ int bus_machine_method_stop(sd_bus_message *message, void *userdata, sd_bus_erro
         r = sd_bus_message_read(message, "u", &timeout_sec);
         if (r < 0)
                 return r;
-        if (machine_current_state(mc) != MACHINE_RUNNING && !libvirt_machine_domain_active(mc))
+        if (!machine_is_active(mc))
                 return sd_bus_error_setf(error, VMQ_BUS_ERROR_NOT_RUNNING,
                                          "Machine '%s' is not running", mc->name);
         if (timeout_sec == 0)
                 timeout_sec = m->config.stop_timeout_sec;
 
-        if (mc->backend == MACHINE_BACKEND_LIBVIRT) {
-                /* ACPI power button; virDomainDestroy after the timeout. */
-                r = libvirt_machine_shutdown(mc, error);
-                if (r < 0)
-                        return r;
-                r = machine_add_stop_request(mc, message, (uint64_t)timeout_sec * 1000000u);
-                if (r < 0)
-                        return r;
-                manager_process_monitor(m);
-                return 1;
-        }
-
-        r = vmq_vm_shutdown(mc->vm);
-        if (r == -EAGAIN) {
-                /* The guest's queue is full: it won't see a SHUTDOWN soon. */
-                log_notice("Machine '%s' has no room for a shutdown request, stopping it",
-                           mc->name);
-                (void)machine_kill(mc);
-        } else if (r < 0 && r != -ESRCH) {
-                return sd_bus_error_set_errnof(error, -r, "Cannot stop machine '%s': %s", mc->name,
-                                               strerror(-r));
-        }
-
+        /* The guest is asked; after the timeout it is stopped by force. */
+        r = machine_stop(mc, error);
+        if (r < 0)
+                return r;
         r = machine_add_stop_request(mc, message, (uint64_t)timeout_sec * 1000000u);
         if (r < 0)
                 return r;
@@ -86,15 +66,12 @@ int bus_machine_method_destroy(sd_bus_message *message, void *userdata, sd_bus_e
         r = vmqd_check_access(message, error);
         if (r < 0)
                 return r;
-        if (machine_current_state(mc) != MACHINE_RUNNING && !libvirt_machine_domain_active(mc))
+        if (!machine_is_active(mc))
                 return sd_bus_error_setf(error, VMQ_BUS_ERROR_NOT_RUNNING,
                                          "Machine '%s' is not running", mc->name);
-        if (mc->backend == MACHINE_BACKEND_LIBVIRT) {
-                r = libvirt_machine_destroy(mc, error);
-                if (r < 0)
-                        return r;
-        } else
-                (void)machine_kill(mc);
+        r = machine_kill(mc, error);
+        if (r < 0)
+                return r;
         manager_process_monitor(mc->manager);
         return sd_bus_reply_method_return(message, NULL);
 }
@@ -191,7 +168,7 @@ static int property_get_backend(sd_bus *bus, const char *path, const char *inter
         (void)interface;
         (void)property;
         (void)error;
-        return sd_bus_message_append(reply, "s", machine_backend_to_string(mc->backend));
+        return sd_bus_message_append(reply, "s", machine_backend_name(mc));
 }
 
 static int property_get_statistics(sd_bus *bus, const char *path, const char *interface,
