@@ -149,3 +149,42 @@ Test(vmqd, status_follows_the_machines) {
                   "STATUS= did not follow an undefined machine");
         vmq_testbus_expect_clean_exit(&tb);
 }
+
+/* Mutating calls: root, or a member of group vmq by the user database,
+ * for the uid the bus vouches for.  The check comes before any lookup, so
+ * a non-member learns nothing about which names exist. */
+Test(vmqd, access_is_checked_first_on_the_bus_uid_and_the_user_database) {
+        free(OK(0, "getent group vmq >/dev/null || groupadd --system vmq; "
+                   "id vmqtest >/dev/null 2>&1 || useradd --no-create-home --shell "
+                   "/usr/sbin/nologin vmqtest; gpasswd -d vmqtest vmq >/dev/null 2>&1; true"));
+        vmq_testbus_start_vmqd(&tb, "");
+        free(OK(0, "$VMQCTL create e --image echo"));
+        const char *as_user = "setpriv --reuid=vmqtest --regid=vmqtest --init-groups";
+
+        free(OK(4, "%s $VMQCTL undefine no-such-machine", as_user));
+        free(OK(4, "%s $VMQCTL start no-such-machine", as_user));
+        free(OK(4, "%s $VMQCTL close 4242", as_user));
+        free(OK(4, "%s $VMQCTL undefine e", as_user));
+        free(OK(4, "%s $VMQCTL create x --image echo", as_user));
+        char *out = NULL;
+        int r = vmq_testbus_run(&tb, &out, true,
+                                "%s $BUSCTL call org.vmq1 /org/vmq1 org.vmq1.Manager "
+                                "UndefineMachine s no-such-machine",
+                                as_user);
+        cr_assert_neq(r, 0);
+        vmq_assert_has(out, "ccess denied");
+        free(out);
+        /* reads stay open */
+        out = OK(0, "%s $VMQCTL list --names", as_user);
+        vmq_assert_has(out, "e\n");
+        free(out);
+
+        /* Membership is the user database's: no new login needed, and a
+         * process that dropped its supplementary groups still counts. */
+        free(OK(0, "gpasswd -a vmqtest vmq >/dev/null"));
+        free(OK(0, "setpriv --reuid=vmqtest --regid=vmqtest --clear-groups $VMQCTL create x "
+                   "--image echo"));
+        free(OK(3, "%s $VMQCTL undefine no-such-machine", as_user));
+        free(OK(0, "gpasswd -d vmqtest vmq >/dev/null"));
+        vmq_testbus_expect_clean_exit(&tb);
+}

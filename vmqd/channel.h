@@ -91,6 +91,6 @@ int channel_object_find(sd_bus *bus, const char *path, const char *interface, vo
                         void **found, sd_bus_error *error);
 int channel_node_enumerator(sd_bus *bus, const char *path, void *userdata, char ***nodes,
                             sd_bus_error *error);
-int bus_channel_method_close(sd_bus_message *message, void *userdata, sd_bus_error *error);
+int bus_channel_close(sd_bus_message *message, struct channel *c, sd_bus_error *error);
 
 #endif /* VMQD_CHANNEL_H */

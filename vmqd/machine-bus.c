@@ -10,34 +10,27 @@
 
 #include "bus/vmq-bus.h"
 #include "core/util.h"
+#include "vmqd/bus-error.h"
 #include "vmqd/log.h"
 #include "vmqd/machine.h"
 #include "vmqd/manager.h"
 
 #define CONSOLE_CHUNK (64u * 1024u)
 
-int bus_machine_method_start(sd_bus_message *message, void *userdata, sd_bus_error *error) {
-        struct machine *mc = userdata;
+int bus_machine_start(sd_bus_message *message, struct machine *mc, sd_bus_error *error) {
         int r;
 
-        r = vmqd_check_access(message, error);
-        if (r < 0)
-                return r;
         r = manager_start_machine(mc->manager, mc, error);
         if (r < 0)
                 return r;
         return sd_bus_reply_method_return(message, NULL);
 }
 
-int bus_machine_method_stop(sd_bus_message *message, void *userdata, sd_bus_error *error) {
-        struct machine *mc = userdata;
+int bus_machine_stop(sd_bus_message *message, struct machine *mc, sd_bus_error *error) {
         struct manager *m = mc->manager;
         uint32_t timeout_sec;
         int r;
 
-        r = vmqd_check_access(message, error);
-        if (r < 0)
-                return r;
         r = sd_bus_message_read(message, "u", &timeout_sec);
         if (r < 0)
                 return r;
@@ -59,13 +52,9 @@ int bus_machine_method_stop(sd_bus_message *message, void *userdata, sd_bus_erro
         return 1;
 }
 
-int bus_machine_method_destroy(sd_bus_message *message, void *userdata, sd_bus_error *error) {
-        struct machine *mc = userdata;
+int bus_machine_destroy(sd_bus_message *message, struct machine *mc, sd_bus_error *error) {
         int r;
 
-        r = vmqd_check_access(message, error);
-        if (r < 0)
-                return r;
         if (!machine_is_active(mc))
                 return sd_bus_error_setf(error, VMQ_BUS_ERROR_NOT_RUNNING,
                                          "Machine '%s' is not running", mc->name);
@@ -76,17 +65,41 @@ int bus_machine_method_destroy(sd_bus_message *message, void *userdata, sd_bus_e
         return sd_bus_reply_method_return(message, NULL);
 }
 
-int bus_machine_method_undefine(sd_bus_message *message, void *userdata, sd_bus_error *error) {
-        struct machine *mc = userdata;
+int bus_machine_undefine(sd_bus_message *message, struct machine *mc, sd_bus_error *error) {
         int r;
 
-        r = vmqd_check_access(message, error);
-        if (r < 0)
-                return r;
         r = manager_undefine_machine(mc->manager, mc, error);
         if (r < 0)
                 return r;
         return sd_bus_reply_method_return(message, NULL);
+}
+
+static int method_start(sd_bus_message *message, void *userdata, sd_bus_error *error) {
+        int r = vmqd_check_access(message, error);
+        if (r < 0)
+                return r;
+        return bus_machine_start(message, userdata, error);
+}
+
+static int method_stop(sd_bus_message *message, void *userdata, sd_bus_error *error) {
+        int r = vmqd_check_access(message, error);
+        if (r < 0)
+                return r;
+        return bus_machine_stop(message, userdata, error);
+}
+
+static int method_destroy(sd_bus_message *message, void *userdata, sd_bus_error *error) {
+        int r = vmqd_check_access(message, error);
+        if (r < 0)
+                return r;
+        return bus_machine_destroy(message, userdata, error);
+}
+
+static int method_undefine(sd_bus_message *message, void *userdata, sd_bus_error *error) {
+        int r = vmqd_check_access(message, error);
+        if (r < 0)
+                return r;
+        return bus_machine_undefine(message, userdata, error);
 }
 
 static int method_read_console(sd_bus_message *message, void *userdata, sd_bus_error *error) {
@@ -206,6 +219,13 @@ static int property_get_statistics(sd_bus *bus, const char *path, const char *in
         return sd_bus_message_close_container(reply);
 }
 
+/* Every method answers with a documented error (vmqd/bus-error.h). */
+VMQD_BUS_CHECKED(method_start)
+VMQD_BUS_CHECKED(method_stop)
+VMQD_BUS_CHECKED(method_destroy)
+VMQD_BUS_CHECKED(method_undefine)
+VMQD_BUS_CHECKED(method_read_console)
+
 const sd_bus_vtable machine_vtable[] = {
         SD_BUS_VTABLE_START(0),
         SD_BUS_PROPERTY("Name", "s", NULL, offsetof(struct machine, name),
@@ -234,17 +254,17 @@ const sd_bus_vtable machine_vtable[] = {
         SD_BUS_PROPERTY("CrashReason", "s", property_get_crash_reason, 0,
                         SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
         SD_BUS_PROPERTY("Statistics", "a{st}", property_get_statistics, 0, 0),
-        SD_BUS_METHOD_WITH_ARGS("Start", SD_BUS_NO_ARGS, SD_BUS_NO_RESULT, bus_machine_method_start,
+        SD_BUS_METHOD_WITH_ARGS("Start", SD_BUS_NO_ARGS, SD_BUS_NO_RESULT, method_start_checked,
                                 SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_METHOD_WITH_ARGS("Stop", SD_BUS_ARGS("u", timeout_sec), SD_BUS_NO_RESULT,
-                                bus_machine_method_stop, SD_BUS_VTABLE_UNPRIVILEGED),
-        SD_BUS_METHOD_WITH_ARGS("Destroy", SD_BUS_NO_ARGS, SD_BUS_NO_RESULT,
-                                bus_machine_method_destroy, SD_BUS_VTABLE_UNPRIVILEGED),
-        SD_BUS_METHOD_WITH_ARGS("Undefine", SD_BUS_NO_ARGS, SD_BUS_NO_RESULT,
-                                bus_machine_method_undefine, SD_BUS_VTABLE_UNPRIVILEGED),
-        SD_BUS_METHOD_WITH_ARGS("ReadConsole", SD_BUS_ARGS("t", offset),
-                                SD_BUS_RESULT("ay", data, "t", next_offset), method_read_console,
+                                method_stop_checked, SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_ARGS("Destroy", SD_BUS_NO_ARGS, SD_BUS_NO_RESULT, method_destroy_checked,
                                 SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_ARGS("Undefine", SD_BUS_NO_ARGS, SD_BUS_NO_RESULT,
+                                method_undefine_checked, SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_ARGS("ReadConsole", SD_BUS_ARGS("t", offset),
+                                SD_BUS_RESULT("ay", data, "t", next_offset),
+                                method_read_console_checked, SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_VTABLE_END,
 };
 

@@ -143,11 +143,11 @@ int machine_object_find(sd_bus *bus, const char *path, const char *interface, vo
                         void **found, sd_bus_error *error);
 int machine_node_enumerator(sd_bus *bus, const char *path, void *userdata, char ***nodes,
                             sd_bus_error *error);
-/* Method bodies shared with the Manager: the message's read pointer is
- * past the name argument. */
-int bus_machine_method_start(sd_bus_message *message, void *userdata, sd_bus_error *error);
-int bus_machine_method_stop(sd_bus_message *message, void *userdata, sd_bus_error *error);
-int bus_machine_method_destroy(sd_bus_message *message, void *userdata, sd_bus_error *error);
-int bus_machine_method_undefine(sd_bus_message *message, void *userdata, sd_bus_error *error);
+/* Method bodies shared with the Manager, for a caller that has checked
+ * access already: the message's read pointer is past the name argument. */
+int bus_machine_start(sd_bus_message *message, struct machine *mc, sd_bus_error *error);
+int bus_machine_stop(sd_bus_message *message, struct machine *mc, sd_bus_error *error);
+int bus_machine_destroy(sd_bus_message *message, struct machine *mc, sd_bus_error *error);
+int bus_machine_undefine(sd_bus_message *message, struct machine *mc, sd_bus_error *error);
 
 #endif /* VMQD_MACHINE_H */

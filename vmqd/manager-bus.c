@@ -21,6 +21,7 @@
 #include "core/vmq-abi.h"
 #include "vmqd/backend-libvirt.h"
 #include "vmqd/channel.h"
+#include "vmqd/bus-error.h"
 #include "vmqd/log.h"
 #include "vmqd/machine.h"
 #include "vmqd/manager.h"
@@ -328,34 +329,42 @@ static int method_create_machine(sd_bus_message *message, void *userdata, sd_bus
 
 static int method_start_machine(sd_bus_message *message, void *userdata, sd_bus_error *error) {
         struct machine *mc;
-        int r = read_machine(message, userdata, &mc, error);
+        int r = vmqd_check_access(message, error);
+        if (r >= 0)
+                r = read_machine(message, userdata, &mc, error);
         if (r < 0)
                 return r;
-        return bus_machine_method_start(message, mc, error);
+        return bus_machine_start(message, mc, error);
 }
 
 static int method_stop_machine(sd_bus_message *message, void *userdata, sd_bus_error *error) {
         struct machine *mc;
-        int r = read_machine(message, userdata, &mc, error);
+        int r = vmqd_check_access(message, error);
+        if (r >= 0)
+                r = read_machine(message, userdata, &mc, error);
         if (r < 0)
                 return r;
-        return bus_machine_method_stop(message, mc, error);
+        return bus_machine_stop(message, mc, error);
 }
 
 static int method_destroy_machine(sd_bus_message *message, void *userdata, sd_bus_error *error) {
         struct machine *mc;
-        int r = read_machine(message, userdata, &mc, error);
+        int r = vmqd_check_access(message, error);
+        if (r >= 0)
+                r = read_machine(message, userdata, &mc, error);
         if (r < 0)
                 return r;
-        return bus_machine_method_destroy(message, mc, error);
+        return bus_machine_destroy(message, mc, error);
 }
 
 static int method_undefine_machine(sd_bus_message *message, void *userdata, sd_bus_error *error) {
         struct machine *mc;
-        int r = read_machine(message, userdata, &mc, error);
+        int r = vmqd_check_access(message, error);
+        if (r >= 0)
+                r = read_machine(message, userdata, &mc, error);
         if (r < 0)
                 return r;
-        return bus_machine_method_undefine(message, mc, error);
+        return bus_machine_undefine(message, mc, error);
 }
 
 static int method_list_machines(sd_bus_message *message, void *userdata, sd_bus_error *error) {
@@ -455,10 +464,12 @@ static int method_open_channel(sd_bus_message *message, void *userdata, sd_bus_e
 
 static int method_close_channel(sd_bus_message *message, void *userdata, sd_bus_error *error) {
         struct channel *c;
-        int r = read_channel(message, userdata, &c, error);
+        int r = vmqd_check_access(message, error);
+        if (r >= 0)
+                r = read_channel(message, userdata, &c, error);
         if (r < 0)
                 return r;
-        return bus_channel_method_close(message, c, error);
+        return bus_channel_close(message, c, error);
 }
 
 static int method_list_channels(sd_bus_message *message, void *userdata, sd_bus_error *error) {
@@ -689,6 +700,24 @@ static int property_get_max_inline(sd_bus *bus, const char *path, const char *in
         return sd_bus_message_append(reply, "u", (uint32_t)VMQ_BUS_MAX_INLINE);
 }
 
+/* Every method answers with a documented error (vmqd/bus-error.h). */
+VMQD_BUS_CHECKED(method_create_machine)
+VMQD_BUS_CHECKED(libvirt_method_adopt_domain)
+VMQD_BUS_CHECKED(method_start_machine)
+VMQD_BUS_CHECKED(method_stop_machine)
+VMQD_BUS_CHECKED(method_destroy_machine)
+VMQD_BUS_CHECKED(method_undefine_machine)
+VMQD_BUS_CHECKED(method_list_machines)
+VMQD_BUS_CHECKED(method_get_machine)
+VMQD_BUS_CHECKED(method_open_channel)
+VMQD_BUS_CHECKED(method_close_channel)
+VMQD_BUS_CHECKED(method_list_channels)
+VMQD_BUS_CHECKED(method_get_channel)
+VMQD_BUS_CHECKED(method_send)
+VMQD_BUS_CHECKED(method_send_fd)
+VMQD_BUS_CHECKED(method_receive)
+VMQD_BUS_CHECKED(method_get_statistics)
+
 const sd_bus_vtable manager_vtable[] = {
         SD_BUS_VTABLE_START(0),
         SD_BUS_PROPERTY("Version", "s", property_get_version, 0, SD_BUS_VTABLE_PROPERTY_CONST),
@@ -702,43 +731,46 @@ const sd_bus_vtable manager_vtable[] = {
         SD_BUS_PROPERTY("MaxInlineSend", "u", property_get_max_inline, 0,
                         SD_BUS_VTABLE_PROPERTY_CONST),
 
-        SD_BUS_METHOD_WITH_ARGS(
-                "CreateMachine", SD_BUS_ARGS("s", name, "s", image, "a{sv}", options),
-                SD_BUS_RESULT("o", machine), method_create_machine, SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_ARGS("CreateMachine",
+                                SD_BUS_ARGS("s", name, "s", image, "a{sv}", options),
+                                SD_BUS_RESULT("o", machine), method_create_machine_checked,
+                                SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_METHOD_WITH_ARGS("AdoptDomain", SD_BUS_ARGS("s", domain, "a{sv}", options),
-                                SD_BUS_RESULT("o", machine), libvirt_method_adopt_domain,
+                                SD_BUS_RESULT("o", machine), libvirt_method_adopt_domain_checked,
                                 SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_METHOD_WITH_ARGS("StartMachine", SD_BUS_ARGS("s", name), SD_BUS_NO_RESULT,
-                                method_start_machine, SD_BUS_VTABLE_UNPRIVILEGED),
+                                method_start_machine_checked, SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_METHOD_WITH_ARGS("StopMachine", SD_BUS_ARGS("s", name, "u", timeout_sec),
-                                SD_BUS_NO_RESULT, method_stop_machine, SD_BUS_VTABLE_UNPRIVILEGED),
+                                SD_BUS_NO_RESULT, method_stop_machine_checked,
+                                SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_METHOD_WITH_ARGS("DestroyMachine", SD_BUS_ARGS("s", name), SD_BUS_NO_RESULT,
-                                method_destroy_machine, SD_BUS_VTABLE_UNPRIVILEGED),
+                                method_destroy_machine_checked, SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_METHOD_WITH_ARGS("UndefineMachine", SD_BUS_ARGS("s", name), SD_BUS_NO_RESULT,
-                                method_undefine_machine, SD_BUS_VTABLE_UNPRIVILEGED),
+                                method_undefine_machine_checked, SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_METHOD_WITH_ARGS("ListMachines", SD_BUS_NO_ARGS, SD_BUS_RESULT("a(ssuso)", machines),
-                                method_list_machines, SD_BUS_VTABLE_UNPRIVILEGED),
+                                method_list_machines_checked, SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_METHOD_WITH_ARGS("GetMachine", SD_BUS_ARGS("s", name), SD_BUS_RESULT("o", machine),
-                                method_get_machine, SD_BUS_VTABLE_UNPRIVILEGED),
+                                method_get_machine_checked, SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_METHOD_WITH_ARGS("OpenChannel",
                                 SD_BUS_ARGS("s", end_a, "s", end_b, "a{sv}", options),
-                                SD_BUS_RESULT("u", id, "o", channel), method_open_channel,
+                                SD_BUS_RESULT("u", id, "o", channel), method_open_channel_checked,
                                 SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_METHOD_WITH_ARGS("CloseChannel", SD_BUS_ARGS("u", id), SD_BUS_NO_RESULT,
-                                method_close_channel, SD_BUS_VTABLE_UNPRIVILEGED),
+                                method_close_channel_checked, SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_METHOD_WITH_ARGS("ListChannels", SD_BUS_NO_ARGS, SD_BUS_RESULT("a(ussbo)", channels),
-                                method_list_channels, SD_BUS_VTABLE_UNPRIVILEGED),
+                                method_list_channels_checked, SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_METHOD_WITH_ARGS("GetChannel", SD_BUS_ARGS("u", id), SD_BUS_RESULT("o", channel),
-                                method_get_channel, SD_BUS_VTABLE_UNPRIVILEGED),
+                                method_get_channel_checked, SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_METHOD_WITH_ARGS("Send", SD_BUS_ARGS("u", channel, "ay", data, "t", tag),
-                                SD_BUS_NO_RESULT, method_send, SD_BUS_VTABLE_UNPRIVILEGED),
+                                SD_BUS_NO_RESULT, method_send_checked, SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_METHOD_WITH_ARGS("SendFd", SD_BUS_ARGS("u", channel, "h", fd, "t", tag),
-                                SD_BUS_NO_RESULT, method_send_fd, SD_BUS_VTABLE_UNPRIVILEGED),
+                                SD_BUS_NO_RESULT, method_send_fd_checked,
+                                SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_METHOD_WITH_ARGS("Receive", SD_BUS_ARGS("u", channel, "t", timeout_usec),
-                                SD_BUS_RESULT("a{sv}", message), method_receive,
+                                SD_BUS_RESULT("a{sv}", message), method_receive_checked,
                                 SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_METHOD_WITH_ARGS("GetStatistics", SD_BUS_NO_ARGS, SD_BUS_RESULT("a{sv}", stats),
-                                method_get_statistics, SD_BUS_VTABLE_UNPRIVILEGED),
+                                method_get_statistics_checked, SD_BUS_VTABLE_UNPRIVILEGED),
 
         SD_BUS_SIGNAL_WITH_ARGS("MachineNew", SD_BUS_ARGS("s", name, "o", machine), 0),
         SD_BUS_SIGNAL_WITH_ARGS("MachineRemoved", SD_BUS_ARGS("s", name, "o", machine), 0),

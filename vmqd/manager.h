@@ -26,22 +26,6 @@
 #include "vmqd/state.h"
 
 /*
- * Errors of the Manager that bus/vmq-bus.h does not name yet (there they
- * belong, with an entry in bus/bus-errors.c; these give way to them).
- *
- * StateSaveFailed: a change could not be saved in the state directory
- * (full disk, read-only file system, ...); nothing changed, in memory or on
- * disk.  UuidInUse: another machine has that UUID (the monitor stamps it
- * on every message as the sender's identity, so it is unique).
- */
-#ifndef VMQ_BUS_ERROR_STATE_SAVE_FAILED
-#define VMQ_BUS_ERROR_STATE_SAVE_FAILED "org.vmq1.Error.StateSaveFailed"
-#endif
-#ifndef VMQ_BUS_ERROR_UUID_IN_USE
-#define VMQ_BUS_ERROR_UUID_IN_USE "org.vmq1.Error.UuidInUse"
-#endif
-
-/*
  * manager_startup()'s error when the saved state holds more than the
  * configuration allows (more machines than limits.max_machines): a
  * configuration error (EX_CONFIG for the exit status), logged with both
