@@ -6,6 +6,10 @@
  * of these needs a running micro-VM.
  */
 #include <criterion/criterion.h>
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <systemd/sd-bus.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -14,6 +18,7 @@
 #include <unistd.h>
 
 #include "tests/daemon-util.h"
+#include "tests/test-util.h"
 
 static struct vmq_testbus tb;
 
@@ -186,5 +191,122 @@ Test(vmqd, access_is_checked_first_on_the_bus_uid_and_the_user_database) {
                    "--image echo"));
         free(OK(3, "%s $VMQCTL undefine no-such-machine", as_user));
         free(OK(0, "gpasswd -d vmqtest vmq >/dev/null"));
+        vmq_testbus_expect_clean_exit(&tb);
+}
+
+/* ---- the error map ---------------------------------------------------------- */
+
+/* Calls a Manager method and asserts the error's name (the message is
+ * shown when it is another). */
+#define EXPECT_ERROR(want, method, ...)                                                            \
+        do {                                                                                       \
+                sd_bus_error e_ = SD_BUS_ERROR_NULL;                                               \
+                int r_ = vmq_testbus_call(&tb, &e_, NULL, method, __VA_ARGS__);                    \
+                cr_assert_lt(r_, 0, "%s succeeded", method);                                       \
+                cr_assert_str_eq(e_.name, want, "%s: %s", method, e_.message);                     \
+                sd_bus_error_free(&e_);                                                            \
+        } while (0)
+
+static int memfd_with(const char *text, bool seal) {
+        int fd = memfd_create("t", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+        cr_assert_geq(fd, 0);
+        cr_assert_eq(write(fd, text, strlen(text)), (ssize_t)strlen(text));
+        if (seal)
+                cr_assert_eq(fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE), 0);
+        return fd;
+}
+
+/*
+ * Every method, with the inputs that make each of its documented errors
+ * that need no running micro-VM (vmqd/DBUS-API.md, "Errors"): the name on
+ * the wire is the documented one, never System.Error.* or a generic
+ * org.freedesktop.DBus.Error.* that vmqd itself chose.
+ */
+Test(vmqd, every_method_answers_its_documented_errors) {
+        char args[700], path[600];
+        write_config("{\"limits\": {\"max_machines\": 3}}\n");
+        snprintf(args, sizeof(args), "--config=%s/vmqd.conf", tb.dir);
+        vmq_testbus_start_vmqd(&tb, args);
+        const char *uuid = "6a0f7d6e-3c39-4c43-9f8e-1b3a4c5d6e7f";
+
+        EXPECT_ERROR("org.vmq1.Error.InvalidArgument", "CreateMachine", "ssa{sv}", "no spaces",
+                     "echo", 0);
+        EXPECT_ERROR("org.vmq1.Error.InvalidArgument", "CreateMachine", "ssa{sv}", "a", "echo", 1,
+                     "bogus-option", "u", 1);
+        EXPECT_ERROR("org.vmq1.Error.InvalidArgument", "CreateMachine", "ssa{sv}", "a", "echo", 1,
+                     "memory", "s", "16M");
+        EXPECT_ERROR("org.vmq1.Error.InvalidArgument", "CreateMachine", "ssa{sv}", "a", "echo", 1,
+                     "uuid", "s", "00000000-0000-0000-0000-000000000000");
+        EXPECT_ERROR("org.vmq1.Error.InvalidArgument", "CreateMachine", "ssa{sv}", "a", "echo", 1,
+                     "queue_depth", "u", 3);
+        EXPECT_ERROR("org.vmq1.Error.NoSuchImage", "CreateMachine", "ssa{sv}", "a",
+                     "/nonexistent/x.elf", 0);
+        EXPECT_ERROR("org.vmq1.Error.NoSuchImage", "CreateMachine", "ssa{sv}", "a", "no-such-image",
+                     0);
+        /* images that are not guest images, whatever they are */
+        EXPECT_ERROR("org.vmq1.Error.BadImage", "CreateMachine", "ssa{sv}", "a", tb.dir, 0);
+        EXPECT_ERROR("org.vmq1.Error.BadImage", "CreateMachine", "ssa{sv}", "a", "/dev/zero", 0);
+        snprintf(path, sizeof(path), "%s/fifo", tb.dir);
+        cr_assert_eq(mkfifo(path, 0644), 0);
+        EXPECT_ERROR("org.vmq1.Error.BadImage", "CreateMachine", "ssa{sv}", "a", path, 0);
+        snprintf(path, sizeof(path), "%s/sparse", tb.dir);
+        free(OK(0, "truncate -s 2G %s", path));
+        EXPECT_ERROR("org.vmq1.Error.BadImage", "CreateMachine", "ssa{sv}", "a", path, 0);
+        snprintf(path, sizeof(path), "%s/text", tb.dir);
+        free(OK(0, "echo 'not an ELF' > %s", path));
+        EXPECT_ERROR("org.vmq1.Error.BadImage", "CreateMachine", "ssa{sv}", "a", path, 0);
+
+        free(OK(0, "$VMQCTL create a --image echo --uuid %s", uuid));
+        EXPECT_ERROR("org.vmq1.Error.MachineExists", "CreateMachine", "ssa{sv}", "a", "echo", 0);
+        EXPECT_ERROR("org.vmq1.Error.UuidInUse", "CreateMachine", "ssa{sv}", "b", "echo", 1, "uuid",
+                     "s", uuid);
+        free(OK(0, "$VMQCTL create b --image echo"));
+        free(OK(0, "$VMQCTL create c --image echo"));
+        EXPECT_ERROR("org.vmq1.Error.LimitReached", "CreateMachine", "ssa{sv}", "d", "echo", 0);
+
+        EXPECT_ERROR("org.vmq1.Error.BackendUnavailable", "AdoptDomain", "sa{sv}", "dom", 0);
+
+        EXPECT_ERROR("org.vmq1.Error.NoSuchMachine", "StartMachine", "s", "nope");
+        EXPECT_ERROR("org.vmq1.Error.NoSuchMachine", "StopMachine", "su", "nope", 0);
+        EXPECT_ERROR("org.vmq1.Error.NotRunning", "StopMachine", "su", "a", 0);
+        EXPECT_ERROR("org.vmq1.Error.NoSuchMachine", "DestroyMachine", "s", "nope");
+        EXPECT_ERROR("org.vmq1.Error.NotRunning", "DestroyMachine", "s", "a");
+        EXPECT_ERROR("org.vmq1.Error.NoSuchMachine", "UndefineMachine", "s", "nope");
+        EXPECT_ERROR("org.vmq1.Error.NoSuchMachine", "GetMachine", "s", "nope");
+        if (!vmq_test_have_kvm())
+                EXPECT_ERROR("org.vmq1.Error.BackendUnavailable", "StartMachine", "s", "a");
+
+        EXPECT_ERROR("org.vmq1.Error.NoSuchMachine", "OpenChannel", "ssa{sv}", "host", "nope", 0);
+        EXPECT_ERROR("org.vmq1.Error.InvalidArgument", "OpenChannel", "ssa{sv}", "host", "host", 0);
+        EXPECT_ERROR("org.vmq1.Error.NotRunning", "OpenChannel", "ssa{sv}", "host", "b", 0);
+        EXPECT_ERROR("org.vmq1.Error.InvalidArgument", "OpenChannel", "ssa{sv}", "host", "b", 1,
+                     "mode", "s", "sideways");
+        EXPECT_ERROR("org.vmq1.Error.NoSuchChannel", "CloseChannel", "u", 4242);
+        EXPECT_ERROR("org.vmq1.Error.NoSuchChannel", "GetChannel", "u", 4242);
+        EXPECT_ERROR("org.vmq1.Error.NoSuchChannel", "Send", "uayt", 4242, 3, "abc", 0);
+        EXPECT_ERROR("org.vmq1.Error.NoSuchChannel", "Receive", "ut", 4242, 0);
+
+        /* SendFd checks the fd before it looks for the channel */
+        int fds[2];
+        cr_assert_eq(pipe2(fds, O_CLOEXEC), 0);
+        EXPECT_ERROR("org.vmq1.Error.BadFileDescriptor", "SendFd", "uht", 4242, fds[0], 0);
+        close(fds[0]);
+        close(fds[1]);
+        int fd = memfd_with("unsealed", false);
+        EXPECT_ERROR("org.vmq1.Error.BadFileDescriptor", "SendFd", "uht", 4242, fd, 0);
+        close(fd);
+        fd = memfd_with("sealed", true);
+        char proc[64];
+        snprintf(proc, sizeof(proc), "/proc/self/fd/%d", fd);
+        int wo = open(proc, O_WRONLY | O_CLOEXEC);
+        cr_assert_geq(wo, 0);
+        EXPECT_ERROR("org.vmq1.Error.BadFileDescriptor", "SendFd", "uht", 4242, wo, 0);
+        close(wo);
+        EXPECT_ERROR("org.vmq1.Error.NoSuchChannel", "SendFd", "uht", 4242, fd, 0);
+        close(fd);
+
+        /* Calls that do not fit the interface get sd-bus's standard names. */
+        EXPECT_ERROR("org.freedesktop.DBus.Error.UnknownMethod", "NoSuchMethod", "");
+        EXPECT_ERROR("org.freedesktop.DBus.Error.InvalidArgs", "GetMachine", "u", 7);
         vmq_testbus_expect_clean_exit(&tb);
 }

@@ -38,14 +38,33 @@ static int start_error(struct machine *mc, const char *path, int r, sd_bus_error
                                          "Image '%s' of machine '%s' refused: %s", path, mc->name,
                                          strerror(-r));
         case -EINVAL:
-                return sd_bus_error_setf(error, VMQ_BUS_ERROR_INVALID_ARGUMENT,
-                                         "Invalid configuration for machine '%s'", mc->name);
+                /* The definition was checked when it was made: it is the
+                 * file, which may have changed since (a FIFO, a device). */
+                return sd_bus_error_setf(error, VMQ_BUS_ERROR_BAD_IMAGE,
+                                         "Image '%s' of machine '%s' refused: not a regular file, "
+                                         "or not a vmq guest image",
+                                         path, mc->name);
         case -ENOMEM:
                 return sd_bus_error_setf(error, VMQ_BUS_ERROR_NO_MEMORY,
                                          "Not enough memory to start machine '%s'", mc->name);
         case -EEXIST:
                 return sd_bus_error_setf(error, VMQ_BUS_ERROR_BUSY,
                                          "Machine '%s' still exists in the monitor", mc->name);
+        case -EISDIR:
+                return sd_bus_error_setf(error, VMQ_BUS_ERROR_BAD_IMAGE,
+                                         "Image '%s' of machine '%s' is a directory", path,
+                                         mc->name);
+        case -ENODEV:
+        case -EACCES:
+        case -EPERM:
+                if (vmq_monitor_kvm_error(mc->manager->monitor) < 0)
+                        return sd_bus_error_setf(
+                                error, VMQ_BUS_ERROR_BACKEND_UNAVAILABLE,
+                                "Cannot start machine '%s': this host gives vmqd no /dev/kvm (%s)",
+                                mc->name, strerror(-vmq_monitor_kvm_error(mc->manager->monitor)));
+                return sd_bus_error_setf(error, VMQ_BUS_ERROR_BAD_IMAGE,
+                                         "Image '%s' of machine '%s' cannot be read: %s", path,
+                                         mc->name, strerror(-r));
         default:
                 return sd_bus_error_set_errnof(error, -r, "Cannot start machine '%s': %s", mc->name,
                                                strerror(-r));

@@ -59,6 +59,37 @@ static int on_name_owner_changed(sd_bus_message *message, void *userdata, sd_bus
 
 /* ---- org.vmq1.Manager ------------------------------------------------------ */
 
+/* Why an image file was refused, as the caller would want to read it. */
+static int image_error(sd_bus_error *error, const char *path, int r) {
+        switch (r) {
+        case -ENOENT:
+        case -ENOTDIR:
+                return sd_bus_error_setf(error, VMQ_BUS_ERROR_NO_SUCH_IMAGE, "Image '%s' not found",
+                                         path);
+        case -EISDIR:
+                return sd_bus_error_setf(error, VMQ_BUS_ERROR_BAD_IMAGE,
+                                         "Image '%s' is a directory, not a guest image", path);
+        case -EINVAL:
+                return sd_bus_error_setf(error, VMQ_BUS_ERROR_BAD_IMAGE,
+                                         "Image '%s' is not a regular file (a device, FIFO or "
+                                         "socket)",
+                                         path);
+        case -EFBIG:
+                return sd_bus_error_setf(error, VMQ_BUS_ERROR_BAD_IMAGE,
+                                         "Image '%s' is larger than %u MiB; guest images are "
+                                         "small",
+                                         path, VMQ_IMAGE_MAX >> 20);
+        case -EACCES:
+        case -EPERM:
+                return sd_bus_error_setf(error, VMQ_BUS_ERROR_BAD_IMAGE,
+                                         "Image '%s' cannot be read by vmqd: %s", path,
+                                         strerror(-r));
+        default:
+                return sd_bus_error_setf(error, VMQ_BUS_ERROR_BAD_IMAGE,
+                                         "Cannot read image '%s': %s", path, strerror(-r));
+        }
+}
+
 static int no_such_machine(sd_bus_error *error, const char *name) {
         return sd_bus_error_setf(error, VMQ_BUS_ERROR_NO_SUCH_MACHINE, "No machine '%s'", name);
 }
@@ -296,7 +327,7 @@ static int method_create_machine(sd_bus_message *message, void *userdata, sd_bus
                 void *data = NULL;
                 size_t size = 0;
                 struct vmq_elf_info info;
-                r = vmq_read_file(path, 64u * 1024 * 1024, &data, &size);
+                r = vmq_read_file(path, VMQ_IMAGE_MAX, &data, &size);
                 if (r == 0) {
                         r = vmq_elf_parse(data, size, VMQ_IMAGE_GPA,
                                           def.memory - (uint64_t)def.vcpus * VMQ_STACK_SIZE, &info);
@@ -307,13 +338,8 @@ static int method_create_machine(sd_bus_message *message, void *userdata, sd_bus
                                                          path, strerror(-r));
                 }
         }
-        if (r < 0) {
-                if (r == -ENOENT)
-                        return sd_bus_error_setf(error, VMQ_BUS_ERROR_NO_SUCH_IMAGE,
-                                                 "Image '%s' not found", path);
-                return sd_bus_error_set_errnof(error, -r, "Cannot read image '%s': %s", path,
-                                               strerror(-r));
-        }
+        if (r < 0)
+                return image_error(error, path, r);
 
         /* Saved first (if persistent), started next (if asked), listed
          * last: a failure at any step leaves no machine and no definition. */
@@ -540,16 +566,14 @@ static int method_send_fd(sd_bus_message *message, void *userdata, sd_bus_error 
         struct channel *c;
         struct stat st;
         void *data = NULL;
+        uint32_t id;
         uint64_t tag;
         int fd, seals, r;
 
         r = vmqd_check_access(message, error);
         if (r < 0)
                 return r;
-        r = read_channel(message, m, &c, error);
-        if (r < 0)
-                return r;
-        r = sd_bus_message_read(message, "ht", &fd, &tag);
+        r = sd_bus_message_read(message, "uht", &id, &fd, &tag);
         if (r < 0)
                 return r;
 
@@ -562,10 +586,19 @@ static int method_send_fd(sd_bus_message *message, void *userdata, sd_bus_error 
                                          "The memfd is not sealed against writing, shrinking and "
                                          "growing");
         if (fstat(fd, &st) < 0)
-                return sd_bus_error_set_errnof(error, errno, "Cannot stat the memfd: %m");
+                return sd_bus_error_setf(error, VMQ_BUS_ERROR_BAD_FD, "Cannot stat the memfd: %s",
+                                         strerror(errno));
         if (!S_ISREG(st.st_mode))
                 return sd_bus_error_setf(error, VMQ_BUS_ERROR_BAD_FD,
                                          "The file descriptor is not a memfd");
+        /* One reopened through /proc write-only cannot be mapped for reading. */
+        int flags = fcntl(fd, F_GETFL);
+        if (flags < 0 || (flags & O_ACCMODE) == O_WRONLY)
+                return sd_bus_error_setf(error, VMQ_BUS_ERROR_BAD_FD,
+                                         "The memfd is not open for reading");
+        c = manager_find_channel(m, id);
+        if (!c)
+                return no_such_channel(error, id);
         if ((uint64_t)st.st_size > m->config.max_message)
                 return sd_bus_error_setf(error, VMQ_BUS_ERROR_TOO_LARGE,
                                          "%jd bytes are more than the limit of %" PRIu64,
@@ -573,7 +606,8 @@ static int method_send_fd(sd_bus_message *message, void *userdata, sd_bus_error 
         if (st.st_size > 0) {
                 data = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
                 if (data == MAP_FAILED)
-                        return sd_bus_error_set_errnof(error, errno, "Cannot map the memfd: %m");
+                        return sd_bus_error_setf(error, VMQ_BUS_ERROR_BAD_FD,
+                                                 "Cannot map the memfd: %s", strerror(errno));
         }
         r = channel_send(c, data, (size_t)st.st_size, tag, error);
         if (data)
