@@ -632,7 +632,11 @@ static int method_receive(sd_bus_message *message, void *userdata, sd_bus_error 
         r = sd_bus_message_read(message, "t", &timeout);
         if (r < 0)
                 return r;
-        return channel_receive(c, message, timeout, error);
+        r = channel_receive(c, message, timeout, error);
+        /* A closed channel whose last Receive this was goes now. */
+        if (r >= 0 && channel_is_done(c))
+                manager_process_monitor(m);
+        return r;
 }
 
 static int append_stat(sd_bus_message *reply, const char *key, char type, uint64_t v) {

@@ -186,6 +186,16 @@ void manager_process_monitor(struct manager *m) {
                 (void)channel_publish(c);
         for (struct channel *c = m->channels; c; c = c->next)
                 channel_dispatch_receives(c);
+        /* Closed channels stay listed while a host end may still read what
+         * is left; then they go, and the core frees them. */
+        for (struct channel *c = m->channels, *next; c; c = next) {
+                next = c->next;
+                if (channel_is_done(c)) {
+                        log_info("Channel %u removed: closed, nothing left to read", c->id);
+                        channel_send_removed(c);
+                        channel_free(c);
+                }
+        }
 
         if (m->stopping && count_running_ending_with_vmqd(m) == 0)
                 (void)sd_event_exit(m->event, 0);
@@ -494,11 +504,16 @@ int manager_close_channel(struct manager *m, struct channel *c, sd_bus_error *er
                 manager_state_swap(m, &next);
         }
 
+        if (!c->open) {
+                /* Closing it again removes it, with what was left unread. */
+                log_info("Channel %u removed", c->id);
+                channel_send_removed(c);
+                channel_free(c);
+                return 0;
+        }
         channel_close(c);
-        (void)channel_publish(c);
-        log_info("Channel %u closed and removed", c->id);
-        channel_send_removed(c);
-        channel_free(c);
+        log_info("Channel %u closed", c->id);
+        manager_process_monitor(m);
         return 0;
 }
 
