@@ -928,7 +928,8 @@ Test(daemon, state_over_max_machines_refuses_to_start_and_rewrites_nothing) {
         char args[700];
         snprintf(args, sizeof(args), "--config=%s/two.conf", tb.dir);
         int st = vmq_testbus_run_vmqd_to_exit(&tb, args);
-        cr_assert(WIFEXITED(st) && WEXITSTATUS(st) != 0, "vmqd exit status %d", st);
+        cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 78,
+                  "vmqd exit status %d, want 78 (EX_CONFIG)", st);
         char *log = ok(0, "cat %s/vmqd.log", tb.dir);
         has(log, "has 3 machines");
         has(log, "limits.max_machines (2)");

@@ -43,6 +43,12 @@ static const char *arg_libvirt_uri;
 static const char *arg_runtime_dir;
 static bool arg_no_libvirt;
 
+/* EX_CONFIG (sysexits.h): the configuration or the saved state cannot be
+ * used as they are; restarting will not help (the unit has
+ * RestartPreventExitStatus=78). */
+#define EXIT_CONFIG 78
+static bool config_error;
+
 static void help(void) {
         printf("Usage: vmqd [OPTIONS...]\n"
                "\n"
@@ -218,8 +224,10 @@ static int read_config(struct vmqd_config *c) {
 
 static int load_config(struct manager *m) {
         int r = read_config(&m->config);
-        if (r < 0)
+        if (r < 0) {
+                config_error = true;
                 return r;
+        }
 
         const char *runtime_dir = arg_runtime_dir;
         if (!runtime_dir && getenv("RUNTIME_DIRECTORY") && getenv("RUNTIME_DIRECTORY")[0] == '/')
@@ -576,11 +584,14 @@ static int run(int argc, char *argv[]) {
         if (r < 0)
                 return r;
         r = manager_startup(m);
+        if (r == MANAGER_ERROR_OVER_LIMITS)
+                config_error = true;
         if (r < 0)
                 return r;
         r = request_name(m);
         if (r < 0)
                 return r;
+        manager_autostart(m);
 
         log_info("Ready on bus '%s': %zu machines, %zu channels", arg_bus, m->n_machines,
                  m->n_channels);
@@ -600,5 +611,7 @@ static int run(int argc, char *argv[]) {
 
 int main(int argc, char *argv[]) {
         int r = run(argc, argv);
-        return r < 0 ? EXIT_FAILURE : EXIT_SUCCESS;
+        if (r >= 0)
+                return EXIT_SUCCESS;
+        return config_error ? EXIT_CONFIG : EXIT_FAILURE;
 }

@@ -631,11 +631,11 @@ int manager_startup(struct manager *m) {
         r = manager_bus_register(m);
         if (r < 0)
                 return r;
-        r = libvirt_setup(m);
-        if (r < 0)
-                return r;
+        return libvirt_setup(m);
+}
+
+void manager_autostart(struct manager *m) {
         restore_running(m);
-        return 0;
 }
 
 static void force_stop_all(struct manager *m) {

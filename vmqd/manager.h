@@ -75,6 +75,10 @@ struct manager *manager_free(struct manager *m);
  * limits.max_machines (a configuration error).
  */
 int manager_startup(struct manager *m);
+/* Starts the machines marked autostart and opens the persistent channels
+ * (once the bus name is ours: a vmqd that cannot have it never starts a
+ * guest).  Failures are logged. */
+void manager_autostart(struct manager *m);
 /* Registers the objects on m->bus (before the name is requested);
  * manager-bus.c. */
 int manager_bus_register(struct manager *m);
