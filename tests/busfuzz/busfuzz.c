@@ -25,7 +25,8 @@
  *   - every error on the wire is documented: org.vmq1.Error.* names that
  *     vmqd/DBUS-API.md lists (--api-doc), or sd-bus's standard names where
  *     they are the right answer (see verdict.c); never System.Error.*;
- *   - calls with arguments the API calls invalid do not succeed;
+ *   - calls with arguments the API calls invalid (or that issue 8 says vmqd
+ *     must refuse, such as the nil UUID) do not succeed;
  *   - success replies have the documented signature; received messages
  *     are well formed, memfds are sealed and readable from offset 0, and
  *     the bytes are the ones sent;
@@ -33,6 +34,10 @@
  *     is answered within --liveness-ms (100); the supervisor also probes
  *     every 100 ms during the batches, which must not take --hang-ms (2000);
  *   - no call goes unanswered for --call-timeout;
+ *   - vmqd never waits in open() for a FIFO's writer: every 100 ms the
+ *     supervisor reads the wchan of vmqd's threads; when one is there, that
+ *     is a finding, and the fuzzer opens the FIFO's other end so that vmqd
+ *     reads end of file and the run goes on;
  *   - vmqd's fds and RSS (/proc/PID): after --warmup seconds, the fd count
  *     stays below warm-up + --fd-slack + --fd-per-vm per running machine,
  *     RSS below warm-up + --rss-mib; at the end, with everything undefined,
@@ -72,7 +77,9 @@
 #include <grp.h>
 #include <inttypes.h>
 #include <pwd.h>
+#include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -348,12 +355,57 @@ static int drop_privileges(const char *user) {
         return 0;
 }
 
+/* The FIFO watch.  CreateMachine with an image that is a FIFO: a vmqd
+ * that opens it without O_NONBLOCK blocks until a writer comes, and so
+ * does every call behind it.  A thread looks at vmqd's threads every 100
+ * ms; one blocked opening a FIFO is reported (with the last call that
+ * named one), and the fuzzer opens the FIFOs' other ends and closes them,
+ * so that vmqd reads end of file and goes on. */
+struct fifo_watch {
+        const struct fz_options *o;
+        struct fz_shared *sh;
+        atomic_bool stop;
+        pthread_t thread;
+};
+
+static void *fifo_watch_main(void *arg) {
+        struct fifo_watch *fw = arg;
+        char call[sizeof(fw->sh->fifo_call)];
+
+        while (!atomic_load(&fw->stop)) {
+                usleep(100000);
+                if (!fz_blocked_on_fifo(fw->o->vmqd_pid))
+                        continue;
+                pthread_mutex_lock(&fw->sh->lock);
+                snprintf(call, sizeof(call), "%s", fw->sh->fifo_call);
+                pthread_mutex_unlock(&fw->sh->lock);
+                fz_report(fw->sh, FZ_STALL, "vmqd blocked opening a FIFO image",
+                          call[0] ? call : NULL,
+                          "a thread of vmqd waited in open() for a writer: the fuzzer opened "
+                          "the FIFO's other end, so that it could go on");
+                (void)fz_files_unblock(fw->o->work_dir);
+        }
+        return NULL;
+}
+
+/* Started after a fork(), never before: a worker must not inherit it. */
+static int watch_start(struct fifo_watch *fw) {
+        atomic_store(&fw->stop, false);
+        return -pthread_create(&fw->thread, NULL, fifo_watch_main, fw);
+}
+
+static void watch_stop(struct fifo_watch *fw) {
+        atomic_store(&fw->stop, true);
+        pthread_join(fw->thread, NULL);
+}
+
 static const char *const phase_names[2] = {"root", "non-member"};
 
 /* Runs one phase in a child; samples vmqd and probes the bus meanwhile. */
 static int run_phase(const struct fz_options *o, struct fz_shared *sh, sd_bus *control,
                      struct samples *s, int phase) {
-        int status;
+        struct fifo_watch fw = {.o = o, .sh = sh};
+        int status, r;
         pid_t pid;
 
         fflush(stdout);
@@ -367,9 +419,14 @@ static int run_phase(const struct fz_options *o, struct fz_shared *sh, sd_bus *c
                 fflush(stdout);
                 exit(fatal ? 1 : 0);
         }
+        r = watch_start(&fw);
+        if (r < 0) {
+                kill(pid, SIGTERM);
+                waitpid(pid, &status, 0);
+                return r;
+        }
         for (;;) {
                 uint32_t running;
-                int r;
                 if (waitpid(pid, &status, WNOHANG) == pid)
                         break;
                 double ms = probe(control, &running, &r);
@@ -393,6 +450,7 @@ static int run_phase(const struct fz_options *o, struct fz_shared *sh, sd_bus *c
                 sample(o, sh, s, running);
                 usleep(100000);
         }
+        watch_stop(&fw);
         if (WIFSIGNALED(status)) {
                 printf("busfuzz: the %s worker died of signal %d\n", phase_names[phase],
                        WTERMSIG(status));
@@ -670,6 +728,11 @@ int main(int argc, char **argv) {
         if (sh == MAP_FAILED)
                 return 2;
         memset(sh, 0, sizeof(*sh));
+        pthread_mutexattr_t attr;
+        pthread_mutexattr_init(&attr);
+        pthread_mutexattr_setpshared(&attr, PTHREAD_PROCESS_SHARED);
+        pthread_mutex_init(&sh->lock, &attr);
+        pthread_mutexattr_destroy(&attr);
 
         printf("busfuzz: seed %" PRIu64 ", %.0f s per phase (%s%s%s), vmqd pid %d, kvm %s, "
                "%u documented org.vmq1.Error names\n",
@@ -690,7 +753,11 @@ int main(int argc, char **argv) {
                 make_fixtures(&o, control);
                 broken |= run_phase(&o, sh, control, &s, 1) < 0;
         }
+        struct fifo_watch fw = {.o = &o, .sh = sh};
+        bool watching = watch_start(&fw) >= 0;
         remove_all(control);
+        if (watching)
+                watch_stop(&fw);
         usleep(500000);
         s.fds_end = count_fds(o.vmqd_pid);
         s.rss_end = rss_kib(o.vmqd_pid);

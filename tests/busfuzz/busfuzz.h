@@ -12,6 +12,7 @@
 #ifndef VMQ_BUSFUZZ_H
 #define VMQ_BUSFUZZ_H
 
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -127,6 +128,9 @@ int fz_files_make(const char *dir, const char *guest_dir, uint64_t seed);
 /* A path for an image argument: hostile files, system files, names. */
 const char *fz_image_path(uint64_t *rng, const char *dir, const char *guest_dir, char *buf,
                           size_t size);
+/* Whether a thread of pid is blocked opening a FIFO (its wchan says so;
+ * root can read it). */
+bool fz_blocked_on_fifo(pid_t pid);
 /* The FIFOs among them, opened for writing and closed again, so that a
  * reader blocked on one sees end of file.  Returns how many had a reader. */
 int fz_files_unblock(const char *dir);
@@ -154,9 +158,12 @@ struct fz_finding {
 
 #define FZ_MAX_FINDINGS 128
 
-/* What the supervisor and the workers share (MAP_SHARED, one writer at a
- * time: the worker of the current phase, then the supervisor). */
+/* What the supervisor and the workers share (MAP_SHARED).  The counters
+ * have one writer at a time (the worker of the current phase); findings
+ * come from both, under the lock. */
 struct fz_shared {
+        pthread_mutex_t lock; /* process-shared: findings, fifo_call */
+        char fifo_call[400];  /* the last call that named a FIFO */
         uint64_t calls[2];
         uint64_t batches[2];
         uint64_t replies[2];

@@ -5,6 +5,7 @@
  * mutated ELF files), and the file descriptors given to SendFd (unsealed or
  * half-sealed memfds, memfds reopened write-only, pipes, sockets, ...).
  */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -298,6 +299,35 @@ const char *fz_image_path(uint64_t *rng, const char *dir, const char *guest_dir,
         default:
                 return other_images[fz_below(rng, n_other)];
         }
+}
+
+bool fz_blocked_on_fifo(pid_t pid) {
+        char path[64], wchan[64];
+        struct dirent *de;
+        bool blocked = false;
+        DIR *d;
+
+        snprintf(path, sizeof(path), "/proc/%d/task", (int)pid);
+        d = opendir(path);
+        if (!d)
+                return false;
+        while (!blocked && (de = readdir(d))) {
+                if (de->d_name[0] == '.')
+                        continue;
+                snprintf(path, sizeof(path), "/proc/%d/task/%.16s/wchan", (int)pid, de->d_name);
+                int fd = open(path, O_RDONLY | O_CLOEXEC);
+                if (fd < 0)
+                        continue;
+                ssize_t n = read(fd, wchan, sizeof(wchan) - 1);
+                close(fd);
+                if (n > 0) {
+                        wchan[n] = 0;
+                        /* open() of a FIFO that has no writer */
+                        blocked = strcmp(wchan, "wait_for_partner") == 0;
+                }
+        }
+        closedir(d);
+        return blocked;
 }
 
 int fz_files_unblock(const char *dir) {

@@ -27,9 +27,6 @@
 
 unsigned fz_nonfatal;
 
-/* A worker has two threads that report: its own, and the FIFO watch. */
-static pthread_mutex_t report_lock = PTHREAD_MUTEX_INITIALIZER;
-
 static const char *const class_names[_FZ_CLASS_MAX] = {
         [FZ_ERRORS] = "errors",       [FZ_ACCESS] = "access",   [FZ_ACCEPTED] = "accepted",
         [FZ_STALL] = "stall",         [FZ_RECEIVE] = "receive", [FZ_REPLY] = "reply",
@@ -128,17 +125,17 @@ void fz_report(struct fz_shared *sh, int klass, const char *name, const char *ca
         vsnprintf(text, sizeof(text), fmt, ap);
         va_end(ap);
         snprintf(key, sizeof(key), "%s %s", fz_class_name(klass), name);
-        pthread_mutex_lock(&report_lock);
+        pthread_mutex_lock(&sh->lock);
         sh->counts[klass]++;
         for (unsigned i = 0; i < sh->n_findings; i++)
                 if (strcmp(sh->findings[i].key, key) == 0) {
                         sh->findings[i].count++;
-                        pthread_mutex_unlock(&report_lock);
+                        pthread_mutex_unlock(&sh->lock);
                         return;
                 }
         if (sh->n_findings >= FZ_MAX_FINDINGS) {
                 sh->dropped++;
-                pthread_mutex_unlock(&report_lock);
+                pthread_mutex_unlock(&sh->lock);
                 return;
         }
         struct fz_finding *f = &sh->findings[sh->n_findings++];
@@ -151,7 +148,7 @@ void fz_report(struct fz_shared *sh, int klass, const char *name, const char *ca
                fz_nonfatal & (1u << klass) ? "FINDING (non-fatal)" : "FAIL", fz_class_name(klass),
                name, call ? call : "-", text);
         fflush(stdout);
-        pthread_mutex_unlock(&report_lock);
+        pthread_mutex_unlock(&sh->lock);
 }
 
 static const struct {
@@ -238,6 +235,7 @@ bool fz_judge_success(struct fz_shared *sh, const struct fz_call *call, bool mem
 
 void fz_count_member(struct fz_shared *sh, const char *member, bool ok) {
         unsigned i;
+        /* one writer: the worker */
         for (i = 0; i < sh->n_members; i++)
                 if (strcmp(sh->members[i].name, member) == 0)
                         break;

@@ -17,7 +17,6 @@
 #include <inttypes.h>
 #include <poll.h>
 #include <pthread.h>
-#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -82,46 +81,14 @@ static int connect_bus(const struct fz_options *o, sd_bus **ret) {
         return 0;
 }
 
-/* The FIFO watch.  A CreateMachine whose image is a FIFO that vmqd opens
- * for reading blocks vmqd until a writer comes, and with it every call
- * behind it (also the worker's own synchronous ones).  A thread looks every
- * 100 ms for a FIFO of the work directory with a reader; a reader for that
- * long is vmqd blocked on it: it reports the last call that named a FIFO,
- * then opens the other end and closes it, so that vmqd reads end of file
- * and goes on. */
-static pthread_mutex_t fifo_lock = PTHREAD_MUTEX_INITIALIZER;
-static char fifo_call[400];
-
-static void note_fifo_call(const struct fz_call *call) {
+/* Remembers the last call that named a FIFO, for the supervisor's FIFO
+ * watch to name when vmqd blocks on one. */
+static void note_fifo_call(struct fz_shared *sh, const struct fz_call *call) {
         if (!strstr(call->desc, "fifo"))
                 return;
-        pthread_mutex_lock(&fifo_lock);
-        snprintf(fifo_call, sizeof(fifo_call), "%s", call->desc);
-        pthread_mutex_unlock(&fifo_lock);
-}
-
-struct fifo_watch {
-        struct phase *p;
-        atomic_bool stop;
-        pthread_t thread;
-};
-
-static void *fifo_watch_main(void *arg) {
-        struct fifo_watch *fw = arg;
-        while (!atomic_load(&fw->stop)) {
-                usleep(100000);
-                if (fz_files_unblock(fw->p->o->work_dir) == 0)
-                        continue;
-                char call[sizeof(fifo_call)];
-                pthread_mutex_lock(&fifo_lock);
-                snprintf(call, sizeof(call), "%s", fifo_call);
-                pthread_mutex_unlock(&fifo_lock);
-                fz_report(fw->p->sh, FZ_STALL, "vmqd blocked on a FIFO image",
-                          call[0] ? call : NULL,
-                          "vmqd had a FIFO open for reading for 100 ms or more: the fuzzer "
-                          "opened its other end, so that it could go on");
-        }
-        return NULL;
+        pthread_mutex_lock(&sh->lock);
+        snprintf(sh->fifo_call, sizeof(sh->fifo_call), "%s", call->desc);
+        pthread_mutex_unlock(&sh->lock);
 }
 
 /* ---- replies ---- */
@@ -453,7 +420,7 @@ static bool send_call(struct phase *p, struct pending *pd, struct conn *c) {
         if (p->o->verbose)
                 printf("busfuzz: call %s\n", pd->call.desc);
         pd->call.started_usec = fz_now_usec();
-        note_fifo_call(&pd->call);
+        note_fifo_call(p->sh, &pd->call);
         r = sd_bus_call_async(c->bus, &pd->call.slot, m, on_reply, pd,
                               pd->call.abandon ? 60 * 1000000ull : p->o->call_timeout_usec);
         sd_bus_message_unref(m);
@@ -738,11 +705,6 @@ int fz_worker_run(const struct fz_options *o, struct fz_shared *sh, int phase, b
         sd_bus_message_unref(reply);
 
         p.n_conns = o->connections < MAX_CONNS ? o->connections : MAX_CONNS;
-        struct fifo_watch fw = {.p = &p};
-        if (pthread_create(&fw.thread, NULL, fifo_watch_main, &fw) != 0) {
-                sd_bus_unref(p.control);
-                return 1;
-        }
         uint64_t start = fz_now_usec();
         uint64_t end = start + (uint64_t)(o->seconds * 1e6);
         while (fz_now_usec() < end) {
@@ -765,8 +727,6 @@ int fz_worker_run(const struct fz_options *o, struct fz_shared *sh, int phase, b
                 clean_up(&p, true);
         sh->seconds[phase] = (double)(fz_now_usec() - start) / 1e6;
         p.control = sd_bus_flush_close_unref(p.control);
-        atomic_store(&fw.stop, true);
-        pthread_join(fw.thread, NULL);
 
         int fatal = 0;
         for (int k = 0; k < _FZ_CLASS_MAX; k++)

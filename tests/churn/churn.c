@@ -7,8 +7,9 @@
  * (120): create machines (echo guests), start them, open host<->machine
  * channels, send, receive, close channels, destroy and undefine machines,
  * list machines and channels, read the statistics.  Each client owns its
- * machines (churn-<client>-<k>) and keeps a model of them, so every call
- * has an expected outcome; an unexpected error is a failure.
+ * --machines (2) machines (churn-<client>-<k>, 4 MiB echo guests) and keeps
+ * a model of them, so every call has an expected outcome; an unexpected
+ * error is a failure, and so is a list that disagrees with the model.
  *
  * No message is lost: every message a client sends on a host<->echo
  * channel carries a unique tag and bytes derived from it, and must come back
@@ -62,7 +63,7 @@
 #include "libvmq-client/vmq-client.h"
 
 #define MAX_CLIENTS 64
-#define VMS_PER_CLIENT 2
+#define MAX_VMS_PER_CLIENT 4
 #define INFLIGHT 16   /* messages out per channel: below the echo's and the host's depth */
 #define HOST_DEPTH 64 /* the channels' depth at the host end */
 #define MIB (1024ull * 1024)
@@ -71,6 +72,7 @@ struct options {
         const char *bus;
         pid_t vmqd_pid;
         unsigned clients;
+        unsigned machines; /* per client */
         unsigned calls;
         double seconds;
         uint64_t seed;
@@ -139,7 +141,7 @@ struct client {
         struct vmq_client *c;
         uint64_t rng;
         uint64_t seq;
-        struct vm vms[VMS_PER_CLIENT];
+        struct vm vms[MAX_VMS_PER_CLIENT];
         struct counts n;
         pthread_t thread;
 };
@@ -453,7 +455,7 @@ static void do_list_machines(struct client *cl) {
                 return;
         }
         /* Our machines are there, in the state we know. */
-        for (unsigned k = 0; k < VMS_PER_CLIENT; k++) {
+        for (unsigned k = 0; k < cl->o->machines; k++) {
                 struct vm *vm = &cl->vms[k];
                 bool found = false;
                 for (size_t i = 0; i < n; i++) {
@@ -481,7 +483,7 @@ static void do_list_channels(struct client *cl) {
                 unexpected(cl, OP_LIST_CHANNELS, NULL, r);
                 return;
         }
-        for (unsigned k = 0; k < VMS_PER_CLIENT; k++) {
+        for (unsigned k = 0; k < cl->o->machines; k++) {
                 struct vm *vm = &cl->vms[k];
                 bool open = false;
                 if (!vm->has_chan)
@@ -513,7 +515,7 @@ static void step(struct client *cl) {
         const unsigned *w = cl->o->kvm ? weights_kvm : weights_nokvm;
         unsigned total = 0, x;
         enum op op = OP_STATISTICS;
-        struct vm *vm = &cl->vms[below(&cl->rng, VMS_PER_CLIENT)];
+        struct vm *vm = &cl->vms[below(&cl->rng, cl->o->machines)];
 
         for (int i = 0; i < _OP_MAX; i++)
                 total += w[i];
@@ -613,14 +615,14 @@ static void *client_main(void *arg) {
                 fail(cl, "connect: %s", strerror(-r));
                 return NULL;
         }
-        for (unsigned k = 0; k < VMS_PER_CLIENT; k++)
+        for (unsigned k = 0; k < cl->o->machines; k++)
                 snprintf(cl->vms[k].name, sizeof(cl->vms[k].name), "churn-%u-%u", cl->index, k);
 
         while (cl->n.calls < o->calls && now_usec() < end_usec)
                 step(cl);
 
         /* The end: what is out on open channels must come back. */
-        for (unsigned k = 0; k < VMS_PER_CLIENT; k++) {
+        for (unsigned k = 0; k < cl->o->machines; k++) {
                 struct vm *vm = &cl->vms[k];
                 if (!vm->has_chan)
                         continue;
@@ -641,7 +643,7 @@ static void *client_main(void *arg) {
                         unexpected(cl, OP_CLOSE, vm, r2);
                 forget_channel(cl, vm);
         }
-        for (unsigned k = 0; k < VMS_PER_CLIENT; k++) {
+        for (unsigned k = 0; k < cl->o->machines; k++) {
                 struct vm *vm = &cl->vms[k];
                 if (vm->state == VM_RUNNING)
                         do_destroy(cl, vm);
@@ -762,6 +764,7 @@ static void *monitor_main(void *arg) {
 static void usage(FILE *f) {
         fprintf(f, "usage: vmq-churn --bus ADDRESS --vmqd-pid PID [options]\n"
                    "  --clients N        (8)      --calls N       per client (10000)\n"
+                   "  --machines N       per client, 1..4 (2)\n"
                    "  --seconds S        (120)    --seed N        (default: random; printed)\n"
                    "  --kvm yes|no|auto  (auto: /dev/kvm)\n"
                    "  --warmup S         (20, at most a sixth of the run)\n"
@@ -774,6 +777,7 @@ int main(int argc, char **argv) {
                 O_BUS = 0x100,
                 O_PID,
                 O_CLIENTS,
+                O_MACHINES,
                 O_CALLS,
                 O_SECONDS,
                 O_SEED,
@@ -789,6 +793,7 @@ int main(int argc, char **argv) {
                 {"bus", required_argument, NULL, O_BUS},
                 {"vmqd-pid", required_argument, NULL, O_PID},
                 {"clients", required_argument, NULL, O_CLIENTS},
+                {"machines", required_argument, NULL, O_MACHINES},
                 {"calls", required_argument, NULL, O_CALLS},
                 {"seconds", required_argument, NULL, O_SECONDS},
                 {"seed", required_argument, NULL, O_SEED},
@@ -802,6 +807,7 @@ int main(int argc, char **argv) {
         };
         struct options o = {
                 .clients = 8,
+                .machines = 2,
                 .calls = 10000,
                 .seconds = 120,
                 .warmup = -1,
@@ -827,6 +833,9 @@ int main(int argc, char **argv) {
                         break;
                 case O_CLIENTS:
                         o.clients = (unsigned)atoi(optarg);
+                        break;
+                case O_MACHINES:
+                        o.machines = (unsigned)atoi(optarg);
                         break;
                 case O_CALLS:
                         o.calls = (unsigned)atoi(optarg);
@@ -862,7 +871,7 @@ int main(int argc, char **argv) {
                 }
         }
         if (!o.bus || o.vmqd_pid <= 0 || o.clients == 0 || o.clients > MAX_CLIENTS ||
-            o.seconds <= 0 || optind < argc) {
+            o.machines == 0 || o.machines > MAX_VMS_PER_CLIENT || o.seconds <= 0 || optind < argc) {
                 usage(stderr);
                 return 2;
         }
