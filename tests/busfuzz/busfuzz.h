@@ -173,7 +173,8 @@ struct fz_shared {
         double seconds[2];
         double max_liveness_ms[2]; /* between batches */
         uint64_t liveness_checks[2];
-        double max_load_ms; /* the supervisor's probe, during batches */
+        uint64_t liveness_retried[2]; /* slow once, fast at once again */
+        double max_load_ms;           /* the supervisor's probe, during batches */
         uint64_t load_probes;
         uint64_t counts[_FZ_CLASS_MAX]; /* findings, fatal or not */
         unsigned n_findings;

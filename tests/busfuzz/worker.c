@@ -537,27 +537,48 @@ static void burst(struct phase *p) {
 
 /* ---- between batches ---- */
 
-static void liveness(struct phase *p) {
+/* GetStatistics on the control connection: its latency in ms, or < 0. */
+static double timed_statistics(struct phase *p) {
         sd_bus_error e = SD_BUS_ERROR_NULL;
         sd_bus_message *reply = NULL;
-        int ph = p->w->phase;
         uint64_t t0 = fz_now_usec();
         int r = sd_bus_call_method(p->control, FZ_BUS_NAME, FZ_PATH, FZ_MANAGER, "GetStatistics",
                                    &e, &reply, "");
         double ms = (double)(fz_now_usec() - t0) / 1000.0;
 
+        if (r < 0) {
+                fz_report(p->sh, FZ_DAEMON, "GetStatistics failed", "liveness check", "%s: %s",
+                          e.name ? e.name : "", e.message ? e.message : strerror(-r));
+                ms = -1;
+        }
+        sd_bus_message_unref(reply);
+        sd_bus_error_free(&e);
+        return ms;
+}
+
+/* The liveness check between batches.  One answer slower than the bound
+ * is followed at once by a second call: a finding is when both are slow,
+ * i.e. vmqd did not answer for twice the bound, so that one scheduling
+ * hiccup of a small, busy machine is not one.  The maximum reported is
+ * the first call's. */
+static void liveness(struct phase *p) {
+        int ph = p->w->phase;
+        double ms = timed_statistics(p);
+
+        if (ms < 0)
+                return;
         p->sh->liveness_checks[ph]++;
         if (ms > p->sh->max_liveness_ms[ph])
                 p->sh->max_liveness_ms[ph] = ms;
-        if (r < 0)
-                fz_report(p->sh, FZ_DAEMON, "GetStatistics failed", "liveness check", "%s: %s",
-                          e.name ? e.name : "", e.message ? e.message : strerror(-r));
-        else if (ms > p->o->liveness_ms)
+        if (ms <= p->o->liveness_ms)
+                return;
+        double again = timed_statistics(p);
+        if (again > p->o->liveness_ms)
                 fz_report(p->sh, FZ_STALL, "liveness: GetStatistics was slow", "liveness check",
-                          "%.1f ms (bound %.0f ms), after batch %" PRIu64, ms, p->o->liveness_ms,
-                          p->batch_no);
-        sd_bus_message_unref(reply);
-        sd_bus_error_free(&e);
+                          "%.1f ms, then %.1f ms (bound %.0f ms), after batch %" PRIu64, ms, again,
+                          p->o->liveness_ms, p->batch_no);
+        else if (again >= 0)
+                p->sh->liveness_retried[ph]++;
 }
 
 /* Reads the machines and channels that exist now. */
