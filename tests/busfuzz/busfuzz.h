@@ -260,7 +260,6 @@ struct fz_worker {
         char names[FZ_MAX_NAMES][64];
         unsigned n_names;
         uint32_t channels[FZ_MAX_CHANNELS];
-        bool channel_host[FZ_MAX_CHANNELS];
         unsigned n_channels;
         /* echo anchors (with KVM): running echo guests with host channels */
         uint32_t anchor_channels[4];

@@ -263,14 +263,12 @@ static void remember_name(struct fz_worker *w, const char *name) {
                 snprintf(w->names[w->n_names++], sizeof(w->names[0]), "%s", name);
 }
 
-static void remember_channel(struct fz_worker *w, uint32_t id, bool host) {
+static void remember_channel(struct fz_worker *w, uint32_t id) {
         for (unsigned i = 0; i < w->n_channels; i++)
                 if (w->channels[i] == id)
                         return;
-        if (w->n_channels < FZ_MAX_CHANNELS) {
-                w->channel_host[w->n_channels] = host;
+        if (w->n_channels < FZ_MAX_CHANNELS)
                 w->channels[w->n_channels++] = id;
-        }
 }
 
 static int on_reply(sd_bus_message *m, void *userdata, sd_bus_error *ret_error) {
@@ -336,7 +334,7 @@ static int on_reply(sd_bus_message *m, void *userdata, sd_bus_error *ret_error) 
                 uint32_t id;
                 const char *path;
                 if (sd_bus_message_read(m, "uo", &id, &path) >= 0)
-                        remember_channel(w, id, true);
+                        remember_channel(w, id);
                 break;
         }
         case CHECK_RECEIVE:
@@ -602,7 +600,7 @@ static void refresh(struct phase *p) {
                                &reply, "") >= 0 &&
             sd_bus_message_enter_container(reply, 'a', "(ussbo)") >= 0) {
                 while (sd_bus_message_read(reply, "(ussbo)", &id, &a, &b, &open, &path) > 0)
-                        remember_channel(w, id, strcmp(a, "host") == 0 || strcmp(b, "host") == 0);
+                        remember_channel(w, id);
         }
         sd_bus_message_unref(reply);
 }
