@@ -1065,3 +1065,45 @@ Test(daemon, closed_channels_leave_nothing_behind, .timeout = 300) {
         cr_assert_leq(fds, fds0 + 2, "fds %d -> %d", fds0, fds);
         expect_clean_exit();
 }
+
+/*
+ * The host end's identity is derived from the machine id for vmq, never the
+ * machine id itself (machine-id(5)), and stays the same across restarts.
+ */
+Test(daemon, the_host_identity_is_not_the_machine_id_and_is_stable) {
+        sd_bus_error e = SD_BUS_ERROR_NULL;
+        sd_bus_message *reply = NULL;
+        uint32_t id;
+        int r;
+        char uuids[2][64];
+
+        for (int run = 0; run < 2; run++) {
+                use_libvirt_test_driver();
+                if (run == 0)
+                        free(ok(0, "$VMQCTL adopt lv1 --persistent"));
+                wait_running("lv1");
+                r = vmq_testbus_call(&tb, &e, &reply, "OpenChannel", "ssa{sv}", "host", "lv1", 0);
+                succeeded(r, &e, "OpenChannel");
+                cr_assert_geq(sd_bus_message_read(reply, "u", &id), 0);
+                reply = sd_bus_message_unref(reply);
+                char *o = ok(0,
+                             "$BUSCTL get-property org.vmq1 /org/vmq1/channel/%u org.vmq1.Channel "
+                             "IdentityA",
+                             id);
+                /* (uss) 0 "host" "xxxxxxxx-..." */
+                char *q = strstr(o, "\"host\" \"");
+                cr_assert_not_null(q, "%s", o);
+                snprintf(uuids[run], sizeof(uuids[run]), "%.36s", q + 8);
+                free(o);
+                char *mid = ok(0, "cat /etc/machine-id");
+                char plain[40] = "";
+                for (size_t i = 0, j = 0; uuids[run][i] && j < 32; i++)
+                        if (uuids[run][i] != '-')
+                                plain[j++] = uuids[run][i];
+                cr_assert(strncmp(plain, mid, 32) != 0, "the host end is /etc/machine-id: %s",
+                          uuids[run]);
+                free(mid);
+        }
+        cr_assert_str_eq(uuids[0], uuids[1], "the host identity changed across a restart");
+        expect_clean_exit();
+}
