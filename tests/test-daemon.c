@@ -631,6 +631,7 @@ Test(daemon, failed_save_of_create_machine_changes_nothing) {
         has(file, "\"old\"");
         free(file);
         view_free(&before);
+        expect_clean_exit();
 }
 
 /* A saved state of two machines and three channels, two of which name
@@ -693,6 +694,7 @@ Test(daemon, failed_save_of_undefine_machine_changes_nothing) {
         has(file, "\"end_b\": \"stays\"");
         free(file);
         view_free(&before);
+        expect_clean_exit();
 }
 
 /*
@@ -810,6 +812,7 @@ Test(daemon, failed_save_of_adopt_open_and_close_changes_nothing) {
         hasnt(file, "\"end_b\": \"lv1\"");
         has(file, "\"lv1\""); /* the machine stays */
         free(file);
+        expect_clean_exit();
 }
 
 /* ---- issue 8: one UUID, one machine (defect 6) ------------------------------ */
@@ -851,6 +854,7 @@ Test(daemon, machine_uuids_are_unique_and_never_nil) {
         r = vmq_testbus_call(&tb, &e, NULL, "CreateMachine", "ssa{sv}", "b", "echo", 1, "uuid", "s",
                              UUID_A);
         succeeded(r, &e, "CreateMachine with a UUID no longer in use");
+        expect_clean_exit();
 }
 
 /* A state file whose machines share a UUID, or have the nil one, is not a
@@ -888,6 +892,7 @@ Test(daemon, state_with_a_shared_or_nil_uuid_is_moved_aside) {
                                  "is also the UUID of machine \"one\"");
         expect_state_moved_aside(SAVED("zero", "00000000-0000-0000-0000-000000000000"),
                                  "the nil UUID is not a machine identity");
+        expect_clean_exit();
 }
 
 Test(daemon, adopting_a_domain_whose_uuid_a_machine_has_is_refused) {
@@ -910,6 +915,7 @@ Test(daemon, adopting_a_domain_whose_uuid_a_machine_has_is_refused) {
         r = vmq_testbus_call(&tb, &e, NULL, "CreateMachine", "ssa{sv}", "micro", "echo", 1, "uuid",
                              "s", LV1_UUID);
         failed_with(r, &e, "org.vmq1.Error.UuidInUse", "CreateMachine with lv1's UUID");
+        expect_clean_exit();
 }
 
 /* ---- issue 8: a state over the configured limits (defect 11) ---------------- */
@@ -945,6 +951,7 @@ Test(daemon, state_over_max_machines_refuses_to_start_and_rewrites_nothing) {
         has(list, "m1");
         has(list, "m3");
         free(list);
+        expect_clean_exit();
 }
 
 /* ---- issue 8: defect 1 ------------------------------------------------------- */
