@@ -634,6 +634,46 @@ Test(daemon, failed_save_of_create_machine_changes_nothing) {
         expect_clean_exit();
 }
 
+/* With "start", the guest is started only once its definition is saved:
+ * a failed save leaves no guest running, not even for a moment's HELLO. */
+Test(daemon, failed_save_of_create_and_start_starts_nothing) {
+        sd_bus_error e = SD_BUS_ERROR_NULL;
+        int r;
+
+        need_kvm(); /* it runs micro-VMs */
+        /* The monitor numbers VMs in sequence: a VM made meanwhile, even
+         * destroyed at once, shows as a gap. */
+        free(ok(0, "$VMQCTL create base --image echo --start"));
+        unsigned base_id = 0, s_id = 0;
+        char *id =
+                ok(0, "$BUSCTL get-property org.vmq1 /org/vmq1/machine/base org.vmq1.Machine Id");
+        cr_assert_eq(sscanf(id, "u %u", &base_id), 1, "%s", id);
+        free(id);
+        break_saves();
+        struct view before = view_now();
+        r = vmq_testbus_call(&tb, &e, NULL, "CreateMachine", "ssa{sv}", "s", "echo", 2,
+                             "persistent", "b", 1, "start", "b", 1);
+        failed_with(r, &e, SAVE_FAILED, "CreateMachine persistent and started");
+        view_unchanged(&before, "a CreateMachine with start whose save failed");
+        view_free(&before);
+        char *stats = ok(0, "$BUSCTL call org.vmq1 /org/vmq1 org.vmq1.Manager GetStatistics");
+        has(stats, "\"running\" u 1");
+        free(stats);
+        mend_saves();
+        r = vmq_testbus_call(&tb, &e, NULL, "CreateMachine", "ssa{sv}", "s", "echo", 2,
+                             "persistent", "b", 1, "start", "b", 1);
+        succeeded(r, &e, "CreateMachine persistent and started once saves work");
+        char *info = ok(0, "$VMQCTL info s");
+        has(info, "running");
+        free(info);
+        id = ok(0, "$BUSCTL get-property org.vmq1 /org/vmq1/machine/s org.vmq1.Machine Id");
+        cr_assert_eq(sscanf(id, "u %u", &s_id), 1, "%s", id);
+        free(id);
+        cr_assert_eq(s_id, base_id + 1, "a VM was made while the save failed (ids %u, %u)", base_id,
+                     s_id);
+        expect_clean_exit();
+}
+
 /* A saved state of two machines and three channels, two of which name
  * "gone" (its ends are not running: nothing opens). */
 static void write_state_with_channels(void) {
