@@ -631,6 +631,47 @@ Test(daemon, failed_save_of_create_machine_changes_nothing) {
         has(file, "\"old\"");
         free(file);
         view_free(&before);
+        expect_clean_exit();
+}
+
+/* With "start", the guest is started only once its definition is saved:
+ * a failed save leaves no guest running, not even for a moment's HELLO. */
+Test(daemon, failed_save_of_create_and_start_starts_nothing) {
+        sd_bus_error e = SD_BUS_ERROR_NULL;
+        int r;
+
+        need_kvm(); /* it runs micro-VMs */
+        /* The monitor numbers VMs in sequence: a VM made meanwhile, even
+         * destroyed at once, shows as a gap. */
+        free(ok(0, "$VMQCTL create base --image echo --start"));
+        unsigned base_id = 0, s_id = 0;
+        char *id =
+                ok(0, "$BUSCTL get-property org.vmq1 /org/vmq1/machine/base org.vmq1.Machine Id");
+        cr_assert_eq(sscanf(id, "u %u", &base_id), 1, "%s", id);
+        free(id);
+        break_saves();
+        struct view before = view_now();
+        r = vmq_testbus_call(&tb, &e, NULL, "CreateMachine", "ssa{sv}", "s", "echo", 2,
+                             "persistent", "b", 1, "start", "b", 1);
+        failed_with(r, &e, SAVE_FAILED, "CreateMachine persistent and started");
+        view_unchanged(&before, "a CreateMachine with start whose save failed");
+        view_free(&before);
+        char *stats = ok(0, "$BUSCTL call org.vmq1 /org/vmq1 org.vmq1.Manager GetStatistics");
+        has(stats, "\"running\" u 1");
+        free(stats);
+        mend_saves();
+        r = vmq_testbus_call(&tb, &e, NULL, "CreateMachine", "ssa{sv}", "s", "echo", 2,
+                             "persistent", "b", 1, "start", "b", 1);
+        succeeded(r, &e, "CreateMachine persistent and started once saves work");
+        char *info = ok(0, "$VMQCTL info s");
+        has(info, "running");
+        free(info);
+        id = ok(0, "$BUSCTL get-property org.vmq1 /org/vmq1/machine/s org.vmq1.Machine Id");
+        cr_assert_eq(sscanf(id, "u %u", &s_id), 1, "%s", id);
+        free(id);
+        cr_assert_eq(s_id, base_id + 1, "a VM was made while the save failed (ids %u, %u)", base_id,
+                     s_id);
+        expect_clean_exit();
 }
 
 /* A saved state of two machines and three channels, two of which name
@@ -693,6 +734,7 @@ Test(daemon, failed_save_of_undefine_machine_changes_nothing) {
         has(file, "\"end_b\": \"stays\"");
         free(file);
         view_free(&before);
+        expect_clean_exit();
 }
 
 /*
@@ -810,6 +852,7 @@ Test(daemon, failed_save_of_adopt_open_and_close_changes_nothing) {
         hasnt(file, "\"end_b\": \"lv1\"");
         has(file, "\"lv1\""); /* the machine stays */
         free(file);
+        expect_clean_exit();
 }
 
 /* ---- issue 8: one UUID, one machine (defect 6) ------------------------------ */
@@ -851,6 +894,7 @@ Test(daemon, machine_uuids_are_unique_and_never_nil) {
         r = vmq_testbus_call(&tb, &e, NULL, "CreateMachine", "ssa{sv}", "b", "echo", 1, "uuid", "s",
                              UUID_A);
         succeeded(r, &e, "CreateMachine with a UUID no longer in use");
+        expect_clean_exit();
 }
 
 /* A state file whose machines share a UUID, or have the nil one, is not a
@@ -888,6 +932,7 @@ Test(daemon, state_with_a_shared_or_nil_uuid_is_moved_aside) {
                                  "is also the UUID of machine \"one\"");
         expect_state_moved_aside(SAVED("zero", "00000000-0000-0000-0000-000000000000"),
                                  "the nil UUID is not a machine identity");
+        expect_clean_exit();
 }
 
 Test(daemon, adopting_a_domain_whose_uuid_a_machine_has_is_refused) {
@@ -910,6 +955,7 @@ Test(daemon, adopting_a_domain_whose_uuid_a_machine_has_is_refused) {
         r = vmq_testbus_call(&tb, &e, NULL, "CreateMachine", "ssa{sv}", "micro", "echo", 1, "uuid",
                              "s", LV1_UUID);
         failed_with(r, &e, "org.vmq1.Error.UuidInUse", "CreateMachine with lv1's UUID");
+        expect_clean_exit();
 }
 
 /* ---- issue 8: a state over the configured limits (defect 11) ---------------- */
@@ -946,6 +992,7 @@ Test(daemon, state_over_max_machines_refuses_to_start_and_rewrites_nothing) {
         has(list, "m1");
         has(list, "m3");
         free(list);
+        expect_clean_exit();
 }
 
 /* ---- issue 8: defect 1 ------------------------------------------------------- */

@@ -304,11 +304,11 @@ int manager_check_new_machine(struct manager *m, const char *name, const char *u
         other = manager_find_machine_by_uuid(m, uuid);
         if (other)
                 return sd_bus_error_setf(error, VMQ_BUS_ERROR_UUID_IN_USE,
-                                         "UUID %s is machine '%s''s already", uuid, other->name);
+                                         "UUID %s is in use by machine '%s'", uuid, other->name);
         def = vmqd_state_find_machine_by_uuid(&m->state, uuid);
         if (def)
                 return sd_bus_error_setf(error, VMQ_BUS_ERROR_UUID_IN_USE,
-                                         "UUID %s is the saved machine '%s''s already", uuid,
+                                         "UUID %s is in use by the saved machine '%s'", uuid,
                                          def->name);
         return 0;
 }
