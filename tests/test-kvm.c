@@ -235,6 +235,27 @@ static uint64_t tvm_rip(struct tvm *t) {
 }
 
 /*
+ * After a KVM_EXIT_SHUTDOWN (triple fault): the vCPU stopped on the
+ * faulting instruction, `rip`.  That holds on Intel, where KVM keeps the
+ * guest state of a triple-fault exit.  On AMD the VMCB is undefined after
+ * a SHUTDOWN intercept, so KVM INITs the vCPU there (arch/x86/kvm/svm/
+ * svm.c, shutdown_interception()): RIP 0xfff0, CS 0xf000 at base
+ * 0xffff0000, on bare metal as under nested SVM.  Then no RIP is left to
+ * check; the callers' checks that the instruction had no effect remain.
+ */
+static void tvm_expect_shutdown_rip(struct tvm *t, uint64_t rip) {
+        struct kvm_sregs sregs;
+        cr_assert_eq(ioctl(t->vcpu_fd, KVM_GET_SREGS, &sregs), 0);
+        uint64_t now = tvm_rip(t);
+        if (now == 0xfff0 && sregs.cs.selector == 0xf000 && sregs.cs.base == 0xffff0000) {
+                cr_log_info("the shutdown INITed the vCPU (KVM on AMD SVM): no RIP to check");
+                return;
+        }
+        cr_assert_eq(now, rip, "rip %#llx after the triple fault, expected %#llx",
+                     (unsigned long long)now, (unsigned long long)rip);
+}
+
+/*
  * Memory probe on the address in %rdi: report, read, report the value,
  * write 7, report.
  *   66 ba 07 05          mov  $0x507,%dx
@@ -302,7 +323,7 @@ Test(kvm, system_area_write_shuts_down, .timeout = 30) {
         tvm_expect_out(&t, NOP_PORT);
         tvm_expect_shutdown(&t);
         /* stopped on the faulting instruction, which had no effect */
-        cr_assert_eq(tvm_rip(&t), VMQ_IMAGE_GPA + 5);
+        tvm_expect_shutdown_rip(&t, VMQ_IMAGE_GPA + 5);
         cr_assert_arr_eq(t.mem + VMQ_SYSTEM_GPA, before, sizeof(before));
 
         tvm_destroy(&t);
@@ -313,7 +334,7 @@ Test(kvm, null_page_read_shuts_down, .timeout = 30) {
         tvm_boot(&t, probe_rw, sizeof(probe_rw), 0);
         tvm_expect_out(&t, NOP_PORT);
         tvm_expect_shutdown(&t);
-        cr_assert_eq(tvm_rip(&t), PROBE_RW_READ_RIP);
+        tvm_expect_shutdown_rip(&t, PROBE_RW_READ_RIP);
         tvm_destroy(&t);
 }
 
@@ -389,7 +410,7 @@ Test(kvm, readonly_pte_write_shuts_down, .timeout = 30) {
         tvm_expect_out(&t, NOP_PORT);
         cr_assert_eq(tvm_expect_out(&t, NOP_PORT), PROBE_PATTERN);
         tvm_expect_shutdown(&t);
-        cr_assert_eq(tvm_rip(&t), PROBE_RW_WRITE_RIP);
+        tvm_expect_shutdown_rip(&t, PROBE_RW_WRITE_RIP);
         cr_assert_eq(*probe_word(&t), PROBE_PATTERN);
         tvm_destroy(&t);
 }
