@@ -87,6 +87,8 @@ int32_t vmq_host_deliver_from(struct vmq_vm *vm, struct vmq_channel *ch, int to,
                         vmq_monitor_count_sent(vm, ch, to, d->len, deferred, -1);
                 return r;
         }
+        if (src)
+                vmq_monitor_count_sent(vm, ch, to, len, deferred, 1);
 
         /* Reserve first: nothing is allocated past the budgets. */
         pthread_mutex_lock(&m->host_lock);
@@ -138,15 +140,12 @@ int32_t vmq_host_deliver_from(struct vmq_vm *vm, struct vmq_channel *ch, int to,
         if (r < 0) {
                 free(e);
                 free(msg);
-                if (!src)
-                        vmq_monitor_count_sent(vm, ch, to, d->len, deferred, -1);
+                vmq_monitor_count_sent(vm, ch, to, len, deferred, -1);
                 return r;
         }
         vmq_monitor_notify(m);
-        if (src) {
+        if (src)
                 atomic_fetch_add(&vm->st_copies, 1);
-                vmq_monitor_count_sent(vm, ch, to, len, deferred, 1);
-        }
         return 0;
 }
 
