@@ -1000,7 +1000,7 @@ Test(daemon, state_over_max_machines_refuses_to_start_and_rewrites_nothing) {
 /* Destroying three running machines, then undefining one and starting
  * another, crashed vmqd (the core kicked vCPU threads an earlier stop had
  * joined). */
-Test(daemon, destroy_three_then_undefine_and_start_keeps_the_daemon_up) {
+Test(daemon, destroy_three_then_undefine_and_start_keeps_the_daemon_up, .timeout = 600) {
         need_kvm(); /* it runs micro-VMs */
         for (int i = 0; i < 4; i++)
                 free(ok(0, "$VMQCTL create d%d --image echo --start", i));
@@ -1085,7 +1085,7 @@ Test(daemon, a_closed_channel_stays_listed_until_its_host_end_has_read_all) {
  * source guest streaming to the host: nothing unread stays behind in vmqd
  * (once +11.7 MB a round).
  */
-Test(daemon, closed_channels_leave_nothing_behind, .timeout = 300) {
+Test(daemon, closed_channels_leave_nothing_behind, .timeout = 600) {
         need_kvm(); /* it runs micro-VMs */
         long rss0 = 0;
         int fds0 = 0;
@@ -1098,7 +1098,8 @@ Test(daemon, closed_channels_leave_nothing_behind, .timeout = 300) {
                 /* let it fill the host end */
                 usleep(300000);
                 free(ok(0, "$VMQCTL close %u", ch));
-                free(ok(0, "$VMQCTL destroy src"));
+                /* the source guest may have ended on the closed channel */
+                free(ok(0, "$VMQCTL destroy src 2>/dev/null; true"));
                 free(ok(0, "$VMQCTL undefine src"));
                 free(ok(3, "$VMQCTL channel %u", ch));
                 if (round == 2) {
