@@ -425,7 +425,7 @@ Test(daemon, corrupt_state_is_moved_aside_and_reported) {
  * does not grow. */
 Test(daemon, concurrent_clients, .timeout = 400) {
         need_kvm(); /* it runs micro-VMs */
-        const int clients = 8, calls = 1000;
+        const int clients = 8, calls = vmq_test_scale(1000);
         for (int i = 0; i < clients; i++)
                 free(ok(0, "$VMQCTL create e%d --image echo --start", i));
         unsigned ids[8];

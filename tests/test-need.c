@@ -39,3 +39,10 @@ void vmq_test_need_kvm(void) {
                        "after it found that this host cannot have KVM)",
                        strerror(e));
 }
+
+int vmq_test_scale(int n) {
+        const char *e = getenv("VMQ_UNDER_EMULATION");
+        if (!e || !e[0] || strcmp(e, "0") == 0)
+                return n;
+        return n / 10 > 0 ? n / 10 : 1;
+}

@@ -45,6 +45,13 @@ void *vmq_test_make_elf(const void *code, size_t code_len, size_t *ret_size);
 void vmq_test_need_kvm(void);
 /* Whether /dev/kvm opens. */
 bool vmq_test_have_kvm(void);
+/*
+ * n, or a tenth of it (at least 1) when the tests run under emulation
+ * (tests/nested/run sets VMQ_UNDER_EMULATION in its guest, where every
+ * call costs tens of times more): for the tests whose point is many
+ * repetitions of the same thing, not a number.
+ */
+int vmq_test_scale(int n);
 struct vmq_vm;
 
 /* The VM's console (its last 64 KiB) into buf, NUL-terminated, with any NUL
