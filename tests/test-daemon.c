@@ -63,7 +63,7 @@ static void hasnt(const char *text, const char *needle) {
         cr_assert(strstr(text, needle) == NULL, "'%s' unexpectedly in:\n%s", needle, text);
 }
 
-TestSuite(daemon, .init = up, .fini = down, .timeout = 180);
+TestSuite(daemon, .init = up, .fini = down, .timeout = 600);
 
 /* For the tests that run micro-VMs.  A skipped test's .fini does not run:
  * stop the daemon here first, so that a skip leaves nothing behind. */
