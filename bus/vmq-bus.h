@@ -40,6 +40,14 @@
 #define VMQ_BUS_ERROR_NO_MEMORY "org.vmq1.Error.NoMemory"
 #define VMQ_BUS_ERROR_BAD_FD "org.vmq1.Error.BadFileDescriptor"
 #define VMQ_BUS_ERROR_BACKEND_UNAVAILABLE "org.vmq1.Error.BackendUnavailable"
+/* A change could not be saved in the state directory (full disk, read-only
+ * file system, ...); nothing changed, in memory or on disk. */
+#define VMQ_BUS_ERROR_STATE_SAVE_FAILED "org.vmq1.Error.StateSaveFailed"
+/* Another machine has that UUID (the monitor stamps it on every message as
+ * the sender's identity, so it is unique). */
+#define VMQ_BUS_ERROR_UUID_IN_USE "org.vmq1.Error.UuidInUse"
+/* Anything else that went wrong, with the system's reason in the message. */
+#define VMQ_BUS_ERROR_FAILED "org.vmq1.Error.Failed"
 
 /* The error map, for sd_bus_error_set_errno() on the service side and
  * sd_bus_error_get_errno() on the client side.  vmq_bus_errors_init()

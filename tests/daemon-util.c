@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -13,6 +14,7 @@
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <sys/wait.h>
+#include <systemd/sd-bus.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -111,9 +113,10 @@ static void spawn_dbus(struct vmq_testbus *t) {
         chmod(sock, 0777);
 }
 
-void vmq_testbus_start_vmqd(struct vmq_testbus *t, const char *extra_args) {
+/* Forks vmqd (through sh, for t->env); returns the path of its log. */
+static void spawn_vmqd(struct vmq_testbus *t, const char *extra_args, char *logpath, size_t size) {
         struct sockaddr_un sa = {.sun_family = AF_UNIX};
-        char vmqd[512], images[512], logpath[600], cmd[4096];
+        char vmqd[512], images[512], libvirt[1200], cmd[4096];
 
         if (t->notify_fd < 0) {
                 snprintf(t->notify_path, sizeof(t->notify_path), "%s/notify", t->dir);
@@ -125,12 +128,17 @@ void vmq_testbus_start_vmqd(struct vmq_testbus *t, const char *extra_args) {
         }
         snprintf(vmqd, sizeof(vmqd), "%s/vmqd/vmqd", vmq_test_builddir());
         snprintf(images, sizeof(images), "%s/guest/images", vmq_test_builddir());
-        snprintf(logpath, sizeof(logpath), "%s/vmqd.log", t->dir);
+        snprintf(logpath, size, "%s/vmqd.log", t->dir);
         /* $$ is the shell's pid, which exec hands on to vmqd */
+        if (t->libvirt_uri)
+                snprintf(libvirt, sizeof(libvirt), "--libvirt-uri=%s --runtime-dir=%s/run",
+                         t->libvirt_uri, t->dir);
+        else
+                snprintf(libvirt, sizeof(libvirt), "--no-libvirt");
         snprintf(cmd, sizeof(cmd),
                  "WATCHDOG_PID=$$; export WATCHDOG_PID; %s exec %s --bus=%s --state-dir=%s "
-                 "--image-dir=%s --no-libvirt %s >>%s 2>&1",
-                 t->env ? t->env : "", vmqd, t->address, t->state_dir, images,
+                 "--image-dir=%s %s %s >>%s 2>&1",
+                 t->env ? t->env : "", vmqd, t->address, t->state_dir, images, libvirt,
                  extra_args ? extra_args : "", logpath);
 
         t->vmqd_pid = fork();
@@ -140,11 +148,129 @@ void vmq_testbus_start_vmqd(struct vmq_testbus *t, const char *extra_args) {
                 execl("/bin/sh", "sh", "-c", cmd, (char *)NULL);
                 _exit(127);
         }
+}
+
+/*
+ * The notify socket is read all the time, by a thread, as the service
+ * manager would: a vmqd whose datagrams nobody reads would block in
+ * sd_notify() once the socket's queue (net.unix.max_dgram_qlen, 10) is
+ * full.  Messages wait in a queue for vmq_testbus_wait_notify().
+ */
+#define NOTIFY_QUEUE 4096
+static struct {
+        pthread_t thread;
+        bool running, stop;
+        pthread_mutex_t lock;
+        pthread_cond_t cond;
+        char *queue[NOTIFY_QUEUE];
+        size_t head, tail; /* take from head, add at tail */
+        struct vmq_testbus *t;
+} notify = {.lock = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER};
+
+static void *notify_drain(void *arg) {
+        struct vmq_testbus *t = arg;
+        char buf[4096];
+
+        while (!__atomic_load_n(&notify.stop, __ATOMIC_ACQUIRE)) {
+                struct pollfd p = {.fd = t->notify_fd, .events = POLLIN};
+                if (poll(&p, 1, 50) <= 0)
+                        continue;
+                ssize_t n = recv(t->notify_fd, buf, sizeof(buf) - 1, MSG_DONTWAIT);
+                if (n <= 0)
+                        continue;
+                buf[n] = 0;
+                pthread_mutex_lock(&notify.lock);
+                char *s = strstr(buf, "STATUS=");
+                if (s) {
+                        snprintf(t->last_status, sizeof(t->last_status), "%s", s + 7);
+                        char *nl = strchr(t->last_status, '\n');
+                        if (nl)
+                                *nl = 0;
+                }
+                if (notify.tail - notify.head == NOTIFY_QUEUE) /* full: the oldest goes */
+                        free(notify.queue[notify.head++ % NOTIFY_QUEUE]);
+                notify.queue[notify.tail++ % NOTIFY_QUEUE] = strdup(buf);
+                pthread_cond_broadcast(&notify.cond);
+                pthread_mutex_unlock(&notify.lock);
+        }
+        return NULL;
+}
+
+static void notify_start(struct vmq_testbus *t) {
+        if (notify.running)
+                return;
+        notify.stop = false;
+        notify.t = t;
+        cr_assert_eq(pthread_create(&notify.thread, NULL, notify_drain, t), 0);
+        notify.running = true;
+}
+
+static void notify_stop(void) {
+        if (!notify.running)
+                return;
+        __atomic_store_n(&notify.stop, true, __ATOMIC_RELEASE);
+        pthread_join(notify.thread, NULL);
+        notify.running = false;
+        while (notify.head != notify.tail)
+                free(notify.queue[notify.head++ % NOTIFY_QUEUE]);
+        notify.head = notify.tail = 0;
+}
+
+/* Takes queued messages until one contains `what` (true), or the timeout. */
+static bool notify_take(const char *what, int timeout_ms) {
+        struct timespec deadline;
+        bool found = false;
+
+        clock_gettime(CLOCK_REALTIME, &deadline);
+        deadline.tv_sec += timeout_ms / 1000;
+        deadline.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
+        if (deadline.tv_nsec >= 1000000000L) {
+                deadline.tv_sec++;
+                deadline.tv_nsec -= 1000000000L;
+        }
+        pthread_mutex_lock(&notify.lock);
+        while (!found) {
+                while (notify.head != notify.tail && !found) {
+                        char *m = notify.queue[notify.head++ % NOTIFY_QUEUE];
+                        found = strstr(m, what) != NULL;
+                        free(m);
+                }
+                if (found || pthread_cond_timedwait(&notify.cond, &notify.lock, &deadline) != 0)
+                        break;
+        }
+        pthread_mutex_unlock(&notify.lock);
+        return found;
+}
+
+int vmq_testbus_run_vmqd_to_exit(struct vmq_testbus *t, const char *extra_args) {
+        char logpath[600];
+
+        spawn_vmqd(t, extra_args, logpath, sizeof(logpath));
+        notify_start(t);
+        for (int waited = 0;; waited += 50) {
+                int status;
+                if (waitpid(t->vmqd_pid, &status, WNOHANG) == t->vmqd_pid) {
+                        t->vmqd_pid = 0;
+                        return status;
+                }
+                cr_assert_lt(waited, 20000, "vmqd did not exit within 20 s");
+                if (notify_take("READY=1", 50)) {
+                        char *log = NULL;
+                        vmq_testbus_run(t, &log, true, "cat %s", logpath);
+                        cr_assert_fail("vmqd started (READY=1) where it must refuse:\n%s",
+                                       log ? log : "");
+                }
+        }
+}
+
+void vmq_testbus_start_vmqd(struct vmq_testbus *t, const char *extra_args) {
+        char logpath[600];
+
+        spawn_vmqd(t, extra_args, logpath, sizeof(logpath));
+        notify_start(t);
 
         /* Wait for READY=1 on the notify socket. */
         for (int waited = 0;; waited += 100) {
-                struct pollfd p = {.fd = t->notify_fd, .events = POLLIN};
-                char buf[1024];
                 int status;
                 cr_assert_lt(waited, 20000, "vmqd sent no READY=1 within 20 s");
                 if (waitpid(t->vmqd_pid, &status, WNOHANG) == t->vmqd_pid) {
@@ -154,38 +280,14 @@ void vmq_testbus_start_vmqd(struct vmq_testbus *t, const char *extra_args) {
                         cr_assert_fail("vmqd exited (status %d) before READY=1:\n%s", status,
                                        log ? log : "");
                 }
-                if (poll(&p, 1, 100) <= 0)
-                        continue;
-                ssize_t n = recv(t->notify_fd, buf, sizeof(buf) - 1, 0);
-                if (n <= 0)
-                        continue;
-                buf[n] = 0;
-                char *s = strstr(buf, "STATUS=");
-                if (s) {
-                        snprintf(t->last_status, sizeof(t->last_status), "%s", s + 7);
-                        char *nl = strchr(t->last_status, '\n');
-                        if (nl)
-                                *nl = 0;
-                }
-                if (strstr(buf, "READY=1"))
+                if (notify_take("READY=1", 100))
                         break;
         }
 }
 
 bool vmq_testbus_wait_notify(struct vmq_testbus *t, const char *what, int timeout_ms) {
-        for (int waited = 0; waited <= timeout_ms; waited += 50) {
-                struct pollfd p = {.fd = t->notify_fd, .events = POLLIN};
-                char buf[1024];
-                if (poll(&p, 1, 50) <= 0)
-                        continue;
-                ssize_t n = recv(t->notify_fd, buf, sizeof(buf) - 1, 0);
-                if (n <= 0)
-                        continue;
-                buf[n] = 0;
-                if (strstr(buf, what))
-                        return true;
-        }
-        return false;
+        (void)t;
+        return notify_take(what, timeout_ms);
 }
 
 int vmq_testbus_stop_vmqd(struct vmq_testbus *t, int sig) {
@@ -217,6 +319,7 @@ void vmq_testbus_stop(struct vmq_testbus *t) {
                 waitpid(t->dbus_pid, NULL, 0);
                 t->dbus_pid = 0;
         }
+        notify_stop();
         if (t->notify_fd >= 0)
                 close(t->notify_fd);
         t->notify_fd = -1;
@@ -302,6 +405,30 @@ void vmq_testbus_expect_clean_exit(struct vmq_testbus *t) {
                 vmq_testbus_run(t, &log, true, "tail -60 %s/vmqd.log", t->dir);
                 cr_assert_fail("vmqd exit status %d after SIGTERM:\n%s", st, log);
         }
+}
+
+int vmq_testbus_call(struct vmq_testbus *t, sd_bus_error *ret_error, sd_bus_message **ret_reply,
+                     const char *method, const char *types, ...) {
+        sd_bus *bus = NULL;
+        sd_bus_message *reply = NULL;
+        va_list ap;
+        int r;
+
+        cr_assert_geq(sd_bus_new(&bus), 0);
+        cr_assert_geq(sd_bus_set_address(bus, t->address), 0);
+        cr_assert_geq(sd_bus_set_bus_client(bus, 1), 0);
+        cr_assert_geq(sd_bus_negotiate_fds(bus, 1), 0);
+        cr_assert_geq(sd_bus_start(bus), 0);
+        va_start(ap, types);
+        r = sd_bus_call_methodv(bus, "org.vmq1", "/org/vmq1", "org.vmq1.Manager", method, ret_error,
+                                &reply, types, ap);
+        va_end(ap);
+        if (ret_reply)
+                *ret_reply = reply;
+        else
+                sd_bus_message_unref(reply);
+        sd_bus_flush_close_unref(bus);
+        return r;
 }
 
 static int count_entries(const char *path) {

@@ -10,6 +10,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <sys/types.h>
+#include <systemd/sd-bus.h>
 
 struct vmq_testbus {
         char dir[256];     /* private temporary directory */
@@ -21,6 +22,10 @@ struct vmq_testbus {
         char notify_path[512];
         char last_status[256]; /* last STATUS= seen */
         const char *env;       /* shell assignments for vmqd's environment */
+        /* When set, vmqd connects to this libvirt URI (libvirt's in-process
+         * test driver, test:///<file>, needs no libvirtd) with its runtime
+         * directory <dir>/run, instead of running with --no-libvirt. */
+        const char *libvirt_uri;
 };
 
 /* Starts a private dbus-daemon in a fresh temporary directory. */
@@ -30,6 +35,10 @@ void vmq_testbus_start(struct vmq_testbus *t);
 void vmq_testbus_restart_dbus(struct vmq_testbus *t);
 /* Starts vmqd on it (extra arguments appended) and waits for READY=1. */
 void vmq_testbus_start_vmqd(struct vmq_testbus *t, const char *extra_args);
+/* Starts vmqd like vmq_testbus_start_vmqd() for a start that must fail:
+ * waits up to 20 s for it to exit and returns its wait status (the test
+ * fails if vmqd says READY=1 instead). */
+int vmq_testbus_run_vmqd_to_exit(struct vmq_testbus *t, const char *extra_args);
 /* Waits up to timeout_ms for a notify message containing `what`; returns
  * whether it came. */
 bool vmq_testbus_wait_notify(struct vmq_testbus *t, const char *what, int timeout_ms);
@@ -62,6 +71,15 @@ void vmq_assert_has(const char *text, const char *needle);
 void vmq_assert_hasnt(const char *text, const char *needle);
 /* SIGTERM, and assert vmqd exits 0 (a LeakSanitizer report makes it 23). */
 void vmq_testbus_expect_clean_exit(struct vmq_testbus *t);
+
+/*
+ * Calls method of org.vmq1.Manager (on /org/vmq1) with sd-bus on a
+ * connection of its own, so that the error's name can be checked: returns
+ * the call's result (negative errno on failure, with *ret_error set; the
+ * caller frees it).  ret_reply may be NULL.
+ */
+int vmq_testbus_call(struct vmq_testbus *t, sd_bus_error *ret_error, sd_bus_message **ret_reply,
+                     const char *method, const char *types, ...);
 
 /* Path of a file in the build or source tree. */
 const char *vmq_test_builddir(void);

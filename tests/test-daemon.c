@@ -534,3 +534,576 @@ Test(daemon, monitor_prints_events_as_they_happen) {
         has(out, "running");
         free(out);
 }
+
+/* ---- issue 8: a change is saved before it is made (defect 12) ------------------ */
+
+/* What clients and the next start see: ListMachines, ListChannels and the
+ * state file, byte for byte. */
+struct view {
+        char *machines, *channels, *file;
+};
+
+static struct view view_now(void) {
+        struct view v = {
+                .machines = ok(0, "$BUSCTL call org.vmq1 /org/vmq1 org.vmq1.Manager ListMachines"),
+                .channels = ok(0, "$BUSCTL call org.vmq1 /org/vmq1 org.vmq1.Manager ListChannels"),
+                .file = ok(0, "cat %s/state.json 2>/dev/null || echo '(no state file)'",
+                           tb.state_dir),
+        };
+        return v;
+}
+
+static void view_unchanged(struct view *before, const char *what) {
+        struct view now = view_now();
+        cr_assert_str_eq(now.machines, before->machines, "%s changed ListMachines", what);
+        cr_assert_str_eq(now.channels, before->channels, "%s changed ListChannels", what);
+        cr_assert_str_eq(now.file, before->file, "%s changed the state file", what);
+        free(now.machines);
+        free(now.channels);
+        free(now.file);
+}
+
+static void view_free(struct view *v) {
+        free(v->machines);
+        free(v->channels);
+        free(v->file);
+}
+
+/* Makes every save fail, for root too: a directory stands where the save
+ * creates its temporary file (O_CREAT|O_EXCL on it fails). */
+static void break_saves(void) {
+        free(ok(0, "mkdir -p %s/state.json.tmp", tb.state_dir));
+}
+
+static void mend_saves(void) {
+        free(ok(0, "rmdir %s/state.json.tmp", tb.state_dir));
+}
+
+/* Asserts that a vmq_testbus_call() failed with the error `name`. */
+static void failed_with(int r, sd_bus_error *e, const char *name, const char *what) {
+        cr_assert_lt(r, 0, "%s succeeded", what);
+        cr_assert_str_eq(e->name, name, "%s: %s: %s", what, e->name, e->message);
+        sd_bus_error_free(e);
+}
+
+static void succeeded(int r, sd_bus_error *e, const char *what) {
+        cr_assert_geq(r, 0, "%s: %s: %s", what, e->name, e->message);
+        sd_bus_error_free(e);
+}
+
+#define SAVE_FAILED "org.vmq1.Error.StateSaveFailed"
+
+Test(daemon, failed_save_of_create_machine_changes_nothing) {
+        sd_bus_error e = SD_BUS_ERROR_NULL;
+        int r;
+
+        free(ok(0, "$VMQCTL create old --image echo --persistent"));
+        break_saves();
+        struct view before = view_now();
+        r = vmq_testbus_call(&tb, &e, NULL, "CreateMachine", "ssa{sv}", "new", "echo", 1,
+                             "persistent", "b", 1);
+        cr_assert_lt(r, 0);
+        cr_assert(strstr(e.message, "could not save the state: ") != NULL, "%s", e.message);
+        failed_with(r, &e, SAVE_FAILED, "CreateMachine persistent");
+        r = vmq_testbus_call(&tb, &e, NULL, "CreateMachine", "ssa{sv}", "new", "echo", 1,
+                             "autostart", "b", 1);
+        failed_with(r, &e, SAVE_FAILED, "CreateMachine autostart");
+        view_unchanged(&before, "a CreateMachine whose save failed");
+        r = vmq_testbus_call(&tb, &e, NULL, "GetMachine", "s", "new");
+        failed_with(r, &e, "org.vmq1.Error.NoSuchMachine", "GetMachine");
+        /* "could not save" is not "already exists" (defect 5) */
+        char *err = NULL;
+        r = vmq_testbus_run(&tb, &err, true, "$VMQCTL create new --image echo --persistent");
+        cr_assert_neq(r, 0, "%s", err);
+        has(err, "could not save the state");
+        hasnt(err, "already exists");
+        free(err);
+        /* a transient machine needs no save */
+        r = vmq_testbus_call(&tb, &e, NULL, "CreateMachine", "ssa{sv}", "transient", "echo", 0);
+        succeeded(r, &e, "CreateMachine transient with saves failing");
+
+        mend_saves();
+        r = vmq_testbus_call(&tb, &e, NULL, "CreateMachine", "ssa{sv}", "new", "echo", 1,
+                             "persistent", "b", 1);
+        succeeded(r, &e, "CreateMachine persistent once saves work");
+        char *file = ok(0, "cat %s/state.json", tb.state_dir);
+        has(file, "\"new\"");
+        has(file, "\"old\"");
+        free(file);
+        view_free(&before);
+}
+
+/* A saved state of two machines and three channels, two of which name
+ * "gone" (its ends are not running: nothing opens). */
+static void write_state_with_channels(void) {
+        free(ok(0,
+                "mkdir -p %s && cat > %s/state.json <<'E'\n"
+                "{\"version\": 1, \"machines\": [\n"
+                " {\"name\": \"gone\", \"image\": \"echo\", \"uuid\": "
+                "\"1b4e28ba-2fa1-11d2-883f-0016d3cca427\", \"memory\": 16777216, \"vcpus\": 1, "
+                "\"queue_depth\": 64},\n"
+                " {\"name\": \"stays\", \"image\": \"echo\", \"uuid\": "
+                "\"2c5f39cb-3fb2-42e3-994f-1127e4ddb538\", \"memory\": 16777216, \"vcpus\": 1, "
+                "\"queue_depth\": 64}],\n"
+                " \"channels\": [\n"
+                " {\"end_a\": \"host\", \"end_b\": \"gone\", \"depth\": 4, \"mode\": "
+                "\"immediate\", \"transfer\": \"auto\"},\n"
+                " {\"end_a\": \"gone\", \"end_b\": \"stays\", \"depth\": 4, \"mode\": "
+                "\"immediate\", \"transfer\": \"auto\"},\n"
+                " {\"end_a\": \"host\", \"end_b\": \"stays\", \"depth\": 4, \"mode\": "
+                "\"immediate\", \"transfer\": \"auto\"}]}\n"
+                "E\n",
+                tb.state_dir, tb.state_dir));
+}
+
+Test(daemon, failed_save_of_undefine_machine_changes_nothing) {
+        sd_bus_error e = SD_BUS_ERROR_NULL;
+        int r;
+
+        vmq_testbus_stop_vmqd(&tb, SIGTERM);
+        write_state_with_channels();
+        vmq_testbus_start_vmqd(&tb, "");
+        break_saves();
+        struct view before = view_now();
+        has(before.machines, "gone");
+        r = vmq_testbus_call(&tb, &e, NULL, "UndefineMachine", "s", "gone");
+        failed_with(r, &e, SAVE_FAILED, "UndefineMachine");
+        view_unchanged(&before, "an UndefineMachine whose save failed");
+        /* the same through the machine's own object */
+        char *out = NULL;
+        r = vmq_testbus_run(&tb, &out, true,
+                            "$BUSCTL call org.vmq1 /org/vmq1/machine/gone org.vmq1.Machine "
+                            "Undefine");
+        cr_assert_neq(r, 0, "%s", out);
+        has(out, "could not save the state");
+        free(out);
+        view_unchanged(&before, "a Machine.Undefine whose save failed");
+        /* a transient machine that no saved channel names needs no save */
+        r = vmq_testbus_call(&tb, &e, NULL, "CreateMachine", "ssa{sv}", "t", "echo", 0);
+        succeeded(r, &e, "CreateMachine transient");
+        r = vmq_testbus_call(&tb, &e, NULL, "UndefineMachine", "s", "t");
+        succeeded(r, &e, "UndefineMachine transient with saves failing");
+
+        mend_saves();
+        r = vmq_testbus_call(&tb, &e, NULL, "UndefineMachine", "s", "gone");
+        succeeded(r, &e, "UndefineMachine once saves work");
+        char *file = ok(0, "cat %s/state.json", tb.state_dir);
+        hasnt(file, "gone"); /* the machine and both channels that named it */
+        has(file, "\"stays\"");
+        has(file, "\"end_b\": \"stays\"");
+        free(file);
+        view_free(&before);
+}
+
+/*
+ * libvirt's in-process test driver stands in for libvirtd: its domain
+ * "lv1" runs from the start and already carries the <shmem> device vmqd
+ * would attach (the test driver cannot attach devices).  An adopted domain
+ * is a running machine with a region VM, which needs no /dev/kvm: channels
+ * open to it on any host.
+ */
+#define LV1_UUID "6695eb01-f6a4-8304-79aa-97f2502e193f"
+
+static void use_libvirt_test_driver(void) {
+        static char uri[600];
+
+        vmq_testbus_stop_vmqd(&tb, SIGTERM);
+        free(ok(0,
+                "cat > %s/node.xml <<'E'\n"
+                "<node>\n"
+                "  <domain type='test'>\n"
+                "    <name>lv1</name>\n"
+                "    <uuid>" LV1_UUID "</uuid>\n"
+                "    <memory>65536</memory>\n"
+                "    <vcpu>1</vcpu>\n"
+                "    <os><type arch='x86_64'>hvm</type></os>\n"
+                "    <devices>\n"
+                "      <shmem name='vmq-lv1'>\n"
+                "        <model type='ivshmem-doorbell'/>\n"
+                "        <server path='%s/run/ivshmem-lv1.sock'/>\n"
+                "        <msi vectors='2' ioeventfd='on'/>\n"
+                "      </shmem>\n"
+                "    </devices>\n"
+                "  </domain>\n"
+                "</node>\n"
+                "E\n",
+                tb.dir, tb.dir));
+        snprintf(uri, sizeof(uri), "test://%s/node.xml", tb.dir);
+        tb.libvirt_uri = uri;
+        vmq_testbus_start_vmqd(&tb, "");
+}
+
+static void wait_running(const char *name) {
+        char *out = ok(0,
+                       "for i in $(seq 100); do $BUSCTL get-property org.vmq1 "
+                       "/org/vmq1/machine/%s org.vmq1.Machine State | grep -q running && break; "
+                       "sleep 0.05; done; $BUSCTL get-property org.vmq1 /org/vmq1/machine/%s "
+                       "org.vmq1.Machine State",
+                       name, name);
+        has(out, "running");
+        free(out);
+}
+
+Test(daemon, failed_save_of_adopt_open_and_close_changes_nothing) {
+        sd_bus_error e = SD_BUS_ERROR_NULL;
+        sd_bus_message *reply = NULL;
+        uint32_t id = 0;
+        int r;
+
+        use_libvirt_test_driver();
+        free(ok(0, "$VMQCTL create old --image echo --persistent"));
+
+        /* AdoptDomain, persistent */
+        break_saves();
+        struct view before = view_now();
+        r = vmq_testbus_call(&tb, &e, NULL, "AdoptDomain", "sa{sv}", "lv1", 1, "persistent", "b",
+                             1);
+        failed_with(r, &e, SAVE_FAILED, "AdoptDomain persistent");
+        view_unchanged(&before, "an AdoptDomain whose save failed");
+        view_free(&before);
+        mend_saves();
+        r = vmq_testbus_call(&tb, &e, NULL, "AdoptDomain", "sa{sv}", "lv1", 1, "persistent", "b",
+                             1);
+        succeeded(r, &e, "AdoptDomain persistent once saves work");
+        wait_running("lv1");
+
+        /* OpenChannel, persistent */
+        break_saves();
+        before = view_now();
+        r = vmq_testbus_call(&tb, &e, NULL, "OpenChannel", "ssa{sv}", "host", "lv1", 1,
+                             "persistent", "b", 1);
+        failed_with(r, &e, SAVE_FAILED, "OpenChannel persistent");
+        view_unchanged(&before, "an OpenChannel whose save failed");
+        view_free(&before);
+        /* a channel that is not persistent needs no save */
+        r = vmq_testbus_call(&tb, &e, &reply, "OpenChannel", "ssa{sv}", "host", "lv1", 0);
+        succeeded(r, &e, "OpenChannel transient with saves failing");
+        cr_assert_geq(sd_bus_message_read(reply, "u", &id), 0);
+        reply = sd_bus_message_unref(reply);
+        r = vmq_testbus_call(&tb, &e, NULL, "CloseChannel", "u", id);
+        succeeded(r, &e, "CloseChannel transient with saves failing");
+        mend_saves();
+        r = vmq_testbus_call(&tb, &e, &reply, "OpenChannel", "ssa{sv}", "host", "lv1", 1,
+                             "persistent", "b", 1);
+        succeeded(r, &e, "OpenChannel persistent once saves work");
+        cr_assert_geq(sd_bus_message_read(reply, "u", &id), 0);
+        reply = sd_bus_message_unref(reply);
+        char *file = ok(0, "cat %s/state.json", tb.state_dir);
+        has(file, "\"end_b\": \"lv1\"");
+        free(file);
+
+        /* CloseChannel of that persistent channel */
+        break_saves();
+        before = view_now();
+        r = vmq_testbus_call(&tb, &e, NULL, "CloseChannel", "u", id);
+        failed_with(r, &e, SAVE_FAILED, "CloseChannel");
+        view_unchanged(&before, "a CloseChannel whose save failed");
+        view_free(&before);
+        char *o = ok(0, "$BUSCTL get-property org.vmq1 /org/vmq1/channel/%u org.vmq1.Channel Open",
+                     id);
+        has(o, "true");
+        free(o);
+        mend_saves();
+        r = vmq_testbus_call(&tb, &e, NULL, "CloseChannel", "u", id);
+        succeeded(r, &e, "CloseChannel once saves work");
+        file = ok(0, "cat %s/state.json", tb.state_dir);
+        hasnt(file, "\"end_b\": \"lv1\"");
+        has(file, "\"lv1\""); /* the machine stays */
+        free(file);
+}
+
+/* ---- issue 8: one UUID, one machine (defect 6) ------------------------------ */
+
+#define UUID_A "7a1c3e5f-9b2d-4f6a-8c0e-1d3f5a7b9c2e"
+
+Test(daemon, machine_uuids_are_unique_and_never_nil) {
+        sd_bus_error e = SD_BUS_ERROR_NULL;
+        int r;
+
+        r = vmq_testbus_call(&tb, &e, NULL, "CreateMachine", "ssa{sv}", "a", "echo", 2, "uuid", "s",
+                             UUID_A, "persistent", "b", 1);
+        succeeded(r, &e, "CreateMachine a");
+        struct view before = view_now();
+        r = vmq_testbus_call(&tb, &e, NULL, "CreateMachine", "ssa{sv}", "b", "echo", 1, "uuid", "s",
+                             UUID_A);
+        failed_with(r, &e, "org.vmq1.Error.UuidInUse", "CreateMachine with a's UUID");
+        r = vmq_testbus_call(&tb, &e, NULL, "CreateMachine", "ssa{sv}", "b", "echo", 2, "uuid", "s",
+                             "7A1C3E5F-9B2D-4F6A-8C0E-1D3F5A7B9C2E", "persistent", "b", 1);
+        failed_with(r, &e, "org.vmq1.Error.UuidInUse", "CreateMachine with a's UUID in capitals");
+        r = vmq_testbus_call(&tb, &e, NULL, "CreateMachine", "ssa{sv}", "b", "echo", 1, "uuid", "s",
+                             "00000000-0000-0000-0000-000000000000");
+        failed_with(r, &e, "org.vmq1.Error.InvalidArgument", "CreateMachine with the nil UUID");
+        r = vmq_testbus_call(&tb, &e, NULL, "CreateMachine", "ssa{sv}", "b", "echo", 1, "uuid", "s",
+                             "00000000000000000000000000000000");
+        failed_with(r, &e, "org.vmq1.Error.InvalidArgument", "CreateMachine with the nil UUID");
+        view_unchanged(&before, "a refused CreateMachine");
+        view_free(&before);
+        /* machines without a uuid option get UUIDs of their own */
+        free(ok(0, "$VMQCTL create c --image echo"));
+        free(ok(0, "$VMQCTL create d --image echo"));
+        char *uc = ok(0, "$BUSCTL get-property org.vmq1 /org/vmq1/machine/c org.vmq1.Machine UUID");
+        char *ud = ok(0, "$BUSCTL get-property org.vmq1 /org/vmq1/machine/d org.vmq1.Machine UUID");
+        cr_assert_str_neq(uc, ud);
+        free(uc);
+        free(ud);
+        /* once a is gone, its UUID is free */
+        free(ok(0, "$VMQCTL undefine a"));
+        r = vmq_testbus_call(&tb, &e, NULL, "CreateMachine", "ssa{sv}", "b", "echo", 1, "uuid", "s",
+                             UUID_A);
+        succeeded(r, &e, "CreateMachine with a UUID no longer in use");
+}
+
+/* A state file whose machines share a UUID, or have the nil one, is not a
+ * valid state: moved aside like any corrupt file, with the reason logged. */
+static void expect_state_moved_aside(const char *machines, const char *reason) {
+        vmq_testbus_stop_vmqd(&tb, SIGTERM);
+        free(ok(0,
+                "rm -f %s/state.json.corrupt-*; mkdir -p %s && printf '%%s' '{\"version\": 1, "
+                "\"machines\": [%s]}' > %s/state.json",
+                tb.state_dir, tb.state_dir, machines, tb.state_dir));
+        free(ok(0, ": > %s/vmqd.log", tb.dir));
+        vmq_testbus_start_vmqd(&tb, "");
+        char *prop = ok(0, "$BUSCTL get-property org.vmq1 /org/vmq1 org.vmq1.Manager "
+                           "CorruptStateFile");
+        has(prop, "state.json.corrupt-");
+        free(prop);
+        char *list = ok(0, "$VMQCTL list");
+        hasnt(list, "echo");
+        free(list);
+        char *log = ok(0, "cat %s/vmqd.log", tb.dir);
+        has(log, reason);
+        free(log);
+        char *kept = ok(0, "cat %s/state.json.corrupt-*", tb.state_dir);
+        has(kept, machines);
+        free(kept);
+}
+
+#define SAVED(name, uuid)                                                                          \
+        "{\"name\": \"" name "\", \"image\": \"echo\", \"uuid\": \"" uuid "\", \"memory\": "       \
+        "16777216, \"vcpus\": 1, \"queue_depth\": 64}"
+
+Test(daemon, state_with_a_shared_or_nil_uuid_is_moved_aside) {
+        expect_state_moved_aside(SAVED("one", UUID_A) ", " SAVED("two", "7A1C3E5F-9B2D-4F6A-8C0E-"
+                                                                        "1D3F5A7B9C2E"),
+                                 "is also the UUID of machine \"one\"");
+        expect_state_moved_aside(SAVED("zero", "00000000-0000-0000-0000-000000000000"),
+                                 "the nil UUID is not a machine identity");
+}
+
+Test(daemon, adopting_a_domain_whose_uuid_a_machine_has_is_refused) {
+        sd_bus_error e = SD_BUS_ERROR_NULL;
+        int r;
+
+        use_libvirt_test_driver();
+        r = vmq_testbus_call(&tb, &e, NULL, "CreateMachine", "ssa{sv}", "micro", "echo", 1, "uuid",
+                             "s", LV1_UUID);
+        succeeded(r, &e, "CreateMachine with the domain's UUID");
+        struct view before = view_now();
+        r = vmq_testbus_call(&tb, &e, NULL, "AdoptDomain", "sa{sv}", "lv1", 0);
+        failed_with(r, &e, "org.vmq1.Error.UuidInUse", "AdoptDomain of a domain with micro's UUID");
+        view_unchanged(&before, "a refused AdoptDomain");
+        view_free(&before);
+        /* and the other way round */
+        free(ok(0, "$VMQCTL undefine micro"));
+        r = vmq_testbus_call(&tb, &e, NULL, "AdoptDomain", "sa{sv}", "lv1", 0);
+        succeeded(r, &e, "AdoptDomain");
+        r = vmq_testbus_call(&tb, &e, NULL, "CreateMachine", "ssa{sv}", "micro", "echo", 1, "uuid",
+                             "s", LV1_UUID);
+        failed_with(r, &e, "org.vmq1.Error.UuidInUse", "CreateMachine with lv1's UUID");
+}
+
+/* ---- issue 8: a state over the configured limits (defect 11) ---------------- */
+
+Test(daemon, state_over_max_machines_refuses_to_start_and_rewrites_nothing) {
+        vmq_testbus_stop_vmqd(&tb, SIGTERM);
+        free(ok(0,
+                "mkdir -p %s && printf '%%s' '{\"version\": 1, \"machines\": [%s, %s, %s]}' > "
+                "%s/state.json && cp %s/state.json %s/state.before && "
+                "printf '{\"limits\": {\"max_machines\": 2}}' > %s/two.conf && "
+                "printf '{\"limits\": {\"max_machines\": 3}}' > %s/three.conf",
+                tb.state_dir, SAVED("m1", "11111111-1111-4111-8111-111111111111"),
+                SAVED("m2", "22222222-2222-4222-8222-222222222222"),
+                SAVED("m3", "33333333-3333-4333-8333-333333333333"), tb.state_dir, tb.state_dir,
+                tb.dir, tb.dir, tb.dir));
+        char args[700];
+        snprintf(args, sizeof(args), "--config=%s/two.conf", tb.dir);
+        int st = vmq_testbus_run_vmqd_to_exit(&tb, args);
+        cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 78,
+                  "vmqd exit status %d, want 78 (EX_CONFIG)", st);
+        char *log = ok(0, "cat %s/vmqd.log", tb.dir);
+        has(log, "has 3 machines");
+        has(log, "limits.max_machines (2)");
+        free(log);
+        /* nothing rewritten, nothing moved aside */
+        free(ok(0, "cmp %s/state.json %s/state.before", tb.state_dir, tb.dir));
+        char *ls = ok(0, "ls %s", tb.state_dir);
+        hasnt(ls, "corrupt");
+        free(ls);
+        /* with room for them, all three are back */
+        snprintf(args, sizeof(args), "--config=%s/three.conf", tb.dir);
+        vmq_testbus_start_vmqd(&tb, args);
+        char *list = ok(0, "$VMQCTL list");
+        has(list, "m1");
+        has(list, "m3");
+        free(list);
+}
+
+/* ---- issue 8: defect 1 ------------------------------------------------------- */
+
+/* Destroying three running machines, then undefining one and starting
+ * another, crashed vmqd (the core kicked vCPU threads an earlier stop had
+ * joined). */
+Test(daemon, destroy_three_then_undefine_and_start_keeps_the_daemon_up) {
+        need_kvm(); /* it runs micro-VMs */
+        for (int i = 0; i < 4; i++)
+                free(ok(0, "$VMQCTL create d%d --image echo --start", i));
+        for (int i = 0; i < 3; i++)
+                free(ok(0, "$VMQCTL destroy d%d", i));
+        free(ok(0, "$VMQCTL undefine d0"));
+        free(ok(0, "$VMQCTL start d1"));
+        char *list = ok(0, "$VMQCTL list");
+        hasnt(list, "d0");
+        has(list, "d1");
+        free(list);
+        char *info = ok(0, "$VMQCTL info d1");
+        has(info, "running");
+        free(info);
+        info = ok(0, "$VMQCTL info d3");
+        has(info, "running");
+        free(info);
+        cr_assert_eq(kill(tb.vmqd_pid, 0), 0, "vmqd is gone");
+        expect_clean_exit();
+}
+
+/* ---- issue 8: close semantics (defect 7) and closed channels freed (3) ----- */
+
+/*
+ * CloseChannel leaves the channel listed, closed, so that the host end can
+ * still read what is left: a Receive then answers ChannelClosed, and the
+ * channel goes.  Closing a closed channel removes it at once.  (A libvirt
+ * domain of the test driver is the machine end: no guest needed.)
+ */
+Test(daemon, a_closed_channel_stays_listed_until_its_host_end_has_read_all) {
+        sd_bus_error e = SD_BUS_ERROR_NULL;
+        sd_bus_message *reply = NULL;
+        uint32_t id;
+        int r;
+
+        use_libvirt_test_driver();
+        free(ok(0, "$VMQCTL adopt lv1"));
+        wait_running("lv1");
+
+        r = vmq_testbus_call(&tb, &e, &reply, "OpenChannel", "ssa{sv}", "host", "lv1", 0);
+        succeeded(r, &e, "OpenChannel");
+        cr_assert_geq(sd_bus_message_read(reply, "u", &id), 0);
+        reply = sd_bus_message_unref(reply);
+        /* the HELLO is there to read */
+        free(ok(0, "$VMQCTL close %u", id));
+        char *o = ok(0, "$BUSCTL get-property org.vmq1 /org/vmq1/channel/%u org.vmq1.Channel Open",
+                     id);
+        has(o, "false");
+        free(o);
+        char *list = ok(0, "$VMQCTL channels --ids");
+        has(list, "1");
+        free(list);
+        /* sends are refused the same way, whoever closed it */
+        free(ok(7, "$VMQCTL send %u hello", id));
+        /* what is left comes out, then ChannelClosed, then it is gone */
+        r = vmq_testbus_call(&tb, &e, &reply, "Receive", "ut", id, (uint64_t)0);
+        succeeded(r, &e, "Receive of the HELLO left on a closed channel");
+        reply = sd_bus_message_unref(reply);
+        for (int i = 0; i < 4; i++) {
+                r = vmq_testbus_call(&tb, &e, NULL, "Receive", "ut", id, (uint64_t)0);
+                if (r < 0 && strcmp(e.name, "org.vmq1.Error.ChannelClosed") == 0)
+                        break;
+                succeeded(r, &e, "Receive of what was left");
+        }
+        sd_bus_error_free(&e);
+        r = vmq_testbus_call(&tb, &e, NULL, "GetChannel", "u", id);
+        failed_with(r, &e, "org.vmq1.Error.NoSuchChannel", "GetChannel after everything was read");
+
+        /* closing twice removes it at once */
+        r = vmq_testbus_call(&tb, &e, &reply, "OpenChannel", "ssa{sv}", "host", "lv1", 0);
+        succeeded(r, &e, "OpenChannel");
+        cr_assert_geq(sd_bus_message_read(reply, "u", &id), 0);
+        reply = sd_bus_message_unref(reply);
+        free(ok(0, "$VMQCTL close %u", id));
+        free(ok(0, "$VMQCTL close %u", id));
+        free(ok(3, "$VMQCTL channel %u", id));
+        expect_clean_exit();
+}
+
+/*
+ * A channel closed and its machine undefined, round after round, with a
+ * source guest streaming to the host: nothing unread stays behind in vmqd
+ * (once +11.7 MB a round).
+ */
+Test(daemon, closed_channels_leave_nothing_behind, .timeout = 300) {
+        need_kvm(); /* it runs micro-VMs */
+        long rss0 = 0;
+        int fds0 = 0;
+        for (int round = 0; round < 12; round++) {
+                free(ok(0,
+                        "$VMQCTL create src --image source --args 'count=2000 size=8192' --start"));
+                char *id = ok(0, "$VMQCTL open src host");
+                unsigned ch = (unsigned)strtoul(id, NULL, 10);
+                free(id);
+                /* let it fill the host end */
+                usleep(300000);
+                free(ok(0, "$VMQCTL close %u", ch));
+                free(ok(0, "$VMQCTL destroy src"));
+                free(ok(0, "$VMQCTL undefine src"));
+                free(ok(3, "$VMQCTL channel %u", ch));
+                if (round == 2) {
+                        rss0 = vmq_testbus_vmqd_rss_kib(&tb);
+                        fds0 = vmq_testbus_vmqd_fds(&tb);
+                }
+        }
+        long rss = vmq_testbus_vmqd_rss_kib(&tb);
+        int fds = vmq_testbus_vmqd_fds(&tb);
+        cr_assert_leq(rss, rss0 + 8 * 1024, "vmqd grew from %ld to %ld KiB in 9 rounds", rss0, rss);
+        cr_assert_leq(fds, fds0 + 2, "fds %d -> %d", fds0, fds);
+        expect_clean_exit();
+}
+
+/*
+ * The host end's identity is derived from the machine id for vmq, never the
+ * machine id itself (machine-id(5)), and stays the same across restarts.
+ */
+Test(daemon, the_host_identity_is_not_the_machine_id_and_is_stable) {
+        sd_bus_error e = SD_BUS_ERROR_NULL;
+        sd_bus_message *reply = NULL;
+        uint32_t id;
+        int r;
+        char uuids[2][64];
+
+        for (int run = 0; run < 2; run++) {
+                use_libvirt_test_driver();
+                if (run == 0)
+                        free(ok(0, "$VMQCTL adopt lv1 --persistent"));
+                wait_running("lv1");
+                r = vmq_testbus_call(&tb, &e, &reply, "OpenChannel", "ssa{sv}", "host", "lv1", 0);
+                succeeded(r, &e, "OpenChannel");
+                cr_assert_geq(sd_bus_message_read(reply, "u", &id), 0);
+                reply = sd_bus_message_unref(reply);
+                char *o = ok(0,
+                             "$BUSCTL get-property org.vmq1 /org/vmq1/channel/%u org.vmq1.Channel "
+                             "IdentityA",
+                             id);
+                /* (uss) 0 "host" "xxxxxxxx-..." */
+                char *q = strstr(o, "\"host\" \"");
+                cr_assert_not_null(q, "%s", o);
+                snprintf(uuids[run], sizeof(uuids[run]), "%.36s", q + 8);
+                free(o);
+                char *mid = ok(0, "cat /etc/machine-id");
+                char plain[40] = "";
+                for (size_t i = 0, j = 0; uuids[run][i] && j < 32; i++)
+                        if (uuids[run][i] != '-')
+                                plain[j++] = uuids[run][i];
+                cr_assert(strncmp(plain, mid, 32) != 0, "the host end is /etc/machine-id: %s",
+                          uuids[run]);
+                free(mid);
+        }
+        cr_assert_str_eq(uuids[0], uuids[1], "the host identity changed across a restart");
+        expect_clean_exit();
+}

@@ -501,6 +501,9 @@ Test(config, errors_files) {
 
 static const char *const UUID1 = "0f8a5c1e-3b9d-4c1a-9e77-1d2c3b4a5f60";
 static const char *const UUID2 = "AB8A5C1E-3B9D-4C1A-9E77-1D2C3B4A5F61";
+/* Machines of one state have UUIDs of their own (issue 8, defect 6). */
+static const char *const UUID3 = "5d0c2b7e-81a4-4f3e-9b1a-6c2d8e4f0a13";
+static const char *const UUID4 = "c3a9e6f1-2b48-4d7c-a0e5-97f1b2d4c6e8";
 
 static struct vmqd_machine_def machine(const char *name, const char *uuid) {
         struct vmqd_machine_def d = {
@@ -696,7 +699,7 @@ Test(state, helpers) {
 
         /* deep copies: the caller's strings are not kept */
         char name[] = "copy-me";
-        struct vmqd_machine_def m = machine(name, UUID1);
+        struct vmqd_machine_def m = machine(name, UUID3);
         cr_assert_eq(vmqd_state_add_machine(&s, &m), 0);
         name[0] = 'X';
         cr_assert_not_null(vmqd_state_find_machine(&s, "copy-me"));
@@ -804,8 +807,10 @@ static void big_state(struct vmqd_state *s, size_t bytes) {
         *s = (struct vmqd_state){0};
         for (size_t i = 0; i * 200 < bytes; i++) {
                 char name[32];
+                char uuid[37];
                 snprintf(name, sizeof(name), "m%zu", i);
-                struct vmqd_machine_def m = machine(name, UUID1);
+                snprintf(uuid, sizeof(uuid), "0f8a5c1e-3b9d-4c1a-9e77-%012zx", i + 1);
+                struct vmqd_machine_def m = machine(name, uuid);
                 cr_assert_eq(vmqd_state_add_machine(s, &m), 0);
         }
 }
@@ -1184,7 +1189,7 @@ static struct vmqd_machine_def libvirt_machine(void) {
                 .vcpus = 1,
                 .queue_depth = 64,
         };
-        snprintf(d.uuid, sizeof(d.uuid), "%s", UUID2);
+        snprintf(d.uuid, sizeof(d.uuid), "%s", UUID4);
         return d;
 }
 
@@ -1263,5 +1268,91 @@ Test(state, libvirt_machines) {
         EXPECT_CORRUPT("{\"version\": 1, \"machines\": [{\"name\": \"web\", \"backend\": "
                        "\"libvirt\"}]}",
                        "machines[0].domain: missing");
+        assert_no_fd_leak();
+}
+
+/* ---- issue 8: one UUID per machine, never nil; changes on a copy ---- */
+
+static const char *const NIL_UUID = "00000000-0000-0000-0000-000000000000";
+
+Test(state, uuids_are_unique_and_not_nil) {
+        struct vmqd_state s;
+        char *error = NULL;
+
+        cr_assert(vmqd_uuid_is_nil(NIL_UUID));
+        cr_assert_not(vmqd_uuid_is_nil(UUID1));
+        cr_assert_not(vmqd_uuid_is_nil("00000000-0000-0000-0000-00000000000"));
+        cr_assert(vmqd_uuid_equal(UUID2, "ab8a5c1e-3b9d-4c1a-9e77-1d2c3b4a5f61"));
+        cr_assert_not(vmqd_uuid_equal(UUID1, UUID2));
+        cr_assert_not(vmqd_uuid_equal(UUID1, NULL));
+
+        /* the nil UUID is not a definition's */
+        struct vmqd_machine_def m = machine("zero", NIL_UUID);
+        cr_assert_eq(vmqd_machine_def_validate(&m, &error), -EINVAL);
+        cr_assert_str_eq(error, "uuid: the nil UUID is not a machine identity");
+        free(error);
+
+        /* nor can two machines share one, whatever the case */
+        sample_state(&s);
+        cr_assert_not_null(
+                vmqd_state_find_machine_by_uuid(&s, "ab8a5c1e-3b9d-4c1a-9e77-1d2c3b4a5f61"));
+        cr_assert_null(vmqd_state_find_machine_by_uuid(&s, UUID3));
+        m = machine("new", "0F8A5C1E-3B9D-4C1A-9E77-1D2C3B4A5F60"); /* rx's */
+        cr_assert_eq(vmqd_state_add_machine(&s, &m), -EEXIST);
+        m = machine("zero", NIL_UUID);
+        cr_assert_eq(vmqd_state_add_machine(&s, &m), -EINVAL);
+        cr_assert_eq(s.n_machines, 2);
+
+        /* save never writes what load refuses: a shared UUID behind the
+         * helpers' back */
+        _cleanup_free_ char *file = path_in("state.json");
+        memcpy(s.machines[1].uuid, UUID1, sizeof(s.machines[1].uuid));
+        cr_assert_eq(vmqd_state_save(tmpdir, &s), -EINVAL);
+        memcpy(s.machines[1].uuid, NIL_UUID, sizeof(s.machines[1].uuid));
+        cr_assert_eq(vmqd_state_save(tmpdir, &s), -EINVAL);
+        cr_assert_not(exists(file));
+        vmqd_state_done(&s);
+        assert_no_fd_leak();
+}
+
+Test(state, files_with_a_shared_or_nil_uuid_are_moved_aside) {
+        EXPECT_CORRUPT("{\"version\": 1, \"machines\": [" M(
+                               "") ", {\"name\": \"tx\", \"image\": "
+                                   "\"echo\", \"uuid\": \"0F8A5C1E-3B9D-4C1A-9E77-1D2C3B4A5F60\", "
+                                   "\"memory\": "
+                                   "16777216, \"vcpus\": 1, \"queue_depth\": 64}]}",
+                       "machines[1].uuid: \"0F8A5C1E-3B9D-4C1A-9E77-1D2C3B4A5F60\" of machine "
+                       "\"tx\" is also the UUID of machine \"rx\" (machines[0])");
+        EXPECT_CORRUPT("{\"version\": 1, \"machines\": [{\"name\": \"web\", \"backend\": "
+                       "\"libvirt\", \"domain\": \"web-vm\", \"uuid\": "
+                       "\"00000000-0000-0000-0000-000000000000\", \"memory\": 4194304, "
+                       "\"rx_size\": 2097152, \"vcpus\": 1, \"queue_depth\": 64}]}",
+                       "machines[0].uuid: the nil UUID is not a machine identity");
+}
+
+Test(state, copy_is_deep_and_independent) {
+        struct vmqd_state s, c;
+
+        sample_state(&s);
+        cr_assert_eq(vmqd_state_copy(&s, &c), 0);
+        assert_state_eq(&s, &c);
+        for (size_t i = 0; i < s.n_machines; i++) {
+                cr_assert_neq(c.machines[i].name, s.machines[i].name);
+                cr_assert_neq(c.machines[i].image, s.machines[i].image);
+        }
+        for (size_t i = 0; i < s.n_channels; i++)
+                cr_assert_neq(c.channels[i].end_a, s.channels[i].end_a);
+        /* changing the copy leaves the original as it was */
+        cr_assert_eq(vmqd_state_remove_machine(&c, "rx"), 0);
+        cr_assert_not_null(vmqd_state_find_machine(&s, "rx"));
+        cr_assert_eq(s.n_channels, 4);
+        vmqd_state_done(&c);
+        /* an empty state copies to an empty state */
+        struct vmqd_state e = {0};
+        cr_assert_eq(vmqd_state_copy(&e, &c), 0);
+        cr_assert_eq(c.n_machines, 0);
+        cr_assert_null(c.machines);
+        vmqd_state_done(&c);
+        vmqd_state_done(&s);
         assert_no_fd_leak();
 }

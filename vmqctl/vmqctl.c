@@ -228,14 +228,15 @@ static void main_help(void) {
                "\n"
                "Exit codes:\n"
                "  0  success\n"
-               "  1  other failure\n"
+               "  1  other failure (the reason is printed)\n"
                "  2  usage error (bad command, option or argument)\n"
                "  3  not found (machine, channel or image)\n"
                "  4  access denied (changing calls need root or the 'vmq' group)\n"
                "  5  timed out\n"
                "  6  vmqd is not running, or the bus cannot be reached\n"
-               "  7  busy or over a limit: wrong state, name taken, not running, queue\n"
-               "     full, channel closed, message too large, too many machines/channels\n"
+               "  7  busy or over a limit: wrong state, name or UUID taken, not running,\n"
+               "     queue full, channel closed, message too large, too many\n"
+               "     machines/channels\n"
                "\n"
                "Example:\n"
                "  vmqctl create web --image echo --start && vmqctl open host web\n");
@@ -381,6 +382,7 @@ static int exit_code_of(int r) {
         case EPIPE:
         case EUSERS:
         case EMSGSIZE:
+        case EADDRINUSE:
                 return EXIT_BUSY;
         default:
                 return EXIT_FAIL;
@@ -425,7 +427,13 @@ static const char *reason_of(int r) {
         case EBADF:
                 return "not a sealed memfd";
         case EHOSTUNREACH:
-                return "vmqd cannot reach libvirt";
+                return "the machine's backend is unavailable";
+        case EADDRINUSE:
+                return "another machine has that UUID";
+        case EROFS:
+                return "vmqd could not save its state; nothing changed";
+        case EIO:
+                return "vmqd failed";
         default:
                 return strerror(-r);
         }
@@ -445,7 +453,8 @@ int ctl_fail(struct ctl *ctl, int r, const char *not_found, const char *fmt, ...
                 fprintf(stderr, ": %s\n", not_found);
         else if (detail && *detail &&
                  (r == -EINVAL || r == -ENOEXEC || r == -EBUSY || r == -EUSERS || r == -ENOMEM ||
-                  r == -EMSGSIZE || r == -EBADF || exit_code_of(r) == EXIT_FAIL))
+                  r == -EMSGSIZE || r == -EBADF || r == -EADDRINUSE ||
+                  exit_code_of(r) == EXIT_FAIL))
                 /* The daemon's own words say which argument or limit. */
                 fprintf(stderr, ": %s (%s)\n", reason_of(r), detail);
         else

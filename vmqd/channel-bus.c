@@ -12,20 +12,22 @@
 #include "bus/vmq-bus.h"
 #include "core/util.h"
 #include "vmqd/channel.h"
+#include "vmqd/bus-error.h"
 #include "vmqd/log.h"
 #include "vmqd/manager.h"
 
-int bus_channel_method_close(sd_bus_message *message, void *userdata, sd_bus_error *error) {
-        struct channel *c = userdata;
-        int r;
-
-        r = vmqd_check_access(message, error);
-        if (r < 0)
-                return r;
-        r = manager_close_channel(c->manager, c, error);
+int bus_channel_close(sd_bus_message *message, struct channel *c, sd_bus_error *error) {
+        int r = manager_close_channel(c->manager, c, error);
         if (r < 0)
                 return r;
         return sd_bus_reply_method_return(message, NULL);
+}
+
+static int method_close(sd_bus_message *message, void *userdata, sd_bus_error *error) {
+        int r = vmqd_check_access(message, error);
+        if (r < 0)
+                return r;
+        return bus_channel_close(message, userdata, error);
 }
 
 static int append_identity(sd_bus_message *reply, const struct vmq_identity *ident) {
@@ -70,6 +72,9 @@ static int property_get_counters(sd_bus *bus, const char *path, const char *inte
         return sd_bus_message_append(reply, "(tt)", info.bytes[0], info.bytes[1]);
 }
 
+/* Every method answers with a documented error (vmqd/bus-error.h). */
+VMQD_BUS_CHECKED(method_close)
+
 const sd_bus_vtable channel_vtable[] = {
         SD_BUS_VTABLE_START(0),
         SD_BUS_PROPERTY("Id", "u", NULL, offsetof(struct channel, id),
@@ -94,7 +99,7 @@ const sd_bus_vtable channel_vtable[] = {
                         SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
         SD_BUS_PROPERTY("Messages", "(tt)", property_get_counters, 0, 0),
         SD_BUS_PROPERTY("Bytes", "(tt)", property_get_counters, 0, 0),
-        SD_BUS_METHOD_WITH_ARGS("Close", SD_BUS_NO_ARGS, SD_BUS_NO_RESULT, bus_channel_method_close,
+        SD_BUS_METHOD_WITH_ARGS("Close", SD_BUS_NO_ARGS, SD_BUS_NO_RESULT, method_close_checked,
                                 SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_VTABLE_END,
 };

@@ -48,6 +48,10 @@ static bool channel_has_host(const struct channel *c) {
         return channel_has_end(c, VMQ_BUS_HOST_END);
 }
 
+bool channel_is_done(const struct channel *c) {
+        return !c->open && (c->drained || !channel_has_host(c));
+}
+
 /* Resolves an end name to a VM id and identity. */
 static int resolve_end(struct manager *m, const char *name, uint32_t *ret_id,
                        struct vmq_identity *ret_ident, sd_bus_error *error) {
@@ -219,6 +223,11 @@ struct channel *channel_free(struct channel *c) {
         if (c->next)
                 c->next->prev = c->prev;
         m->n_channels--;
+        /* The core lets go of it too, with whatever was left unread. */
+        if (m->monitor) {
+                (void)vmq_channel_close(m->monitor, c->id);
+                (void)vmq_channel_forget(m->monitor, c->id);
+        }
         free(c->end_a);
         free(c->end_b);
         free(c->mode);
@@ -418,21 +427,25 @@ static void reply_receive(struct channel *c, sd_bus_message *call, int r,
                 if (r < 0) {
                         log_warning_errno(r, "Cannot pass a message of channel '%u' to %s: %m",
                                           c->id, sd_bus_message_get_sender(call) ?: "n/a");
-                        (void)sd_bus_reply_method_errno(call, -r, NULL);
+                        (void)sd_bus_reply_method_errorf(
+                                call, r == -ENOMEM ? VMQ_BUS_ERROR_NO_MEMORY : VMQ_BUS_ERROR_FAILED,
+                                "Cannot pass the message on: %s", strerror(-r));
                 }
                 return;
         }
         switch (r) {
         case -EPIPE:
                 reply_closed(c, call);
+                c->drained = true;
                 break;
         case -ETIMEDOUT:
                 (void)sd_bus_reply_method_errorf(call, VMQ_BUS_ERROR_TIMED_OUT,
                                                  "Nothing arrived on channel '%u' in time", c->id);
                 break;
         default:
-                (void)sd_bus_reply_method_errnof(call, -r, "Cannot receive on channel '%u': %s",
-                                                 c->id, strerror(-r));
+                (void)sd_bus_reply_method_errorf(call, VMQ_BUS_ERROR_FAILED,
+                                                 "Cannot receive on channel '%u': %s", c->id,
+                                                 strerror(-r));
         }
 }
 

@@ -32,6 +32,9 @@ struct channel {
         bool persistent;
 
         bool open; /* what the bus saw last */
+        /* Closed, and a Receive was told so (nothing left at the host
+         * end): the next manager_process_monitor() removes it. */
+        bool drained;
         char *path;
 
         struct receive_request *receives, *receives_tail; /* FIFO */
@@ -71,6 +74,13 @@ void channel_send_removed(struct channel *c);
 
 /* Serves the pending Receive calls in order, as far as messages allow. */
 void channel_dispatch_receives(struct channel *c);
+/*
+ * Whether a closed channel has served its purpose and goes: nothing is left
+ * for a host end to read (a Receive was answered ChannelClosed), or there
+ * is no host end.  False while it is open.
+ */
+bool channel_is_done(const struct channel *c);
+
 /* Drops the pending Receive calls of a bus client that went away; sender
  * NULL: all of them (the bus connection itself went away). */
 void channel_drop_receives_of(struct channel *c, const char *sender);
@@ -91,6 +101,6 @@ int channel_object_find(sd_bus *bus, const char *path, const char *interface, vo
                         void **found, sd_bus_error *error);
 int channel_node_enumerator(sd_bus *bus, const char *path, void *userdata, char ***nodes,
                             sd_bus_error *error);
-int bus_channel_method_close(sd_bus_message *message, void *userdata, sd_bus_error *error);
+int bus_channel_close(sd_bus_message *message, struct channel *c, sd_bus_error *error);
 
 #endif /* VMQD_CHANNEL_H */

@@ -1,7 +1,9 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * The libvirt backend: machines that are libvirt domains (QEMU guests)
- * rather than micro-VMs of vmqd's own.
+ * libvirt: machines that are libvirt domains (QEMU guests) rather than
+ * micro-VMs of vmqd's own.  This header is the connection (libvirt.c) and
+ * libvirt's event loop on sd-event (libvirt-event.c); the machines
+ * themselves are the libvirt backend (backend-libvirt.h, backend.h).
  *
  * vmqd keeps one connection to libvirtd (config libvirt.uri, --libvirt-uri)
  * with libvirt's event loop running on vmqd's sd-event loop
@@ -34,6 +36,7 @@
 #define VMQD_LIBVIRT_H
 
 #include <stdbool.h>
+#include <libvirt/libvirt.h>
 #include <systemd/sd-bus.h>
 #include <systemd/sd-event.h>
 
@@ -64,39 +67,12 @@ int libvirt_setup(struct manager *m);
 void libvirt_teardown(struct manager *m);
 bool libvirt_is_connected(const struct manager *m);
 
-/*
- * Gives a libvirt machine (mc->backend MACHINE_BACKEND_LIBVIRT) its region,
- * its ivshmem server and the server's thread.  Used when adopting and
- * when restoring a saved adoption.  Needs m->runtime_dir.
- */
-int libvirt_machine_attach(struct machine *mc);
-/* Stops the server thread, destroys the region VM (its channels close),
- * frees the server and the region.  Accepts a machine without a link. */
-void libvirt_machine_detach(struct machine *mc);
-
-/* The machine's state: the domain's, or crashed if the guest broke its
- * region. */
-enum machine_state libvirt_machine_state(const struct machine *mc);
-const char *libvirt_machine_crash_reason(const struct machine *mc);
-/* Does the domain run (even if its region crashed)?  Stop and Destroy
- * act on such a domain. */
-bool libvirt_machine_domain_active(const struct machine *mc);
-/* The socket path of the machine's ivshmem server ("" if none). */
-const char *libvirt_machine_socket(const struct machine *mc);
-
-/* Start (virDomainCreate), ask to shut down (virDomainShutdown), stop by
- * force (virDomainDestroy).  Set a D-Bus error on failure (may be NULL). */
-int libvirt_machine_start(struct machine *mc, sd_bus_error *error);
-int libvirt_machine_shutdown(struct machine *mc, sd_bus_error *error);
-int libvirt_machine_destroy(struct machine *mc, sd_bus_error *error);
-/*
- * Undoes an adoption in the domain's persistent definition: detaches the
- * <shmem> device and removes vmq's metadata.  A domain that no longer
- * exists is fine; libvirt being unreachable gives BackendUnavailable.
- */
-int libvirt_machine_forget(struct machine *mc, sd_bus_error *error);
-
-/* org.vmq1.Manager.AdoptDomain(s domain, a{sv} options) -> o machine */
-int libvirt_method_adopt_domain(sd_bus_message *message, void *userdata, sd_bus_error *error);
+/* The connection, or NULL while vmqd is not connected. */
+virConnectPtr libvirt_connection(const struct manager *m);
+/* The message of the calling thread's last libvirt error (never NULL). */
+const char *libvirt_error_message(void);
+/* Sets BackendUnavailable on error (disabled, or not connected) and
+ * returns its negative errno. */
+int libvirt_unavailable(const struct manager *m, sd_bus_error *error);
 
 #endif /* VMQD_LIBVIRT_H */

@@ -10,67 +10,40 @@
 
 #include "bus/vmq-bus.h"
 #include "core/util.h"
-#include "vmqd/libvirt.h"
+#include "vmqd/bus-error.h"
 #include "vmqd/log.h"
 #include "vmqd/machine.h"
 #include "vmqd/manager.h"
 
 #define CONSOLE_CHUNK (64u * 1024u)
 
-int bus_machine_method_start(sd_bus_message *message, void *userdata, sd_bus_error *error) {
-        struct machine *mc = userdata;
+int bus_machine_start(sd_bus_message *message, struct machine *mc, sd_bus_error *error) {
         int r;
 
-        r = vmqd_check_access(message, error);
-        if (r < 0)
-                return r;
         r = manager_start_machine(mc->manager, mc, error);
         if (r < 0)
                 return r;
         return sd_bus_reply_method_return(message, NULL);
 }
 
-int bus_machine_method_stop(sd_bus_message *message, void *userdata, sd_bus_error *error) {
-        struct machine *mc = userdata;
+int bus_machine_stop(sd_bus_message *message, struct machine *mc, sd_bus_error *error) {
         struct manager *m = mc->manager;
         uint32_t timeout_sec;
         int r;
 
-        r = vmqd_check_access(message, error);
-        if (r < 0)
-                return r;
         r = sd_bus_message_read(message, "u", &timeout_sec);
         if (r < 0)
                 return r;
-        if (machine_current_state(mc) != MACHINE_RUNNING && !libvirt_machine_domain_active(mc))
+        if (!machine_is_active(mc))
                 return sd_bus_error_setf(error, VMQ_BUS_ERROR_NOT_RUNNING,
                                          "Machine '%s' is not running", mc->name);
         if (timeout_sec == 0)
                 timeout_sec = m->config.stop_timeout_sec;
 
-        if (mc->backend == MACHINE_BACKEND_LIBVIRT) {
-                /* ACPI power button; virDomainDestroy after the timeout. */
-                r = libvirt_machine_shutdown(mc, error);
-                if (r < 0)
-                        return r;
-                r = machine_add_stop_request(mc, message, (uint64_t)timeout_sec * 1000000u);
-                if (r < 0)
-                        return r;
-                manager_process_monitor(m);
-                return 1;
-        }
-
-        r = vmq_vm_shutdown(mc->vm);
-        if (r == -EAGAIN) {
-                /* The guest's queue is full: it won't see a SHUTDOWN soon. */
-                log_notice("Machine '%s' has no room for a shutdown request, stopping it",
-                           mc->name);
-                (void)machine_kill(mc);
-        } else if (r < 0 && r != -ESRCH) {
-                return sd_bus_error_set_errnof(error, -r, "Cannot stop machine '%s': %s", mc->name,
-                                               strerror(-r));
-        }
-
+        /* The guest is asked; after the timeout it is stopped by force. */
+        r = machine_stop(mc, error);
+        if (r < 0)
+                return r;
         r = machine_add_stop_request(mc, message, (uint64_t)timeout_sec * 1000000u);
         if (r < 0)
                 return r;
@@ -79,37 +52,54 @@ int bus_machine_method_stop(sd_bus_message *message, void *userdata, sd_bus_erro
         return 1;
 }
 
-int bus_machine_method_destroy(sd_bus_message *message, void *userdata, sd_bus_error *error) {
-        struct machine *mc = userdata;
+int bus_machine_destroy(sd_bus_message *message, struct machine *mc, sd_bus_error *error) {
         int r;
 
-        r = vmqd_check_access(message, error);
-        if (r < 0)
-                return r;
-        if (machine_current_state(mc) != MACHINE_RUNNING && !libvirt_machine_domain_active(mc))
+        if (!machine_is_active(mc))
                 return sd_bus_error_setf(error, VMQ_BUS_ERROR_NOT_RUNNING,
                                          "Machine '%s' is not running", mc->name);
-        if (mc->backend == MACHINE_BACKEND_LIBVIRT) {
-                r = libvirt_machine_destroy(mc, error);
-                if (r < 0)
-                        return r;
-        } else
-                (void)machine_kill(mc);
+        r = machine_kill(mc, error);
+        if (r < 0)
+                return r;
         manager_process_monitor(mc->manager);
         return sd_bus_reply_method_return(message, NULL);
 }
 
-int bus_machine_method_undefine(sd_bus_message *message, void *userdata, sd_bus_error *error) {
-        struct machine *mc = userdata;
+int bus_machine_undefine(sd_bus_message *message, struct machine *mc, sd_bus_error *error) {
         int r;
 
-        r = vmqd_check_access(message, error);
-        if (r < 0)
-                return r;
         r = manager_undefine_machine(mc->manager, mc, error);
         if (r < 0)
                 return r;
         return sd_bus_reply_method_return(message, NULL);
+}
+
+static int method_start(sd_bus_message *message, void *userdata, sd_bus_error *error) {
+        int r = vmqd_check_access(message, error);
+        if (r < 0)
+                return r;
+        return bus_machine_start(message, userdata, error);
+}
+
+static int method_stop(sd_bus_message *message, void *userdata, sd_bus_error *error) {
+        int r = vmqd_check_access(message, error);
+        if (r < 0)
+                return r;
+        return bus_machine_stop(message, userdata, error);
+}
+
+static int method_destroy(sd_bus_message *message, void *userdata, sd_bus_error *error) {
+        int r = vmqd_check_access(message, error);
+        if (r < 0)
+                return r;
+        return bus_machine_destroy(message, userdata, error);
+}
+
+static int method_undefine(sd_bus_message *message, void *userdata, sd_bus_error *error) {
+        int r = vmqd_check_access(message, error);
+        if (r < 0)
+                return r;
+        return bus_machine_undefine(message, userdata, error);
 }
 
 static int method_read_console(sd_bus_message *message, void *userdata, sd_bus_error *error) {
@@ -191,7 +181,7 @@ static int property_get_backend(sd_bus *bus, const char *path, const char *inter
         (void)interface;
         (void)property;
         (void)error;
-        return sd_bus_message_append(reply, "s", machine_backend_to_string(mc->backend));
+        return sd_bus_message_append(reply, "s", machine_backend_name(mc));
 }
 
 static int property_get_statistics(sd_bus *bus, const char *path, const char *interface,
@@ -229,6 +219,13 @@ static int property_get_statistics(sd_bus *bus, const char *path, const char *in
         return sd_bus_message_close_container(reply);
 }
 
+/* Every method answers with a documented error (vmqd/bus-error.h). */
+VMQD_BUS_CHECKED(method_start)
+VMQD_BUS_CHECKED(method_stop)
+VMQD_BUS_CHECKED(method_destroy)
+VMQD_BUS_CHECKED(method_undefine)
+VMQD_BUS_CHECKED(method_read_console)
+
 const sd_bus_vtable machine_vtable[] = {
         SD_BUS_VTABLE_START(0),
         SD_BUS_PROPERTY("Name", "s", NULL, offsetof(struct machine, name),
@@ -257,17 +254,17 @@ const sd_bus_vtable machine_vtable[] = {
         SD_BUS_PROPERTY("CrashReason", "s", property_get_crash_reason, 0,
                         SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
         SD_BUS_PROPERTY("Statistics", "a{st}", property_get_statistics, 0, 0),
-        SD_BUS_METHOD_WITH_ARGS("Start", SD_BUS_NO_ARGS, SD_BUS_NO_RESULT, bus_machine_method_start,
+        SD_BUS_METHOD_WITH_ARGS("Start", SD_BUS_NO_ARGS, SD_BUS_NO_RESULT, method_start_checked,
                                 SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_METHOD_WITH_ARGS("Stop", SD_BUS_ARGS("u", timeout_sec), SD_BUS_NO_RESULT,
-                                bus_machine_method_stop, SD_BUS_VTABLE_UNPRIVILEGED),
-        SD_BUS_METHOD_WITH_ARGS("Destroy", SD_BUS_NO_ARGS, SD_BUS_NO_RESULT,
-                                bus_machine_method_destroy, SD_BUS_VTABLE_UNPRIVILEGED),
-        SD_BUS_METHOD_WITH_ARGS("Undefine", SD_BUS_NO_ARGS, SD_BUS_NO_RESULT,
-                                bus_machine_method_undefine, SD_BUS_VTABLE_UNPRIVILEGED),
-        SD_BUS_METHOD_WITH_ARGS("ReadConsole", SD_BUS_ARGS("t", offset),
-                                SD_BUS_RESULT("ay", data, "t", next_offset), method_read_console,
+                                method_stop_checked, SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_ARGS("Destroy", SD_BUS_NO_ARGS, SD_BUS_NO_RESULT, method_destroy_checked,
                                 SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_ARGS("Undefine", SD_BUS_NO_ARGS, SD_BUS_NO_RESULT,
+                                method_undefine_checked, SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_ARGS("ReadConsole", SD_BUS_ARGS("t", offset),
+                                SD_BUS_RESULT("ay", data, "t", next_offset),
+                                method_read_console_checked, SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_VTABLE_END,
 };
 

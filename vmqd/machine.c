@@ -1,14 +1,14 @@
 /* SPDX-License-Identifier: MIT */
+#include <assert.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <systemd/sd-id128.h>
 
 #include "bus/vmq-bus.h"
 #include "core/util.h"
+#include "vmqd/backend.h"
 #include "vmqd/channel.h"
-#include "vmqd/libvirt.h"
 #include "vmqd/log.h"
 #include "vmqd/machine.h"
 #include "vmqd/manager.h"
@@ -31,22 +31,20 @@ const char *machine_state_to_string(enum machine_state s) {
         return state_names[s];
 }
 
-const char *machine_backend_to_string(enum machine_backend b) {
-        return b == MACHINE_BACKEND_LIBVIRT ? "libvirt" : "kvm";
-}
-
 int machine_new(struct manager *m, const struct vmqd_machine_def *def, bool persistent,
                 struct machine **ret) {
         struct machine *mc;
         int r;
 
-        if (manager_find_machine(m, def->name))
+        if (manager_find_machine(m, def->name) || manager_find_machine_by_uuid(m, def->uuid))
                 return -EEXIST;
 
         mc = calloc(1, sizeof(*mc));
         if (!mc)
                 return -ENOMEM;
         mc->manager = m;
+        /* The one place where the kind of a machine is decided. */
+        mc->backend = def->domain ? &libvirt_backend : &kvm_backend;
         mc->name = strdup(def->name);
         mc->image = strdup(def->image ? def->image : "");
         mc->domain = strdup(def->domain ? def->domain : "");
@@ -60,7 +58,6 @@ int machine_new(struct manager *m, const struct vmqd_machine_def *def, bool pers
         mc->vcpus = def->vcpus;
         mc->queue_depth = def->queue_depth;
         mc->huge_memory = def->huge_memory;
-        mc->backend = def->domain ? MACHINE_BACKEND_LIBVIRT : MACHINE_BACKEND_KVM;
         mc->rx_size = def->rx_size;
         mc->autostart = def->autostart;
         mc->persistent = persistent || def->autostart;
@@ -69,7 +66,22 @@ int machine_new(struct manager *m, const struct vmqd_machine_def *def, bool pers
         r = sd_bus_path_encode(VMQ_BUS_MACHINE_PREFIX, mc->name, &mc->path);
         if (r < 0)
                 goto fail;
+        *ret = mc;
+        return 0;
+fail:
+        free(mc->name);
+        free(mc->image);
+        free(mc->domain);
+        free(mc->args);
+        free(mc->path);
+        free(mc);
+        return r;
+}
 
+void machine_link(struct machine *mc) {
+        struct manager *m = mc->manager;
+
+        assert(!mc->listed);
         /* Append, so listings keep creation order. */
         if (!m->machines) {
                 m->machines = mc;
@@ -81,16 +93,7 @@ int machine_new(struct manager *m, const struct vmqd_machine_def *def, bool pers
                 mc->prev = last;
         }
         m->n_machines++;
-        *ret = mc;
-        return 0;
-fail:
-        free(mc->name);
-        free(mc->image);
-        free(mc->domain);
-        free(mc->args);
-        free(mc->path);
-        free(mc);
-        return r;
+        mc->listed = true;
 }
 
 static void stop_request_free(struct stop_request *s) {
@@ -105,11 +108,7 @@ struct machine *machine_free(struct machine *mc) {
         if (!mc)
                 return NULL;
         m = mc->manager;
-        libvirt_machine_detach(mc);
-        if (mc->vm) {
-                vmq_vm_destroy(mc->vm);
-                mc->vm = NULL;
-        }
+        mc->backend->detach(mc);
         /* Whoever waits for a Stop gets it: the machine is gone. */
         while (mc->stops) {
                 struct stop_request *s = mc->stops;
@@ -117,13 +116,15 @@ struct machine *machine_free(struct machine *mc) {
                 (void)sd_bus_reply_method_return(s->call, NULL);
                 stop_request_free(s);
         }
-        if (mc->prev)
-                mc->prev->next = mc->next;
-        else if (m->machines == mc)
-                m->machines = mc->next;
-        if (mc->next)
-                mc->next->prev = mc->prev;
-        m->n_machines--;
+        if (mc->listed) {
+                if (mc->prev)
+                        mc->prev->next = mc->next;
+                else if (m->machines == mc)
+                        m->machines = mc->next;
+                if (mc->next)
+                        mc->next->prev = mc->prev;
+                m->n_machines--;
+        }
         free(mc->name);
         free(mc->image);
         free(mc->domain);
@@ -136,8 +137,10 @@ struct machine *machine_free(struct machine *mc) {
 void machine_to_def(const struct machine *mc, struct vmqd_machine_def *ret) {
         memset(ret, 0, sizeof(*ret));
         ret->name = mc->name;
-        ret->image = mc->backend == MACHINE_BACKEND_LIBVIRT ? NULL : mc->image;
-        ret->domain = mc->backend == MACHINE_BACKEND_LIBVIRT ? mc->domain : NULL;
+        /* A micro-VM has an image and no domain, an adopted domain the
+         * other way round ("" stands for none in the object). */
+        ret->image = mc->image[0] ? mc->image : NULL;
+        ret->domain = mc->domain[0] ? mc->domain : NULL;
         ret->rx_size = mc->rx_size;
         snprintf(ret->uuid, sizeof(ret->uuid), "%s", mc->uuid);
         ret->memory = mc->memory;
@@ -158,141 +161,69 @@ char *machine_image_path(const struct machine *mc) {
         return p;
 }
 
+const char *machine_backend_name(const struct machine *mc) {
+        return mc->backend->name;
+}
+
 enum machine_state machine_current_state(const struct machine *mc) {
-        if (mc->backend == MACHINE_BACKEND_LIBVIRT)
-                return libvirt_machine_state(mc);
-        if (!mc->vm)
-                return MACHINE_DEFINED;
-        switch (vmq_vm_state(mc->vm)) {
-        case VMQ_VM_RUNNING:
-                return MACHINE_RUNNING;
-        case VMQ_VM_EXITED:
-                return MACHINE_EXITED;
-        case VMQ_VM_STOPPED:
-                return MACHINE_STOPPED;
-        case VMQ_VM_CRASHED:
-                return MACHINE_CRASHED;
-        default:
-                return MACHINE_DEFINED;
-        }
+        return mc->backend->state(mc);
 }
 
 uint32_t machine_current_id(const struct machine *mc) {
         if (machine_current_state(mc) != MACHINE_RUNNING)
                 return 0;
-        return vmq_vm_id(mc->vm);
+        return mc->backend->id(mc);
+}
+
+int machine_current_exit_code(const struct machine *mc) {
+        if (machine_current_state(mc) != MACHINE_EXITED)
+                return 0;
+        return mc->backend->exit_code(mc);
 }
 
 const char *machine_current_crash_reason(const struct machine *mc) {
-        const char *reason = NULL;
+        const char *reason;
 
         if (machine_current_state(mc) != MACHINE_CRASHED)
                 return "";
-        if (mc->backend == MACHINE_BACKEND_LIBVIRT)
-                reason = libvirt_machine_crash_reason(mc);
-        else if (mc->vm)
-                reason = vmq_vm_crash_reason(mc->vm);
+        reason = mc->backend->crash_reason(mc);
         return reason ? reason : "";
 }
 
-void machine_drop_vm(struct machine *mc) {
-        /* A libvirt machine's region VM belongs to its link. */
-        if (!mc->vm || mc->backend == MACHINE_BACKEND_LIBVIRT)
-                return;
-        vmq_vm_destroy(mc->vm);
-        mc->vm = NULL;
+bool machine_is_active(const struct machine *mc) {
+        return mc->backend->active(mc);
 }
 
-static int start_error(struct machine *mc, const char *path, int r, sd_bus_error *error) {
-        switch (r) {
-        case -ENOENT:
-                return sd_bus_error_setf(error, VMQ_BUS_ERROR_NO_SUCH_IMAGE,
-                                         "Image '%s' of machine '%s' not found", path, mc->name);
-        case -ENOEXEC:
-        case -ERANGE:
-        case -EOVERFLOW:
-        case -EFBIG:
-                return sd_bus_error_setf(error, VMQ_BUS_ERROR_BAD_IMAGE,
-                                         "Image '%s' of machine '%s' refused: %s", path, mc->name,
-                                         strerror(-r));
-        case -EINVAL:
-                return sd_bus_error_setf(error, VMQ_BUS_ERROR_INVALID_ARGUMENT,
-                                         "Invalid configuration for machine '%s'", mc->name);
-        case -ENOMEM:
-                return sd_bus_error_setf(error, VMQ_BUS_ERROR_NO_MEMORY,
-                                         "Not enough memory to start machine '%s'", mc->name);
-        case -EEXIST:
-                return sd_bus_error_setf(error, VMQ_BUS_ERROR_BUSY,
-                                         "Machine '%s' still exists in the monitor", mc->name);
-        default:
-                return sd_bus_error_set_errnof(error, -r, "Cannot start machine '%s': %s", mc->name,
-                                               strerror(-r));
-        }
+int machine_attach(struct machine *mc) {
+        return mc->backend->attach ? mc->backend->attach(mc) : 0;
 }
 
 int machine_start(struct machine *mc, sd_bus_error *error) {
-        struct manager *m = mc->manager;
-        _cleanup_free_ char *path = NULL;
-        struct vmq_vm_config cfg;
-        struct vmq_vm *vm = NULL;
-        sd_id128_t uuid;
-        int r;
-
         if (machine_current_state(mc) == MACHINE_RUNNING)
                 return sd_bus_error_setf(error, VMQ_BUS_ERROR_BUSY,
                                          "Machine '%s' is already running", mc->name);
-        if (m->stopping)
+        if (mc->manager->stopping)
                 return sd_bus_error_setf(error, VMQ_BUS_ERROR_BUSY, "vmqd is shutting down");
-        if (mc->backend == MACHINE_BACKEND_LIBVIRT)
-                return libvirt_machine_start(mc, error);
-
-        path = machine_image_path(mc);
-        if (!path)
-                return sd_bus_error_set_errno(error, ENOMEM);
-
-        /* The old VM goes first: the core wants unique names. */
-        machine_drop_vm(mc);
-
-        vmq_vm_config_init(&cfg);
-        cfg.name = mc->name;
-        if (mc->uuid[0] && sd_id128_from_string(mc->uuid, &uuid) >= 0)
-                memcpy(cfg.uuid, uuid.bytes, sizeof(cfg.uuid));
-        cfg.ram_size = mc->memory;
-        cfg.vcpus = mc->vcpus;
-        cfg.queue_depth = mc->queue_depth;
-        cfg.huge_size = mc->huge_memory;
-        cfg.huge_rx_size = mc->huge_memory;
-        cfg.args = mc->args;
-
-        r = vmq_vm_create_from_file(m->monitor, &cfg, path, &vm);
-        if (r < 0) {
-                log_debug_errno(r, "Cannot create machine '%s' from '%s': %m", mc->name, path);
-                return start_error(mc, path, r, error);
-        }
-        r = vmq_vm_start(vm);
-        if (r < 0) {
-                vmq_vm_destroy(vm);
-                log_debug_errno(r, "Cannot start machine '%s': %m", mc->name);
-                return start_error(mc, path, r, error);
-        }
-        mc->vm = vm;
-        log_info("Machine '%s' started (vm %u, image '%s')", mc->name, vmq_vm_id(vm), path);
-        return 0;
+        return mc->backend->start(mc, error);
 }
 
-int machine_kill(struct machine *mc) {
-        if (mc->backend == MACHINE_BACKEND_LIBVIRT)
-                return libvirt_machine_destroy(mc, NULL);
-        if (!mc->vm)
-                return -ESRCH;
-        return vmq_vm_stop(mc->vm);
+int machine_stop(struct machine *mc, sd_bus_error *error) {
+        return mc->backend->stop(mc, error);
+}
+
+int machine_kill(struct machine *mc, sd_bus_error *error) {
+        return mc->backend->kill(mc, error);
+}
+
+int machine_forget(struct machine *mc, sd_bus_error *error) {
+        return mc->backend->forget ? mc->backend->forget(mc, error) : 0;
 }
 
 bool machine_publish(struct machine *mc) {
         struct manager *m = mc->manager;
         enum machine_state s = machine_current_state(mc);
         uint32_t id = machine_current_id(mc);
-        int exit_code = mc->vm && s == MACHINE_EXITED ? vmq_vm_exit_code(mc->vm) : 0;
+        int exit_code = machine_current_exit_code(mc);
         const char *reason = machine_current_crash_reason(mc);
         char *changed[5];
         size_t n = 0;
@@ -358,7 +289,7 @@ void machine_send_removed(struct machine *mc) {
 }
 
 void machine_complete_stops(struct machine *mc) {
-        if (machine_current_state(mc) == MACHINE_RUNNING || libvirt_machine_domain_active(mc))
+        if (machine_is_active(mc))
                 return;
         while (mc->stops) {
                 struct stop_request *s = mc->stops;
@@ -374,9 +305,9 @@ static int on_stop_timeout(sd_event_source *source, uint64_t usec, void *userdat
 
         (void)source;
         (void)usec;
-        if (machine_current_state(mc) == MACHINE_RUNNING || libvirt_machine_domain_active(mc)) {
+        if (machine_is_active(mc)) {
                 log_notice("Machine '%s' did not shut down in time, stopping it", mc->name);
-                (void)machine_kill(mc);
+                (void)machine_kill(mc, NULL);
         }
         manager_process_monitor(mc->manager);
         return 0;

@@ -19,12 +19,7 @@
 struct manager;
 struct stop_request;
 struct libvirt_link;
-
-enum machine_backend {
-        MACHINE_BACKEND_KVM,     /* a micro-VM vmqd runs on /dev/kvm */
-        MACHINE_BACKEND_LIBVIRT, /* an adopted libvirt domain (vmqd/libvirt.h) */
-        MACHINE_BACKEND_MAX
-};
+struct machine_backend;
 
 enum machine_state {
         MACHINE_DEFINED,
@@ -50,13 +45,15 @@ struct machine {
         char *args; /* NULL: none */
         bool persistent;
         bool autostart;
-        enum machine_backend backend;
         char *domain;     /* libvirt: the domain's name when adopted; "" for kvm */
         uint64_t rx_size; /* libvirt: the receive window in the region */
 
+        /* What runs the guest (vmqd/backend.h), chosen by machine_new(). */
+        const struct machine_backend *backend;
         char *path;                /* object path */
-        struct libvirt_link *link; /* libvirt: region, ivshmem server, domain state */
-        struct vmq_vm *vm;
+        bool listed;               /* in the manager's list (machine_link()) */
+        struct libvirt_link *link; /* the libvirt backend's: region, server, domain state */
+        struct vmq_vm *vm;         /* the guest's core VM, if any (see backend.h) */
 
         /* What the bus saw last. */
         enum machine_state state;
@@ -69,17 +66,25 @@ struct machine {
 };
 
 const char *machine_state_to_string(enum machine_state s);
-const char *machine_backend_to_string(enum machine_backend b);
 
 /*
- * Creates a machine object from a definition (copied), adds it to the
- * manager, but does not announce it.  -EEXIST, -ENOMEM.
+ * Creates a machine object from a definition (copied), with the backend
+ * the definition calls for (a domain: libvirt; else kvm), not yet listed
+ * in the manager nor announced: freeing it then leaves no trace.  -EEXIST
+ * if a listed machine has its name or UUID, -ENOMEM.
  */
 int machine_new(struct manager *m, const struct vmqd_machine_def *def, bool persistent,
                 struct machine **ret);
-/* Stops and frees the core VM, fails pending Stop calls, unlinks and frees
- * the machine.  Accepts NULL; returns NULL. */
+/* Appends a new machine to the manager's list (creation order). */
+void machine_link(struct machine *mc);
+/* Frees what its backend holds (a micro-VM is stopped, its channels
+ * close), fails pending Stop calls, unlinks it if listed and frees it.
+ * Accepts NULL; returns NULL. */
 struct machine *machine_free(struct machine *mc);
+static inline void machine_freep(struct machine **mc) {
+        if (*mc)
+                machine_free(*mc);
+}
 
 /* Fills a definition that points into mc (not to be freed). */
 void machine_to_def(const struct machine *mc, struct vmqd_machine_def *ret);
@@ -88,24 +93,34 @@ void machine_to_def(const struct machine *mc, struct vmqd_machine_def *ret);
  * <image_dir>/<image>.elf.  malloc()ed. */
 char *machine_image_path(const struct machine *mc);
 
-/* The state the core (or, for libvirt machines, libvirt) reports now. */
+/* The backend's name for the bus ("kvm", "libvirt"). */
+const char *machine_backend_name(const struct machine *mc);
+
+/* The state the backend reports now, and the id, exit code and crash
+ * reason that go with it (0, 0 and "" when the state is another). */
 enum machine_state machine_current_state(const struct machine *mc);
 uint32_t machine_current_id(const struct machine *mc);
-/* Why it crashed ("" unless crashed).  Static or owned by mc. */
+int machine_current_exit_code(const struct machine *mc);
 const char *machine_current_crash_reason(const struct machine *mc);
+/* Whether there is a guest for Stop and Destroy to act on (see backend.h). */
+bool machine_is_active(const struct machine *mc);
+
+/* Sets up what the backend needs before the machine is listed. */
+int machine_attach(struct machine *mc);
 
 /*
- * Rebuilds the core VM from the definition and starts it.  -EBUSY if
- * running.  Sets a D-Bus error with a message on error (which may be NULL).
+ * Starts a machine that is not running (a micro-VM is rebuilt from its
+ * definition).  Busy if running or if vmqd is shutting down.  Sets a D-Bus
+ * error with a message on error (which may be NULL).
  */
 int machine_start(struct machine *mc, sd_bus_error *error);
-
-/* Stops a running machine by force and reaps it (state stopped).  A
- * libvirt machine's domain is destroyed (virDomainDestroy). */
-int machine_kill(struct machine *mc);
-
-/* Frees the core VM of a machine that is not running. */
-void machine_drop_vm(struct machine *mc);
+/* Asks the guest to shut down, without waiting (see backend.h). */
+int machine_stop(struct machine *mc, sd_bus_error *error);
+/* Stops the guest by force (a domain is destroyed).  error may be NULL. */
+int machine_kill(struct machine *mc, sd_bus_error *error);
+/* Undoes what vmqd wrote outside itself for this machine, before it is
+ * undefined (a domain's device and metadata). */
+int machine_forget(struct machine *mc, sd_bus_error *error);
 
 /* Emits the changes since the last call: state, id, exit code, crash
  * reason.  Returns true if the state changed. */
@@ -128,11 +143,11 @@ int machine_object_find(sd_bus *bus, const char *path, const char *interface, vo
                         void **found, sd_bus_error *error);
 int machine_node_enumerator(sd_bus *bus, const char *path, void *userdata, char ***nodes,
                             sd_bus_error *error);
-/* Method bodies shared with the Manager: the message's read pointer is
- * past the name argument. */
-int bus_machine_method_start(sd_bus_message *message, void *userdata, sd_bus_error *error);
-int bus_machine_method_stop(sd_bus_message *message, void *userdata, sd_bus_error *error);
-int bus_machine_method_destroy(sd_bus_message *message, void *userdata, sd_bus_error *error);
-int bus_machine_method_undefine(sd_bus_message *message, void *userdata, sd_bus_error *error);
+/* Method bodies shared with the Manager, for a caller that has checked
+ * access already: the message's read pointer is past the name argument. */
+int bus_machine_start(sd_bus_message *message, struct machine *mc, sd_bus_error *error);
+int bus_machine_stop(sd_bus_message *message, struct machine *mc, sd_bus_error *error);
+int bus_machine_destroy(sd_bus_message *message, struct machine *mc, sd_bus_error *error);
+int bus_machine_undefine(sd_bus_message *message, struct machine *mc, sd_bus_error *error);
 
 #endif /* VMQD_MACHINE_H */

@@ -12,7 +12,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <stddef.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <systemd/sd-daemon.h>
 #include <systemd/sd-id128.h>
 #include <unistd.h>
@@ -42,6 +45,12 @@ static bool arg_no_hugetlb;
 static const char *arg_libvirt_uri;
 static const char *arg_runtime_dir;
 static bool arg_no_libvirt;
+
+/* EX_CONFIG (sysexits.h): the configuration or the saved state cannot be
+ * used as they are; restarting will not help (the unit has
+ * RestartPreventExitStatus=78). */
+#define EXIT_CONFIG 78
+static bool config_error;
 
 static void help(void) {
         printf("Usage: vmqd [OPTIONS...]\n"
@@ -218,8 +227,10 @@ static int read_config(struct vmqd_config *c) {
 
 static int load_config(struct manager *m) {
         int r = read_config(&m->config);
-        if (r < 0)
+        if (r < 0) {
+                config_error = true;
                 return r;
+        }
 
         const char *runtime_dir = arg_runtime_dir;
         if (!runtime_dir && getenv("RUNTIME_DIRECTORY") && getenv("RUNTIME_DIRECTORY")[0] == '/')
@@ -384,6 +395,35 @@ static int on_sighup(sd_event_source *s, const struct signalfd_siginfo *si, void
         return 0;
 }
 
+/*
+ * STATUS= goes out without ever blocking the loop: sd_notify() waits when
+ * the service manager's socket queue is full, and a status line is not
+ * worth a stalled daemon.  A line that cannot go now goes later (after the
+ * next event, or after status_retry).  READY=1, RELOADING=1 and STOPPING=1
+ * still go through sd_notify(): they must arrive.
+ */
+static int notify_nonblocking(const char *text) {
+        const char *path = getenv("NOTIFY_SOCKET");
+        struct sockaddr_un sa = {.sun_family = AF_UNIX};
+        size_t len;
+
+        if (!path || !path[0])
+                return 0;
+        len = strlen(path);
+        if ((path[0] != '/' && path[0] != '@') || len >= sizeof(sa.sun_path))
+                return -EINVAL;
+        memcpy(sa.sun_path, path, len);
+        if (sa.sun_path[0] == '@')
+                sa.sun_path[0] = 0; /* abstract namespace */
+        _cleanup_close_ int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+        if (fd < 0)
+                return -errno;
+        if (sendto(fd, text, strlen(text), MSG_NOSIGNAL | MSG_DONTWAIT, (struct sockaddr *)&sa,
+                   (socklen_t)(offsetof(struct sockaddr_un, sun_path) + len)) < 0)
+                return -errno;
+        return 1;
+}
+
 /* ---- the bus connection, and getting it back -------------------------------- */
 
 static int bus_retry_usec = 100000; /* the first retry; doubles up to 5 s */
@@ -442,7 +482,7 @@ static int on_bus_disconnected(sd_bus_message *message, void *userdata, sd_bus_e
         }
         log_warning("Lost the connection to the bus '%s'; machines keep running, reconnecting",
                     arg_bus);
-        (void)sd_notify(false, "STATUS=Lost the bus connection, reconnecting");
+        (void)notify_nonblocking("STATUS=Lost the bus connection, reconnecting");
         /* Not from inside the bus's own callback: on the next iteration. */
         bus_retry = sd_event_source_disable_unref(bus_retry);
         if (sd_event_add_time_relative(m->event, &bus_retry, CLOCK_MONOTONIC, 0, 0, on_bus_retry,
@@ -492,12 +532,23 @@ static int bus_setup(struct manager *m) {
 
 /* ---- STATUS= ------------------------------------------------------------------- */
 
+static sd_event_source *status_retry;
+
+static int on_post(sd_event_source *s, void *userdata);
+
+static int on_status_retry(sd_event_source *s, uint64_t usec, void *userdata) {
+        (void)s;
+        (void)usec;
+        status_retry = sd_event_source_disable_unref(status_retry);
+        return on_post(NULL, userdata);
+}
+
 /* After each loop iteration: tells the service manager what runs now, when
  * that changed (systemctl status shows it). */
 static int on_post(sd_event_source *s, void *userdata) {
-        static char last[256];
+        static char sent[256];
         struct manager *m = userdata;
-        char status[256];
+        char status[256], line[300];
 
         (void)s;
         if (m->stopping)
@@ -510,10 +561,17 @@ static int on_post(sd_event_source *s, void *userdata) {
                          manager_count_running(m), m->n_channels, manager_count_open_channels(m),
                          m->corrupt_state_file[0] ? "; corrupt state file moved to " : "",
                          m->corrupt_state_file);
-        if (strcmp(status, last) != 0) {
-                memcpy(last, status, sizeof(last));
-                (void)sd_notifyf(false, "STATUS=%s", status);
+        if (strcmp(status, sent) == 0)
+                return 0;
+        snprintf(line, sizeof(line), "STATUS=%s", status);
+        int r = notify_nonblocking(line);
+        if (r == -EAGAIN || r == -EWOULDBLOCK) {
+                if (!status_retry)
+                        (void)sd_event_add_time_relative(m->event, &status_retry, CLOCK_MONOTONIC,
+                                                         1000000, 0, on_status_retry, m);
+                return 0;
         }
+        memcpy(sent, status, sizeof(sent));
         return 0;
 }
 
@@ -576,11 +634,14 @@ static int run(int argc, char *argv[]) {
         if (r < 0)
                 return r;
         r = manager_startup(m);
+        if (r == MANAGER_ERROR_OVER_LIMITS)
+                config_error = true;
         if (r < 0)
                 return r;
         r = request_name(m);
         if (r < 0)
                 return r;
+        manager_autostart(m);
 
         log_info("Ready on bus '%s': %zu machines, %zu channels", arg_bus, m->n_machines,
                  m->n_channels);
@@ -589,6 +650,7 @@ static int run(int argc, char *argv[]) {
 
         r = sd_event_loop(m->event);
         bus_retry = sd_event_source_disable_unref(bus_retry);
+        status_retry = sd_event_source_disable_unref(status_retry);
         if (r < 0)
                 return log_error_errno(r, "Event loop failed: %m");
 
@@ -600,5 +662,7 @@ static int run(int argc, char *argv[]) {
 
 int main(int argc, char *argv[]) {
         int r = run(argc, argv);
-        return r < 0 ? EXIT_FAILURE : EXIT_SUCCESS;
+        if (r >= 0)
+                return EXIT_SUCCESS;
+        return config_error ? EXIT_CONFIG : EXIT_FAILURE;
 }

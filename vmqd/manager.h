@@ -13,18 +13,29 @@
 #ifndef VMQD_MANAGER_H
 #define VMQD_MANAGER_H
 
+#include <errno.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <systemd/sd-bus.h>
 #include <systemd/sd-event.h>
 
+#include "bus/vmq-bus.h"
 #include "core/monitor.h"
 #include "vmqd/config.h"
 #include "vmqd/state.h"
 
+/*
+ * manager_startup()'s error when the saved state holds more than the
+ * configuration allows (more machines than limits.max_machines): a
+ * configuration error (EX_CONFIG for the exit status), logged with both
+ * numbers; nothing was started or rewritten.
+ */
+#define MANAGER_ERROR_OVER_LIMITS (-E2BIG)
+
 struct machine;
 struct channel;
+struct channel_params;
 struct vmqd_libvirt;
 
 struct manager {
@@ -60,9 +71,16 @@ struct manager *manager_free(struct manager *m);
 /*
  * Creates the monitor, loads the state and restores the saved machines and
  * channels.  The configuration must be final.  Logs its own errors.
+ * MANAGER_ERROR_OVER_LIMITS if the state holds more machines than
+ * limits.max_machines (a configuration error).
  */
 int manager_startup(struct manager *m);
-/* Registers the objects on m->bus (before the name is requested). */
+/* Starts the machines marked autostart and opens the persistent channels
+ * (once the bus name is ours: a vmqd that cannot have it never starts a
+ * guest).  Failures are logged. */
+void manager_autostart(struct manager *m);
+/* Registers the objects on m->bus (before the name is requested);
+ * manager-bus.c. */
 int manager_bus_register(struct manager *m);
 
 /*
@@ -80,7 +98,24 @@ void manager_begin_shutdown(struct manager *m);
 /* Writes the persistent definitions; logs a failure and returns it. */
 int manager_save_state(struct manager *m);
 
+/*
+ * Changing the saved state: copy m->state (manager_state_copy()), change
+ * the copy, save it (manager_state_save()), change the live objects, and
+ * swap the copy in (manager_state_swap()).  A failed save leaves m->state
+ * and the file as they were and sets org.vmq1.Error.StateSaveFailed ("could
+ * not save the state: <strerror>"); the caller returns it, with nothing to
+ * undo.  If a live change fails after the save, manager_state_revert()
+ * writes the unchanged m->state back (a failure is logged).
+ */
+int manager_state_copy(struct manager *m, struct vmqd_state *ret, sd_bus_error *error);
+int manager_state_save(struct manager *m, const struct vmqd_state *next, sd_bus_error *error);
+/* Frees m->state and moves *next into it (leaving *next empty). */
+void manager_state_swap(struct manager *m, struct vmqd_state *next);
+void manager_state_revert(struct manager *m);
+
 struct machine *manager_find_machine(struct manager *m, const char *name);
+/* The machine with this UUID (any case), or NULL. */
+struct machine *manager_find_machine_by_uuid(struct manager *m, const char *uuid);
 struct channel *manager_find_channel(struct manager *m, uint32_t id);
 size_t manager_count_running(struct manager *m);
 size_t manager_count_open_channels(struct manager *m);
@@ -98,15 +133,51 @@ void manager_open_persistent_channels(struct manager *m);
  */
 int manager_start_machine(struct manager *m, struct machine *mc, sd_bus_error *error);
 
+/*
+ * Whether a new machine may have this name and UUID: MachineExists if a
+ * machine or a saved definition has the name, InvalidArgument for a UUID
+ * that is not one or is nil, UuidInUse if a machine or a saved definition
+ * has the UUID (compared without regard to case).  0 if it may.
+ */
+int manager_check_new_machine(struct manager *m, const char *name, const char *uuid,
+                              sd_bus_error *error);
+
+/*
+ * Adds a machine made by machine_new() (and machine_attach()), not yet
+ * listed: saves the state with its definition first if it is persistent,
+ * then runs activate(mc, userdata, error) if not NULL (start it, configure
+ * its domain), then swaps the state in, lists the machine and announces it.
+ * On failure nothing changed (the state file is written back if activate
+ * failed), error is set and the caller still owns mc; on success the
+ * manager owns it.  The caller runs manager_process_monitor().
+ */
+int manager_add_machine(struct manager *m, struct machine *mc,
+                        int (*activate)(struct machine *mc, void *userdata, sd_bus_error *error),
+                        void *userdata, sd_bus_error *error);
+
 /* Forgets a machine that is not running, its channels and its saved
- * definitions.  -EBUSY if running; a failed save is returned. */
+ * definitions: the state without them is saved first, then the backend
+ * forgets what it wrote outside vmqd, then the objects go.  Busy if
+ * running, StateSaveFailed if the save failed (nothing changed then). */
 int manager_undefine_machine(struct manager *m, struct machine *mc, sd_bus_error *error);
 
-/* Closes a channel, forgets its saved definition, removes its object. */
+/*
+ * Opens a channel (channel_open()) and announces it.  A persistent one is
+ * checked (its definition, its ends running, no other persistent channel
+ * between the same ends) and saved first; StateSaveFailed if the save
+ * failed (nothing changed then).
+ */
+int manager_open_channel(struct manager *m, const char *end_a, const char *end_b,
+                         const struct channel_params *p, sd_bus_error *error, struct channel **ret);
+
+/* Closes a channel, forgets its saved definition (saved first:
+ * StateSaveFailed leaves the channel as it was), removes its object. */
 int manager_close_channel(struct manager *m, struct channel *c, sd_bus_error *error);
 
 /* Removes the closed channels that have the end name (announcing it). */
 void manager_remove_closed_channels(struct manager *m, const char *name);
+
+/* ---- manager-bus.c ---- */
 
 /* A property getter for a C bool at the property's offset. */
 int bus_property_get_bool(sd_bus *bus, const char *path, const char *interface,

@@ -19,6 +19,7 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 #include <time.h>
 
@@ -62,6 +63,35 @@ bool vmqd_uuid_is_valid(const char *uuid) {
         return uuid[36] == '\0';
 }
 
+bool vmqd_uuid_is_nil(const char *uuid) {
+        if (!vmqd_uuid_is_valid(uuid))
+                return false;
+        for (size_t i = 0; i < 36; i++)
+                if (uuid[i] != '0' && uuid[i] != '-')
+                        return false;
+        return true;
+}
+
+bool vmqd_uuid_equal(const char *a, const char *b) {
+        return a && b && strcasecmp(a, b) == 0;
+}
+
+/* The UUID check shared by both kinds of machine: a UUID, and not the nil
+ * one (the monitor stamps it on every message as the sender's identity). */
+static int validate_uuid(const struct vmqd_machine_def *d, const char *where, char **ret_error) {
+        char u[sizeof(d->uuid)];
+
+        memcpy(u, d->uuid, sizeof(u)); /* may lack its NUL */
+        u[sizeof(u) - 1] = '\0';
+        if (!vmqd_uuid_is_valid(u))
+                return vmqd_errorf(ret_error, "%suuid: \"%s\" is not a UUID", where,
+                                   VMQD_PRINTABLE(u));
+        if (vmqd_uuid_is_nil(u))
+                return vmqd_errorf(ret_error, "%suuid: the nil UUID is not a machine identity",
+                                   where);
+        return 0;
+}
+
 static bool is_end(const char *s) {
         return s && (strcmp(s, "host") == 0 || vmqd_name_is_valid(s));
 }
@@ -86,13 +116,8 @@ static int validate_libvirt_machine(const struct vmqd_machine_def *d, const char
                                    where, DOMAIN_MAX);
         if (d->image)
                 return vmqd_errorf(ret_error, "%simage: a libvirt machine has no image", where);
-        if (!vmqd_uuid_is_valid(d->uuid)) {
-                char u[sizeof(d->uuid)];
-                memcpy(u, d->uuid, sizeof(u));
-                u[sizeof(u) - 1] = '\0';
-                return vmqd_errorf(ret_error, "%suuid: \"%s\" is not a UUID", where,
-                                   VMQD_PRINTABLE(u));
-        }
+        if (validate_uuid(d, where, ret_error) < 0)
+                return -EINVAL;
         if (!VMQ_IS_POW2(d->memory) || d->memory < MIB || d->memory > 1024 * MIB)
                 return vmqd_errorf(
                         ret_error,
@@ -127,13 +152,8 @@ static int validate_machine(const struct vmqd_machine_def *d, const char *where,
                 return vmqd_errorf(ret_error,
                                    "%simage: must be a non-empty string, shorter than %u", where,
                                    IMAGE_MAX);
-        if (!vmqd_uuid_is_valid(d->uuid)) {
-                char u[sizeof(d->uuid)];
-                memcpy(u, d->uuid, sizeof(u)); /* may lack its NUL */
-                u[sizeof(u) - 1] = '\0';
-                return vmqd_errorf(ret_error, "%suuid: \"%s\" is not a UUID", where,
-                                   VMQD_PRINTABLE(u));
-        }
+        if (validate_uuid(d, where, ret_error) < 0)
+                return -EINVAL;
         if (d->memory < 4 * MIB || d->memory > 1024 * MIB || !VMQ_IS_ALIGNED(d->memory, 2 * MIB))
                 return vmqd_errorf(ret_error,
                                    "%smemory: must be a multiple of 2 MiB, between 4 MiB and 1 GiB",
@@ -259,6 +279,15 @@ struct vmqd_machine_def *vmqd_state_find_machine(struct vmqd_state *s, const cha
         return NULL;
 }
 
+struct vmqd_machine_def *vmqd_state_find_machine_by_uuid(struct vmqd_state *s, const char *uuid) {
+        if (!s || !uuid)
+                return NULL;
+        for (size_t i = 0; i < s->n_machines; i++)
+                if (vmqd_uuid_equal(s->machines[i].uuid, uuid))
+                        return &s->machines[i];
+        return NULL;
+}
+
 struct vmqd_channel_def *vmqd_state_find_channel(struct vmqd_state *s, const char *end_a,
                                                  const char *end_b) {
         if (!s || !end_a || !end_b)
@@ -302,7 +331,7 @@ int vmqd_state_add_machine(struct vmqd_state *s, const struct vmqd_machine_def *
         r = vmqd_machine_def_validate(d, NULL);
         if (r < 0)
                 return r;
-        if (vmqd_state_find_machine(s, d->name))
+        if (vmqd_state_find_machine(s, d->name) || vmqd_state_find_machine_by_uuid(s, d->uuid))
                 return -EEXIST;
         r = machine_copy(&copy, d);
         if (r < 0)
@@ -311,6 +340,37 @@ int vmqd_state_add_machine(struct vmqd_state *s, const struct vmqd_machine_def *
         if (r < 0)
                 vmqd_machine_def_done(&copy);
         return r;
+}
+
+int vmqd_state_copy(const struct vmqd_state *s, struct vmqd_state *ret) {
+        _cleanup_(state_donep) struct vmqd_state c = {0};
+        int r;
+
+        if (!s || !ret)
+                return -EINVAL;
+        if (s->n_machines > 0) {
+                c.machines = calloc(s->n_machines, sizeof(*c.machines));
+                if (!c.machines)
+                        return -ENOMEM;
+        }
+        for (; c.n_machines < s->n_machines; c.n_machines++) {
+                r = machine_copy(&c.machines[c.n_machines], &s->machines[c.n_machines]);
+                if (r < 0)
+                        return r;
+        }
+        if (s->n_channels > 0) {
+                c.channels = calloc(s->n_channels, sizeof(*c.channels));
+                if (!c.channels)
+                        return -ENOMEM;
+        }
+        for (; c.n_channels < s->n_channels; c.n_channels++) {
+                r = channel_copy(&c.channels[c.n_channels], &s->channels[c.n_channels]);
+                if (r < 0)
+                        return r;
+        }
+        *ret = c;
+        c = (struct vmqd_state){0};
+        return 0;
 }
 
 int vmqd_state_remove_machine(struct vmqd_state *s, const char *name) {
@@ -586,7 +646,7 @@ static int state_from_json(struct json_object *root, struct vmqd_state *ret, cha
                 return vmqd_errorf(ret_error, "channels: more than %u", MAX_CHANNELS);
 
         for (size_t i = 0; i < nm; i++) {
-                struct vmqd_machine_def d;
+                struct vmqd_machine_def d, *other;
                 char where[32];
 
                 snprintf(where, sizeof(where), "machines[%zu]", i);
@@ -596,6 +656,18 @@ static int state_from_json(struct json_object *root, struct vmqd_state *ret, cha
                 if (vmqd_state_find_machine(&s, d.name)) {
                         r = vmqd_errorf(ret_error, "%s.name: \"%s\" is defined twice", where,
                                         VMQD_PRINTABLE(d.name));
+                        vmqd_machine_def_done(&d);
+                        return r;
+                }
+                /* Two machines with one UUID would be one identity for the
+                 * monitor's stamps: refused like a name defined twice. */
+                other = vmqd_state_find_machine_by_uuid(&s, d.uuid);
+                if (other) {
+                        r = vmqd_errorf(ret_error,
+                                        "%s.uuid: \"%s\" of machine \"%s\" is also the UUID of "
+                                        "machine \"%s\" (machines[%zu])",
+                                        where, d.uuid, VMQD_PRINTABLE(d.name), other->name,
+                                        (size_t)(other - s.machines));
                         vmqd_machine_def_done(&d);
                         return r;
                 }
@@ -898,7 +970,8 @@ int vmqd_state_save(const char *dir, const struct vmqd_state *s) {
                 if (r < 0)
                         return r;
                 for (size_t j = 0; j < i; j++)
-                        if (strcmp(s->machines[i].name, s->machines[j].name) == 0)
+                        if (strcmp(s->machines[i].name, s->machines[j].name) == 0 ||
+                            vmqd_uuid_equal(s->machines[i].uuid, s->machines[j].uuid))
                                 return -EINVAL;
         }
         for (size_t i = 0; i < s->n_channels; i++) {

@@ -53,7 +53,7 @@
 struct vmqd_machine_def {
         char *name;           /* vmqd_name_is_valid() */
         char *image;          /* absolute path or installed image name; non-empty */
-        char uuid[37];        /* text form, 8-4-4-4-12 hex digits */
+        char uuid[37];        /* text form, 8-4-4-4-12 hex digits; not nil, unique */
         uint64_t memory;      /* bytes, a multiple of 2 MiB, 4 MiB..1 GiB */
         uint32_t vcpus;       /* 1..8 */
         uint32_t queue_depth; /* a power of two, 4..1024 */
@@ -93,7 +93,8 @@ struct vmqd_state {
  *
  * Returns 0 when loaded, and when the file is missing (empty state).
  * Returns 1 when the file is not valid (bad JSON, wrong version, wrong
- * types, invalid or duplicate names, bad values, not a regular file, over
+ * types, invalid or duplicate names, a UUID that is nil or that two
+ * machines share, bad values, not a regular file, over
  * VMQD_FILE_MAX): it has been renamed to
  * <dir>/state.json.corrupt-<UTC YYYYMMDDTHHMMSSZ> (with ".1", ".2", ...
  * appended if that name is taken; never deleted, never overwritten), and
@@ -121,15 +122,24 @@ int vmqd_state_save(const char *dir, const struct vmqd_state *s);
 void vmqd_state_done(struct vmqd_state *s);
 
 /*
+ * A deep copy of *s into *ret (which need not be initialised): the daemon
+ * changes a copy, saves it, and only then swaps it for the live one.
+ * -ENOMEM (nothing to free then).
+ */
+int vmqd_state_copy(const struct vmqd_state *s, struct vmqd_state *ret);
+
+/*
  * Helpers for the daemon.  add_* deep-copy the definition: -EINVAL if it is
- * not valid, -EEXIST if a machine of that name exists, -ENOMEM.
- * remove_*: -ENOENT if there is no such definition.
+ * not valid, -EEXIST if a machine of that name or of that UUID exists,
+ * -ENOMEM.  remove_*: -ENOENT if there is no such definition.
  */
 int vmqd_state_add_machine(struct vmqd_state *s, const struct vmqd_machine_def *d);
 /* Also removes the channels that name the machine as an end. */
 int vmqd_state_remove_machine(struct vmqd_state *s, const char *name);
 /* NULL if there is none.  The pointer is valid until the next add/remove. */
 struct vmqd_machine_def *vmqd_state_find_machine(struct vmqd_state *s, const char *name);
+/* The machine with this UUID (compared without regard to case), or NULL. */
+struct vmqd_machine_def *vmqd_state_find_machine_by_uuid(struct vmqd_state *s, const char *uuid);
 /* Channels may repeat (two channels between the same ends are allowed). */
 int vmqd_state_add_channel(struct vmqd_state *s, const struct vmqd_channel_def *d);
 /* Removes the first channel with exactly these ends (in this order). */
@@ -142,6 +152,11 @@ struct vmqd_channel_def *vmqd_state_find_channel(struct vmqd_state *s, const cha
 bool vmqd_name_is_valid(const char *name);
 /* 8-4-4-4-12 hexadecimal digits (either case). */
 bool vmqd_uuid_is_valid(const char *uuid);
+/* A valid UUID whose digits are all zero. */
+bool vmqd_uuid_is_nil(const char *uuid);
+/* Two UUIDs in text form are the same (case does not matter); false if
+ * either is NULL. */
+bool vmqd_uuid_equal(const char *a, const char *b);
 
 /*
  * Checks one definition the way vmqd_state_load() does.  0, or -EINVAL and
