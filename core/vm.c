@@ -649,6 +649,21 @@ static bool handle_io(struct vmq_vcpu *c) {
 
 static void kick_others(struct vmq_vm *vm, const struct vmq_vcpu *self);
 
+/* No IDT: every guest exception ends here.  KVM leaves the registers as
+ * they were when the exception could not be delivered, so the reason says
+ * where the guest was and, for a page fault, which address it touched. */
+static const char *triple_fault_reason(struct vmq_vcpu *c) {
+        struct kvm_regs regs;
+        struct kvm_sregs sregs;
+        if (ioctl(c->fd, KVM_GET_REGS, &regs) < 0 || ioctl(c->fd, KVM_GET_SREGS, &sregs) < 0)
+                return "guest exception (triple fault)";
+        snprintf(c->crash_text, sizeof(c->crash_text),
+                 "guest exception (triple fault) on vCPU %u at rip=%#llx rsp=%#llx cr2=%#llx",
+                 c->index, (unsigned long long)regs.rip, (unsigned long long)regs.rsp,
+                 (unsigned long long)sregs.cr2);
+        return c->crash_text;
+}
+
 static void *vcpu_thread(void *arg) {
         struct vmq_vcpu *c = arg;
         struct vmq_vm *vm = c->vm;
@@ -670,7 +685,7 @@ static void *vcpu_thread(void *arg) {
                         go = handle_io(c);
                         break;
                 case KVM_EXIT_SHUTDOWN:
-                        crash(vm, "guest exception (triple fault)");
+                        crash(vm, triple_fault_reason(c));
                         go = false;
                         break;
                 case KVM_EXIT_MMIO:

@@ -97,6 +97,9 @@ struct vmq_vcpu {
         pthread_t thread;
         bool thread_started;
         _Atomic bool parked;
+        /* This vCPU's crash reason with its registers (vm->crash_reason
+         * may point here: written once, before the state changes). */
+        char crash_text[160];
 };
 
 struct vmq_vm {
