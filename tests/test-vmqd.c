@@ -7,7 +7,10 @@
  */
 #include <criterion/criterion.h>
 #include <fcntl.h>
+#include <errno.h>
+#include <sched.h>
 #include <sys/mman.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
 #include <systemd/sd-bus.h>
 #include <signal.h>
@@ -309,6 +312,45 @@ Test(vmqd, every_method_answers_its_documented_errors) {
         /* Calls that do not fit the interface get sd-bus's standard names. */
         EXPECT_ERROR("org.freedesktop.DBus.Error.UnknownMethod", "NoSuchMethod", "");
         EXPECT_ERROR("org.freedesktop.DBus.Error.InvalidArgs", "GetMachine", "u", 7);
+        vmq_testbus_expect_clean_exit(&tb);
+}
+
+/*
+ * An image that vmqd.service's sandbox hides (here: /var/tmp, private to
+ * vmqd as PrivateTmp=yes makes it) is answered with the sandbox's name,
+ * not "not found" for a file the caller sees.  vmqd runs in a mount
+ * namespace of this test's, with a tmpfs on /var/tmp.
+ */
+Test(vmqd, an_image_hidden_by_the_sandbox_is_answered_with_its_name) {
+        char path[128];
+        snprintf(path, sizeof(path), "/var/tmp/vmq-hidden-%d.elf", (int)getpid());
+        cr_assert_eq(unshare(CLONE_NEWNS), 0, "unshare: %s", strerror(errno));
+        cr_assert_eq(mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL), 0);
+        cr_assert_eq(mount("tmpfs", "/var/tmp", "tmpfs", 0, "mode=1777"), 0, "mount: %s",
+                     strerror(errno));
+
+        /* Not under systemd: the plain answer. */
+        vmq_testbus_start_vmqd(&tb, NULL);
+        sd_bus_error e = SD_BUS_ERROR_NULL;
+        cr_assert_lt(vmq_testbus_call(&tb, &e, NULL, "CreateMachine", "ssa{sv}", "h", path, 0), 0);
+        cr_assert_str_eq(e.name, "org.vmq1.Error.NoSuchImage", "%s", e.message);
+        sd_bus_error_free(&e);
+        vmq_testbus_stop_vmqd(&tb, SIGTERM);
+
+        /* As a service (INVOCATION_ID): the sandbox is named. */
+        tb.env = "INVOCATION_ID=0123456789abcdef0123456789abcdef; export INVOCATION_ID;";
+        vmq_testbus_start_vmqd(&tb, NULL);
+        cr_assert_lt(vmq_testbus_call(&tb, &e, NULL, "CreateMachine", "ssa{sv}", "h", path, 0), 0);
+        cr_assert_str_eq(e.name, "org.vmq1.Error.BadImage", "%s", e.message);
+        vmq_assert_has(e.message, "sandbox of vmqd.service hides /var/tmp");
+        sd_bus_error_free(&e);
+        /* Elsewhere a missing image is still just missing. */
+        cr_assert_lt(
+                vmq_testbus_call(&tb, &e, NULL, "CreateMachine", "ssa{sv}", "h", "/srv/x/y.elf", 0),
+                0);
+        cr_assert_str_eq(e.name, "org.vmq1.Error.NoSuchImage", "%s", e.message);
+        sd_bus_error_free(&e);
+        tb.env = NULL;
         vmq_testbus_expect_clean_exit(&tb);
 }
 

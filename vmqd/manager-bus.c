@@ -60,7 +60,53 @@ static int on_name_owner_changed(sd_bus_message *message, void *userdata, sd_bus
 /* ---- org.vmq1.Manager ------------------------------------------------------ */
 
 /* Why an image file was refused, as the caller would want to read it. */
+/*
+ * The directory of path that vmqd.service's sandbox hides from vmqd, or
+ * NULL.  ProtectHome=yes puts inaccessible mounts on /home, /root and
+ * /run/user; PrivateTmp=yes gives the service /tmp and /var/tmp of its own.
+ * A file there that the caller sees is then missing or unreadable for
+ * vmqd.  Only said under systemd (INVOCATION_ID) and when that directory is
+ * a mount point in vmqd's own view.
+ */
+static const char *sandbox_hides(const char *path) {
+        static const char *const hidden[] = {"/home", "/root", "/run/user", "/tmp", "/var/tmp"};
+        const char *dir = NULL;
+        for (size_t i = 0; i < VMQ_ARRAY_SIZE(hidden) && !dir; i++) {
+                size_t n = strlen(hidden[i]);
+                if (strncmp(path, hidden[i], n) == 0 && path[n] == '/')
+                        dir = hidden[i];
+        }
+        if (!dir || !getenv("INVOCATION_ID"))
+                return NULL;
+        FILE *f = fopen("/proc/self/mountinfo", "re");
+        if (!f)
+                return NULL;
+        char line[1024];
+        bool mounted = false;
+        while (!mounted && fgets(line, sizeof(line), f)) {
+                /* "ID PARENT MAJ:MIN ROOT MOUNTPOINT ...": the fifth field */
+                char point[512];
+                if (sscanf(line, "%*s %*s %*s %*s %511s", point) == 1 && strcmp(point, dir) == 0)
+                        mounted = true;
+        }
+        fclose(f);
+        return mounted ? dir : NULL;
+}
+
 static int image_error(sd_bus_error *error, const char *path, int r) {
+        const char *hidden = NULL;
+        if (r == -ENOENT || r == -ENOTDIR || r == -EACCES || r == -EPERM)
+                hidden = sandbox_hides(path);
+        if (hidden)
+                /* BadImage, not NoSuchImage: the file may well be there for the
+                 * caller (vmqctl checks), just not for vmqd. */
+                return sd_bus_error_setf(
+                        error, VMQ_BUS_ERROR_BAD_IMAGE,
+                        "Image '%s' cannot be seen by vmqd: the sandbox of vmqd.service hides %s "
+                        "(ProtectHome=yes hides /home, /root and /run/user; PrivateTmp=yes gives "
+                        "vmqd its own /tmp and /var/tmp); put the image elsewhere, e.g. under /srv "
+                        "or /var/lib/vmq",
+                        path, hidden);
         switch (r) {
         case -ENOENT:
         case -ENOTDIR:
