@@ -649,13 +649,16 @@ static bool handle_io(struct vmq_vcpu *c) {
 
 static void kick_others(struct vmq_vm *vm, const struct vmq_vcpu *self);
 
-/* No IDT: every guest exception ends here.  KVM leaves the registers as
- * they were when the exception could not be delivered, so the reason says
- * where the guest was and, for a page fault, which address it touched. */
+/* No IDT: every guest exception ends here.  On Intel KVM leaves the
+ * registers as they were when the exception could not be delivered, so the
+ * reason says where the guest was and, for a page fault, which address it
+ * touched; on AMD KVM has already reset the vCPU (paging off), and there is
+ * nothing to say. */
 static const char *triple_fault_reason(struct vmq_vcpu *c) {
         struct kvm_regs regs;
         struct kvm_sregs sregs;
-        if (ioctl(c->fd, KVM_GET_REGS, &regs) < 0 || ioctl(c->fd, KVM_GET_SREGS, &sregs) < 0)
+        if (ioctl(c->fd, KVM_GET_REGS, &regs) < 0 || ioctl(c->fd, KVM_GET_SREGS, &sregs) < 0 ||
+            !(sregs.cr0 & (1ull << 31))) /* CR0.PG */
                 return "guest exception (triple fault)";
         snprintf(c->crash_text, sizeof(c->crash_text),
                  "guest exception (triple fault) on vCPU %u at rip=%#llx rsp=%#llx cr2=%#llx",
