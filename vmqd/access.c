@@ -22,62 +22,73 @@ static void creds_unrefp(sd_bus_creds **c) {
         sd_bus_creds_unref(*c);
 }
 
-/* The gid of VMQ_BUS_GROUP: -ENOENT if there is no such group. */
-static int vmq_group_gid(gid_t *ret) {
-        _cleanup_free_ char *buf = NULL;
-        struct group grp, *result = NULL;
-        long size = sysconf(_SC_GETGR_R_SIZE_MAX);
+/* One getgrnam_r() or getpwuid_r(): 1 found, 0 no such entry, -ERANGE
+ * when buf is too small, another -errno on failure. */
+typedef int (*db_lookup)(const void *key, void *entry, char *buf, size_t size);
+
+static int group_by_name(const void *key, void *entry, char *buf, size_t size) {
+        struct group *found = NULL;
+        int r = getgrnam_r(key, entry, buf, size, &found);
+        return r != 0 ? -r : found != NULL;
+}
+
+static int user_by_uid(const void *key, void *entry, char *buf, size_t size) {
+        struct passwd *found = NULL;
+        int r = getpwuid_r(*(const uid_t *)key, entry, buf, size, &found);
+        return r != 0 ? -r : found != NULL;
+}
+
+/* Runs lookup with a buffer that grows (from the sysconf() hint, up to
+ * 1 MiB) until the entry fits; the entry's strings point into *ret_buf,
+ * which the caller frees. */
+static int lookup_grown(db_lookup lookup, int sysconf_name, const void *key, void *entry,
+                        char **ret_buf) {
+        long size = sysconf(sysconf_name);
+        char *buf = NULL;
+        int r;
 
         if (size <= 0)
                 size = 4096;
         for (;;) {
                 char *t = realloc(buf, (size_t)size);
-                if (!t)
+                if (!t) {
+                        free(buf);
                         return -ENOMEM;
-                buf = t;
-                int r = getgrnam_r(VMQ_BUS_GROUP, &grp, buf, (size_t)size, &result);
-                if (r == ERANGE && size < 1024 * 1024) {
-                        size *= 2;
-                        continue;
                 }
-                if (r != 0)
-                        return -r;
-                break;
+                buf = t;
+                r = lookup(key, entry, buf, (size_t)size);
+                if (r != -ERANGE || size >= 1024 * 1024)
+                        break;
+                size *= 2;
         }
-        if (!result)
+        *ret_buf = buf;
+        return r;
+}
+
+/* The gid of group vmq; -ENOENT when there is no such group. */
+static int vmq_group_gid(gid_t *ret) {
+        _cleanup_free_ char *buf = NULL;
+        struct group grp;
+        int r = lookup_grown(group_by_name, _SC_GETGR_R_SIZE_MAX, VMQ_BUS_GROUP, &grp, &buf);
+        if (r < 0)
+                return r;
+        if (r == 0)
                 return -ENOENT;
-        *ret = result->gr_gid;
+        *ret = grp.gr_gid;
         return 0;
 }
 
-/*
- * Is uid a member of gid, by the user database (its primary group, or a
- * supplementary one)?  The same question polkit's unix-group rules ask.
- */
+/* Whether the user uid has gid as its primary or a supplementary group, by
+ * the user database; 1, 0 or -errno. */
 static int uid_in_group(uid_t uid, gid_t gid) {
         _cleanup_free_ char *buf = NULL;
         _cleanup_free_ gid_t *groups = NULL;
-        struct passwd pw, *result = NULL;
-        long size = sysconf(_SC_GETPW_R_SIZE_MAX);
+        struct passwd pw;
         int n = 64;
-
-        if (size <= 0)
-                size = 4096;
-        for (;;) {
-                char *t = realloc(buf, (size_t)size);
-                if (!t)
-                        return -ENOMEM;
-                buf = t;
-                int r = getpwuid_r(uid, &pw, buf, (size_t)size, &result);
-                if (r == ERANGE && size < 1024 * 1024) {
-                        size *= 2;
-                        continue;
-                }
-                if (r != 0)
-                        return -r;
-                break;
-        }
-        if (!result)
+        int r = lookup_grown(user_by_uid, _SC_GETPW_R_SIZE_MAX, &uid, &pw, &buf);
+        if (r < 0)
+                return r;
+        if (r == 0)
                 return 0; /* a uid without a user is in no group */
         if (pw.pw_gid == gid)
                 return 1;

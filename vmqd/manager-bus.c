@@ -399,44 +399,35 @@ static int method_create_machine(sd_bus_message *message, void *userdata, sd_bus
         return sd_bus_reply_method_return(message, "o", added->path);
 }
 
-static int method_start_machine(sd_bus_message *message, void *userdata, sd_bus_error *error) {
+/* The Manager's by-name forms of the Machine methods: access first, then
+ * the lookup, then what the Machine object does. */
+typedef int (*machine_call)(sd_bus_message *message, struct machine *mc, sd_bus_error *error);
+
+static int by_name(sd_bus_message *message, struct manager *m, machine_call call,
+                   sd_bus_error *error) {
         struct machine *mc;
         int r = vmqd_check_access(message, error);
         if (r >= 0)
-                r = read_machine(message, userdata, &mc, error);
+                r = read_machine(message, m, &mc, error);
         if (r < 0)
                 return r;
-        return bus_machine_start(message, mc, error);
+        return call(message, mc, error);
+}
+
+static int method_start_machine(sd_bus_message *message, void *userdata, sd_bus_error *error) {
+        return by_name(message, userdata, bus_machine_start, error);
 }
 
 static int method_stop_machine(sd_bus_message *message, void *userdata, sd_bus_error *error) {
-        struct machine *mc;
-        int r = vmqd_check_access(message, error);
-        if (r >= 0)
-                r = read_machine(message, userdata, &mc, error);
-        if (r < 0)
-                return r;
-        return bus_machine_stop(message, mc, error);
+        return by_name(message, userdata, bus_machine_stop, error);
 }
 
 static int method_destroy_machine(sd_bus_message *message, void *userdata, sd_bus_error *error) {
-        struct machine *mc;
-        int r = vmqd_check_access(message, error);
-        if (r >= 0)
-                r = read_machine(message, userdata, &mc, error);
-        if (r < 0)
-                return r;
-        return bus_machine_destroy(message, mc, error);
+        return by_name(message, userdata, bus_machine_destroy, error);
 }
 
 static int method_undefine_machine(sd_bus_message *message, void *userdata, sd_bus_error *error) {
-        struct machine *mc;
-        int r = vmqd_check_access(message, error);
-        if (r >= 0)
-                r = read_machine(message, userdata, &mc, error);
-        if (r < 0)
-                return r;
-        return bus_machine_undefine(message, mc, error);
+        return by_name(message, userdata, bus_machine_undefine, error);
 }
 
 static int method_list_machines(sd_bus_message *message, void *userdata, sd_bus_error *error) {
