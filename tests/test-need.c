@@ -40,9 +40,17 @@ void vmq_test_need_kvm(void) {
                        strerror(e));
 }
 
-int vmq_test_scale(int n) {
+static bool under_emulation(void) {
         const char *e = getenv("VMQ_UNDER_EMULATION");
-        if (!e || !e[0] || strcmp(e, "0") == 0)
+        return e && e[0] && strcmp(e, "0") != 0;
+}
+
+int vmq_test_scale(int n) {
+        if (!under_emulation())
                 return n;
         return n / 10 > 0 ? n / 10 : 1;
+}
+
+int vmq_test_allow_ms(int ms) {
+        return under_emulation() ? ms * 4 : ms;
 }

@@ -546,14 +546,18 @@ Test(race, host_churns_channels_and_vms_while_guests_send) {
 Test(race, more_than_16_blocked_senders_all_drain) {
         enum { SENDERS = 24, BURST = 8 };
         struct vm_opts small = {.ram_size = 4 * MIB, .rx_size = 64 * 1024};
-        struct vmq_vm *rcv = create("rcv", &small, "roles=recv hold_ms=2000");
+        /* The receiver holds its queue full while every sender posts and
+         * blocks; each sender then waits drain_ms for its posts. */
+        int hold_ms = vmq_test_allow_ms(2000), drain_ms = vmq_test_allow_ms(5000);
+        struct vmq_vm *rcv = create("rcv", &small, "roles=recv hold_ms=%d", hold_ms);
         struct vmq_vm *b[SENDERS];
         uint32_t hc[SENDERS];
         for (int i = 0; i < SENDERS; i++) {
                 char name[16];
                 snprintf(name, sizeof(name), "b%02d", i);
                 b[i] = create(name, &small,
-                              "roles=burst burst=%d drain_ms=5000 peer=guest wait_host=1", BURST);
+                              "roles=burst burst=%d drain_ms=%d peer=guest wait_host=1", BURST,
+                              drain_ms);
                 open_ch(vmq_vm_id(b[i]), vmq_vm_id(rcv), NULL);
                 hc[i] = open_ch(VMQ_HOST_ID, vmq_vm_id(b[i]), NULL);
                 start(b[i]);
@@ -563,10 +567,10 @@ Test(race, more_than_16_blocked_senders_all_drain) {
         start(rcv);
         for (int i = 0; i < SENDERS; i++)
                 cr_assert_eq(vmq_host_send(mon, hc[i], "go", 2, 0), 0);
-        uint64_t hold_over = value(wait_line(rcv, "race: hold over", 20000), "t");
+        uint64_t hold_over = value(wait_line(rcv, "race: hold over", 10000 + hold_ms), "t");
         unsigned stuck = 0;
         for (int i = 0; i < SENDERS; i++) {
-                int st = vmq_vm_wait(b[i], 30000);
+                int st = vmq_vm_wait(b[i], 25000 + drain_ms);
                 cr_assert(st == VMQ_VM_EXITED, "%s: %s %s", vmq_vm_name(b[i]),
                           st < 0 ? "still running" : vmq_vm_state_to_string(st),
                           vmq_vm_crash_reason(b[i]));

@@ -52,6 +52,12 @@ bool vmq_test_have_kvm(void);
  * repetitions of the same thing, not a number.
  */
 int vmq_test_scale(int n);
+/*
+ * ms, or four times as long under emulation: for a wait that stands for
+ * "long enough for the guests to do their part" (a lost wake-up still
+ * never ends), never for a bound being tested.
+ */
+int vmq_test_allow_ms(int ms);
 struct vmq_vm;
 
 /* The VM's console (its last 64 KiB) into buf, NUL-terminated, with any NUL
