@@ -57,6 +57,15 @@ int ctl_option_error(const char *mode, const char *command, int o, char **argv) 
         if (o == ':')
                 return ctl_usage_in(mode, command, "%s%soption '%s' needs a value", prefix, colon,
                                     argv[optind - 1]);
+        /* "--quiet=1": getopt_long() knew the option (optopt is its value)
+         * but not what to do with the value of a flag. */
+        if (optopt && optind > 0 && strncmp(argv[optind - 1], "--", 2) == 0 &&
+            strchr(argv[optind - 1], '=')) {
+                const char *arg = argv[optind - 1];
+
+                return ctl_usage_in(mode, command, "%s%soption '%.*s' takes no value", prefix,
+                                    colon, (int)(strchr(arg, '=') - arg), arg);
+        }
         return ctl_usage_in(mode, command, "%s%sunknown option '%s'", prefix, colon,
                             optopt ? short_opt : argv[optind - 1]);
 }

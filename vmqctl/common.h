@@ -73,6 +73,8 @@ enum {
         OPT_NAME,
         OPT_REGION_SIZE,
         OPT_RX_SIZE,
+        OPT_NO_LEGEND,
+        OPT_NO_PAGER,
         /* The guest mode's. */
         OPT_GUEST,
         OPT_DEVICE,
