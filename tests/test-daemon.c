@@ -634,6 +634,28 @@ Test(daemon, bash_completion_completes_commands_and_live_names) {
         free(out);
 }
 
+/* Every option vmqctl takes (as the completion lists them) is in the help
+ * of its command, and the global ones in `vmqctl --help`. */
+Test(daemon, help_names_every_option) {
+        char *out =
+                ok(0,
+                   "cd %s/vmqctl && bash -c '. %s/bash-completion/vmqctl; "
+                   "for c in list channels create adopt stop open send recv console; do "
+                   "for o in $(__vmqctl_options $c); do ./vmqctl $c --help | grep -q -- \"$o\" "
+                   "|| echo \"$c --help lacks $o\"; done; done; "
+                   "for o in $__vmqctl_global_opts; do ./vmqctl --help | grep -q -- \"${o%%=}\" "
+                   "|| echo \"--help lacks $o\"; done'",
+                   vmq_test_builddir(), vmq_test_srcdir());
+        cr_assert_str_eq(out, "", "%s", out);
+        free(out);
+        out = ok(0, "$VMQCTL --help");
+        has(out, "send CHANNEL [--from END] [--tag N]");
+        free(out);
+        out = ok(0, "$VMQCTL open --help");
+        has(out, "how the ends are meant to send");
+        free(out);
+}
+
 /* The completion's and vmqctl's sides that need a running machine. */
 Test(daemon, vmqctl_running_machine_completion_json_and_console_end) {
         need_kvm(); /* it runs a micro-VM */

@@ -264,7 +264,10 @@ static void main_help(void) {
                "     machines/channels\n"
                "\n"
                "Example:\n"
-               "  vmqctl create web --image echo --start && vmqctl open host web\n");
+               "  vmqctl create web --image echo --start && vmqctl open host web\n"
+               "\n"
+               "Inside a guest that vmqd adopted, 'vmqctl --guest --help' shows the\n"
+               "guest mode.\n");
 }
 
 static void command_help(const struct command *cmd) {
