@@ -1122,6 +1122,16 @@ Test(daemon, state_with_a_shared_or_nil_uuid_is_moved_aside) {
         expect_clean_exit();
 }
 
+Test(daemon, adopt_with_an_invalid_name_states_the_rule) {
+        use_libvirt_test_driver();
+        free(ok(2, "$VMQCTL adopt lv1 --name 'no good'"));
+        err_says("invalid machine name 'no good'", "1 to 63 characters from A-Z a-z 0-9 _ . -",
+                 NULL);
+        char *names = ok(0, "$VMQCTL list --names");
+        cr_assert_str_eq(names, "", "a refused adopt left: %s", names);
+        free(names);
+}
+
 Test(daemon, adopting_a_domain_whose_uuid_a_machine_has_is_refused) {
         sd_bus_error e = SD_BUS_ERROR_NULL;
         int r;

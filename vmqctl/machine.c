@@ -460,6 +460,12 @@ int cmd_adopt(struct ctl *ctl, int argc, char **argv) {
         if (code != EXIT_OK)
                 return code;
         r = vmq_client_adopt_domain(ctl->client, domain, &opts, &name);
+        if (r == -EINVAL && ctl_daemon_message(ctl) &&
+            strncmp(ctl_daemon_message(ctl), "Invalid machine name", 20) == 0)
+                return ctl_error(EXIT_USAGE,
+                                 "domain '%s': invalid machine name '%s': a name is %s%s", domain,
+                                 opts.name ? opts.name : domain, CTL_NAME_RULE,
+                                 opts.name ? "" : " (give one with --name)");
         if (r < 0)
                 return ctl_fail(ctl, r, "no such domain", "domain '%s'", domain);
         if (!ctl->quiet)
