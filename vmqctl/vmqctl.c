@@ -346,7 +346,7 @@ int ctl_getopt(struct ctl *ctl, const struct command *cmd, int argc, char **argv
                 return -2;
         case ':':
         case '?':
-                *exit_code = ctl_option_error(CTL_MODE_HOST, cmd->name, o, argv);
+                *exit_code = ctl_option_error(CTL_MODE_HOST, cmd->name, o, argv, all);
                 return -2;
         default:
                 return o;
@@ -595,7 +595,7 @@ int main(int argc, char **argv) {
                         printf("vmqctl %s\n", PACKAGE_VERSION);
                         return ctl_finish_output(EXIT_OK);
                 default:
-                        return ctl_option_error(CTL_MODE_HOST, NULL, o, argv);
+                        return ctl_option_error(CTL_MODE_HOST, NULL, o, argv, global_options);
                 }
         }
         if (optind >= argc)
