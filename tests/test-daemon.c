@@ -222,6 +222,8 @@ Test(daemon, vmqctl_usage_errors_say_what_is_wrong) {
         err_says("option '--start' takes no value", NULL);
         free(ok(2, "$VMQCTL --json=pretty list"));
         err_says("option '--json' takes no value", NULL);
+        free(ok(2, "%s/vmqctl/vmqctl --guest --poll=1 identity", vmq_test_builddir()));
+        err_says("option '--poll' takes no value", NULL);
         /* a bus that is none: what was given, and what would do */
         free(ok(2, "$VMQCTL --bus=bogus list"));
         err_says("'bogus'", "system, user", "unix:path=", NULL);
@@ -682,9 +684,8 @@ Test(daemon, vmqctl_running_machine_completion_json_and_console_end) {
         free(out);
 
         /* --follow ends when the machine stops under it */
-        free(ok(0,
-                "(sleep 1; $VMQCTL destroy runner) & timeout 30 $VMQCTL console runner --follow; "
-                "r=$?; wait; exit $r"));
+        free(ok(0, "{ (sleep 1; $VMQCTL destroy runner) & timeout 30 $VMQCTL console runner "
+                   "--follow; r=$?; wait; exit $r; }"));
         err_says("machine 'runner' stopped", NULL);
         expect_clean_exit();
 }
