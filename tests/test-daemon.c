@@ -9,6 +9,7 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -197,6 +198,100 @@ Test(daemon, vmqctl_errors_have_exit_codes_and_one_line) {
         e = last_err();
         cr_assert_neq(e[0], 0);
         free(e);
+}
+
+/* stderr of the last ok() call, asserted to be one line holding each of
+ * the NULL-terminated needles. */
+static void err_says(const char *first, ...) {
+        char *e = last_err();
+        va_list ap;
+
+        cr_assert(e[0] && strchr(e, '\n') == e + strlen(e) - 1, "not one line: '%s'", e);
+        va_start(ap, first);
+        for (const char *n = first; n; n = va_arg(ap, const char *))
+                has(e, n);
+        va_end(ap);
+        free(e);
+}
+
+Test(daemon, vmqctl_usage_errors_say_what_is_wrong) {
+        /* a value for a flag */
+        free(ok(2, "$VMQCTL list --quiet=1"));
+        err_says("option '--quiet' takes no value", NULL);
+        free(ok(2, "$VMQCTL create a --image echo --start=yes"));
+        err_says("option '--start' takes no value", NULL);
+        free(ok(2, "$VMQCTL --json=pretty list"));
+        err_says("option '--json' takes no value", NULL);
+        free(ok(2, "%s/vmqctl/vmqctl --guest --poll=1 identity", vmq_test_builddir()));
+        err_says("option '--poll' takes no value", NULL);
+        /* a bus that is none: what was given, and what would do */
+        free(ok(2, "$VMQCTL --bus=bogus list"));
+        err_says("'bogus'", "system, user", "unix:path=", NULL);
+        free(ok(2, "VMQ_BUS=bogus %s/vmqctl/vmqctl list", vmq_test_builddir()));
+        err_says("VMQ_BUS 'bogus'", NULL);
+        /* sizes in the user's terms, with the rule */
+        free(ok(2, "$VMQCTL create m --image echo --memory 3G"));
+        err_says("--memory 3G: more than the largest allowed, 1 GiB", NULL);
+        free(ok(2, "$VMQCTL create m --image echo --memory 3M"));
+        err_says("--memory 3M: not a multiple of 2 MiB", NULL);
+        free(ok(2, "$VMQCTL create m --image echo --huge-memory 2G"));
+        err_says("--huge-memory 2G: more than the largest allowed, 1 GiB", NULL);
+        /* --memory 0 is not the default */
+        free(ok(2, "$VMQCTL create m --image echo --memory 0"));
+        err_says("--memory 0", "default", NULL);
+        /* the name rule */
+        free(ok(2, "$VMQCTL create 'bad!' --image echo"));
+        err_says("'bad!'", "1 to 63 characters from A-Z a-z 0-9 _ . -", "not 'host'", NULL);
+        char *names = ok(0, "$VMQCTL list --names");
+        cr_assert_str_eq(names, "", "a refused create left: %s", names);
+        free(names);
+        /* the daemon's words once, not after ours */
+        free(ok(2, "$VMQCTL create m --image echo --vcpus 999"));
+        err_says("vcpus '999'", NULL);
+        char *e = last_err();
+        hasnt(e, "invalid argument");
+        hasnt(e, "(Invalid");
+        free(e);
+}
+
+Test(daemon, vmqctl_json_and_legend_options) {
+        char *o = ok(0, "$VMQCTL --json create j --image echo --memory 32M");
+        has(o, "{\"name\":\"j\"");
+        has(o, "\"id\":null");
+        has(o, "\"memory\":33554432");
+        cr_assert_eq(strchr(o, '\n'), o + strlen(o) - 1, "not one object: %s", o);
+        free(o);
+        o = ok(0, "$VMQCTL --json list");
+        has(o, "\"id\":null");
+        hasnt(o, "\"id\":0");
+        free(o);
+        o = ok(0, "$VMQCTL info j --json");
+        has(o, "\"id\":null");
+        free(o);
+        o = ok(0, "$VMQCTL --json version");
+        has(o, "{\"vmqctl\":\"");
+        has(o, "\"libvmq_client\":\"");
+        has(o, "\"vmqd\":\"0.");
+        free(o);
+        o = ok(0, "$VMQCTL --json console j");
+        has(o, "{\"name\":\"j\"");
+        has(o, "\"data\":\"\"");
+        free(o);
+
+        o = ok(0, "$VMQCTL list --no-legend");
+        hasnt(o, "NAME");
+        has(o, "j ");
+        free(o);
+        o = ok(0, "$VMQCTL --no-legend --no-pager channels");
+        cr_assert_str_eq(o, "");
+        free(o);
+        o = ok(0, "$VMQCTL list --no-pager");
+        has(o, "NAME");
+        free(o);
+
+        /* --follow of a machine that does not run ends, and says why */
+        free(ok(0, "timeout 20 $VMQCTL console j --follow"));
+        err_says("machine 'j' is not running (defined)", NULL);
 }
 
 Test(daemon, busctl_flow) {
@@ -491,12 +586,12 @@ static char *complete(const char *words, int cword) {
         char *out = NULL;
         int r = vmq_testbus_run(
                 &tb, &out, true,
-                "bash -c '. /usr/share/bash-completion/bash_completion 2>/dev/null; "
+                "cd %s && bash -c '. /usr/share/bash-completion/bash_completion 2>/dev/null; "
                 ". %s/bash-completion/vmqctl; PATH=%s/vmqctl:$PATH; "
                 "COMP_WORDS=(vmqctl --bus=$BUS %s); COMP_CWORD=%d; "
                 "COMP_LINE=\"${COMP_WORDS[*]}\"; COMP_POINT=${#COMP_LINE}; "
                 "_vmqctl vmqctl; printf \"%%s\\n\" \"${COMPREPLY[@]}\"'",
-                vmq_test_srcdir(), vmq_test_builddir(), words, cword);
+                tb.dir, vmq_test_srcdir(), vmq_test_builddir(), words, cword);
         cr_assert_eq(r, 0, "%s", out);
         return out;
 }
@@ -509,6 +604,90 @@ Test(daemon, bash_completion_completes_commands_and_live_names) {
         out = complete("start compl", 3);
         has(out, "compl-one");
         free(out);
+        /* only running machines can be stopped */
+        out = complete("stop ''", 3);
+        hasnt(out, "compl-one");
+        free(out);
+
+        /* "--bus=" comes as "--bus" "=": what bash replaces is after '=' */
+        out = complete("--bus =", 3);
+        cr_assert_str_eq(out, "system\nuser\n");
+        free(out);
+        out = complete("--bus=", 2);
+        cr_assert_str_eq(out, "--bus=system\n--bus=user\n");
+        free(out);
+
+        /* a bare --image word is an installed image, not a file here (the
+         * completion runs in tb.dir) */
+        free(ok(0, "touch %s/echo-file.txt", tb.dir));
+        out = complete("create x --image e", 5);
+        cr_assert_str_eq(out, "echo\n");
+        free(out);
+        out = complete("create x --image ./echo", 5);
+        has(out, "./echo-file.txt");
+        free(out);
+
+        /* 'host' at most once */
+        out = complete("open host ''", 4);
+        hasnt(out, "host");
+        free(out);
+        out = complete("open ''", 3);
+        has(out, "host");
+        free(out);
+}
+
+/* Every option vmqctl takes (as the completion lists them) is in the help
+ * of its command, and the global ones in `vmqctl --help`. */
+Test(daemon, help_names_every_option) {
+        char *out =
+                ok(0,
+                   "cd %s/vmqctl && bash -c '. %s/bash-completion/vmqctl; "
+                   "for c in list channels create adopt stop open send recv console; do "
+                   "for o in $(__vmqctl_options $c); do ./vmqctl $c --help | grep -q -- \"$o\" "
+                   "|| echo \"$c --help lacks $o\"; done; done; "
+                   "for o in $__vmqctl_global_opts; do ./vmqctl --help | grep -q -- \"${o%%=}\" "
+                   "|| echo \"--help lacks $o\"; done'",
+                   vmq_test_builddir(), vmq_test_srcdir());
+        cr_assert_str_eq(out, "", "%s", out);
+        free(out);
+        out = ok(0, "$VMQCTL --help");
+        has(out, "send CHANNEL [--from END] [--tag N]");
+        free(out);
+        out = ok(0, "$VMQCTL open --help");
+        has(out, "how the ends are meant to send");
+        free(out);
+}
+
+/* The completion's and vmqctl's sides that need a running machine. */
+Test(daemon, vmqctl_running_machine_completion_json_and_console_end) {
+        need_kvm(); /* it runs a micro-VM */
+        free(ok(0, "$VMQCTL create runner --image echo --start"));
+        free(ok(0, "$VMQCTL create idle --image echo"));
+        char *out = complete("start ''", 3);
+        hasnt(out, "runner");
+        has(out, "idle");
+        free(out);
+        out = complete("stop ''", 3);
+        has(out, "runner");
+        hasnt(out, "idle");
+        free(out);
+        out = complete("open runner ''", 4);
+        cr_assert_str_eq(out, "host\n");
+        free(out);
+
+        out = ok(0, "$VMQCTL --json open host runner");
+        has(out, "{\"id\":");
+        has(out, "\"end_a\":\"host\",\"end_b\":\"runner\"}");
+        free(out);
+        out = ok(0, "$VMQCTL --json list");
+        hasnt(out, "\"id\":0");
+        free(out);
+
+        /* --follow ends when the machine stops under it */
+        free(ok(0, "{ (sleep 1; $VMQCTL destroy runner) & timeout 30 $VMQCTL console runner "
+                   "--follow; r=$?; wait; exit $r; }"));
+        err_says("machine 'runner' stopped", NULL);
+        expect_clean_exit();
 }
 
 Test(daemon, notify_watchdog_stopping_and_journal_prefixes) {
@@ -942,6 +1121,16 @@ Test(daemon, state_with_a_shared_or_nil_uuid_is_moved_aside) {
         expect_state_moved_aside(SAVED("zero", "00000000-0000-0000-0000-000000000000"),
                                  "the nil UUID is not a machine identity");
         expect_clean_exit();
+}
+
+Test(daemon, adopt_with_an_invalid_name_states_the_rule) {
+        use_libvirt_test_driver();
+        free(ok(2, "$VMQCTL adopt lv1 --name 'no good'"));
+        err_says("invalid machine name 'no good'", "1 to 63 characters from A-Z a-z 0-9 _ . -",
+                 NULL);
+        char *names = ok(0, "$VMQCTL list --names");
+        cr_assert_str_eq(names, "", "a refused adopt left: %s", names);
+        free(names);
 }
 
 Test(daemon, adopting_a_domain_whose_uuid_a_machine_has_is_refused) {

@@ -76,7 +76,7 @@ int cmd_channels(struct ctl *ctl, int argc, char **argv) {
                         l = (int)strlen(vmq_channel_get_end(list[i], VMQ_CHANNEL_END_B));
                         w_b = l > w_b ? l : w_b;
                 }
-                if (!ctl->quiet)
+                if (!ctl->quiet && !ctl->no_legend)
                         printf("%*s  %-*s  %-*s  %s\n", w_id, "ID", w_a, "END A", w_b, "END B",
                                "STATE");
                 for (size_t i = 0; i < n; i++)
@@ -247,7 +247,18 @@ int cmd_open(struct ctl *ctl, int argc, char **argv) {
         }
         if (r < 0)
                 return ctl_fail(ctl, r, NULL, "channel '%s' to '%s'", a, b);
-        printf("%" PRIu32 "\n", id);
+        if (ctl->json) {
+                struct json j;
+
+                json_begin(&j, stdout);
+                json_open_object(&j, NULL);
+                json_u64(&j, "id", id);
+                json_string(&j, "end_a", a);
+                json_string(&j, "end_b", b);
+                json_close_object(&j);
+                json_end(&j);
+        } else
+                printf("%" PRIu32 "\n", id);
         return EXIT_OK;
 }
 

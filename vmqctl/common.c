@@ -50,13 +50,45 @@ int ctl_usage_in(const char *mode, const char *command, const char *fmt, ...) {
         return code;
 }
 
-int ctl_option_error(const char *mode, const char *command, int o, char **argv) {
+/* Whether argv[optind - 1] is "--NAME=VALUE" for a flag of @longopts
+ * (NAME possibly abbreviated) whose value getopt_long() reported in
+ * optopt; then *ret_len is the length of "--NAME". */
+static bool is_flag_with_value(char **argv, const struct option *longopts, size_t *ret_len) {
+        const char *arg, *eq;
+        size_t len;
+
+        if (!optopt || optind < 1 || !longopts)
+                return false;
+        arg = argv[optind - 1];
+        if (strncmp(arg, "--", 2) != 0 || !(eq = strchr(arg, '=')))
+                return false;
+        len = (size_t)(eq - arg) - 2;
+        for (const struct option *p = longopts; p->name; p++)
+                if (p->has_arg == no_argument && p->val == optopt &&
+                    strncmp(p->name, arg + 2, len) == 0) {
+                        *ret_len = len + 2;
+                        return true;
+                }
+        return false;
+}
+
+int ctl_option_error(const char *mode, const char *command, int o, char **argv,
+                     const struct option *longopts) {
+        size_t len;
+
         const char *prefix = command ? command : "", *colon = command ? ": " : "";
         char short_opt[3] = {'-', (char)optopt, 0};
 
         if (o == ':')
                 return ctl_usage_in(mode, command, "%s%soption '%s' needs a value", prefix, colon,
                                     argv[optind - 1]);
+        /* "--quiet=1": getopt_long() knew the flag (optopt is its value)
+         * but not what to do with a value.  A short option refused in the
+         * middle of "-qz" leaves argv[optind - 1] at an earlier word: the
+         * table says whether that word is the culprit. */
+        if (o == '?' && is_flag_with_value(argv, longopts, &len))
+                return ctl_usage_in(mode, command, "%s%soption '%.*s' takes no value", prefix,
+                                    colon, (int)len, argv[optind - 1]);
         return ctl_usage_in(mode, command, "%s%sunknown option '%s'", prefix, colon,
                             optopt ? short_opt : argv[optind - 1]);
 }

@@ -73,6 +73,8 @@ enum {
         OPT_NAME,
         OPT_REGION_SIZE,
         OPT_RX_SIZE,
+        OPT_NO_LEGEND,
+        OPT_NO_PAGER,
         /* The guest mode's. */
         OPT_GUEST,
         OPT_DEVICE,
@@ -109,8 +111,10 @@ int ctl_vusage_in(const char *mode, const char *command, const char *fmt, va_lis
 /* After getopt_long() returned ':' or '?': prints the usage error for
  * argv[optind - 1] (or optopt), prefixed with "<command>: " unless
  * @command is NULL (the options before the command), and returns
- * EXIT_USAGE. */
-int ctl_option_error(const char *mode, const char *command, int o, char **argv);
+ * EXIT_USAGE.  @longopts, the table given to getopt_long(), lets it say
+ * "option '--quiet' takes no value" for "--quiet=1". */
+int ctl_option_error(const char *mode, const char *command, int o, char **argv,
+                     const struct option *longopts);
 /* Checks the number of arguments left after option parsing, argv[optind..];
  * returns -1 when between @min and @max, or EXIT_USAGE. */
 int ctl_check_args_in(const char *mode, const char *command, int argc, char **argv, int min,

@@ -238,7 +238,7 @@ static int ggetopt(struct gctl *g, const struct gcommand *cmd, const struct opti
                         return -2;
                 case ':':
                 case '?':
-                        *ret_code = ctl_option_error(CTL_MODE_GUEST, cmd->name, o, argv);
+                        *ret_code = ctl_option_error(CTL_MODE_GUEST, cmd->name, o, argv, all);
                         return -2;
                 default:
                         return o;
@@ -713,7 +713,7 @@ int ctl_guest_main(int argc, char **argv) {
                         printf("vmqctl %s (guest)\n", PACKAGE_VERSION);
                         return ctl_finish_output(EXIT_OK);
                 default:
-                        return ctl_option_error(CTL_MODE_GUEST, NULL, o, argv);
+                        return ctl_option_error(CTL_MODE_GUEST, NULL, o, argv, global_options);
                 }
         }
         if (optind >= argc)

@@ -73,6 +73,16 @@ static const char *backend_of(const struct vmq_machine *m) {
         return b ? b : "kvm";
 }
 
+/* "id": the VM id while the machine runs, null otherwise (0 is no id). */
+static void json_machine_id(struct json *j, const struct vmq_machine *m) {
+        uint32_t id = vmq_machine_get_id(m);
+
+        if (id)
+                json_u64(j, "id", id);
+        else
+                json_null(j, "id");
+}
+
 int cmd_list(struct ctl *ctl, int argc, char **argv) {
         const struct command *cmd = command_find("list");
         struct vmq_machine **list = NULL;
@@ -121,7 +131,7 @@ int cmd_list(struct ctl *ctl, int argc, char **argv) {
                         json_open_object(&j, NULL);
                         json_string(&j, "name", vmq_machine_get_name(list[i]));
                         json_string(&j, "state", vmq_machine_get_state_string(list[i]));
-                        json_u64(&j, "id", vmq_machine_get_id(list[i]));
+                        json_machine_id(&j, list[i]);
                         json_string(&j, "backend", backend_of(list[i]));
                         json_string(&j, "image", vmq_machine_get_image(list[i]));
                         if (strcmp(backend_of(list[i]), "libvirt") == 0)
@@ -144,7 +154,7 @@ int cmd_list(struct ctl *ctl, int argc, char **argv) {
                         l = (int)strlen(backend_of(list[i]));
                         w_backend = l > w_backend ? l : w_backend;
                 }
-                if (!ctl->quiet)
+                if (!ctl->quiet && !ctl->no_legend)
                         printf("%-*s  %-*s  %*s  %-*s  %s\n", w_name, "NAME", w_state, "STATE",
                                w_id, "ID", w_backend, "BACKEND", "IMAGE");
                 for (size_t i = 0; i < n; i++) {
@@ -179,7 +189,7 @@ void print_machine_json(struct json *j, const struct vmq_machine *m) {
         json_string(j, "name", vmq_machine_get_name(m));
         json_string(j, "uuid", vmq_machine_get_uuid(m));
         json_string(j, "state", vmq_machine_get_state_string(m));
-        json_u64(j, "id", vmq_machine_get_id(m));
+        json_machine_id(j, m);
         json_string(j, "backend", backend_of(m));
         json_string(j, "image", vmq_machine_get_image(m));
         if (strcmp(backend_of(m), "libvirt") == 0)
@@ -255,10 +265,74 @@ int cmd_info(struct ctl *ctl, int argc, char **argv) {
         return EXIT_OK;
 }
 
+/*
+ * A size vmqd refused, in words: vmqd says "Invalid memory size 'BYTES'
+ * (a multiple of 2 MiB, at most BYTES)"; the user typed "3G".  Returns an
+ * exit code, or -1 when @detail is not about @what.
+ */
+static int size_refused(const char *name, const char *detail, const char *prefix,
+                        const char *option, const char *arg, uint64_t value) {
+        const char *most = strstr(detail, "at most ");
+        unsigned long long max;
+        char buf[32];
+
+        if (!arg || strncmp(detail, prefix, strlen(prefix)) != 0)
+                return -1;
+        if (most && sscanf(most, "at most %llu", &max) == 1 && value > max) {
+                format_size(buf, sizeof(buf), max);
+                return ctl_error(EXIT_USAGE,
+                                 "machine '%s': %s %s: more than the largest allowed, %s", name,
+                                 option, arg, buf);
+        }
+        if (value % (2u << 20) != 0)
+                return ctl_error(EXIT_USAGE, "machine '%s': %s %s: not a multiple of 2 MiB", name,
+                                 option, arg);
+        return -1;
+}
+
+/* create's EINVAL: the name and the sizes are the user's, so say what rule
+ * each broke in the user's terms; anything else in vmqd's words. */
+static int create_refused(struct ctl *ctl, const char *name, const struct vmq_machine_options *o,
+                          const char *memory_arg, const char *huge_arg) {
+        const char *detail = ctl_daemon_message(ctl);
+        int code;
+
+        if (detail && strncmp(detail, "Invalid machine name", 20) == 0)
+                return ctl_error(EXIT_USAGE, "invalid machine name '%s': a name is %s", name,
+                                 CTL_NAME_RULE);
+        if (detail) {
+                code = size_refused(name, detail, "Invalid memory size", "--memory", memory_arg,
+                                    o->memory);
+                if (code >= 0)
+                        return code;
+                code = size_refused(name, detail, "Invalid huge_memory", "--huge-memory", huge_arg,
+                                    o->huge_memory);
+                if (code >= 0)
+                        return code;
+        }
+        return ctl_fail(ctl, -EINVAL, NULL, "machine '%s'", name);
+}
+
+/* create --json: the machine as vmqd now has it, as info --json prints it. */
+static int print_new_machine_json(struct ctl *ctl, const char *name) {
+        struct vmq_machine *m = NULL;
+        struct json j;
+        int r;
+
+        r = vmq_client_get_machine(ctl->client, name, &m);
+        if (r < 0)
+                return ctl_fail(ctl, r, NO_SUCH_MACHINE, "machine '%s' (created)", name);
+        json_begin(&j, stdout);
+        print_machine_json(&j, m);
+        json_end(&j);
+        vmq_machine_unref(m);
+        return EXIT_OK;
+}
+
 int cmd_create(struct ctl *ctl, int argc, char **argv) {
         const struct command *cmd = command_find("create");
         struct vmq_machine_options opts = VMQ_MACHINE_OPTIONS_INIT;
-        const char *image = NULL, *name;
+        const char *image = NULL, *name, *memory_arg = NULL, *huge_arg = NULL;
         char *abs = NULL;
         int code, o, r;
 
@@ -272,10 +346,19 @@ int cmd_create(struct ctl *ctl, int argc, char **argv) {
                 case OPT_MEMORY:
                         if (parse_size(optarg, &opts.memory) < 0)
                                 return ctl_usage(cmd, "create: invalid size '%s'", optarg);
+                        /* Zero would mean "the default" on the bus: say so
+                         * rather than quietly give the default. */
+                        if (opts.memory == 0)
+                                return ctl_usage(cmd,
+                                                 "create: --memory %s: a machine needs memory; "
+                                                 "leave --memory out for vmqd's default",
+                                                 optarg);
+                        memory_arg = optarg;
                         break;
                 case OPT_HUGE_MEMORY:
                         if (parse_size(optarg, &opts.huge_memory) < 0)
                                 return ctl_usage(cmd, "create: invalid size '%s'", optarg);
+                        huge_arg = optarg;
                         break;
                 case OPT_VCPUS:
                         if (parse_u32(optarg, &opts.vcpus) < 0 || opts.vcpus == 0)
@@ -331,8 +414,12 @@ int cmd_create(struct ctl *ctl, int argc, char **argv) {
                                         image);
                 else if (r == -ENOEXEC)
                         code = ctl_fail(ctl, r, NULL, "machine '%s': image '%s'", name, image);
+                else if (r == -EINVAL)
+                        code = create_refused(ctl, name, &opts, memory_arg, huge_arg);
                 else if (r < 0)
                         code = ctl_fail(ctl, r, NULL, "machine '%s'", name);
+                else if (ctl->json)
+                        code = print_new_machine_json(ctl, name);
         }
         free(abs);
         return code;
@@ -373,6 +460,12 @@ int cmd_adopt(struct ctl *ctl, int argc, char **argv) {
         if (code != EXIT_OK)
                 return code;
         r = vmq_client_adopt_domain(ctl->client, domain, &opts, &name);
+        if (r == -EINVAL && ctl_daemon_message(ctl) &&
+            strncmp(ctl_daemon_message(ctl), "Invalid machine name", 20) == 0)
+                return ctl_error(EXIT_USAGE,
+                                 "domain '%s': invalid machine name '%s': a name is %s%s", domain,
+                                 opts.name ? opts.name : domain, CTL_NAME_RULE,
+                                 opts.name ? "" : " (give one with --name)");
         if (r < 0)
                 return ctl_fail(ctl, r, "no such domain", "domain '%s'", domain);
         if (!ctl->quiet)
@@ -466,10 +559,49 @@ bool was_interrupted(void) {
 
 #define CONSOLE_POLL_MS 200
 
+/* Whether @name still runs; with *ret_state set when it does not.  A
+ * machine that is gone counts as not running (state "removed"). */
+static bool console_machine_runs(struct ctl *ctl, const char *name, char *ret_state, size_t size) {
+        struct vmq_machine *m = NULL;
+        bool runs;
+
+        if (vmq_client_get_machine(ctl->client, name, &m) < 0) {
+                snprintf(ret_state, size, "was removed");
+                return false;
+        }
+        runs = vmq_machine_get_state(m) == VMQ_MACHINE_RUNNING;
+        if (!runs && vmq_machine_get_state(m) == VMQ_MACHINE_EXITED)
+                snprintf(ret_state, size, "exited with code %" PRId32,
+                         vmq_machine_get_exit_code(m));
+        else if (!runs && vmq_machine_get_state(m) == VMQ_MACHINE_CRASHED)
+                snprintf(ret_state, size, "crashed: %s", vmq_machine_get_crash_reason(m));
+        else if (!runs && vmq_machine_get_state(m) == VMQ_MACHINE_STOPPED)
+                snprintf(ret_state, size, "stopped");
+        else if (!runs)
+                snprintf(ret_state, size, "is not running (%s)", vmq_machine_get_state_string(m));
+        vmq_machine_unref(m);
+        return runs;
+}
+
+static void console_json(const char *name, uint64_t offset, uint64_t next, const void *data,
+                         size_t size) {
+        struct json j;
+
+        json_begin(&j, stdout);
+        json_open_object(&j, NULL);
+        json_string(&j, "name", name);
+        json_u64(&j, "offset", offset);
+        json_u64(&j, "next_offset", next);
+        json_bytes_base64(&j, "data", data, size);
+        json_close_object(&j);
+        json_end(&j);
+}
+
 int cmd_console(struct ctl *ctl, int argc, char **argv) {
         const struct command *cmd = command_find("console");
         uint64_t offset = 0;
-        bool follow = false, first = true;
+        bool follow = false, first = true, last = false;
+        char state[256];
         const char *name;
         int code, o, r;
 
@@ -494,6 +626,11 @@ int cmd_console(struct ctl *ctl, int argc, char **argv) {
                 size_t size = 0;
                 uint64_t next;
 
+                /* Following, look at the state before reading: what a
+                 * machine printed before it stopped is then read once
+                 * more, after it stopped, and nothing is lost. */
+                if (follow && !first && !console_machine_runs(ctl, name, state, sizeof(state)))
+                        last = true;
                 r = vmq_client_read_console(ctl->client, name, offset, &data, &size, &next);
                 if (r < 0) {
                         if (was_interrupted())
@@ -506,17 +643,28 @@ int cmd_console(struct ctl *ctl, int argc, char **argv) {
                         }
                         return ctl_fail(ctl, r, NO_SUCH_MACHINE, "machine '%s'", name);
                 }
-                if (size > 0) {
+                if (ctl->json && (size > 0 || !follow))
+                        console_json(name, offset, next, data, size);
+                else if (size > 0) {
                         fwrite(data, 1, size, stdout);
                         fflush(stdout);
                 }
                 free(data);
                 offset = next;
-                first = false;
                 if (ferror(stdout))
                         return EXIT_FAIL;
                 if (!follow || was_interrupted())
                         return EXIT_OK;
+                /* A machine that did not run when we began has nothing
+                 * more to print either. */
+                if (first && !console_machine_runs(ctl, name, state, sizeof(state)))
+                        last = true;
+                first = false;
+                if (last) {
+                        if (!ctl->quiet)
+                                ctl_error(0, "machine '%s' %s", name, state);
+                        return EXIT_OK;
+                }
                 (void)poll(NULL, 0, CONSOLE_POLL_MS);
                 if (was_interrupted())
                         return EXIT_OK;

@@ -199,21 +199,36 @@ int cmd_stats(struct ctl *ctl, int argc, char **argv) {
 int cmd_version(struct ctl *ctl, int argc, char **argv) {
         const struct command *cmd = command_find("version");
         char *v = NULL;
-        int code, r;
+        int code, r = 0;
 
         code = ctl_parse_plain(ctl, cmd, argc, argv, 0, 0);
         if (code >= 0)
                 return code;
-        printf("vmqctl %s\n", PACKAGE_VERSION);
-        printf("libvmq-client %s\n", vmq_client_get_library_version());
-        fflush(stdout);
+        if (!ctl->json) {
+                printf("vmqctl %s\n", PACKAGE_VERSION);
+                printf("libvmq-client %s\n", vmq_client_get_library_version());
+                fflush(stdout);
+        }
         code = ctl_connect(ctl);
-        if (code != EXIT_OK)
-                return code;
-        r = vmq_client_get_daemon_version(ctl->client, &v);
-        if (r < 0)
-                return ctl_fail(ctl, r, NULL, "cannot read the version of vmqd");
-        printf("vmqd %s\n", v);
+        if (code == EXIT_OK) {
+                r = vmq_client_get_daemon_version(ctl->client, &v);
+                if (r < 0)
+                        code = ctl_fail(ctl, r, NULL, "cannot read the version of vmqd");
+        }
+        if (ctl->json) {
+                /* One object whatever happened: "vmqd" is null when it
+                 * could not be asked (the error is on stderr). */
+                struct json j;
+
+                json_begin(&j, stdout);
+                json_open_object(&j, NULL);
+                json_string(&j, "vmqctl", PACKAGE_VERSION);
+                json_string(&j, "libvmq_client", vmq_client_get_library_version());
+                json_string(&j, "vmqd", v);
+                json_close_object(&j);
+                json_end(&j);
+        } else if (v)
+                printf("vmqd %s\n", v);
         free(v);
-        return EXIT_OK;
+        return code;
 }

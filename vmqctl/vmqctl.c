@@ -20,13 +20,15 @@ static int cmd_help(struct ctl *ctl, int argc, char **argv);
 int ctl_guest_main(int argc, char **argv);
 
 const struct command commands[] = {
-        {"list", cmd_list, list_options, "list [--names]",
+        {"list", cmd_list, list_options, "list [--names] [--no-legend]",
          "List the machines vmqd knows, with their state, VM id, backend (kvm\n"
          "for vmqd's micro-VMs, libvirt for adopted domains) and image (the\n"
          "domain, for libvirt).\n"
          "\n"
-         "      --names     print only the names, one a line\n"
-         "      --json      print a JSON array of objects\n"
+         "      --names       print only the names, one a line\n"
+         "      --no-legend   leave out the header line\n"
+         "      --json        print a JSON array of objects (\"id\" is null for a\n"
+         "                    machine that does not run)\n"
          "\n"
          "Example:\n"
          "  vmqctl list\n"},
@@ -38,11 +40,12 @@ const struct command commands[] = {
          "\n"
          "Example:\n"
          "  vmqctl info web\n"},
-        {"channels", cmd_channels, channels_options, "channels [--ids]",
+        {"channels", cmd_channels, channels_options, "channels [--ids] [--no-legend]",
          "List the channels: id, both ends, and whether each is open.\n"
          "\n"
-         "      --ids       print only the channel ids, one a line\n"
-         "      --json      print a JSON array of objects\n"
+         "      --ids         print only the channel ids, one a line\n"
+         "      --no-legend   leave out the header line\n"
+         "      --json        print a JSON array of objects\n"
          "\n"
          "Example:\n"
          "  vmqctl channels\n"},
@@ -77,6 +80,8 @@ const struct command commands[] = {
         {"version", cmd_version, NULL, "version",
          "Show the versions of vmqctl, libvmq-client and the running vmqd.\n"
          "\n"
+         "      --json      print one JSON object: vmqctl, libvmq_client, vmqd\n"
+         "\n"
          "Example:\n"
          "  vmqctl version\n"},
         {"create", cmd_create, create_options, "create NAME --image IMAGE [OPTIONS]",
@@ -85,7 +90,8 @@ const struct command commands[] = {
          "an installed one (echo, sink, source, relay, ...).\n"
          "\n"
          "      --image IMAGE        the guest image (required)\n"
-         "      --memory SIZE        guest memory, a multiple of 2M (suffixes K, M, G)\n"
+         "      --memory SIZE        guest memory, a multiple of 2M (suffixes K, M, G);\n"
+         "                           leave it out for vmqd's default (0 is an error)\n"
          "      --vcpus N            number of vCPUs\n"
          "      --queue-depth N      the machine's queue depth, a power of two\n"
          "      --huge-memory SIZE   bytes of the machine's own 2 MiB frames\n"
@@ -94,6 +100,11 @@ const struct command commands[] = {
          "      --persistent         save the definition across vmqd restarts\n"
          "      --autostart          start it when vmqd starts (implies --persistent)\n"
          "      --start              start it now\n"
+         "      --json               print the new machine as 'info --json' does\n"
+         "\n"
+         "NAME: 1 to 63 characters from A-Z a-z 0-9 _ . -, not starting with\n"
+         "'.' or '-', and not 'host'.  A size vmqd refuses is reported with its\n"
+         "rule (a multiple of 2 MiB, at most vmqd's limits.max_memory).\n"
          "\n"
          "Example:\n"
          "  vmqctl create web --image echo --memory 64M --start\n"},
@@ -140,9 +151,11 @@ const struct command commands[] = {
          "machine's name or 'host'; not both 'host'.\n"
          "\n"
          "      --depth N                      messages that may wait at a host end\n"
-         "      --mode immediate|deferred      when the guest is told\n"
+         "      --mode immediate|deferred      how the ends are meant to send (it is\n"
+         "                                     recorded; a guest chooses per request)\n"
          "      --transfer copy|flip|auto      how payloads move\n"
          "      --persistent                   reopen it when vmqd and both ends run\n"
+         "      --json                         print {\"id\", \"end_a\", \"end_b\"}\n"
          "\n"
          "Example:\n"
          "  id=$(vmqctl open host web --depth 16)\n"},
@@ -151,7 +164,7 @@ const struct command commands[] = {
          "\n"
          "Example:\n"
          "  vmqctl close 3\n"},
-        {"send", cmd_send, send_options, "send CHANNEL [--from END] [DATA | --file PATH]",
+        {"send", cmd_send, send_options, "send CHANNEL [--from END] [--tag N] [DATA | --file PATH]",
          "Send one message from the host on a channel.  The payload is DATA, or\n"
          "the content of PATH, or standard input when neither is given; any bytes\n"
          "(use -- before a DATA that starts with '-').\n"
@@ -182,7 +195,11 @@ const struct command commands[] = {
         {"console", cmd_console, console_options, "console NAME [--follow]",
          "Print a machine's console output (vmqd keeps the last 64 KiB).\n"
          "\n"
-         "      --follow    keep printing new output until interrupted\n"
+         "      --follow    keep printing new output until the machine no longer\n"
+         "                  runs (a last line on stderr says how it ended; exit 0)\n"
+         "                  or until interrupted\n"
+         "      --json      print a JSON object: name, offset, next_offset and\n"
+         "                  data (the bytes in base64); one a line with --follow\n"
          "\n"
          "Example:\n"
          "  vmqctl console web --follow\n"},
@@ -195,9 +212,14 @@ const struct command commands[] = {
 };
 
 static const struct option global_options[] = {
-        {"bus", required_argument, NULL, OPT_BUS},   {"json", no_argument, NULL, OPT_JSON},
-        {"quiet", no_argument, NULL, 'q'},           {"help", no_argument, NULL, 'h'},
-        {"version", no_argument, NULL, OPT_VERSION}, {0},
+        {"bus", required_argument, NULL, OPT_BUS},
+        {"json", no_argument, NULL, OPT_JSON},
+        {"quiet", no_argument, NULL, 'q'},
+        {"no-legend", no_argument, NULL, OPT_NO_LEGEND},
+        {"no-pager", no_argument, NULL, OPT_NO_PAGER},
+        {"help", no_argument, NULL, 'h'},
+        {"version", no_argument, NULL, OPT_VERSION},
+        {0},
 };
 
 const struct command *command_find(const char *name) {
@@ -210,7 +232,8 @@ const struct command *command_find(const char *name) {
 static void main_help(void) {
         printf("vmqctl — control vmqd, the vmq micro-VM daemon\n"
                "\n"
-               "Usage: vmqctl [--bus=system|user|ADDRESS] [--json] [--quiet] COMMAND [ARGS]\n"
+               "Usage: vmqctl [--bus=system|user|ADDRESS] [--json] [--quiet] [--no-legend]\n"
+               "              [--no-pager] COMMAND [ARGS]\n"
                "\n"
                "Commands:\n");
         for (const struct command *c = commands; c->name; c++)
@@ -221,8 +244,10 @@ static void main_help(void) {
                "                  D-Bus address such as unix:path=/run/x/bus; the\n"
                "                  VMQ_BUS environment variable sets the default\n"
                "      --json      machine-readable output (list, info, channels, channel,\n"
-               "                  stats, monitor, recv)\n"
+               "                  stats, monitor, recv, create, open, console, version)\n"
                "  -q, --quiet     no headers, no notes on stderr; errors still print\n"
+               "      --no-legend no header line (list, channels)\n"
+               "      --no-pager  accepted for machinectl's sake; vmqctl never pages\n"
                "  -h, --help      this help; 'vmqctl COMMAND --help' for a command's\n"
                "      --version   print vmqctl's version\n"
                "\n"
@@ -239,7 +264,10 @@ static void main_help(void) {
                "     machines/channels\n"
                "\n"
                "Example:\n"
-               "  vmqctl create web --image echo --start && vmqctl open host web\n");
+               "  vmqctl create web --image echo --start && vmqctl open host web\n"
+               "\n"
+               "Inside a guest that vmqd adopted, 'vmqctl --guest --help' shows the\n"
+               "guest mode.\n");
 }
 
 static void command_help(const struct command *cmd) {
@@ -294,12 +322,19 @@ int ctl_getopt(struct ctl *ctl, const struct command *cmd, int argc, char **argv
                 return -1;
         case OPT_BUS:
                 ctl->bus = optarg;
+                ctl->bus_from_env = false;
                 return ctl_getopt(ctl, cmd, argc, argv, exit_code);
         case OPT_JSON:
                 ctl->json = true;
                 return ctl_getopt(ctl, cmd, argc, argv, exit_code);
         case 'q':
                 ctl->quiet = true;
+                return ctl_getopt(ctl, cmd, argc, argv, exit_code);
+        case OPT_NO_LEGEND:
+                ctl->no_legend = true;
+                return ctl_getopt(ctl, cmd, argc, argv, exit_code);
+        case OPT_NO_PAGER:
+                /* vmqctl writes straight to its output: nothing to turn off. */
                 return ctl_getopt(ctl, cmd, argc, argv, exit_code);
         case 'h':
                 command_help(cmd);
@@ -311,7 +346,7 @@ int ctl_getopt(struct ctl *ctl, const struct command *cmd, int argc, char **argv
                 return -2;
         case ':':
         case '?':
-                *exit_code = ctl_option_error(CTL_MODE_HOST, cmd->name, o, argv);
+                *exit_code = ctl_option_error(CTL_MODE_HOST, cmd->name, o, argv, all);
                 return -2;
         default:
                 return o;
@@ -439,8 +474,13 @@ static const char *reason_of(int r) {
         }
 }
 
+const char *ctl_daemon_message(struct ctl *ctl) {
+        const char *m = ctl->client ? vmq_client_get_error_message(ctl->client) : NULL;
+        return m && *m ? m : NULL;
+}
+
 int ctl_fail(struct ctl *ctl, int r, const char *not_found, const char *fmt, ...) {
-        const char *detail = ctl->client ? vmq_client_get_error_message(ctl->client) : NULL;
+        const char *detail = ctl_daemon_message(ctl);
         va_list ap;
 
         fputs("vmqctl: ", stderr);
@@ -451,28 +491,54 @@ int ctl_fail(struct ctl *ctl, int r, const char *not_found, const char *fmt, ...
                 fprintf(stderr, ": vmqd is not running on %s\n", ctl_bus_name(ctl));
         else if ((r == -ENOENT || r == -ENXIO) && not_found)
                 fprintf(stderr, ": %s\n", not_found);
-        else if (detail && *detail &&
-                 (r == -EINVAL || r == -ENOEXEC || r == -EBUSY || r == -EUSERS || r == -ENOMEM ||
-                  r == -EMSGSIZE || r == -EBADF || r == -EADDRINUSE ||
-                  exit_code_of(r) == EXIT_FAIL))
-                /* The daemon's own words say which argument or limit. */
-                fprintf(stderr, ": %s (%s)\n", reason_of(r), detail);
+        else if (detail && r != -EACCES)
+                /* The daemon's own words say which argument or limit; our
+                 * generic reason next to them would only say it twice.  A
+                 * capital that starts a sentence goes, one that starts an
+                 * acronym ("UUID") stays. */
+                fprintf(stderr, ": %c%s\n",
+                        detail[0] >= 'A' && detail[0] <= 'Z' && detail[1] >= 'a' && detail[1] <= 'z'
+                                ? detail[0] - 'A' + 'a'
+                                : detail[0],
+                        detail + 1);
         else
                 fprintf(stderr, ": %s\n", reason_of(r));
         return exit_code_of(r);
 }
 
+/* Whether @bus can name a bus at all: "system", "user", or a D-Bus
+ * address, which is TRANSPORT:KEY=VALUE[,...][;...]. */
+static bool bus_is_plausible(const char *bus) {
+        const char *colon = strchr(bus, ':');
+
+        if (strcmp(bus, "system") == 0 || strcmp(bus, "user") == 0)
+                return true;
+        return colon && colon != bus && strchr(colon, '=');
+}
+
 int ctl_connect(struct ctl *ctl) {
         int r;
 
+        if (!bus_is_plausible(ctl->bus))
+                return ctl_error(EXIT_USAGE,
+                                 "%s '%s' names no bus: give system, user, or a D-Bus address "
+                                 "such as unix:path=/run/dbus/system_bus_socket",
+                                 ctl->bus_from_env ? "VMQ_BUS" : "--bus", ctl->bus);
         r = vmq_client_new(&ctl->client);
         if (r < 0)
                 return ctl_error(EXIT_FAIL, "%s", strerror(-r));
         r = vmq_client_connect(ctl->client, ctl->bus);
+        if (r == -EINVAL)
+                return ctl_error(EXIT_USAGE,
+                                 "cannot connect to %s: not a valid D-Bus address (such as "
+                                 "unix:path=/run/dbus/system_bus_socket)",
+                                 ctl_bus_name(ctl));
         if (r < 0)
-                return ctl_error(r == -EINVAL ? EXIT_USAGE : EXIT_NO_DAEMON,
-                                 "cannot connect to %s: %s", ctl_bus_name(ctl),
-                                 r == -EINVAL ? "not a valid D-Bus address" : strerror(-r));
+                return ctl_error(EXIT_NO_DAEMON, "cannot connect to %s: %s%s", ctl_bus_name(ctl),
+                                 strerror(-r),
+                                 r == -ECONNREFUSED || r == -ENOENT
+                                         ? " (no D-Bus daemon listens at that address)"
+                                         : "");
         return EXIT_OK;
 }
 
@@ -499,20 +565,28 @@ int main(int argc, char **argv) {
                         return ctl_guest_main(argc, argv);
 
         env = getenv("VMQ_BUS");
-        if (env && *env)
+        if (env && *env) {
                 ctl.bus = env;
+                ctl.bus_from_env = true;
+        }
 
         opterr = 0;
         while ((o = getopt_long(argc, argv, "+:hq", global_options, NULL)) != -1) {
                 switch (o) {
                 case OPT_BUS:
                         ctl.bus = optarg;
+                        ctl.bus_from_env = false;
                         break;
                 case OPT_JSON:
                         ctl.json = true;
                         break;
                 case 'q':
                         ctl.quiet = true;
+                        break;
+                case OPT_NO_LEGEND:
+                        ctl.no_legend = true;
+                        break;
+                case OPT_NO_PAGER:
                         break;
                 case 'h':
                         main_help();
@@ -521,7 +595,7 @@ int main(int argc, char **argv) {
                         printf("vmqctl %s\n", PACKAGE_VERSION);
                         return ctl_finish_output(EXIT_OK);
                 default:
-                        return ctl_option_error(CTL_MODE_HOST, NULL, o, argv);
+                        return ctl_option_error(CTL_MODE_HOST, NULL, o, argv, global_options);
                 }
         }
         if (optind >= argc)

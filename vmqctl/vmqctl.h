@@ -17,9 +17,11 @@
 #include "vmqctl/common.h"
 
 struct ctl {
-        const char *bus; /* "system", "user" or an address */
+        const char *bus;   /* "system", "user" or an address */
+        bool bus_from_env; /* VMQ_BUS gave it, not --bus */
         bool json;
         bool quiet;
+        bool no_legend;            /* no header line in list and channels */
         struct vmq_client *client; /* connected by ctl_connect() */
 };
 
@@ -57,6 +59,13 @@ int ctl_fail(struct ctl *ctl, int r, const char *not_found, const char *fmt, ...
  * vmqctl's with @cmd NULL, and returns EXIT_USAGE. */
 int ctl_usage(const struct command *cmd, const char *fmt, ...)
         __attribute__((format(printf, 2, 3)));
+/* vmqd's own words for the last failed call, or NULL when it gave none;
+ * for the commands that word some refusals themselves. */
+const char *ctl_daemon_message(struct ctl *ctl);
+/* How vmqd limits machine names, in words, for error messages. */
+#define CTL_NAME_RULE                                                                              \
+        "1 to 63 characters from A-Z a-z 0-9 _ . -, not starting with '.' or '-', "                \
+        "and not 'host'"
 /* The bus in words for messages: "the system bus", "bus 'unix:...'". */
 const char *ctl_bus_name(const struct ctl *ctl);
 
