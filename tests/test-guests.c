@@ -347,6 +347,31 @@ Test(e2e, relay_forwards_between_channels) {
         }
 }
 
+/* scripts/demo's pair: source streams pages to echo and exits after its
+ * DONE.  echo must end the stream there, not reflect the DONE: under vmqd,
+ * which closes an exited machine's channels (as this test does), that
+ * reflect was refused with VMQ_E_CLOSED and counted as an error of echo's
+ * ("reflect failed ... error=CLOSED"). */
+Test(e2e, source_to_echo_ends_without_errors) {
+        struct vmq_vm *echo = boot("echo0", "echo", "", NULL);
+        struct vmq_vm *src = boot("src", "source", "count=64 size=16384 transfer=flip", NULL);
+        uint32_t ch = open_channel(vmq_vm_id(src), vmq_vm_id(echo), NULL);
+
+        cr_assert_eq(vmq_vm_wait(src, 60000), VMQ_VM_EXITED, "source: %s %s",
+                     vmq_vm_state_to_string(vmq_vm_state(src)), console(src));
+        cr_assert_eq(vmq_vm_exit_code(src), 0, "%s", console(src));
+        const char *end = wait_console(echo, "echo: end channel=", 5000);
+        cr_assert_eq(line_value(end, "channel", 10), ch);
+        cr_assert_eq(vmq_channel_close(mon, ch), 0);
+        wait_console(echo, "echo: close channel=", 5000);
+        cr_assert_null(strstr(console(echo), "reflect failed"), "%s", console(echo));
+        struct vmq_vm_stats st;
+        vmq_vm_get_stats(echo, &st);
+        cr_assert_eq(st.errors, 0, "echo was refused %lu request(s); CLOSED: %lu", st.errors,
+                     st.error[VMQ_E_CLOSED]);
+        cr_assert_eq(vmq_vm_state(echo), VMQ_VM_RUNNING);
+}
+
 Test(e2e, hostile_guest_gets_every_error_and_others_survive) {
         struct vmq_channel_config small;
         vmq_channel_config_init(&small);

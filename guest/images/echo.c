@@ -3,19 +3,24 @@
  * echo: reflects every message to its sender.
  *
  * INLINE messages go back on the same channel with the same data, length and
- * tag.  PAGE messages: the received run is sent back (same length and tag)
+ * tag, except INLINE tag VMQ_TAG_DONE: that ends a stream (`source` sends it
+ * last and exits), so echo prints "end" and does not reflect it.  Reflecting
+ * it would race the sender's exit and be refused with VMQ_E_CLOSED, which
+ * the monitor counts as an error of this VM.  PAGE messages: the received run is sent back (same length and tag)
  * with the flags of transfer=, then its receive slots are released (after a
  * flip they hold fresh zeroed frames, still ours).  A run received as a
  * read-only share is copied into heap pages and those are sent.
  *
  * Arguments:
- *   count=N                 exit 0 after N reflected messages (0: never)
+ *   count=N                 exit 0 after N reflected messages (0: never; a
+ *                           DONE is not reflected and not counted)
  *   transfer=copy|flip|auto flags for reflected pages (auto: channel policy)
  *
  * Console:
  *   echo: start vm=<id> name=<name> count=<N> transfer=<t>
  *   echo: hello channel=<id> peer=<vm_id> name=<name> uuid=<uuid>
  *   echo: close channel=<id>
+ *   echo: end channel=<id>          (a DONE arrived)
  *   echo: reflect failed channel=<id> kind=<inline|page> error=<NAME>
  *   echo: done count=<N>
  */
@@ -52,6 +57,10 @@ int vmq_main(void) {
                         image_print_hello("echo", &d);
                         break;
                 case VMQ_DESC_INLINE:
+                        if (d.tag == VMQ_TAG_DONE) {
+                                vmq_printf("echo: end channel=%u\n", d.channel);
+                                break;
+                        }
                         r = image_send_inline(d.channel, d.data, d.len, d.tag);
                         if (r < 0)
                                 vmq_printf("echo: reflect failed channel=%u kind=inline error=%s\n",
