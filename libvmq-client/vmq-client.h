@@ -28,6 +28,13 @@
  *      -ENOMEM     out of memory (here, or guest frames in the daemon)
  *      -EBADF      a file descriptor that is not a sealed memfd
  *      -EACCES     not allowed: changing calls need root or the vmq group
+ *      -EADDRINUSE the UUID is another machine's already
+ *      -EHOSTUNREACH the daemon has no backend for the call (no /dev/kvm for
+ *                  micro-VMs, or no libvirt connection for adopted domains)
+ *      -EROFS      the daemon could not save its state; nothing changed
+ *      -EIO        the daemon failed for another reason
+ *                  (org.vmq1.Error.Failed; vmq_client_get_error_message() says
+ *                  why)
  *      -EHOSTDOWN  vmqd is not running on the bus
  *      -ENOTCONN   vmq_client_connect() was not called (or failed)
  *    vmq_client_get_error_message() gives the daemon's own wording of the
@@ -423,8 +430,9 @@ struct vmq_adopt_options {
         uint64_t rx_size;     /* bytes of its receive window (default: half the region) */
 };
 
+/* Every member in order, for the reason given at VMQ_MACHINE_OPTIONS_INIT. */
 #define VMQ_ADOPT_OPTIONS_INIT                                                                     \
-        { .size = sizeof(struct vmq_adopt_options) }
+        { sizeof(struct vmq_adopt_options), NULL, false, 0, 0 }
 
 /*
  * vmq_client_adopt_domain:
@@ -481,8 +489,9 @@ struct vmq_channel_options {
         bool persistent;      /* saved, and reopened when both ends run */
 };
 
+/* Every member in order, for the reason given at VMQ_MACHINE_OPTIONS_INIT. */
 #define VMQ_CHANNEL_OPTIONS_INIT                                                                   \
-        { .size = sizeof(struct vmq_channel_options) }
+        { sizeof(struct vmq_channel_options), 0, NULL, NULL, false }
 
 /*
  * vmq_client_open_channel:
