@@ -1,8 +1,10 @@
 /* SPDX-License-Identifier: MIT */
 #include <errno.h>
+#include <stdarg.h>
 #include <string.h>
 
 #include "bus/vmq-bus.h"
+#include "core/util.h"
 #include "vmqd/bus-error.h"
 
 /* errno -> the name a raw errno gets; the rest is Failed. */
@@ -80,4 +82,15 @@ int vmqd_bus_error_check(int r, sd_bus_error *error) {
         }
         (void)sd_bus_error_setf(error, name_of_errno(-r), "%s", strerror(-r));
         return r;
+}
+
+int vmqd_bus_reply_errorf(sd_bus_message *call, const char *name, const char *format, ...) {
+        _cleanup_(sd_bus_error_free) sd_bus_error e = SD_BUS_ERROR_NULL;
+        va_list ap;
+
+        va_start(ap, format);
+        (void)sd_bus_error_setfv(&e, name, format, ap);
+        va_end(ap);
+        (void)vmqd_bus_error_check(-EIO, &e);
+        return sd_bus_reply_method_error(call, &e);
 }

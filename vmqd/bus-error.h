@@ -30,6 +30,15 @@
  */
 int vmqd_bus_error_check(int r, sd_bus_error *error);
 
+/*
+ * Answers call (a method call whose reply comes later, like Receive) with
+ * the error name and printf-style message, through vmqd_bus_error_check():
+ * a name that is not documented goes out as a documented one.  Returns
+ * what sd_bus_reply_method_error() returns.
+ */
+int vmqd_bus_reply_errorf(sd_bus_message *call, const char *name, const char *format, ...)
+        __attribute__((format(printf, 3, 4)));
+
 /* Whether name is one of the documented error names. */
 bool vmqd_bus_error_is_documented(const char *name);
 

@@ -20,6 +20,7 @@
 
 #include "bus/vmq-bus.h"
 #include "core/util.h"
+#include "vmqd/bus-error.h"
 #include "vmqd/channel.h"
 #include "vmqd/log.h"
 #include "vmqd/machine.h"
@@ -200,8 +201,8 @@ static void receive_unlink(struct receive_request *req) {
 }
 
 static void reply_closed(struct channel *c, sd_bus_message *call) {
-        (void)sd_bus_reply_method_errorf(call, VMQ_BUS_ERROR_CHANNEL_CLOSED,
-                                         "Channel '%u' is closed", c->id);
+        (void)vmqd_bus_reply_errorf(call, VMQ_BUS_ERROR_CHANNEL_CLOSED, "Channel '%u' is closed",
+                                    c->id);
 }
 
 struct channel *channel_free(struct channel *c) {
@@ -427,7 +428,7 @@ static void reply_receive(struct channel *c, sd_bus_message *call, int r,
                 if (r < 0) {
                         log_warning_errno(r, "Cannot pass a message of channel '%u' to %s: %m",
                                           c->id, sd_bus_message_get_sender(call) ?: "n/a");
-                        (void)sd_bus_reply_method_errorf(
+                        (void)vmqd_bus_reply_errorf(
                                 call, r == -ENOMEM ? VMQ_BUS_ERROR_NO_MEMORY : VMQ_BUS_ERROR_FAILED,
                                 "Cannot pass the message on: %s", strerror(-r));
                 }
@@ -439,13 +440,13 @@ static void reply_receive(struct channel *c, sd_bus_message *call, int r,
                 c->drained = true;
                 break;
         case -ETIMEDOUT:
-                (void)sd_bus_reply_method_errorf(call, VMQ_BUS_ERROR_TIMED_OUT,
-                                                 "Nothing arrived on channel '%u' in time", c->id);
+                (void)vmqd_bus_reply_errorf(call, VMQ_BUS_ERROR_TIMED_OUT,
+                                            "Nothing arrived on channel '%u' in time", c->id);
                 break;
         default:
-                (void)sd_bus_reply_method_errorf(call, VMQ_BUS_ERROR_FAILED,
-                                                 "Cannot receive on channel '%u': %s", c->id,
-                                                 strerror(-r));
+                (void)vmqd_bus_reply_errorf(call, VMQ_BUS_ERROR_FAILED,
+                                            "Cannot receive on channel '%u': %s", c->id,
+                                            strerror(-r));
         }
 }
 
