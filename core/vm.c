@@ -658,7 +658,7 @@ static const char *triple_fault_reason(struct vmq_vcpu *c) {
         struct kvm_regs regs;
         struct kvm_sregs sregs;
         if (ioctl(c->fd, KVM_GET_REGS, &regs) < 0 || ioctl(c->fd, KVM_GET_SREGS, &sregs) < 0 ||
-            !(sregs.cr0 & (1ull << 31))) /* CR0.PG */
+            !(sregs.cr0 & VMQ_X86_CR0_PG))
                 return "guest exception (triple fault)";
         snprintf(c->crash_text, sizeof(c->crash_text),
                  "guest exception (triple fault) on vCPU %u at rip=%#llx rsp=%#llx cr2=%#llx",

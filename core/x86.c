@@ -46,7 +46,6 @@
 #define CR0_ET (1ull << 4)
 #define CR0_NE (1ull << 5)
 #define CR0_WP (1ull << 16)
-#define CR0_PG (1ull << 31)
 #define CR4_PAE (1ull << 5)
 #define CR4_OSFXSR (1ull << 9)
 #define CR4_OSXMMEXCPT (1ull << 10)
@@ -262,7 +261,7 @@ void vmq_x86_setup_sregs(const struct vmq_x86_boot *boot, struct kvm_sregs *sreg
         sregs->idt.base = 0;
         sregs->idt.limit = 0;
 
-        sregs->cr0 = CR0_PE | CR0_MP | CR0_ET | CR0_NE | CR0_WP | CR0_PG;
+        sregs->cr0 = CR0_PE | CR0_MP | CR0_ET | CR0_NE | CR0_WP | VMQ_X86_CR0_PG;
         sregs->cr3 = boot->cr3;
         sregs->cr4 = CR4_PAE | CR4_OSFXSR | CR4_OSXMMEXCPT;
         sregs->efer = EFER_LME | EFER_LMA;

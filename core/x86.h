@@ -81,6 +81,9 @@ struct vmq_x86_boot {
 int vmq_x86_build(void *system, const struct vmq_x86_map *maps, size_t nmaps,
                   struct vmq_x86_boot *ret);
 
+/* CR0.PG: paging on, as vmq_x86_setup_sregs() leaves it. */
+#define VMQ_X86_CR0_PG (1ull << 31)
+
 /* Special registers for 64-bit CPL 3 entry (long mode, paging, flat
  * segments of DPL 3, busy TSS loaded, no IDT so that any exception becomes a
  * triple fault, i.e. KVM_EXIT_SHUTDOWN).  Starts from the vCPU's current
