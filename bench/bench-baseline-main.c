@@ -41,6 +41,15 @@ int main(void) {
                 }
         }
 
+        double mps;
+        r = bench_unix_socketpair_msgrate_mps(200000, &mps);
+        if (r < 0) {
+                fprintf(stderr, "socketpair stream baseline failed: %s\n", strerror(-r));
+                ret = EXIT_FAILURE;
+        } else {
+                bench_report("baseline.unix_socketpair_msgrate_mps", mps, "msg/s");
+        }
+
         bench_print_table();
         return ret;
 }

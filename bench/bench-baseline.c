@@ -197,6 +197,76 @@ static int socketpair_oneway(int parent_cpu, int child_cpu, double *ret_p50, dou
         return r;
 }
 
+#define MSGRATE_REPS 5
+
+/* The receiving side of the stream: `count` messages, then a one-byte
+ * acknowledgement, until the parent closes its end. */
+_Noreturn static void stream_child(int fd, unsigned count) {
+        uint8_t buf[PINGPONG_MSG];
+
+        for (;;) {
+                for (unsigned i = 0; i < count; i++) {
+                        ssize_t n = recv_msg(fd, buf, sizeof(buf));
+                        if (n == 0 && i == 0)
+                                _exit(EXIT_SUCCESS);
+                        if (n != (ssize_t)sizeof(buf))
+                                _exit(EXIT_FAILURE);
+                }
+                if (send_all(fd, buf, 1) < 0)
+                        _exit(EXIT_FAILURE);
+        }
+}
+
+int bench_unix_socketpair_msgrate_mps(unsigned count, double *ret_mps) {
+        struct bench_samples s = {0};
+        uint8_t msg[PINGPONG_MSG] = {0}, ack;
+        int sv[2], status, r = 0;
+        pid_t pid;
+
+        if (count == 0)
+                return -EINVAL;
+        if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0)
+                return -errno;
+        _cleanup_close_ int fd = sv[0];
+        _cleanup_close_ int peer = sv[1];
+
+        fflush(stdout);
+        fflush(stderr);
+        pid = fork();
+        if (pid < 0)
+                return -errno;
+        if (pid == 0) {
+                fd = vmq_close(fd);
+                stream_child(peer, count);
+        }
+        peer = vmq_close(peer);
+
+        for (int rep = 0; r == 0 && rep < 1 + MSGRATE_REPS; rep++) {
+                uint64_t t0 = bench_now_ns();
+                for (unsigned i = 0; r == 0 && i < count; i++)
+                        r = send_all(fd, msg, sizeof(msg));
+                if (r == 0 && recv_msg(fd, &ack, 1) != 1)
+                        r = -EPROTO;
+                uint64_t ns = bench_now_ns() - t0;
+                if (r == 0 && rep > 0) /* the first warms up */
+                        r = bench_samples_add(&s, ns ? (double)count * 1e9 / (double)ns : 0);
+        }
+
+        fd = vmq_close(fd);
+        while (waitpid(pid, &status, 0) < 0)
+                if (errno != EINTR) {
+                        if (r == 0)
+                                r = -errno;
+                        break;
+                }
+        if (r == 0 && (!WIFEXITED(status) || WEXITSTATUS(status) != EXIT_SUCCESS))
+                r = -ECHILD;
+        if (r == 0)
+                *ret_mps = bench_median(&s);
+        bench_samples_free(&s);
+        return r;
+}
+
 int bench_unix_socketpair_oneway_us(double *ret_p50, double *ret_p99) {
         return socketpair_oneway(-1, -1, ret_p50, ret_p99);
 }

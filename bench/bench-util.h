@@ -74,4 +74,14 @@ int bench_unix_socketpair_oneway_us(double *ret_p50, double *ret_p99);
  * sched_setaffinity error for one this process may not use. */
 int bench_unix_socketpair_oneway_pinned_us(int cpu_a, int cpu_b, double *ret_p50, double *ret_p99);
 
+/*
+ * Message rate of a stream of 64-byte messages from one host process to
+ * another over an AF_UNIX SOCK_SEQPACKET socketpair, one send() and one
+ * recv() per message (what two programs use without vmq), in messages per
+ * second: the median of several reps of `count` messages, each timed from
+ * the first send to the receiver's acknowledgement of the last.  Returns 0
+ * or a negative errno.
+ */
+int bench_unix_socketpair_msgrate_mps(unsigned count, double *ret_mps);
+
 #endif /* VMQ_BENCH_UTIL_H */

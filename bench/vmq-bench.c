@@ -11,9 +11,22 @@
  *                             over a UNIX socketpair, one-way = RTT/2; the
  *                             ".same_cpu" variant lets the scheduler keep both
  *                             on one CPU
+ *   baseline.unix_socketpair_msgrate_mps
+ *                             a stream of 64-byte messages between two host
+ *                             processes over a UNIX socketpair
+ *   msgrate_mps.inline64.<exit|exitless>
+ *                             a stream of 64-byte messages guest to guest:
+ *                             one exit per message, or posted in batches
+ *                             and carried by the monitor's poller
+ *   exits_per_msg.inline64.<exit|exitless>
+ *                             VM exits (hypercalls and doorbells) of both
+ *                             guests per message of that stream
  *   oneway_p50_us.<path>, oneway_p99_us.<path>
  *                             guest-to-guest ping-pong, one-way = RTT/2, for
- *                             inline.immediate, inline.deferred,
+ *                             inline.immediate, inline.deferred (posted, no
+ *                             doorbell: drained at the WAIT exit),
+ *                             inline.exitless (posted both ways, doorbells
+ *                             only when the poller asks),
  *                             page_copy.immediate, page_flip.immediate
  *   throughput_gbps.<method>.<size>
  *                             guest-to-guest back-to-back page messages of
@@ -72,12 +85,16 @@ static void dump_console(struct vmq_vm *vm) {
                 vmq_vm_state_to_string(vmq_vm_state(vm)), vmq_vm_crash_reason(vm), buf);
 }
 
+/* Exits of both VMs of the last run(): hypercalls and doorbells. */
+static uint64_t last_exits;
+
 /*
- * Runs bench-tx with `args` (paired with bench-rx unless alone) and reads
- * the BENCHDATA keys into values.  Returns 0 or a negative errno.
+ * Runs bench-tx with `args` (paired with bench-rx, started with rx_args,
+ * unless alone) and reads the BENCHDATA keys into values.  Returns 0 or a
+ * negative errno.
  */
-static int run(const char *args, bool alone, enum vmq_transfer transfer, bool huge,
-               const char *const *keys, double *values, size_t nkeys) {
+static int run(const char *args, const char *rx_args, bool alone, enum vmq_transfer transfer,
+               bool huge, const char *const *keys, double *values, size_t nkeys) {
         struct vmq_vm_config tc, rc;
         struct vmq_vm *tx = NULL, *rx = NULL;
         int r;
@@ -90,7 +107,7 @@ static int run(const char *args, bool alone, enum vmq_transfer transfer, bool hu
                 tc.huge_size = 32 * MIB;
         vmq_vm_config_init(&rc);
         rc.name = "bench-rx";
-        rc.args = "";
+        rc.args = rx_args;
         rc.rx_size = 64 * MIB;
         if (huge)
                 rc.huge_rx_size = 32 * MIB;
@@ -126,6 +143,12 @@ static int run(const char *args, bool alone, enum vmq_transfer transfer, bool hu
                 goto out;
         }
         r = 0;
+        last_exits = 0;
+        for (struct vmq_vm *vm = tx; vm; vm = vm == tx ? rx : NULL) {
+                struct vmq_vm_stats st;
+                vmq_vm_get_stats(vm, &st);
+                last_exits += st.exits + st.doorbells;
+        }
         for (size_t i = 0; i < nkeys; i++) {
                 if (benchdata(tx, keys[i], &values[i]) < 0) {
                         fprintf(stderr, "vmq-bench: '%s' printed no %s\n", args, keys[i]);
@@ -199,7 +222,7 @@ int main(int argc, char **argv) {
                 const char *keys[] = {"exit_roundtrip_ns", "exit_roundtrip_p99_ns"};
                 double v[2];
                 snprintf(args, sizeof(args), "test=exit iters=%d", quick ? 20000 : 100000);
-                if (run(args, true, VMQ_TRANSFER_AUTO, false, keys, v, 2) == 0)
+                if (run(args, "", true, VMQ_TRANSFER_AUTO, false, keys, v, 2) == 0)
                         bench_report("exit_roundtrip_us", v[0] / 1000.0, "us");
                 else
                         failures++;
@@ -221,15 +244,45 @@ int main(int argc, char **argv) {
                 if (bench_unix_socketpair_oneway_us(&p50, &p99) == 0)
                         bench_report("unix_socketpair_oneway_us.same_cpu", p50, "us");
         }
+        {
+                double mps;
+                if (bench_unix_socketpair_msgrate_mps(quick ? 20000 : 200000, &mps) == 0)
+                        bench_report("baseline.unix_socketpair_msgrate_mps", mps, "msg/s");
+                else
+                        failures++;
+        }
+
+        /* Message rate: a stream of 64-byte messages, with and without
+         * exits. */
+        static const char *modes[] = {"exit", "exitless"};
+        for (size_t i = 0; i < 2; i++) {
+                const char *keys[] = {"msgrate_mps_p50", "msgrate_messages"};
+                double v[2];
+                char name[128];
+                snprintf(args, sizeof(args), "test=msgrate mode=%s size=64 count=%d reps=5",
+                         modes[i],
+                         quick    ? 20000
+                         : i == 0 ? 50000
+                                  : 500000);
+                if (run(args, "", false, VMQ_TRANSFER_AUTO, false, keys, v, 2) < 0) {
+                        failures++;
+                        continue;
+                }
+                snprintf(name, sizeof(name), "msgrate_mps.inline64.%s", modes[i]);
+                bench_report(name, v[0], "msg/s");
+                snprintf(name, sizeof(name), "exits_per_msg.inline64.%s", modes[i]);
+                bench_report(name, v[1] > 0 ? (double)last_exits / v[1] : -1, "exits");
+        }
 
         /* One-way latency. */
         static const struct {
-                const char *name, *args;
+                const char *name, *args, *rx_args;
         } paths[] = {
-                {"inline.immediate", "path=inline post=0 size=64"},
-                {"inline.deferred", "path=inline post=1 size=64"},
-                {"page_copy.immediate", "path=page_copy post=0 size=4096"},
-                {"page_flip.immediate", "path=page_flip post=0 size=4096"},
+                {"inline.immediate", "path=inline post=0 size=64", ""},
+                {"inline.deferred", "path=inline post=1 doorbell=0 size=64", ""},
+                {"inline.exitless", "path=inline post=1 size=64", "post=1"},
+                {"page_copy.immediate", "path=page_copy post=0 size=4096", ""},
+                {"page_flip.immediate", "path=page_flip post=0 size=4096", ""},
         };
         for (size_t i = 0; i < sizeof(paths) / sizeof(paths[0]); i++) {
                 const char *keys[] = {"oneway_p50_ns", "oneway_p99_ns"};
@@ -237,7 +290,7 @@ int main(int argc, char **argv) {
                 char name[128];
                 snprintf(args, sizeof(args), "test=latency %s iters=%d", paths[i].args,
                          quick ? 1000 : 5000);
-                if (run(args, false, VMQ_TRANSFER_AUTO, false, keys, v, 2) < 0) {
+                if (run(args, paths[i].rx_args, false, VMQ_TRANSFER_AUTO, false, keys, v, 2) < 0) {
                         failures++;
                         continue;
                 }
@@ -276,7 +329,8 @@ int main(int argc, char **argv) {
                                          "test=throughput method=%s size=%llu total=%llu reps=5",
                                          methods[mi], (unsigned long long)sizes[si].size,
                                          (unsigned long long)total);
-                                if (run(args, false, VMQ_TRANSFER_AUTO, huge, keys, &gbps, 1) < 0) {
+                                if (run(args, "", false, VMQ_TRANSFER_AUTO, huge, keys, &gbps, 1) <
+                                    0) {
                                         failures++;
                                         continue;
                                 }

@@ -39,7 +39,7 @@ int vmq_channel_open(struct vmq_monitor *m, uint32_t end_a, uint32_t end_b,
         if (end_a == end_b || cfg->transfer >= VMQ_TRANSFER_MAX || cfg->host_depth == 0)
                 return -EINVAL;
 
-        pthread_rwlock_wrlock(&m->rw);
+        vmq_monitor_wrlock(m);
         r = hello_for(m, end_a, &ida);
         if (r == 0)
                 r = hello_for(m, end_b, &idb);
@@ -143,7 +143,7 @@ static void close_locked(struct vmq_monitor *m, struct vmq_channel *ch, uint32_t
 
 int vmq_channel_close(struct vmq_monitor *m, uint32_t id) {
         int r = 0;
-        pthread_rwlock_wrlock(&m->rw);
+        vmq_monitor_wrlock(m);
         struct vmq_channel *ch = vmq_monitor_channel_locked(m, id);
         if (!ch)
                 r = -ENOENT;

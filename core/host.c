@@ -185,7 +185,7 @@ int vmq_channel_forget(struct vmq_monitor *m, uint32_t id) {
         struct vmq_host_entry *e;
         int r = 0;
 
-        pthread_rwlock_wrlock(&m->rw);
+        vmq_monitor_wrlock(m);
         struct vmq_channel *ch = vmq_monitor_channel_locked(m, id);
         if (!ch) {
                 r = -ENOENT;

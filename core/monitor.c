@@ -29,6 +29,7 @@ void vmq_monitor_config_init(struct vmq_monitor_config *cfg) {
         cfg->pool_2m_frames = 0;
         cfg->kick_signal = SIGUSR1;
         cfg->spin_ns = 50000;
+        cfg->poll_ns = VMQ_POLL_NS_DEFAULT;
         cfg->host_budget = VMQ_HOST_BUDGET_DEFAULT;
 }
 
@@ -72,6 +73,7 @@ int vmq_monitor_new(const struct vmq_monitor_config *cfg, struct vmq_monitor **r
         if (m->cfg.kick_signal <= 0)
                 m->cfg.kick_signal = SIGUSR1;
         m->kvm_fd = -1;
+        m->poll_epfd = m->poll_stop_fd = -1;
         m->event_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
         if (m->event_fd < 0) {
                 free(m);
@@ -79,6 +81,7 @@ int vmq_monitor_new(const struct vmq_monitor_config *cfg, struct vmq_monitor **r
         }
         pthread_rwlock_init(&m->rw, NULL);
         pthread_mutex_init(&m->host_lock, NULL);
+        pthread_mutex_init(&m->poll_lock, NULL);
         {
                 pthread_condattr_t ca;
                 pthread_condattr_init(&ca);
@@ -99,6 +102,10 @@ int vmq_monitor_new(const struct vmq_monitor_config *cfg, struct vmq_monitor **r
                 r = -errno;
                 goto fail;
         }
+
+        r = vmq_poller_init(m);
+        if (r < 0)
+                goto fail;
 
         if (m->cfg.host_budget == 0)
                 m->cfg.host_budget = VMQ_HOST_BUDGET_DEFAULT;
@@ -147,11 +154,13 @@ struct vmq_monitor *vmq_monitor_free(struct vmq_monitor *m) {
                 }
         }
         free(m->channels);
+        vmq_poller_fini(m);
         m->pool = vmq_pool_free(m->pool);
         m->kvm_fd = vmq_close(m->kvm_fd);
         m->event_fd = vmq_close(m->event_fd);
         pthread_rwlock_destroy(&m->rw);
         pthread_mutex_destroy(&m->host_lock);
+        pthread_mutex_destroy(&m->poll_lock);
         pthread_cond_destroy(&m->host_cond);
         free(m);
         return NULL;
@@ -163,6 +172,12 @@ bool vmq_monitor_has_huge(const struct vmq_monitor *m) {
 
 int vmq_monitor_event_fd(const struct vmq_monitor *m) {
         return m->event_fd;
+}
+
+void vmq_monitor_wrlock(struct vmq_monitor *m) {
+        atomic_fetch_add(&m->writers, 1);
+        pthread_rwlock_wrlock(&m->rw);
+        atomic_fetch_sub(&m->writers, 1);
 }
 
 void vmq_monitor_notify(struct vmq_monitor *m) {

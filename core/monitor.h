@@ -5,8 +5,8 @@
  * programs build on.  It does no logging: console output and state changes
  * are handed to callbacks, errors are negative errno values.
  *
- * Threads: the monitor runs one thread per vCPU and one doorbell thread per
- * VM.  All functions here are thread-safe.  Callbacks run on those threads
+ * Threads: the monitor runs one thread per vCPU, and one post-ring poller
+ * thread for all VMs (core/poller.c).  All functions here are thread-safe.  Callbacks run on those threads
  * and must not call back into the monitor for the same VM's lifecycle (start,
  * stop, destroy); doing I/O or signalling another thread is fine.
  */
@@ -44,6 +44,12 @@ struct vmq_monitor_config {
         bool require_huge;     /* fail if the hugetlb frames can't be had */
         int kick_signal;       /* signal used to interrupt KVM_RUN (0: SIGUSR1) */
         uint32_t spin_ns;      /* WAIT polls this long before sleeping */
+        /* The post-ring poller (one thread per monitor) keeps polling a
+         * micro-VM's post ring this long after the last request it found
+         * there, so that a guest posting steadily makes no exit; then it
+         * asks the guest for doorbells again.  0: it never polls, every
+         * post rings the doorbell.  Default VMQ_POLL_NS_DEFAULT. */
+        uint32_t poll_ns;
         /* Host memory budget: bytes that all guests' messages together may
          * hold in host inboxes (0: VMQ_HOST_BUDGET_DEFAULT).  Each VM has its
          * own as well (vmq_vm_config.host_budget).  A send past either is
@@ -70,6 +76,8 @@ struct vmq_monitor_config {
         void (*state_changed)(void *userdata, struct vmq_vm *vm, enum vmq_vm_state state);
         void *userdata;
 };
+
+#define VMQ_POLL_NS_DEFAULT 100000u /* 100 us, as vhost-net's poll-us=100 */
 
 /* Fills a config with the defaults. */
 void vmq_monitor_config_init(struct vmq_monitor_config *cfg);
@@ -177,6 +185,13 @@ int vmq_vm_start(struct vmq_vm *vm);
 int32_t vmq_vm_hypercall(struct vmq_vm *vm, unsigned vcpu, unsigned nr);
 /* The same for the doorbell port: drains the post ring. */
 void vmq_vm_doorbell(struct vmq_vm *vm);
+/* The doorbell as a guest's ioeventfd rings it: asynchronously, through
+ * the post-ring poller, which then polls the VM's post ring for a while
+ * (vmq_monitor_config.poll_ns) and sets vmcs->post_doorbell to 0 meanwhile.
+ * For host-driven VMs playing the notification protocol of core/vmq-abi.h.
+ * -EINVAL for a micro-VM that runs on KVM (its guest rings it), -ENODEV
+ * for a region VM. */
+int vmq_vm_ring_doorbell(struct vmq_vm *vm);
 /* Asks a running VM to stop: enqueues a SHUTDOWN descriptor, which the
  * guest SDK answers by exiting.  The caller stops it by force (vmq_vm_stop)
  * if it has not exited by the caller's deadline.  -EAGAIN: queue full;
@@ -204,10 +219,12 @@ const char *vmq_vm_crash_reason(const struct vmq_vm *vm);
 const char *vmq_vm_state_to_string(enum vmq_vm_state s);
 
 struct vmq_vm_stats {
-        uint64_t exits;    /* hypercall exits */
-        uint64_t sent;     /* requests accepted from this VM */
-        uint64_t posted;   /* of those, deferred (post ring) */
-        uint64_t received; /* descriptors enqueued to this VM */
+        uint64_t exits;     /* hypercall exits */
+        uint64_t doorbells; /* doorbells rung through the ioeventfd (each
+                             * is an exit the kernel handles) */
+        uint64_t sent;      /* requests accepted from this VM */
+        uint64_t posted;    /* of those, deferred (post ring) */
+        uint64_t received;  /* descriptors enqueued to this VM */
         uint64_t bytes_sent;
         uint64_t copies, flips, shares;
         uint64_t errors;           /* requests refused, all classes */

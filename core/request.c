@@ -27,6 +27,7 @@
  * own records.
  */
 #include <errno.h>
+#include <limits.h>
 #include <string.h>
 
 #include "core/util.h"
@@ -192,7 +193,7 @@ int32_t vmq_monitor_handle_request(struct vmq_vm *vm, const struct vmq_request *
         int side, to;
         int32_t r;
 
-        if (req->abi != VMQ_ABI_VERSION)
+        if (req->abi == 0 || req->abi > VMQ_ABI_VERSION)
                 return -VMQ_E_VERSION;
         if (req->src_vm != 0 && req->src_vm != vm->id)
                 return -VMQ_E_FORGED;
@@ -244,17 +245,39 @@ int32_t vmq_monitor_handle_request(struct vmq_vm *vm, const struct vmq_request *
 
 /* Drains the post ring; returns the number of requests taken. */
 int vmq_monitor_drain_posts_now(struct vmq_vm *vm) {
-        int taken = 0;
         pthread_mutex_lock(&vm->post_lock);
-        for (;;) {
+        int taken = vmq_monitor_drain_posts_locked(vm, INT_MAX);
+        pthread_mutex_unlock(&vm->post_lock);
+        return taken;
+}
+
+int vmq_monitor_drain_posts_locked(struct vmq_vm *vm, int max) {
+        uint32_t *word = &vm->vmcs->post_doorbell;
+        bool armed = false;
+        int taken = 0;
+        while (taken < max) {
                 struct vmq_request req;
                 int n = vmq_queue_count(&vm->postq);
                 if (n < 0) {
                         vmq_monitor_count_error(vm, VMQ_E_PROTO);
                         break;
                 }
-                if (n == 0)
-                        break;
+                if (n == 0) {
+                        /* Empty.  Unless the poller polls it, the guest
+                         * must ring after its next post; its word may
+                         * still say 0 from a polled or stalled spell.  Set
+                         * it, then look once more after the barrier (the
+                         * rule in core/vmq-abi.h).  Once per call: the
+                         * guest may write 0 again, and that is its own
+                         * loss, not a loop of ours. */
+                        if (armed || atomic_load(&vm->polled) ||
+                            __atomic_load_n(word, __ATOMIC_RELAXED) == 1)
+                                break;
+                        armed = true;
+                        __atomic_store_n(word, 1, __ATOMIC_RELAXED);
+                        atomic_thread_fence(memory_order_seq_cst);
+                        continue;
+                }
                 const void *slot = vmq_queue_peek(&vm->postq);
                 if (!slot)
                         break;
@@ -280,7 +303,6 @@ int vmq_monitor_drain_posts_now(struct vmq_vm *vm) {
                         (void)vmq_monitor_deliver(vm, &d); /* our queue full: only counted */
                 }
         }
-        pthread_mutex_unlock(&vm->post_lock);
         return taken;
 }
 

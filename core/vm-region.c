@@ -246,7 +246,7 @@ int vmq_vm_create_region(struct vmq_monitor *m, const struct vmq_vm_config *cfg,
                 return -ENOMEM;
         }
 
-        pthread_rwlock_wrlock(&m->rw);
+        vmq_monitor_wrlock(m);
         if (vmq_monitor_find_vm_locked(m, cfg->name)) {
                 pthread_rwlock_unlock(&m->rw);
                 vmq_vm_free_resources(vm);
@@ -337,7 +337,7 @@ void vmq_vm_region_doorbell(struct vmq_vm *vm) {
         pthread_rwlock_unlock(&m->rw);
         if (broken && !atomic_exchange(&vm->region_broken, true)) {
                 vmq_vm_set_state(vm, VMQ_VM_CRASHED, "guest scribbled over its shared region");
-                pthread_rwlock_wrlock(&m->rw);
+                vmq_monitor_wrlock(m);
                 vmq_monitor_vm_gone(m, vm);
                 pthread_rwlock_unlock(&m->rw);
         }

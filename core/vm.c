@@ -16,7 +16,6 @@
  */
 #include <errno.h>
 #include <fcntl.h>
-#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -130,10 +129,10 @@ void vmq_vm_free_resources(struct vmq_vm *vm) {
                         munmap(c->run, c->run_size);
                 c->fd = vmq_close(c->fd);
         }
+        vmq_poller_remove(vm);
         if (vm->doorbell_fd >= 0 && vm->vm_fd >= 0)
                 (void)vmq_kvm_ioeventfd(vm->vm_fd, VMQ_DOORBELL_PORT, 0, vm->doorbell_fd, false);
         vm->doorbell_fd = vmq_close(vm->doorbell_fd);
-        vm->stop_fd = vmq_close(vm->stop_fd);
         vm->vm_fd = vmq_close(vm->vm_fd);
         vm->space = vmq_space_free(vm->space);
         free(vm->rx_used);
@@ -230,6 +229,7 @@ void vmq_vm_init_vmcs(struct vmq_vm *vm, uint64_t image_end) {
         v->layout.post_slots_off = VMQ_VMCS_POST_SLOTS_OFF(q);
         v->layout.vcpus = c->vcpus;
         v->tsc_khz = vm->mon->tsc_khz;
+        v->post_doorbell = 1; /* until the poller polls it */
         if (vm->args)
                 memcpy(v->args, vm->args, strlen(vm->args) + 1);
 }
@@ -239,7 +239,7 @@ void vmq_vm_init_vmcs(struct vmq_vm *vm, uint64_t image_end) {
 static void vm_init_common(struct vmq_monitor *m, struct vmq_vm *vm) {
         vm->mon = m;
         atomic_init(&vm->stalled_on, VMQ_NO_VM);
-        vm->vm_fd = vm->doorbell_fd = vm->stop_fd = -1;
+        vm->vm_fd = vm->doorbell_fd = -1;
         for (unsigned i = 0; i < VMQ_MAX_VCPUS; i++)
                 vm->vcpus[i].fd = -1;
         pthread_mutex_init(&vm->rxq_lock, NULL);
@@ -392,9 +392,16 @@ int vmq_vm_create(struct vmq_monitor *m, const struct vmq_vm_config *cfg, const 
                 r = setup_kvm(vm, &boot, elf.entry);
                 if (r < 0)
                         goto fail;
+        } else {
+                /* The caller rings it (vmq_vm_ring_doorbell). */
+                vm->doorbell_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+                if (vm->doorbell_fd < 0) {
+                        r = -errno;
+                        goto fail;
+                }
         }
 
-        pthread_rwlock_wrlock(&m->rw);
+        vmq_monitor_wrlock(m);
         if (vmq_monitor_find_vm_locked(m, cfg->name)) {
                 pthread_rwlock_unlock(&m->rw);
                 r = -EEXIST;
@@ -432,10 +439,6 @@ static int setup_kvm(struct vmq_vm *vm, const struct vmq_x86_boot *boot, uint64_
         if (m->tsc_khz == 0)
                 m->tsc_khz = vmq_kvm_tsc_khz(vm->vcpus[0].fd);
 
-        r = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-        if (r < 0)
-                return -errno;
-        vm->stop_fd = r;
         r = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
         if (r < 0)
                 return -errno;
@@ -597,6 +600,9 @@ static bool handle_io(struct vmq_vcpu *c) {
         case VMQ_PORT_DOORBELL:
                 /* ioeventfd unavailable: the doorbell is an exit. */
                 atomic_fetch_add(&vm->st_exits, 1);
+                __atomic_store_n(&vm->vmcs->post_doorbells_seen,
+                                 (uint32_t)(atomic_fetch_add(&vm->st_doorbells, 1) + 1),
+                                 __ATOMIC_RELAXED);
                 vmq_vm_doorbell(vm);
                 return true;
         case VMQ_PORT_NOSYS:
@@ -726,29 +732,6 @@ static void *vcpu_thread(void *arg) {
         return NULL;
 }
 
-static void *doorbell_thread(void *arg) {
-        struct vmq_vm *vm = arg;
-        struct pollfd p[2] = {
-                {.fd = vm->doorbell_fd, .events = POLLIN},
-                {.fd = vm->stop_fd, .events = POLLIN},
-        };
-        for (;;) {
-                uint64_t v;
-                if (poll(p, 2, -1) < 0) {
-                        if (errno == EINTR)
-                                continue;
-                        break;
-                }
-                if (p[1].revents)
-                        break;
-                if (p[0].revents & POLLIN) {
-                        (void)!read(vm->doorbell_fd, &v, sizeof(v));
-                        vmq_vm_doorbell(vm);
-                }
-        }
-        return NULL;
-}
-
 static void kick_others(struct vmq_vm *vm, const struct vmq_vcpu *self) {
         int sig = vm->mon->cfg.kick_signal;
         /* Under state_lock: vmq_vm_stop() sets `joined` under it before it
@@ -763,10 +746,6 @@ static void kick_others(struct vmq_vm *vm, const struct vmq_vcpu *self) {
         }
         pthread_cond_broadcast(&vm->state_cond);
         pthread_mutex_unlock(&vm->state_lock);
-        if (vm->stop_fd >= 0) {
-                uint64_t one = 1;
-                (void)!write(vm->stop_fd, &one, sizeof(one));
-        }
 }
 
 int vmq_vm_start(struct vmq_vm *vm) {
@@ -807,11 +786,7 @@ int vmq_kvm_vm_start(struct vmq_vm *vm) {
         sigdelset(&all, SIGFPE);
         sigdelset(&all, SIGILL);
         pthread_sigmask(SIG_SETMASK, &all, &old);
-        if (vm->doorbell_fd >= 0) {
-                r = -pthread_create(&vm->doorbell_thread, NULL, doorbell_thread, vm);
-                if (r == 0)
-                        vm->doorbell_started = true;
-        }
+        r = vmq_poller_add(vm);
         for (unsigned i = 0; r == 0 && i < vm->nvcpus; i++) {
                 atomic_fetch_add(&vm->running_vcpus, 1);
                 r = -pthread_create(&vm->vcpus[i].thread, NULL, vcpu_thread, &vm->vcpus[i]);
@@ -847,8 +822,7 @@ int vmq_kvm_vm_stop(struct vmq_vm *vm) {
                 for (unsigned i = 0; i < vm->nvcpus; i++)
                         if (vm->vcpus[i].thread_started)
                                 pthread_join(vm->vcpus[i].thread, NULL);
-                if (vm->doorbell_started)
-                        pthread_join(vm->doorbell_thread, NULL);
+                vmq_poller_remove(vm);
         }
         vmq_vm_set_state(vm, VMQ_VM_STOPPED, NULL);
         return 0;
@@ -879,7 +853,7 @@ void vmq_vm_destroy(struct vmq_vm *vm) {
                 return;
         m = vm->mon;
         vmq_vm_stop(vm);
-        pthread_rwlock_wrlock(&m->rw);
+        vmq_monitor_wrlock(m);
         vmq_monitor_vm_gone(m, vm);
         vmq_monitor_revoke_shares(m, vm);
         vmq_host_vm_gone(m, vm);
@@ -925,6 +899,7 @@ const char *vmq_vm_crash_reason(const struct vmq_vm *vm) {
 void vmq_vm_get_stats(const struct vmq_vm *vm, struct vmq_vm_stats *ret) {
         memset(ret, 0, sizeof(*ret));
         ret->exits = atomic_load(&vm->st_exits);
+        ret->doorbells = atomic_load(&vm->st_doorbells);
         ret->sent = atomic_load(&vm->st_sent);
         ret->posted = atomic_load(&vm->st_posted);
         ret->received = atomic_load(&vm->st_received);

@@ -151,10 +151,14 @@ struct vmq_vm {
         struct vmq_vcpu vcpus[VMQ_MAX_VCPUS];
         _Atomic unsigned running_vcpus;
 
-        int doorbell_fd; /* ioeventfd on VMQ_DOORBELL_PORT */
-        int stop_fd;     /* eventfd that stops the doorbell thread */
-        pthread_t doorbell_thread;
-        bool doorbell_started;
+        /* The doorbell: the ioeventfd on VMQ_DOORBELL_PORT (a host-driven
+         * VM: an eventfd vmq_vm_ring_doorbell() writes), in the poller's
+         * epoll set while the VM runs (core/poller.c). */
+        int doorbell_fd;
+        bool poll_registered; /* under mon->poll_lock */
+        _Atomic bool polled;  /* the poller polls the post ring (vmcs
+                               * post_doorbell is 0) */
+        uint64_t poll_last;   /* poller thread: when it last found work */
 
         /* State and waiting, under state_lock. */
         pthread_mutex_t state_lock;
@@ -173,7 +177,7 @@ struct vmq_vm {
 
         /* Counters (atomics: read without locks). */
         _Atomic uint64_t st_exits, st_sent, st_posted, st_received, st_bytes_sent;
-        _Atomic uint64_t st_copies, st_flips, st_shares, st_errors;
+        _Atomic uint64_t st_copies, st_flips, st_shares, st_errors, st_doorbells;
         _Atomic uint64_t st_error[VMQ_E_MAX];
 };
 
@@ -225,10 +229,32 @@ struct vmq_monitor {
         _Atomic bool host_stalled; /* a sender waits for room at the host */
 
         int event_fd; /* see vmq_monitor_event_fd() */
+
+        /* Threads waiting to take rw for writing (vmq_monitor_wrlock): the
+         * poller stays off the lock while there are any. */
+        _Atomic int writers;
+
+        /* The post-ring poller (core/poller.c): its epoll set (doorbells
+         * and the stop eventfd) and its thread, started with the first VM
+         * that has a doorbell. */
+        pthread_mutex_t poll_lock;
+        int poll_epfd, poll_stop_fd;
+        pthread_t poll_thread;
+        bool poll_started;
 };
 
 /* monitor.c */
 void vmq_monitor_notify(struct vmq_monitor *m);
+/* pthread_rwlock_wrlock(&m->rw), counted in m->writers while it waits. */
+void vmq_monitor_wrlock(struct vmq_monitor *m);
+
+/* poller.c */
+int vmq_poller_init(struct vmq_monitor *m);
+void vmq_poller_fini(struct vmq_monitor *m);
+/* Puts a VM's doorbell in the poller's set (starting the thread the first
+ * time); 0 also when the VM has no doorbell eventfd. */
+int vmq_poller_add(struct vmq_vm *vm);
+void vmq_poller_remove(struct vmq_vm *vm);
 /* Lookups; caller holds mon->rw. */
 struct vmq_vm *vmq_monitor_find_vm_locked(struct vmq_monitor *m, const char *name);
 struct vmq_vm *vmq_monitor_find_vm_id_locked(struct vmq_monitor *m, uint32_t id);
@@ -264,6 +290,8 @@ int32_t vmq_monitor_handle_request(struct vmq_vm *vm, const struct vmq_request *
 /* Drains the post ring if it has anything (or a stalled head). */
 void vmq_monitor_drain_posts(struct vmq_vm *vm);
 int vmq_monitor_drain_posts_now(struct vmq_vm *vm);
+/* Takes up to max requests; caller holds vm->post_lock. */
+int vmq_monitor_drain_posts_locked(struct vmq_vm *vm, int max);
 /* Room appeared at vm: drains the senders stalled on it. */
 void vmq_monitor_retry_stalled(struct vmq_monitor *m, struct vmq_vm *vm);
 int vmq_monitor_queue_count(struct vmq_vm *vm);

@@ -12,6 +12,11 @@
  * Rules for evolving it:
  *   - Everything is little-endian, naturally aligned and fixed size.
  *   - Fields are only ever appended; VMQ_ABI_VERSION is bumped when they are.
+ *     A guest built for version N runs on a monitor of any version >= N (it
+ *     checks abi_version >= its own), and the monitor takes requests of
+ *     every version from 1 up to its own (the request layout is the same).
+ *   - Version 2 appended the notification words (vmcs.post_doorbell,
+ *     vmcs.post_doorbells_seen).
  *   - Every size and offset is pinned by a _Static_assert below.
  *
  * Direction markers on every field:
@@ -55,6 +60,28 @@
  * fields.  A write of any value to VMQ_DOORBELL_PORT asks the monitor to drain
  * the post ring without waiting for the answer (an ioeventfd doorbell).
  *
+ * Notifications (version 2)
+ * -------------------------
+ * Requests posted to the post ring need no exit while the monitor polls it.
+ * The monitor says which in vmcs.post_doorbell: 0 while it polls this VM's
+ * post ring, 1 once it has stopped (it set the word, then looked at the ring
+ * once more).  A guest that posts publishes its producer index, issues a
+ * full barrier (mfence or a locked instruction), then reads post_doorbell
+ * and rings the doorbell only when it reads 1.  Between the two barriers no
+ * request is left unseen: either the monitor's last look found it, or the
+ * guest saw 1 and rang.  The monitor counts the doorbells it has taken in
+ * vmcs.post_doorbells_seen (it stores the count, issues a full barrier,
+ * then drains); a guest that counts its own rings may skip the doorbell
+ * while its count is ahead of that one: a doorbell is still waiting, and
+ * the drain that follows it sees the new request.  The word is only advice: the monitor keeps
+ * its own state, and a guest that writes it only loses its own doorbells
+ * (its posts then wait for its next exit).  A request stalled at the head
+ * of the ring (the receiver is full) leaves the word at 0: the monitor
+ * carries it out when the receiver makes room, and asks for doorbells
+ * again once the ring is empty.
+ * The other direction needs no word: a guest waits for its queue with
+ * VMQ_HC_WAIT, and the monitor wakes only a vCPU that sleeps there.
+ *
  * The port rule, exactly: the VM may access the ports
  * [VMQ_PORT_FIRST, VMQ_PORT_END) (0x500-0x5ff) with any width (8, 16 or 32
  * bits), in or out, single or string (rep ins/outs), including a 32-bit
@@ -71,7 +98,7 @@
 #include <stdint.h>
 
 #define VMQ_ABI_MAGIC 0x31514d56u /* "VMQ1" little-endian */
-#define VMQ_ABI_VERSION 1u
+#define VMQ_ABI_VERSION 2u
 
 #define VMQ_PAGE_SIZE 4096u
 #define VMQ_PAGE_SHIFT 12u
@@ -323,6 +350,13 @@ struct vmq_vmcs {
         uint64_t tsc_khz;                       /* OUT guest TSC frequency (0: unknown) */
         char args[VMQ_ARGS_MAX];                /* OUT argument string given at creation,
                                   *     NUL-terminated ("key=value ...") */
+        /* Version 2. */
+        uint32_t post_doorbell;       /* OUT 1: ring the doorbell after posting;
+                                 *     0: the monitor is polling the post ring
+                                 *     (see "Notifications" at the top) */
+        uint32_t post_doorbells_seen; /* OUT doorbells the monitor has taken
+                                       *     from this VM, mod 2^32 */
+        uint32_t reserved2[14];       /* OUT 0 */
 };
 
 /* Offsets of the rings inside the VMCS, for a queue of qcap descriptors and
@@ -359,7 +393,10 @@ _Static_assert(__builtin_offsetof(struct vmq_vmcs, stats) == 200, "vmcs.stats");
 _Static_assert(__builtin_offsetof(struct vmq_vmcs, mbox) == 296, "vmcs.mbox");
 _Static_assert(__builtin_offsetof(struct vmq_vmcs, tsc_khz) == 1576, "vmcs.tsc_khz");
 _Static_assert(__builtin_offsetof(struct vmq_vmcs, args) == 1584, "vmcs.args");
-_Static_assert(sizeof(struct vmq_vmcs) == 1584 + 512, "vmcs size");
+_Static_assert(__builtin_offsetof(struct vmq_vmcs, post_doorbell) == 2096, "vmcs.post_doorbell");
+_Static_assert(__builtin_offsetof(struct vmq_vmcs, post_doorbells_seen) == 2100,
+               "vmcs.post_doorbells_seen");
+_Static_assert(sizeof(struct vmq_vmcs) == 2096 + 64, "vmcs size");
 _Static_assert(sizeof(struct vmq_vmcs) <= VMQ_PAGE_SIZE, "vmcs header fits a page");
 _Static_assert(VMQ_VMCS_GPA + VMQ_VMCS_MAX_SIZE <= VMQ_IMAGE_GPA, "vmcs below image");
 

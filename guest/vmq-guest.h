@@ -159,9 +159,13 @@ int vmq_send_pages(uint32_t ch, const void *pages, size_t len, uint32_t flags, u
  * fields); the SDK sets nothing.  Same returns as above. */
 int vmq_send_request(const struct vmq_request *req);
 
-/* Deferred sends: write the request into the post ring without an exit.  The
- * monitor carries it out at this VM's next exit of any kind, on
- * vmq_doorbell() or on vmq_flush().  The payload (inline data is copied into
+/* Posted sends: write the request into the post ring without an exit.  The
+ * monitor's poller carries it out while it polls this VM's post ring (for a
+ * while after the last request it found, 100 us by default), and else the
+ * SDK rings the doorbell after posting, because the monitor said so in
+ * vmcs->post_doorbell (see "Notifications" in core/vmq-abi.h): a guest that
+ * posts steadily makes no exit at all.  The monitor also drains the ring at
+ * this VM's next exit of any kind and on vmq_flush().  The payload (inline data is copied into
  * the ring now; pages are read only when the monitor carries the request
  * out) must stay untouched until then.  A posted request that fails comes
  * back as a VMQ_DESC_ERROR descriptor on this VM's own queue (error =
@@ -177,6 +181,40 @@ int vmq_post_pages(uint32_t ch, const void *pages, size_t len, uint32_t flags, u
 /* Posts a request verbatim (nothing is fixed up). */
 int vmq_post_request(const struct vmq_request *req);
 
+/*
+ * Batches: fill several slots of the post ring in place, then publish them
+ * with one index store and at most one doorbell.  vmq_post_room() is the
+ * number of free slots now; vmq_post_slot(i) is the i-th of them (i below
+ * the room; fill it completely, starting from vmq_request_init());
+ * vmq_post_commit(n) publishes the first n.  Example, 64-byte messages:
+ *
+ *     uint32_t n = vmq_post_room();
+ *     for (uint32_t i = 0; i < n; i++) {
+ *             struct vmq_request *s = vmq_post_slot(i);
+ *             vmq_request_init(s);
+ *             s->op = VMQ_OP_INLINE, s->channel = ch, s->len = 64;
+ *             memcpy(s->data, msg[i], 64);
+ *     }
+ *     vmq_post_commit(n);
+ *
+ * vCPU 0 only, like every posting call.  vmq_post_slot() returns NULL when
+ * the VM has no post ring or i is past its capacity.
+ */
+uint32_t vmq_post_room(void);
+struct vmq_request *vmq_post_slot(uint32_t i);
+void vmq_post_commit(uint32_t n);
+
+/* The notification step every posting call ends with: a full barrier, then
+ * the doorbell if the monitor asked for one.  Returns whether it rang.  For
+ * code that writes the ring itself, or after vmq_set_post_doorbell(false). */
+bool vmq_post_notify(void);
+
+/* true (the default): posting calls end with vmq_post_notify().  false:
+ * they never ring; posted requests wait for the poller if it happens to
+ * poll this VM, for the next exit, for vmq_flush() or for vmq_doorbell()
+ * (the "natural exit" mode, which batches a whole burst into one exit). */
+void vmq_set_post_doorbell(bool on);
+
 /* Number of posted requests the monitor has not carried out yet.  The
  * monitor takes requests in order and moves its index past one only after
  * carrying it out, so when this drops to k, every request but the last k
@@ -188,8 +226,9 @@ uint32_t vmq_post_pending(void);
 /* Capacity of the post ring (0: none). */
 uint32_t vmq_post_capacity(void);
 
-/* Rings the doorbell (`outb` to VMQ_DOORBELL_PORT, an ioeventfd): the
- * monitor drains the post ring soon, asynchronously; there is no answer. */
+/* Rings the doorbell (`outb` to VMQ_DOORBELL_PORT, an ioeventfd) whatever
+ * vmcs->post_doorbell says: the monitor drains the post ring soon,
+ * asynchronously, and polls it for a while; there is no answer. */
 void vmq_doorbell(void);
 
 /* VMQ_HC_FLUSH: the monitor drains the post ring now.  Returns the number of
@@ -218,6 +257,13 @@ int vmq_try_recv(struct vmq_desc *ret);
  * far more), then blocks in the monitor (VMQ_HC_WAIT).  Returns 0 with *ret
  * filled, -VMQ_E_TIMEDOUT, or another -VMQ_E_*.  vCPU 0 only. */
 int vmq_recv(struct vmq_desc *ret, uint64_t timeout_ns);
+
+/* Dequeues up to n descriptors into ret[0..n): waits for the first as
+ * vmq_recv() does, then takes whatever else is there with one update of
+ * the queue's index.  Returns how many (>= 1), or -VMQ_E_* as vmq_recv();
+ * -VMQ_E_INVAL for n == 0.  A SHUTDOWN descriptor ends the batch (the
+ * shutdown handler runs after the batch is taken).  vCPU 0 only. */
+int vmq_recv_batch(struct vmq_desc *ret, size_t n, uint64_t timeout_ns);
 
 /* Sets how long vmq_recv() spins before blocking (0: block at once).
  * Measured with the TSC when its rate is known, else as a fixed number of

@@ -218,7 +218,7 @@ static int attach(struct vmq_ivshmem *v) {
                 return -EPROTO;
         if (__atomic_load_n(&vmcs->magic, __ATOMIC_ACQUIRE) != VMQ_ABI_MAGIC)
                 return -EAGAIN;
-        if (vmcs->abi_version != VMQ_ABI_VERSION)
+        if (vmcs->abi_version < VMQ_ABI_VERSION)
                 return -EPROTONOSUPPORT;
         memcpy(&l, (const void *)&vmcs->layout, sizeof(l));
         if (l.transport != VMQ_TRANSPORT_IVSHMEM)

@@ -7,11 +7,14 @@
  * wake-up.  For a PAGE message it reads one byte of every 4 KiB page of
  * [gpa, gpa + len) (so a flip pays its refaults, a copy its copy), releases
  * the run, and answers BENCH_TAG_LAST messages with an ACK.  INLINE pings are
- * answered at once with the same data.
+ * answered at once with the same data; other INLINE messages are counted,
+ * and one tagged BENCH_TAG_LAST is answered with an ACK (a msgrate stream).
+ * Descriptors are taken in batches (vmq_recv_batch).
  *
  * Arguments:
  *   spin_us=N   spin before blocking, microseconds (default 200)
- *   post=0|1    send replies immediately (default) or posted + doorbell
+ *   post=0|1    send replies immediately (default) or posted (exitless
+ *               while the monitor polls, else with a doorbell)
  *
  * Console:
  *   bench-rx: start vm=<id> name=<name> spin_us=<N> post=<0|1>
@@ -34,14 +37,12 @@ static void reply(uint32_t ch, const void *data, size_t len, uint64_t tag) {
         }
         if (r < 0)
                 vmq_printf("bench-rx: reply failed channel=%u error=%s\n", ch, vmq_strerror(r));
-        else if (post)
-                vmq_doorbell();
 }
 
 int vmq_main(void) {
         uint64_t spin_us = vmq_arg_u64("spin_us", 200), messages = 0, bytes = 0, pages = 0;
         volatile uint8_t sum = 0;
-        struct vmq_desc d;
+        static struct vmq_desc batch[32];
         int r;
 
         post = vmq_arg_u64("post", 0) != 0;
@@ -49,45 +50,53 @@ int vmq_main(void) {
         vmq_printf("bench-rx: start vm=%u name=%s spin_us=%lu post=%u\n", vmq_self()->vm_id,
                    vmq_self()->name, spin_us, post);
         for (;;) {
-                r = vmq_recv(&d, UINT64_MAX);
+                r = vmq_recv_batch(batch, sizeof(batch) / sizeof(batch[0]), UINT64_MAX);
                 if (r < 0) {
                         vmq_printf("bench-rx: recv failed error=%s\n", vmq_strerror(r));
                         return 1;
                 }
-                switch (d.kind) {
-                case VMQ_DESC_HELLO:
-                        image_print_hello("bench-rx", &d);
-                        break;
-                case VMQ_DESC_INLINE:
-                        if (d.tag == VMQ_TAG_DONE) {
-                                vmq_printf("bench-rx: done messages=%lu bytes=%lu pages=%lu\n",
-                                           messages, bytes, pages);
-                                return 0;
-                        }
-                        messages++;
-                        bytes += d.len;
-                        if (d.tag == BENCH_TAG_PING)
-                                reply(d.channel, d.data, d.len, d.tag);
-                        break;
-                case VMQ_DESC_PAGE: {
-                        const volatile uint8_t *p = vmq_desc_pages(&d);
+                for (int i = 0; i < r; i++) {
+                        const struct vmq_desc d = batch[i];
 
-                        for (uint64_t off = 0; off < d.len; off += VMQ_PAGE_SIZE) {
-                                sum += p[off];
-                                pages++;
+                        switch (d.kind) {
+                        case VMQ_DESC_HELLO:
+                                image_print_hello("bench-rx", &d);
+                                break;
+                        case VMQ_DESC_INLINE:
+                                if (d.tag == VMQ_TAG_DONE) {
+                                        vmq_printf(
+                                                "bench-rx: done messages=%lu bytes=%lu pages=%lu\n",
+                                                messages, bytes, pages);
+                                        return 0;
+                                }
+                                messages++;
+                                bytes += d.len;
+                                if (d.tag == BENCH_TAG_PING)
+                                        reply(d.channel, d.data, d.len, d.tag);
+                                else if (d.tag & BENCH_TAG_LAST)
+                                        reply(d.channel, &d.tag, sizeof(d.tag), BENCH_TAG_ACK);
+                                break;
+                        case VMQ_DESC_PAGE: {
+                                const volatile uint8_t *p = vmq_desc_pages(&d);
+
+                                for (uint64_t off = 0; off < d.len; off += VMQ_PAGE_SIZE) {
+                                        sum += p[off];
+                                        pages++;
+                                }
+                                r = vmq_release(vmq_desc_pages(&d), d.len);
+                                if (r < 0)
+                                        vmq_printf("bench-rx: release failed error=%s\n",
+                                                   vmq_strerror(r));
+                                messages++;
+                                bytes += d.len;
+                                if (d.tag & BENCH_TAG_LAST)
+                                        reply(d.channel, &d.tag, sizeof(d.tag), BENCH_TAG_ACK);
+                                break;
                         }
-                        r = vmq_release(vmq_desc_pages(&d), d.len);
-                        if (r < 0)
-                                vmq_printf("bench-rx: release failed error=%s\n", vmq_strerror(r));
-                        messages++;
-                        bytes += d.len;
-                        if (d.tag & BENCH_TAG_LAST)
-                                reply(d.channel, &d.tag, sizeof(d.tag), BENCH_TAG_ACK);
-                        break;
-                }
-                default:
-                        image_print_other("bench-rx", &d);
-                        break;
+                        default:
+                                image_print_other("bench-rx", &d);
+                                break;
+                        }
                 }
         }
 }

@@ -13,8 +13,10 @@
  *                                     4096) sent with COPY or FLIP and
  *                                     answered by an inline ACK
  *   post=0|1        immediate sends, or posted requests
- *   doorbell=1|0    with post=1: ring the doorbell after posting (default),
- *                   or let the next exit (the WAIT for the reply) drain them
+ *   doorbell=1|0    with post=1: ring the doorbell when the monitor asks
+ *                   for one (default: exitless while the monitor polls), or
+ *                   never, so that the next exit (the WAIT for the reply)
+ *                   drains them (the "natural exit" mode)
  *   iters=N         timed round trips (default 10000), after warmup=W
  *                   untimed ones (default min(iters / 10, 1000))
  *   spin_us=N       spin on the queue before blocking (default 200)
@@ -24,6 +26,18 @@
  *   BENCHDATA oneway_p99_ns <v>
  *   BENCHDATA rtt_p50_ns <v>
  *   BENCHDATA samples <n>
+ *
+ * test=msgrate: a stream of inline messages, none answered but the last.
+ *   mode=exit|exitless  one VMQ_HC_SEND exit per message, or posted in
+ *                   batches (vmq_post_room/slot/commit), without exits
+ *                   while the monitor polls
+ *   size=S          bytes per message (default 64, at most 96)
+ *   count=N         messages per rep (default 200000); the last is tagged
+ *                   BENCH_TAG_LAST and bench-rx answers it with an ACK
+ *   reps=R          timed reps (default 5) after warmup=W (default 1)
+ *   A rep runs from the first request to the ACK.
+ *   BENCHDATA msgrate_mps_p50 <median over reps of messages per second>
+ *   BENCHDATA msgrate_messages <messages in all reps, warm-up included>
  *
  * test=exit: the raw exit round trip (VMQ_HC_NOP), no peer needed.
  *   iters=N (default 100000) in batches of batch=B (default 100) NOPs; the
@@ -114,8 +128,6 @@ static void send_inline(const void *data, size_t len, uint64_t tag) {
                 vmq_cpu_relax();
         if (r < 0)
                 fail("send", r);
-        if (post && doorbell)
-                vmq_doorbell();
 }
 
 static void send_pages(const void *p, size_t len, uint32_t flags, uint64_t tag) {
@@ -126,8 +138,6 @@ static void send_pages(const void *p, size_t len, uint32_t flags, uint64_t tag) 
                 vmq_cpu_relax();
         if (r < 0)
                 fail("send", r);
-        if (post && doorbell)
-                vmq_doorbell();
 }
 
 static uint64_t *alloc_samples(uint64_t n) {
@@ -165,6 +175,7 @@ static int latency(void) {
         warmup = vmq_arg_u64("warmup", warmup);
         vmq_arg_str("path", path, sizeof(path));
         doorbell = vmq_arg_u64("doorbell", 1) != 0;
+        vmq_set_post_doorbell(doorbell);
         if (!strcmp(path, "inline"))
                 page = false;
         else if (!strcmp(path, "page_copy"))
@@ -215,6 +226,94 @@ static int latency(void) {
         vmq_printf("BENCHDATA oneway_p99_ns %lu\n", vmq_tsc_to_ns(s[pct(n, 99)]) / 2);
         vmq_printf("BENCHDATA rtt_p50_ns %lu\n", vmq_tsc_to_ns(s[pct(n, 50)]));
         vmq_printf("BENCHDATA samples %lu\n", n);
+        return 0;
+}
+
+/* Posts `left` (at most) messages of the stream in one batch; returns how
+ * many went. */
+static uint64_t post_batch(const uint8_t *data, uint64_t size, uint64_t first, uint64_t left,
+                           uint64_t count) {
+        uint32_t room = vmq_post_room();
+
+        if (room > left)
+                room = (uint32_t)left;
+        for (uint32_t i = 0; i < room; i++) {
+                struct vmq_request *s = vmq_post_slot(i);
+                uint64_t m = first + i;
+
+                vmq_request_init(s);
+                s->op = VMQ_OP_INLINE;
+                s->channel = channel;
+                s->len = (uint32_t)size;
+                s->tag = m + 1 == count ? BENCH_TAG_LAST | m : m;
+                memcpy(s->data, data, size);
+        }
+        vmq_post_commit(room);
+        return room;
+}
+
+static int msgrate(void) {
+        char mode[16] = "exitless";
+        uint64_t size = vmq_arg_u64("size", 64), count = vmq_arg_u64("count", 200000);
+        uint64_t reps = vmq_arg_u64("reps", 5), warmup = vmq_arg_u64("warmup", 1), *s;
+        uint8_t data[VMQ_INLINE_MAX];
+        bool exitless;
+
+        vmq_arg_str("mode", mode, sizeof(mode));
+        if (!strcmp(mode, "exit"))
+                exitless = false;
+        else if (!strcmp(mode, "exitless"))
+                exitless = true;
+        else {
+                vmq_printf("bench-tx: failed bad mode=%s\n", mode);
+                return 2;
+        }
+        if (size > VMQ_INLINE_MAX || !count || !reps) {
+                vmq_printf("bench-tx: failed bad size=%lu count=%lu reps=%lu\n", size, count, reps);
+                return 2;
+        }
+        if (exitless && !vmq_post_capacity()) {
+                vmq_printf("bench-tx: failed no post ring\n");
+                return 1;
+        }
+        memset(data, 0x5a, sizeof(data));
+        s = alloc_samples(reps);
+        wait_hello();
+        for (uint64_t r = 0; r < warmup + reps; r++) {
+                uint64_t t0 = vmq_rdtsc();
+
+                for (uint64_t m = 0; m < count;) {
+                        if (exitless) {
+                                uint64_t k = post_batch(data, size, m, count - m, count);
+
+                                if (!k)
+                                        vmq_cpu_relax(); /* ring full: the poller is behind */
+                                m += k;
+                        } else {
+                                int e = vmq_send_inline(channel, data, size,
+                                                        m + 1 == count ? BENCH_TAG_LAST | m : m);
+
+                                if (e == -VMQ_E_AGAIN) {
+                                        vmq_cpu_relax();
+                                        continue;
+                                }
+                                if (e < 0)
+                                        fail("send", e);
+                                m++;
+                        }
+                }
+                wait_reply(BENCH_TAG_ACK);
+                if (r >= warmup)
+                        s[r - warmup] = vmq_tsc_to_ns(vmq_rdtsc() - t0);
+        }
+        vmq_sort_u64(s, reps);
+        {
+                uint64_t ns = s[pct(reps, 50)];
+                uint64_t mps = ns ? count * 1000000000ull / ns : 0;
+
+                vmq_printf("BENCHDATA msgrate_mps_p50 %lu\n", mps);
+                vmq_printf("BENCHDATA msgrate_messages %lu\n", count * (warmup + reps));
+        }
         return 0;
 }
 
@@ -354,6 +453,8 @@ int vmq_main(void) {
                 r = latency();
         else if (!strcmp(test, "throughput"))
                 r = throughput();
+        else if (!strcmp(test, "msgrate"))
+                r = msgrate();
         else if (!strcmp(test, "exit"))
                 r = exit_rt();
         else if (!strcmp(test, "memcpy"))
@@ -366,6 +467,8 @@ int vmq_main(void) {
                 return r;
         if (channel) {
                 post = false;
+                while (vmq_post_pending() > 0) /* the stream goes first */
+                        (void)vmq_flush();
                 send_inline("done", 4, VMQ_TAG_DONE);
         }
         vmq_printf("bench-tx: done test=%s\n", test);

@@ -9,7 +9,9 @@
  *
  * The post ring: we produce requests, the monitor consumes.  We load the
  * consumer index with acquire (the slot we are about to overwrite has been
- * read), write the slot, then publish with a release store.
+ * read), write the slot, then publish with a release store.  Then comes the
+ * notification rule of core/vmq-abi.h: a full barrier, and a doorbell only
+ * when the monitor's word post_doorbell asks for one (it is not polling).
  *
  * Both rings' geometry is read from the VMCS once at start-up and checked;
  * our own indices are read back from the VMCS (we are their only writer).
@@ -34,6 +36,13 @@ static struct peer peers[VMQ_PEERS_MAX];
 
 /* How long vmq_recv() spins before it blocks. */
 static uint64_t spin_ns = 30000;
+
+/* Doorbells rung, mod 2^32 (vmcs.post_doorbells_seen is the monitor's
+ * count of those it has taken). */
+static uint32_t rings;
+
+/* Whether posting rings the doorbell when the monitor asks for one. */
+static bool post_notify = true;
 
 static bool is_pow2(uint32_t v) {
         return v && !(v & (v - 1));
@@ -122,8 +131,31 @@ int vmq_flush(void) {
 }
 
 void vmq_doorbell(void) {
+        rings++;
         __asm__ volatile("outb %%al, %%dx" ::"a"((uint8_t)1), "d"((uint16_t)VMQ_DOORBELL_PORT)
                          : "memory");
+}
+
+
+bool vmq_post_notify(void) {
+        /* The producer index is published; the barrier orders that store
+         * before the load of the monitor's word (it does the mirror image:
+         * stores the word, barrier, looks at our index). */
+        __atomic_thread_fence(__ATOMIC_SEQ_CST);
+        if (!__atomic_load_n(&vmq__vmcs->post_doorbell, __ATOMIC_RELAXED))
+                return false;
+        /* A doorbell of ours is still waiting for the monitor: the drain
+         * that follows it will see this request.  (A monitor slow to wake
+         * would otherwise get a doorbell for every request posted
+         * meanwhile.) */
+        if (__atomic_load_n(&vmq__vmcs->post_doorbells_seen, __ATOMIC_RELAXED) != rings)
+                return false;
+        vmq_doorbell();
+        return true;
+}
+
+void vmq_set_post_doorbell(bool on) {
+        post_notify = on;
 }
 
 /* Returns the slot to fill, or NULL when the ring stays full. */
@@ -149,6 +181,8 @@ static struct vmq_request *post_slot(uint32_t *ret_prod) {
 
 static void post_publish(uint32_t prod) {
         __atomic_store_n(&post.idx->prod, prod + 1, __ATOMIC_RELEASE);
+        if (post_notify)
+                (void)vmq_post_notify();
 }
 
 static int post_common(uint16_t op, uint32_t ch, const void *data, uint64_t gpa, size_t len,
@@ -218,6 +252,36 @@ uint32_t vmq_post_pending(void) {
 
 uint32_t vmq_post_capacity(void) {
         return post.cap;
+}
+
+uint32_t vmq_post_room(void) {
+        uint32_t prod, cons, used;
+
+        if (!post.cap)
+                return 0;
+        prod = __atomic_load_n(&post.idx->prod, __ATOMIC_RELAXED);
+        cons = __atomic_load_n(&post.idx->cons, __ATOMIC_ACQUIRE);
+        used = prod - cons;
+        return used < post.cap ? post.cap - used : 0;
+}
+
+struct vmq_request *vmq_post_slot(uint32_t i) {
+        uint32_t prod;
+
+        if (!post.cap || i >= post.cap)
+                return NULL;
+        prod = __atomic_load_n(&post.idx->prod, __ATOMIC_RELAXED) + i;
+        return (struct vmq_request *)(post.slots +
+                                      (size_t)(prod & (post.cap - 1)) * sizeof(struct vmq_request));
+}
+
+void vmq_post_commit(uint32_t n) {
+        uint32_t prod;
+
+        if (!post.cap || n == 0)
+                return;
+        prod = __atomic_load_n(&post.idx->prod, __ATOMIC_RELAXED);
+        post_publish(prod + n - 1);
 }
 
 /* ---- receiving ---- */
@@ -370,6 +434,40 @@ int vmq_recv(struct vmq_desc *ret, uint64_t timeout_ns) {
                         left = deadline - now;
                 }
         }
+}
+
+int vmq_recv_batch(struct vmq_desc *ret, size_t n, uint64_t timeout_ns) {
+        uint32_t prod, cons;
+        size_t got = 1;
+        int r;
+
+        if (n == 0)
+                return -VMQ_E_INVAL;
+        r = vmq_recv(&ret[0], timeout_ns);
+        if (r < 0)
+                return r;
+        if (ret[0].kind == VMQ_DESC_SHUTDOWN)
+                return 1;
+        /* The rest in one go: one acquire of the producer index, one
+         * release of ours. */
+        prod = __atomic_load_n(&queue.idx->prod, __ATOMIC_ACQUIRE);
+        cons = __atomic_load_n(&queue.idx->cons, __ATOMIC_RELAXED);
+        if ((uint32_t)(prod - cons) > queue.cap)
+                return (int)got; /* the next call reports it */
+        while (got < n && cons != prod) {
+                struct vmq_desc *d = &ret[got++];
+
+                memcpy(d, queue.slots + (size_t)(cons & (queue.cap - 1)) * sizeof(*d), sizeof(*d));
+                cons++;
+                if (d->kind == VMQ_DESC_HELLO || d->kind == VMQ_DESC_CLOSE)
+                        peer_note(d);
+                if (d->kind == VMQ_DESC_SHUTDOWN)
+                        break;
+        }
+        __atomic_store_n(&queue.idx->cons, cons, __ATOMIC_RELEASE);
+        if (ret[got - 1].kind == VMQ_DESC_SHUTDOWN && got > 1 && shutdown_handler)
+                shutdown_handler();
+        return (int)got;
 }
 
 int vmq_release(const void *pages, size_t len) {

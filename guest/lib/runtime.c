@@ -173,7 +173,7 @@ void vmq_guest_init(uint64_t vmcs_gpa) {
         static const char bad_layout[] = "vmq: impossible VMCS ring layout\n";
 
         vmq__vmcs = (struct vmq_vmcs *)(uintptr_t)vmcs_gpa;
-        if (vmq__vmcs->magic != VMQ_ABI_MAGIC || vmq__vmcs->abi_version != VMQ_ABI_VERSION) {
+        if (vmq__vmcs->magic != VMQ_ABI_MAGIC || vmq__vmcs->abi_version < VMQ_ABI_VERSION) {
                 vmq_console_write(bad_magic, sizeof(bad_magic) - 1);
                 vmq_exit(125);
         }
