@@ -36,18 +36,43 @@
  *                             interleaved rounds of 5 reps, and the figure is
  *                             the median of the rounds
  *
+ *   boot_us.raw_kvm           a bare KVM VM (4 MiB of anonymous memory, the
+ *                             same 64-bit CPL 3 entry) from KVM_CREATE_VM to
+ *                             its first hypercall: the floor of a start
+ *   boot_us.core              vmq_vm_create() + vmq_vm_start() of the boot
+ *                             image (16 MiB, one vCPU) to its first
+ *                             hypercall (its exit); medians over 50 starts,
+ *                             interleaved with the raw ones
+ *   idle_cpu_pct.<n>vm        CPU used by the whole process (the monitor and
+ *                             its VMs) over 10 s while n echo VMs (4 MiB)
+ *                             wait for messages, in percent of one CPU
+ *   idle_kib_per_vm           host memory per idle VM beyond its guest RAM:
+ *                             the growth of used memory (MemTotal -
+ *                             MemAvailable) less that of shared memory
+ *                             (guest RAM is a memfd), divided by n
+ *   idle_threads_per_vm       threads of the process per idle VM (its vCPU
+ *                             included)
+ *
  * Output: one line "BENCH <name> <value> <unit>" per figure, then a table.
- * Usage: vmq-bench [--quick] [--guest-dir DIR]
+ * Usage: vmq-bench [--quick] [--guest-dir DIR] [--idle-vms N (default 1000; 0: skip)]
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <sys/resource.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
 #include "bench/bench-util.h"
+#include "core/elf.h"
+#include "core/kvm.h"
 #include "core/monitor.h"
+#include "core/util.h"
+#include "core/x86.h"
 #include "tests/test-util.h"
 
 #define MIB (1024ull * 1024ull)
@@ -55,7 +80,8 @@
 
 static const char *guest_dir = VMQ_GUEST_DIR;
 static struct vmq_monitor *mon;
-static bool quick;
+static bool quick, skip_idle;
+static int idle_vms = 1000;
 
 static char *image_path(const char *name) {
         static char path[4096];
@@ -164,6 +190,234 @@ out:
         return r;
 }
 
+/* ---- starts ---- */
+
+#define RAW_MEM (4ull << 20)
+
+/* One bare KVM VM, from KVM_CREATE_VM to its first port I/O exit; returns
+ * the time in ns, or a negative errno.  Teardown is not timed. */
+static double raw_kvm_boot_ns(int kvm_fd) {
+        /* mov $0x507,%dx; in (%dx),%eax; jmp . */
+        static const uint8_t code[] = {0x66, 0xba, 0x07, 0x05, 0xed, 0xeb, 0xfe};
+        static const struct vmq_x86_map maps[] = {
+                {.gpa = VMQ_VMCS_GPA,
+                 .size = RAW_MEM - VMQ_VMCS_GPA,
+                 .user = true,
+                 .writable = true},
+        };
+        struct kvm_run *run = NULL;
+        size_t run_size = 0;
+        struct vmq_x86_boot boot;
+        struct kvm_sregs sregs;
+        struct kvm_regs regs;
+        uint8_t *mem = MAP_FAILED;
+        int vm_fd = -1, vcpu_fd = -1;
+        double r = -EIO;
+
+        uint64_t t0 = bench_now_ns();
+        vm_fd = vmq_kvm_create_vm(kvm_fd);
+        if (vm_fd < 0)
+                return vm_fd;
+        mem = mmap(NULL, RAW_MEM, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (mem == MAP_FAILED)
+                goto out;
+        memcpy(mem + VMQ_IMAGE_GPA, code, sizeof(code));
+        if (vmq_x86_build(mem + VMQ_SYSTEM_GPA, maps, 1, &boot) < 0 ||
+            vmq_kvm_set_memslot(vm_fd, 0, 0, RAW_MEM, mem, 0) < 0)
+                goto out;
+        vcpu_fd = vmq_kvm_create_vcpu(kvm_fd, vm_fd, 0, &run, &run_size);
+        if (vcpu_fd < 0 || ioctl(vcpu_fd, KVM_GET_SREGS, &sregs) < 0)
+                goto out;
+        vmq_x86_setup_sregs(&boot, &sregs);
+        vmq_x86_setup_regs(VMQ_IMAGE_GPA, RAW_MEM, 0, VMQ_VMCS_GPA, &regs);
+        if (ioctl(vcpu_fd, KVM_SET_SREGS, &sregs) < 0 || ioctl(vcpu_fd, KVM_SET_REGS, &regs) < 0)
+                goto out;
+        while (ioctl(vcpu_fd, KVM_RUN, 0) < 0)
+                if (errno != EINTR && errno != EAGAIN)
+                        goto out;
+        if (run->exit_reason == KVM_EXIT_IO && run->io.port == VMQ_HC_PORT_BASE + VMQ_HC_NOP)
+                r = (double)(bench_now_ns() - t0);
+out:
+        if (run)
+                munmap(run, run_size);
+        if (mem != MAP_FAILED)
+                munmap(mem, RAW_MEM);
+        vmq_close(vcpu_fd);
+        vmq_close(vm_fd);
+        return r;
+}
+
+/* One micro-VM of the boot image, created and started, to its exit (its
+ * first hypercall); returns ns or a negative errno. */
+static double core_boot_ns(const void *image, size_t size, int i) {
+        struct vmq_vm_config c;
+        struct vmq_vm *vm = NULL;
+        char name[32];
+        double r;
+
+        snprintf(name, sizeof(name), "boot%d", i);
+        vmq_vm_config_init(&c);
+        c.name = name;
+        uint64_t t0 = bench_now_ns();
+        int e = vmq_vm_create(mon, &c, image, size, &vm);
+        if (e == 0)
+                e = vmq_vm_start(vm);
+        if (e == 0)
+                e = vmq_vm_wait(vm, 60000);
+        r = e == VMQ_VM_EXITED ? (double)(bench_now_ns() - t0) : e < 0 ? e : -EIO;
+        vmq_vm_destroy(vm);
+        return r;
+}
+
+static int boot_figures(int starts) {
+        struct bench_samples raw = {0}, core = {0};
+        void *image = NULL;
+        size_t size = 0;
+        int kvm_fd, r;
+
+        r = vmq_read_file(image_path("boot"), 1 << 24, &image, &size);
+        if (r < 0) {
+                fprintf(stderr, "vmq-bench: %s: %s\n", image_path("boot"), strerror(-r));
+                return r;
+        }
+        kvm_fd = vmq_kvm_open();
+        if (kvm_fd < 0) {
+                free(image);
+                return kvm_fd;
+        }
+        for (int i = 0; i < starts && r == 0; i++) {
+                double a = raw_kvm_boot_ns(kvm_fd), b = core_boot_ns(image, size, i);
+                if (a < 0 || b < 0) {
+                        fprintf(stderr, "vmq-bench: start %d failed: raw %s, core %s\n", i,
+                                a < 0 ? strerror((int)-a) : "ok", b < 0 ? strerror((int)-b) : "ok");
+                        r = -EIO;
+                        break;
+                }
+                bench_samples_add(&raw, a / 1000.0);
+                bench_samples_add(&core, b / 1000.0);
+        }
+        if (r == 0) {
+                bench_report("boot_us.raw_kvm", bench_median(&raw), "us");
+                bench_report("boot_us.core", bench_median(&core), "us");
+                bench_report("boot_p99_us.core", bench_p99(&core), "us");
+        }
+        bench_samples_free(&raw);
+        bench_samples_free(&core);
+        vmq_close(kvm_fd);
+        free(image);
+        return r;
+}
+
+/* ---- idle VMs ---- */
+
+/* kB of /proc/meminfo's field, or -1. */
+static long meminfo_kib(const char *field) {
+        char line[256];
+        long v = -1;
+        size_t n = strlen(field);
+        FILE *f = fopen("/proc/meminfo", "re");
+        if (!f)
+                return -1;
+        while (fgets(line, sizeof(line), f))
+                if (strncmp(line, field, n) == 0 && line[n] == ':') {
+                        v = strtol(line + n + 1, NULL, 10);
+                        break;
+                }
+        fclose(f);
+        return v;
+}
+
+static long used_kib(void) {
+        long total = meminfo_kib("MemTotal"), avail = meminfo_kib("MemAvailable");
+        return total < 0 || avail < 0 ? -1 : total - avail;
+}
+
+static long threads_now(void) {
+        char line[256];
+        long v = -1;
+        FILE *f = fopen("/proc/self/status", "re");
+        if (!f)
+                return -1;
+        while (fgets(line, sizeof(line), f))
+                if (strncmp(line, "Threads:", 8) == 0)
+                        v = strtol(line + 8, NULL, 10);
+        fclose(f);
+        return v;
+}
+
+static double cpu_seconds(void) {
+        struct rusage ru;
+        getrusage(RUSAGE_SELF, &ru);
+        return (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec / 1e6 +
+               (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec / 1e6;
+}
+
+static int idle_figures(int n, int seconds) {
+        struct vmq_monitor_config mc;
+        struct vmq_monitor *im = NULL;
+        struct vmq_vm **vms = calloc((size_t)n, sizeof(*vms));
+        struct rlimit rl;
+        int r = 0, made = 0;
+
+        if (!vms)
+                return -ENOMEM;
+        /* Three fds per VM (VM, vCPU, doorbell). */
+        if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+                rl.rlim_cur = rl.rlim_max;
+                (void)setrlimit(RLIMIT_NOFILE, &rl);
+        }
+        vmq_monitor_config_init(&mc);
+        mc.pool_4k_frames = (size_t)n * 1024 + 4096; /* 4 MiB each */
+        r = vmq_monitor_new(&mc, &im);
+        if (r < 0)
+                goto out;
+        long used0 = used_kib(), shmem0 = meminfo_kib("Shmem"), threads0 = threads_now();
+        for (; made < n; made++) {
+                struct vmq_vm_config c;
+                char name[32];
+                snprintf(name, sizeof(name), "idle%d", made);
+                vmq_vm_config_init(&c);
+                c.name = name;
+                c.ram_size = 4ull << 20;
+                c.rx_size = 1ull << 20;
+                r = vmq_vm_create_from_file(im, &c, image_path("echo"), &vms[made]);
+                if (r == 0)
+                        r = vmq_vm_start(vms[made]);
+                if (r < 0) {
+                        fprintf(stderr, "vmq-bench: idle VM %d: %s\n", made, strerror(-r));
+                        made++;
+                        goto out;
+                }
+        }
+        sleep(2); /* every guest has printed its line and sleeps in WAIT */
+        long used1 = used_kib(), shmem1 = meminfo_kib("Shmem"), threads1 = threads_now();
+        double c0 = cpu_seconds(), t0 = (double)bench_now_ns();
+        sleep((unsigned)seconds);
+        double cpu = cpu_seconds() - c0, wall = ((double)bench_now_ns() - t0) / 1e9;
+        for (int i = 0; i < n; i++)
+                if (vmq_vm_state(vms[i]) != VMQ_VM_RUNNING) {
+                        fprintf(stderr, "vmq-bench: idle VM %d is %s\n", i,
+                                vmq_vm_state_to_string(vmq_vm_state(vms[i])));
+                        r = -EIO;
+                        goto out;
+                }
+        char name[64];
+        snprintf(name, sizeof(name), "idle_cpu_pct.%dvm", n);
+        bench_report(name, cpu / wall * 100.0, "%");
+        if (used0 >= 0 && used1 >= 0 && shmem0 >= 0 && shmem1 >= 0)
+                bench_report("idle_kib_per_vm",
+                             (double)((used1 - used0) - (shmem1 - shmem0)) / (double)n, "KiB");
+        if (threads0 >= 0 && threads1 >= 0)
+                bench_report("idle_threads_per_vm", (double)(threads1 - threads0) / (double)n,
+                             "threads");
+out:
+        for (int i = 0; i < made; i++)
+                vmq_vm_destroy(vms[i]);
+        vmq_monitor_free(im);
+        free(vms);
+        return r;
+}
+
 struct tp {
         const char *method;
         const char *size_name;
@@ -175,6 +429,7 @@ int main(int argc, char **argv) {
         static const struct option opts[] = {
                 {"quick", no_argument, NULL, 'q'},
                 {"guest-dir", required_argument, NULL, 'g'},
+                {"idle-vms", required_argument, NULL, 'i'},
                 {"help", no_argument, NULL, 'h'},
                 {0},
         };
@@ -183,7 +438,7 @@ int main(int argc, char **argv) {
 
         if (getenv("VMQ_GUEST_DIR"))
                 guest_dir = getenv("VMQ_GUEST_DIR");
-        while ((c = getopt_long(argc, argv, "qg:h", opts, NULL)) != -1) {
+        while ((c = getopt_long(argc, argv, "qg:i:h", opts, NULL)) != -1) {
                 switch (c) {
                 case 'q':
                         quick = true;
@@ -191,8 +446,12 @@ int main(int argc, char **argv) {
                 case 'g':
                         guest_dir = optarg;
                         break;
+                case 'i':
+                        idle_vms = atoi(optarg);
+                        skip_idle = idle_vms <= 0;
+                        break;
                 case 'h':
-                        printf("Usage: vmq-bench [--quick] [--guest-dir DIR]\n"
+                        printf("Usage: vmq-bench [--quick] [--guest-dir DIR] [--idle-vms N]\n"
                                "Runs the vmq benchmarks and prints BENCH <name> <value> <unit>\n"
                                "lines and a table.  Needs /dev/kvm and root (for hugetlb "
                                "pages).\n");
@@ -274,6 +533,10 @@ int main(int argc, char **argv) {
                 bench_report(name, v[1] > 0 ? (double)last_exits / v[1] : -1, "exits");
         }
 
+        /* Starts. */
+        if (boot_figures(quick ? 10 : 50) < 0)
+                failures++;
+
         /* One-way latency. */
         static const struct {
                 const char *name, *args, *rx_args;
@@ -352,6 +615,10 @@ int main(int argc, char **argv) {
                         bench_report(name, t->gbps, "GB/s");
                 }
         }
+
+        /* Idle VMs, last: they take a while to set up. */
+        if (!skip_idle && idle_figures(quick ? 100 : idle_vms, quick ? 2 : 10) < 0)
+                failures++;
 
         bench_print_table();
 

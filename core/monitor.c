@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <sys/ioctl.h>
 #include <sys/random.h>
 #include <time.h>
 
@@ -58,6 +59,23 @@ static void host_uuid(const uint8_t configured[16], uint8_t uuid[16]) {
         }
         uuid[6] = (uint8_t)((uuid[6] & 0x0f) | 0x40);
         uuid[8] = (uint8_t)((uuid[8] & 0x3f) | 0x80);
+}
+
+/* KVM_GET_SUPPORTED_CPUID, asked once per monitor: every vCPU gets it. */
+static struct kvm_cpuid2 *supported_cpuid(int kvm_fd) {
+        unsigned n = 128;
+        for (int tries = 0; tries < 4; tries++, n *= 2) {
+                struct kvm_cpuid2 *c = calloc(1, sizeof(*c) + n * sizeof(struct kvm_cpuid_entry2));
+                if (!c)
+                        return NULL;
+                c->nent = n;
+                if (ioctl(kvm_fd, KVM_GET_SUPPORTED_CPUID, c) == 0)
+                        return c;
+                free(c);
+                if (errno != E2BIG)
+                        return NULL;
+        }
+        return NULL;
 }
 
 int vmq_monitor_new(const struct vmq_monitor_config *cfg, struct vmq_monitor **ret) {
@@ -115,8 +133,10 @@ int vmq_monitor_new(const struct vmq_monitor_config *cfg, struct vmq_monitor **r
         m->kvm_error = -ENODEV;
         if (!m->cfg.host_driven) {
                 r = vmq_kvm_open();
-                if (r >= 0)
+                if (r >= 0) {
                         m->kvm_fd = r;
+                        m->cpuid = supported_cpuid(m->kvm_fd); /* NULL: KVM's default */
+                }
                 else
                         m->kvm_error = r == -ENOENT ? -ENODEV : r;
         }
@@ -157,6 +177,7 @@ struct vmq_monitor *vmq_monitor_free(struct vmq_monitor *m) {
         vmq_poller_fini(m);
         m->pool = vmq_pool_free(m->pool);
         m->kvm_fd = vmq_close(m->kvm_fd);
+        free(m->cpuid);
         m->event_fd = vmq_close(m->event_fd);
         pthread_rwlock_destroy(&m->rw);
         pthread_mutex_destroy(&m->host_lock);

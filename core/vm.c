@@ -172,21 +172,6 @@ static int setup_vcpu(struct vmq_vm *vm, unsigned index, const struct vmq_x86_bo
         return 0;
 }
 
-static struct kvm_cpuid2 *supported_cpuid(int kvm_fd) {
-        unsigned n = 128;
-        for (int tries = 0; tries < 4; tries++, n *= 2) {
-                struct kvm_cpuid2 *c = calloc(1, sizeof(*c) + n * sizeof(struct kvm_cpuid_entry2));
-                if (!c)
-                        return NULL;
-                c->nent = n;
-                if (ioctl(kvm_fd, KVM_GET_SUPPORTED_CPUID, c) == 0)
-                        return c;
-                free(c);
-                if (errno != E2BIG)
-                        return NULL;
-        }
-        return NULL;
-}
 
 static int add_region(struct vmq_vm *vm, uint32_t slot, uint64_t gpa, uint64_t size,
                       enum vmq_frame_kind kind, unsigned flags) {
@@ -429,11 +414,9 @@ fail:
 /* The KVM side of a micro-VM: vCPUs, their registers, the doorbell. */
 static int setup_kvm(struct vmq_vm *vm, const struct vmq_x86_boot *boot, uint64_t entry) {
         struct vmq_monitor *m = vm->mon;
-        struct kvm_cpuid2 *cpuid = supported_cpuid(m->kvm_fd);
         int r = 0;
         for (unsigned i = 0; i < vm->nvcpus && r == 0; i++)
-                r = setup_vcpu(vm, i, boot, entry, cpuid);
-        free(cpuid);
+                r = setup_vcpu(vm, i, boot, entry, m->cpuid);
         if (r < 0)
                 return r;
         if (m->tsc_khz == 0)

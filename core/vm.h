@@ -208,6 +208,7 @@ struct vmq_monitor {
         struct vmq_monitor_config cfg;
         int kvm_fd;    /* -1: no usable KVM (see kvm_error) */
         int kvm_error; /* why: -ENODEV (no /dev/kvm), -EACCES, ... */
+        struct kvm_cpuid2 *cpuid; /* what KVM supports, for every vCPU */
         struct vmq_pool *pool;
         struct vmq_identity host_ident;
         uint64_t tsc_khz;
