@@ -12,6 +12,8 @@ int main(void) {
         double gbps, p50, p99;
         int r, ret = EXIT_SUCCESS;
 
+        setvbuf(stdout, NULL, _IOLBF, 0); /* a run cut short keeps its lines */
+
         gbps = bench_memcpy_gbps();
         if (gbps < 0) {
                 fprintf(stderr, "memcpy baseline failed: %s\n", strerror((int)-gbps));

@@ -670,6 +670,8 @@ int main(int argc, char *argv[]) {
                 {},
         };
         struct sigaction sa = {.sa_handler = on_signal};
+
+        setvbuf(stdout, NULL, _IOLBF, 0); /* a run cut short keeps its lines */
         struct bench_env e = {0};
         char image[PATH_MAX + 16], *guest_dir;
         int c, r;

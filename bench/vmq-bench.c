@@ -55,6 +55,8 @@
  *
  * Output: one line "BENCH <name> <value> <unit>" per figure, then a table.
  * Usage: vmq-bench [--quick] [--guest-dir DIR] [--idle-vms N (default 1000; 0: skip)]
+ *                  [--only SECTION,...]  (floors, msgrate, boot, latency,
+ *                  throughput, idle; default: all)
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -81,6 +83,23 @@
 static const char *guest_dir = VMQ_GUEST_DIR;
 static struct vmq_monitor *mon;
 static bool quick, skip_idle;
+static const char *only; /* comma-separated sections, NULL: all */
+
+/* Whether the run includes this section (and says so on stderr). */
+static bool want(const char *section) {
+        size_t n = strlen(section);
+        for (const char *p = only; p; p = strchr(p, ',')) {
+                if (*p == ',')
+                        p++;
+                if (strncmp(p, section, n) == 0 && (p[n] == ',' || p[n] == '\0'))
+                        goto yes;
+        }
+        if (only)
+                return false;
+yes:
+        fprintf(stderr, "vmq-bench: %s\n", section);
+        return true;
+}
 static int idle_vms = 1000;
 
 static char *image_path(const char *name) {
@@ -430,6 +449,7 @@ int main(int argc, char **argv) {
                 {"quick", no_argument, NULL, 'q'},
                 {"guest-dir", required_argument, NULL, 'g'},
                 {"idle-vms", required_argument, NULL, 'i'},
+                {"only", required_argument, NULL, 'o'},
                 {"help", no_argument, NULL, 'h'},
                 {0},
         };
@@ -438,7 +458,10 @@ int main(int argc, char **argv) {
 
         if (getenv("VMQ_GUEST_DIR"))
                 guest_dir = getenv("VMQ_GUEST_DIR");
-        while ((c = getopt_long(argc, argv, "qg:i:h", opts, NULL)) != -1) {
+        /* Line by line, also into a pipe or a file: a run cut short keeps
+         * what it measured. */
+        setvbuf(stdout, NULL, _IOLBF, 0);
+        while ((c = getopt_long(argc, argv, "qg:i:o:h", opts, NULL)) != -1) {
                 switch (c) {
                 case 'q':
                         quick = true;
@@ -446,12 +469,17 @@ int main(int argc, char **argv) {
                 case 'g':
                         guest_dir = optarg;
                         break;
+                case 'o':
+                        only = optarg;
+                        break;
                 case 'i':
                         idle_vms = atoi(optarg);
                         skip_idle = idle_vms <= 0;
                         break;
                 case 'h':
-                        printf("Usage: vmq-bench [--quick] [--guest-dir DIR] [--idle-vms N]\n"
+                        printf("Usage: vmq-bench [--quick] [--guest-dir DIR] [--idle-vms N] "
+                               "[--only SECTION,...]\n"
+                               "Sections: floors msgrate boot latency throughput idle.\n"
                                "Runs the vmq benchmarks and prints BENCH <name> <value> <unit>\n"
                                "lines and a table.  Needs /dev/kvm and root (for hugetlb "
                                "pages).\n");
@@ -477,7 +505,7 @@ int main(int argc, char **argv) {
         bool huge = vmq_monitor_has_huge(mon);
 
         /* Floors and baselines. */
-        {
+        if (want("floors")) {
                 const char *keys[] = {"exit_roundtrip_ns", "exit_roundtrip_p99_ns"};
                 double v[2];
                 snprintf(args, sizeof(args), "test=exit iters=%d", quick ? 20000 : 100000);
@@ -486,12 +514,12 @@ int main(int argc, char **argv) {
                 else
                         failures++;
         }
-        double memcpy_gbps = bench_memcpy_gbps();
-        if (memcpy_gbps > 0)
-                bench_report("memcpy_gbps", memcpy_gbps, "GB/s");
-        else
-                failures++;
-        {
+        if (want("floors")) {
+                double memcpy_gbps = bench_memcpy_gbps();
+                if (memcpy_gbps > 0)
+                        bench_report("memcpy_gbps", memcpy_gbps, "GB/s");
+                else
+                        failures++;
                 double p50, p99;
                 if (sysconf(_SC_NPROCESSORS_ONLN) >= 2 &&
                     bench_unix_socketpair_oneway_pinned_us(0, 1, &p50, &p99) == 0) {
@@ -503,7 +531,7 @@ int main(int argc, char **argv) {
                 if (bench_unix_socketpair_oneway_us(&p50, &p99) == 0)
                         bench_report("unix_socketpair_oneway_us.same_cpu", p50, "us");
         }
-        {
+        if (want("msgrate")) {
                 double mps;
                 if (bench_unix_socketpair_msgrate_mps(quick ? 20000 : 200000, &mps) == 0)
                         bench_report("baseline.unix_socketpair_msgrate_mps", mps, "msg/s");
@@ -514,7 +542,7 @@ int main(int argc, char **argv) {
         /* Message rate: a stream of 64-byte messages, with and without
          * exits. */
         static const char *modes[] = {"exit", "exitless"};
-        for (size_t i = 0; i < 2; i++) {
+        for (size_t i = 0; want("msgrate") && i < 2; i++) {
                 const char *keys[] = {"msgrate_mps_p50", "msgrate_messages"};
                 double v[2];
                 char name[128];
@@ -534,7 +562,7 @@ int main(int argc, char **argv) {
         }
 
         /* Starts. */
-        if (boot_figures(quick ? 10 : 50) < 0)
+        if (want("boot") && boot_figures(quick ? 10 : 50) < 0)
                 failures++;
 
         /* One-way latency. */
@@ -547,7 +575,7 @@ int main(int argc, char **argv) {
                 {"page_copy.immediate", "path=page_copy post=0 size=4096", ""},
                 {"page_flip.immediate", "path=page_flip post=0 size=4096", ""},
         };
-        for (size_t i = 0; i < sizeof(paths) / sizeof(paths[0]); i++) {
+        for (size_t i = 0; want("latency") && i < sizeof(paths) / sizeof(paths[0]); i++) {
                 const char *keys[] = {"oneway_p50_ns", "oneway_p99_ns"};
                 double v[2];
                 char name[128];
@@ -573,7 +601,11 @@ int main(int argc, char **argv) {
         } sizes[] = {{"4k", 4096}, {"64k", 65536}, {"1m", MIB}, {"2m", 2 * MIB}, {"16m", 16 * MIB}};
         const int rounds = quick ? 1 : 4;
         struct tp results[4][5];
-        for (size_t si = 0; si < 5; si++) {
+        bool tput = want("throughput");
+        for (size_t mi = 0; mi < 4; mi++)
+                for (size_t si = 0; si < 5; si++)
+                        results[mi][si].gbps = -1;
+        for (size_t si = 0; tput && si < 5; si++) {
                 struct bench_samples rs[4];
                 memset(rs, 0, sizeof(rs));
                 for (int round = 0; round < rounds; round++) {
@@ -617,7 +649,7 @@ int main(int argc, char **argv) {
         }
 
         /* Idle VMs, last: they take a while to set up. */
-        if (!skip_idle && idle_figures(quick ? 100 : idle_vms, quick ? 2 : 10) < 0)
+        if (!skip_idle && want("idle") && idle_figures(quick ? 100 : idle_vms, quick ? 2 : 10) < 0)
                 failures++;
 
         bench_print_table();

@@ -104,7 +104,7 @@ static void rang(struct vmq_monitor *m, uint32_t id, uint64_t now) {
                  * the count before this store rings again or finds its
                  * request taken (core/vmq-abi.h). */
                 __atomic_store_n(&vm->vmcs->post_doorbells_seen, (uint32_t)count, __ATOMIC_RELAXED);
-                atomic_thread_fence(memory_order_seq_cst);
+                VMQ_FULL_BARRIER();
         }
         vm->poll_last = now;
         if (m->cfg.poll_ns == 0 || atomic_load(&vm->stopping)) {

@@ -275,7 +275,7 @@ int vmq_monitor_drain_posts_locked(struct vmq_vm *vm, int max) {
                                 break;
                         armed = true;
                         __atomic_store_n(word, 1, __ATOMIC_RELAXED);
-                        atomic_thread_fence(memory_order_seq_cst);
+                        VMQ_FULL_BARRIER();
                         continue;
                 }
                 const void *slot = vmq_queue_peek(&vm->postq);

@@ -19,6 +19,21 @@
 #define VMQ_ALIGN_UP(x, a) (((x) + ((a)-1)) & ~((__typeof__(x))(a)-1))
 #define VMQ_IS_ALIGNED(x, a) (((x) & ((__typeof__(x))(a)-1)) == 0)
 #define VMQ_MIN(a, b) ((a) < (b) ? (a) : (b))
+
+/* A full barrier between a store and a later load (mfence), as the
+ * notification rules of core/vmq-abi.h need.  ThreadSanitizer does not model
+ * fences (gcc refuses them there, -Wtsan): under it, a seq_cst
+ * read-modify-write of one shared word stands in, which x86 orders the same
+ * way and which it understands. */
+#ifdef __SANITIZE_THREAD__
+#define VMQ_FULL_BARRIER()                                                                         \
+        do {                                                                                       \
+                static int vmq_barrier_word_;                                                      \
+                (void)__atomic_fetch_add(&vmq_barrier_word_, 0, __ATOMIC_SEQ_CST);                 \
+        } while (0)
+#else
+#define VMQ_FULL_BARRIER() __atomic_thread_fence(__ATOMIC_SEQ_CST)
+#endif
 #define VMQ_MAX(a, b) ((a) > (b) ? (a) : (b))
 #define VMQ_IS_POW2(x) ((x) != 0 && ((x) & ((x)-1)) == 0)
 

@@ -212,7 +212,7 @@ static int32_t kvm_release(struct vmq_vm *vm, uint64_t gpa, uint64_t len) {
 static void kvm_wake(struct vmq_vm *vm) {
         /* Pairs with the seq_cst increment of waiters in the WAIT
          * hypercall (core/vm.c). */
-        atomic_thread_fence(memory_order_seq_cst);
+        VMQ_FULL_BARRIER();
         if (atomic_load(&vm->waiters) > 0) {
                 pthread_mutex_lock(&vm->state_lock);
                 pthread_cond_broadcast(&vm->state_cond);

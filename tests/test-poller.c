@@ -112,7 +112,7 @@ static bool post_inline(struct vmq_vm *vm, uint32_t ch, uint64_t tag, bool quiet
         __atomic_store_n(&idx->prod, prod + 1, __ATOMIC_RELEASE);
         if (quiet)
                 return true;
-        __atomic_thread_fence(__ATOMIC_SEQ_CST);
+        VMQ_FULL_BARRIER();
         if (__atomic_load_n(&vm->vmcs->post_doorbell, __ATOMIC_RELAXED)) {
                 unsigned k = vmq_vm_id(vm) % 64;
                 if (__atomic_load_n(&vm->vmcs->post_doorbells_seen, __ATOMIC_RELAXED) != rings[k])
