@@ -17,7 +17,9 @@
  *   msgrate_mps.inline64.<exit|exitless>
  *                             a stream of 64-byte messages guest to guest:
  *                             one exit per message, or posted in batches
- *                             and carried by the monitor's poller
+ *                             and carried by the monitor's poller; both
+ *                             VMs have a queue of 1024 and a post ring of
+ *                             512
  *   exits_per_msg.inline64.<exit|exitless>
  *                             VM exits (hypercalls and doorbells) of both
  *                             guests per message of that stream
@@ -132,6 +134,8 @@ static void dump_console(struct vmq_vm *vm) {
 
 /* Exits of both VMs of the last run(): hypercalls and doorbells. */
 static uint64_t last_exits;
+/* Ring depths of the VMs run() makes (0: the defaults, 64 and 64). */
+static uint32_t queue_depth, post_depth;
 
 /*
  * Runs bench-tx with `args` (paired with bench-rx, started with rx_args,
@@ -150,8 +154,16 @@ static int run(const char *args, const char *rx_args, bool alone, enum vmq_trans
         tc.ram_size = 96 * MIB;
         if (huge)
                 tc.huge_size = 32 * MIB;
+        if (queue_depth)
+                tc.queue_depth = queue_depth;
+        if (post_depth)
+                tc.post_depth = post_depth;
         vmq_vm_config_init(&rc);
         rc.name = "bench-rx";
+        if (queue_depth)
+                rc.queue_depth = queue_depth;
+        if (post_depth)
+                rc.post_depth = post_depth;
         rc.args = rx_args;
         rc.rx_size = 64 * MIB;
         if (huge)
@@ -314,6 +326,11 @@ static int boot_figures(int starts) {
                 }
                 bench_samples_add(&raw, a / 1000.0);
                 bench_samples_add(&core, b / 1000.0);
+                if ((i + 1) % 10 == 0)
+                        fprintf(stderr,
+                                "vmq-bench: boot: %d of %d starts (last: raw %.0f us, core %.0f "
+                                "us)\n",
+                                i + 1, starts, a / 1000.0, b / 1000.0);
         }
         if (r == 0) {
                 bench_report("boot_us.raw_kvm", bench_median(&raw), "us");
@@ -399,6 +416,8 @@ static int idle_figures(int n, int seconds) {
                 c.name = name;
                 c.ram_size = 4ull << 20;
                 c.rx_size = 1ull << 20;
+                if (made % 100 == 0)
+                        fprintf(stderr, "vmq-bench: idle: %d of %d VMs started\n", made, n);
                 r = vmq_vm_create_from_file(im, &c, image_path("echo"), &vms[made]);
                 if (r == 0)
                         r = vmq_vm_start(vms[made]);
@@ -505,7 +524,8 @@ int main(int argc, char **argv) {
         bool huge = vmq_monitor_has_huge(mon);
 
         /* Floors and baselines. */
-        if (want("floors")) {
+        bool floors = want("floors");
+        if (floors) {
                 const char *keys[] = {"exit_roundtrip_ns", "exit_roundtrip_p99_ns"};
                 double v[2];
                 snprintf(args, sizeof(args), "test=exit iters=%d", quick ? 20000 : 100000);
@@ -514,7 +534,7 @@ int main(int argc, char **argv) {
                 else
                         failures++;
         }
-        if (want("floors")) {
+        if (floors) {
                 double memcpy_gbps = bench_memcpy_gbps();
                 if (memcpy_gbps > 0)
                         bench_report("memcpy_gbps", memcpy_gbps, "GB/s");
@@ -531,7 +551,8 @@ int main(int argc, char **argv) {
                 if (bench_unix_socketpair_oneway_us(&p50, &p99) == 0)
                         bench_report("unix_socketpair_oneway_us.same_cpu", p50, "us");
         }
-        if (want("msgrate")) {
+        bool msgrate = want("msgrate");
+        if (msgrate) {
                 double mps;
                 if (bench_unix_socketpair_msgrate_mps(quick ? 20000 : 200000, &mps) == 0)
                         bench_report("baseline.unix_socketpair_msgrate_mps", mps, "msg/s");
@@ -540,9 +561,12 @@ int main(int argc, char **argv) {
         }
 
         /* Message rate: a stream of 64-byte messages, with and without
-         * exits. */
+         * exits, on rings sized for streams (a receiver that empties its
+         * queue waits in the monitor: one exit per refill). */
+        queue_depth = 1024;
+        post_depth = 512;
         static const char *modes[] = {"exit", "exitless"};
-        for (size_t i = 0; want("msgrate") && i < 2; i++) {
+        for (size_t i = 0; msgrate && i < 2; i++) {
                 const char *keys[] = {"msgrate_mps_p50", "msgrate_messages"};
                 double v[2];
                 char name[128];
@@ -561,6 +585,8 @@ int main(int argc, char **argv) {
                 bench_report(name, v[1] > 0 ? (double)last_exits / v[1] : -1, "exits");
         }
 
+        queue_depth = post_depth = 0;
+
         /* Starts. */
         if (want("boot") && boot_figures(quick ? 10 : 50) < 0)
                 failures++;
@@ -575,7 +601,8 @@ int main(int argc, char **argv) {
                 {"page_copy.immediate", "path=page_copy post=0 size=4096", ""},
                 {"page_flip.immediate", "path=page_flip post=0 size=4096", ""},
         };
-        for (size_t i = 0; want("latency") && i < sizeof(paths) / sizeof(paths[0]); i++) {
+        bool latency = want("latency");
+        for (size_t i = 0; latency && i < sizeof(paths) / sizeof(paths[0]); i++) {
                 const char *keys[] = {"oneway_p50_ns", "oneway_p99_ns"};
                 double v[2];
                 char name[128];

@@ -4,6 +4,14 @@
  * micro-VMs post to their post rings, so that a guest streaming requests
  * makes no exit at all.
  *
+ * How long a VM is polled after its last request adapts to it, from
+ * cfg.poll_ns up to POLL_WINDOW_MAX times that: a VM that rings again soon
+ * after the poller stopped (within four windows) had its window too short,
+ * which doubles; one that rings after a long quiet spell halves it.  So a
+ * ping-pong whose round trip is longer than poll_ns still runs without
+ * exits once the window has grown past it, while an idle VM costs the
+ * poller at most one window of polling.
+ *
  * Every running micro-VM's doorbell (its ioeventfd) is in one epoll set.
  * A VM whose doorbell rings becomes *polled*: the poller sets its VMCS word
  * post_doorbell to 0 (posting is enough, no doorbell needed) and drains its
@@ -48,6 +56,7 @@
 #define POLL_BUDGET 64       /* requests per VM per pass */
 #define POLL_EVENTS 64
 #define POLL_EPOLL_EVERY 16 /* passes between looks at the doorbells while polling */
+#define POLL_WINDOW_MAX 32  /* the window grows up to this many times poll_ns */
 
 int vmq_poller_init(struct vmq_monitor *m) {
         struct epoll_event ev = {.events = EPOLLIN, .data.u64 = POLL_STOP};
@@ -113,6 +122,12 @@ static void rang(struct vmq_monitor *m, uint32_t id, uint64_t now) {
                 return;
         }
         if (!atomic_load(&vm->polled)) {
+                uint64_t base = m->cfg.poll_ns, w = vm->poll_window ? vm->poll_window : base;
+                if (now - vm->poll_until < 4 * w)
+                        w = VMQ_MIN(w * 2, base * POLL_WINDOW_MAX);
+                else
+                        w = w / 2 > base ? w / 2 : base;
+                vm->poll_window = (uint32_t)VMQ_MIN(w, (uint64_t)UINT32_MAX);
                 atomic_store(&vm->polled, true);
                 set_word(vm, 0);
         }
@@ -137,7 +152,7 @@ static unsigned pass(struct vmq_monitor *m, uint64_t now, bool *busy) {
                         active++;
                         continue;
                 }
-                if (now - vm->poll_last < m->cfg.poll_ns) {
+                if (now - vm->poll_last < vm->poll_window) {
                         active++;
                         continue;
                 }
@@ -149,6 +164,7 @@ static unsigned pass(struct vmq_monitor *m, uint64_t now, bool *busy) {
                  * it, and the drain that lets the head through (its
                  * receiver made room) empties the ring and asks then. */
                 atomic_store(&vm->polled, false);
+                vm->poll_until = now;
                 if (poll_drain(vm) > 0) {
                         atomic_store(&vm->polled, true);
                         set_word(vm, 0);

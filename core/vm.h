@@ -159,6 +159,9 @@ struct vmq_vm {
         _Atomic bool polled;  /* the poller polls the post ring (vmcs
                                * post_doorbell is 0) */
         uint64_t poll_last;   /* poller thread: when it last found work */
+        uint64_t poll_until;  /* poller thread: when it stopped polling */
+        uint32_t poll_window; /* poller thread: how long it polls after the
+                               * last request (adapts, see core/poller.c) */
 
         /* State and waiting, under state_lock. */
         pthread_mutex_t state_lock;
@@ -206,8 +209,8 @@ struct vmq_channel {
 
 struct vmq_monitor {
         struct vmq_monitor_config cfg;
-        int kvm_fd;    /* -1: no usable KVM (see kvm_error) */
-        int kvm_error; /* why: -ENODEV (no /dev/kvm), -EACCES, ... */
+        int kvm_fd;               /* -1: no usable KVM (see kvm_error) */
+        int kvm_error;            /* why: -ENODEV (no /dev/kvm), -EACCES, ... */
         struct kvm_cpuid2 *cpuid; /* what KVM supports, for every vCPU */
         struct vmq_pool *pool;
         struct vmq_identity host_ident;
