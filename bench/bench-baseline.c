@@ -15,6 +15,7 @@
  * forces them apart, which is what two busy programs on a loaded host see.
  */
 #include <errno.h>
+#include <limits.h>
 #include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -141,30 +142,71 @@ static int pin_self(int cpu) {
         return 0;
 }
 
-static int socketpair_oneway(int parent_cpu, int child_cpu, double *ret_p50, double *ret_p99) {
-        struct bench_samples s = {0};
-        cpu_set_t saved;
-        int sv[2], status, r;
+/* The other process of a baseline: runs on its end of the socketpair and
+ * never returns; `arg` is what the caller passed to fork_peer(). */
+typedef void (*peer_fn)(int fd, int arg);
+
+/* Makes an AF_UNIX SOCK_SEQPACKET socketpair and forks a child that runs
+ * fn on one end; *ret_fd is the parent's end.  Returns 0 or -errno. */
+static int fork_peer(peer_fn fn, int arg, int *ret_fd, pid_t *ret_pid) {
+        int sv[2];
         pid_t pid;
 
         if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0)
                 return -errno;
-        _cleanup_close_ int fd = sv[0];
-        _cleanup_close_ int peer = sv[1];
-
         /* Buffered output must not be written twice. */
         fflush(stdout);
         fflush(stderr);
         pid = fork();
-        if (pid < 0)
-                return -errno;
-        if (pid == 0) {
-                fd = vmq_close(fd);
-                if (pin_self(child_cpu) < 0)
-                        _exit(EXIT_FAILURE); /* the parent sees EOF, then ECHILD */
-                echo_child(peer);
+        if (pid < 0) {
+                int r = -errno;
+                vmq_close(sv[0]);
+                vmq_close(sv[1]);
+                return r;
         }
-        peer = vmq_close(peer);
+        if (pid == 0) {
+                vmq_close(sv[0]);
+                fn(sv[1], arg);
+                _exit(EXIT_FAILURE); /* fn does not return */
+        }
+        vmq_close(sv[1]);
+        *ret_fd = sv[0];
+        *ret_pid = pid;
+        return 0;
+}
+
+/* Closes the parent's end (EOF tells the child to exit), reaps the child
+ * whatever happened, and returns r, or the child's failure when r is 0. */
+static int reap_peer(int fd, pid_t pid, int r) {
+        int status = 0;
+
+        vmq_close(fd);
+        while (waitpid(pid, &status, 0) < 0)
+                if (errno != EINTR) {
+                        if (r == 0)
+                                r = -errno;
+                        return r;
+                }
+        if (r == 0 && (!WIFEXITED(status) || WEXITSTATUS(status) != EXIT_SUCCESS))
+                r = -ECHILD;
+        return r;
+}
+
+static void pinned_echo_child(int fd, int cpu) {
+        if (pin_self(cpu) < 0)
+                _exit(EXIT_FAILURE); /* the parent sees EOF, then ECHILD */
+        echo_child(fd);
+}
+
+static int socketpair_oneway(int parent_cpu, int child_cpu, double *ret_p50, double *ret_p99) {
+        struct bench_samples s = {0};
+        cpu_set_t saved;
+        int fd, r;
+        pid_t pid;
+
+        r = fork_peer(pinned_echo_child, child_cpu, &fd, &pid);
+        if (r < 0)
+                return r;
 
         /* Pin only for the measurement: later benchmarks of the same
          * process must not inherit it. */
@@ -179,16 +221,7 @@ static int socketpair_oneway(int parent_cpu, int child_cpu, double *ret_p50, dou
                         (void)sched_setaffinity(0, sizeof(saved), &saved);
         }
 
-        /* EOF tells the child to exit; reap it whatever happened. */
-        fd = vmq_close(fd);
-        while (waitpid(pid, &status, 0) < 0)
-                if (errno != EINTR) {
-                        if (r == 0)
-                                r = -errno;
-                        break;
-                }
-        if (r == 0 && (!WIFEXITED(status) || WEXITSTATUS(status) != EXIT_SUCCESS))
-                r = -ECHILD;
+        r = reap_peer(fd, pid, r);
         if (r == 0) {
                 *ret_p50 = bench_median(&s);
                 *ret_p99 = bench_p99(&s);
@@ -201,11 +234,11 @@ static int socketpair_oneway(int parent_cpu, int child_cpu, double *ret_p50, dou
 
 /* The receiving side of the stream: `count` messages, then a one-byte
  * acknowledgement, until the parent closes its end. */
-_Noreturn static void stream_child(int fd, unsigned count) {
+_Noreturn static void stream_child(int fd, int count) {
         uint8_t buf[PINGPONG_MSG];
 
         for (;;) {
-                for (unsigned i = 0; i < count; i++) {
+                for (int i = 0; i < count; i++) {
                         ssize_t n = recv_msg(fd, buf, sizeof(buf));
                         if (n == 0 && i == 0)
                                 _exit(EXIT_SUCCESS);
@@ -220,26 +253,14 @@ _Noreturn static void stream_child(int fd, unsigned count) {
 int bench_unix_socketpair_msgrate_mps(unsigned count, double *ret_mps) {
         struct bench_samples s = {0};
         uint8_t msg[PINGPONG_MSG] = {0}, ack;
-        int sv[2], status, r = 0;
+        int fd, r;
         pid_t pid;
 
-        if (count == 0)
+        if (count == 0 || count > INT_MAX)
                 return -EINVAL;
-        if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0)
-                return -errno;
-        _cleanup_close_ int fd = sv[0];
-        _cleanup_close_ int peer = sv[1];
-
-        fflush(stdout);
-        fflush(stderr);
-        pid = fork();
-        if (pid < 0)
-                return -errno;
-        if (pid == 0) {
-                fd = vmq_close(fd);
-                stream_child(peer, count);
-        }
-        peer = vmq_close(peer);
+        r = fork_peer(stream_child, (int)count, &fd, &pid);
+        if (r < 0)
+                return r;
 
         for (int rep = 0; r == 0 && rep < 1 + MSGRATE_REPS; rep++) {
                 uint64_t t0 = bench_now_ns();
@@ -252,15 +273,7 @@ int bench_unix_socketpair_msgrate_mps(unsigned count, double *ret_mps) {
                         r = bench_samples_add(&s, ns ? (double)count * 1e9 / (double)ns : 0);
         }
 
-        fd = vmq_close(fd);
-        while (waitpid(pid, &status, 0) < 0)
-                if (errno != EINTR) {
-                        if (r == 0)
-                                r = -errno;
-                        break;
-                }
-        if (r == 0 && (!WIFEXITED(status) || WEXITSTATUS(status) != EXIT_SUCCESS))
-                r = -ECHILD;
+        r = reap_peer(fd, pid, r);
         if (r == 0)
                 *ret_mps = bench_median(&s);
         bench_samples_free(&s);
