@@ -145,6 +145,7 @@ struct stream {
         uint32_t ch;
         uint32_t count;
         uint32_t seed;
+        uint32_t pause_every; /* a pause after one message in this many (0: 64) */
         atomic_uint rang;
         atomic_uint received;
         atomic_bool out_of_order;
@@ -164,7 +165,7 @@ static void *producer(void *arg) {
                 /* Now and then a pause shorter, about as long, or longer
                  * than poll_ns: the poller keeps polling, arms right now,
                  * or sleeps. */
-                switch ((seed >> 16) % 64) {
+                switch ((seed >> 16) % (s->pause_every ? s->pause_every : 64)) {
                 case 0:
                         pause_ns(5000);
                         break;
@@ -230,7 +231,8 @@ static bool run_stream(struct stream *s, int stall_ms) {
                         struct vmq_ring_idx *pi = post_idx(s->tx);
                         fprintf(stderr,
                                 "stream stalled: %u of %u received; tx posted-not-taken %u, "
-                                "word %u, polled %d, stalled_on %u; rx queue prod %u cons %u; seen %u rings %u\n",
+                                "word %u, polled %d, stalled_on %u; rx queue prod %u cons %u; seen "
+                                "%u rings %u\n",
                                 got, s->count,
                                 __atomic_load_n(&pi->prod, __ATOMIC_RELAXED) -
                                         __atomic_load_n(&pi->cons, __ATOMIC_RELAXED),
@@ -468,4 +470,45 @@ Test(poller, many_quiet_vms_cost_the_poller_nothing) {
         cr_assert_leq(after - before, 1, "the poller used %ld ticks while every VM was quiet",
                       after - before);
         free(vms);
+}
+
+/* The moment the poller stops polling a VM, over and over: a window of
+ * 1 us (it grows to 32 us at most), and one message at a time, each posted
+ * after the last one arrived and after a pause of 0 to 64 us, busy, so that
+ * posts land before, on and after the moment the poller asks for doorbells.
+ * Nothing else drains the ring (no exit, no other post to ring for it): a
+ * message that does not arrive was lost by the notification rule. */
+static void setup_arming(void) {
+        setup_poll(1000);
+}
+
+TestSuite(poller_arming, .init = setup_arming, .fini = teardown, .timeout = 120);
+
+Test(poller_arming, no_request_is_left_behind_when_the_poller_stops) {
+        struct vmq_vm *tx = new_vm("tx", 64), *rx = new_vm("rx", 0);
+        uint32_t ch = open_ch(tx, rx), seed = 6;
+        int rounds = vmq_test_scale(3000);
+        atomic_uint rang = 0;
+        struct vmq_desc d;
+
+        for (int i = 0; i < rounds; i++) {
+                cr_assert(post_inline(tx, ch, (uint64_t)i, false, &rang));
+                uint64_t t0 = now_ns();
+                for (;;) {
+                        if (take(rx, &d) && d.kind == VMQ_DESC_INLINE)
+                                break;
+                        cr_assert_lt(now_ns() - t0, (uint64_t)vmq_test_allow_ms(1000) * 1000000ull,
+                                     "message %d of %d was left behind: posted, word %u, "
+                                     "polled %d, doorbells %u",
+                                     i, rounds, tx->vmcs->post_doorbell,
+                                     (int)atomic_load(&tx->polled), atomic_load(&rang));
+                }
+                cr_assert_eq(d.tag, (uint64_t)i);
+                seed = seed * 1103515245u + 12345u;
+                uint64_t until = now_ns() + (seed >> 16) % 64000;
+                while (now_ns() < until)
+                        ;
+        }
+        cr_assert_gt(atomic_load(&rang), (unsigned)rounds / 20,
+                     "the poller stopped often (%u doorbells)", atomic_load(&rang));
 }
