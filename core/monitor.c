@@ -136,8 +136,7 @@ int vmq_monitor_new(const struct vmq_monitor_config *cfg, struct vmq_monitor **r
                 if (r >= 0) {
                         m->kvm_fd = r;
                         m->cpuid = supported_cpuid(m->kvm_fd); /* NULL: KVM's default */
-                }
-                else
+                } else
                         m->kvm_error = r == -ENOENT ? -ENODEV : r;
         }
 

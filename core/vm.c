@@ -172,7 +172,6 @@ static int setup_vcpu(struct vmq_vm *vm, unsigned index, const struct vmq_x86_bo
         return 0;
 }
 
-
 static int add_region(struct vmq_vm *vm, uint32_t slot, uint64_t gpa, uint64_t size,
                       enum vmq_frame_kind kind, unsigned flags) {
         void *hva;

@@ -136,7 +136,6 @@ void vmq_doorbell(void) {
                          : "memory");
 }
 
-
 bool vmq_post_notify(void) {
         /* The producer index is published; the barrier orders that store
          * before the load of the monitor's word (it does the mirror image:
