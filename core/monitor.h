@@ -6,9 +6,10 @@
  * are handed to callbacks, errors are negative errno values.
  *
  * Threads: the monitor runs one thread per vCPU, and one post-ring poller
- * thread for all VMs (core/poller.c).  All functions here are thread-safe.  Callbacks run on those threads
- * and must not call back into the monitor for the same VM's lifecycle (start,
- * stop, destroy); doing I/O or signalling another thread is fine.
+ * thread for all VMs (core/poller.c).  All functions here are thread-safe.
+ * Callbacks run on those threads and must not call back into the monitor
+ * for the same VM's lifecycle (start, stop, destroy); doing I/O or
+ * signalling another thread is fine.
  */
 #ifndef VMQ_MONITOR_H
 #define VMQ_MONITOR_H

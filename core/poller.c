@@ -15,8 +15,8 @@
  * Every running micro-VM's doorbell (its ioeventfd) is in one epoll set.
  * A VM whose doorbell rings becomes *polled*: the poller sets its VMCS word
  * post_doorbell to 0 (posting is enough, no doorbell needed) and drains its
- * post ring on every pass.  A polled VM that has posted nothing for
- * cfg.poll_ns goes back to doorbells: any drain that finds the ring of a
+ * post ring on every pass.  A polled VM that has posted nothing for its
+ * window (below) goes back to doorbells: any drain that finds the ring of a
  * VM that is not polled empty stores 1 into post_doorbell, issues a full
  * barrier, and looks once more; the guest publishes its producer index,
  * issues a full barrier, and reads the word.
@@ -31,7 +31,7 @@
  * ring gets at most POLL_BUDGET requests per pass, so it cannot starve the
  * others.  A request stalled at the head of a ring (its receiver is full)
  * is work only while the receiver makes room: polled, it goes through as
- * soon as there is room.  A head stalled for poll_ns is left to the
+ * soon as there is room.  A head stalled for a whole window is left to the
  * receiver's WAIT or RELEASE (vmq_monitor_retry_stalled), and its word
  * stays 0 meanwhile, for a doorbell would not help it.
  *
@@ -107,14 +107,8 @@ static void rang(struct vmq_monitor *m, uint32_t id, uint64_t now) {
 
         if (!vm || vm->doorbell_fd < 0)
                 return; /* destroyed since the event was read */
-        if (read(vm->doorbell_fd, &count, sizeof(count)) == sizeof(count)) {
-                count += atomic_fetch_add(&vm->st_doorbells, count);
-                /* Seen, then drained (the pass below): a guest that reads
-                 * the count before this store rings again or finds its
-                 * request taken (core/vmq-abi.h). */
-                __atomic_store_n(&vm->vmcs->post_doorbells_seen, (uint32_t)count, __ATOMIC_RELAXED);
-                VMQ_FULL_BARRIER();
-        }
+        if (read(vm->doorbell_fd, &count, sizeof(count)) == sizeof(count))
+                vmq_vm_doorbells_taken(vm, count); /* then drained: the pass below */
         vm->poll_last = now;
         if (m->cfg.poll_ns == 0 || atomic_load(&vm->stopping)) {
                 /* Not polling: the doorbell is all there is. */
@@ -156,7 +150,7 @@ static unsigned pass(struct vmq_monitor *m, uint64_t now, bool *busy) {
                         active++;
                         continue;
                 }
-                /* Quiet for poll_ns: stop polling.  The drain then finds
+                /* Quiet for its window: stop polling.  The drain then finds
                  * the ring empty and, the VM being no longer polled, asks
                  * for doorbells and looks once more after the barrier
                  * (vmq_monitor_drain_posts_locked).  A ring whose head is
@@ -261,6 +255,15 @@ void vmq_poller_remove(struct vmq_vm *vm) {
         pthread_mutex_unlock(&m->poll_lock);
         /* A pass running now may still drain it once (under mon->rw, so
          * the VM stays allocated); the next one drops it (stopping). */
+}
+
+void vmq_vm_doorbells_taken(struct vmq_vm *vm, uint64_t n) {
+        uint64_t total = atomic_fetch_add(&vm->st_doorbells, n) + n;
+        /* Published, then the ring is looked at (the caller drains next):
+         * a guest that read the count before this store either rings
+         * again or finds its request taken (core/vmq-abi.h). */
+        __atomic_store_n(&vm->vmcs->post_doorbells_seen, (uint32_t)total, __ATOMIC_RELAXED);
+        VMQ_FULL_BARRIER();
 }
 
 int vmq_vm_ring_doorbell(struct vmq_vm *vm) {

@@ -19,6 +19,8 @@
 #define VMQ_ALIGN_UP(x, a) (((x) + ((a)-1)) & ~((__typeof__(x))(a)-1))
 #define VMQ_IS_ALIGNED(x, a) (((x) & ((__typeof__(x))(a)-1)) == 0)
 #define VMQ_MIN(a, b) ((a) < (b) ? (a) : (b))
+#define VMQ_MAX(a, b) ((a) > (b) ? (a) : (b))
+#define VMQ_IS_POW2(x) ((x) != 0 && ((x) & ((x)-1)) == 0)
 
 /* A full barrier between a store and a later load (mfence), as the
  * notification rules of core/vmq-abi.h need.  ThreadSanitizer does not model
@@ -34,8 +36,6 @@
 #else
 #define VMQ_FULL_BARRIER() __atomic_thread_fence(__ATOMIC_SEQ_CST)
 #endif
-#define VMQ_MAX(a, b) ((a) > (b) ? (a) : (b))
-#define VMQ_IS_POW2(x) ((x) != 0 && ((x) & ((x)-1)) == 0)
 
 #define _cleanup_(f) __attribute__((cleanup(f)))
 #define _unused_ __attribute__((unused))

@@ -582,9 +582,7 @@ static bool handle_io(struct vmq_vcpu *c) {
         case VMQ_PORT_DOORBELL:
                 /* ioeventfd unavailable: the doorbell is an exit. */
                 atomic_fetch_add(&vm->st_exits, 1);
-                __atomic_store_n(&vm->vmcs->post_doorbells_seen,
-                                 (uint32_t)(atomic_fetch_add(&vm->st_doorbells, 1) + 1),
-                                 __ATOMIC_RELAXED);
+                vmq_vm_doorbells_taken(vm, 1);
                 vmq_vm_doorbell(vm);
                 return true;
         case VMQ_PORT_NOSYS:

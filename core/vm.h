@@ -259,6 +259,10 @@ void vmq_poller_fini(struct vmq_monitor *m);
  * time); 0 also when the VM has no doorbell eventfd. */
 int vmq_poller_add(struct vmq_vm *vm);
 void vmq_poller_remove(struct vmq_vm *vm);
+/* The VM's doorbell rang n times and the caller took the rings: counts
+ * them and publishes the count (vmcs.post_doorbells_seen) before the
+ * caller drains the post ring. */
+void vmq_vm_doorbells_taken(struct vmq_vm *vm, uint64_t n);
 /* Lookups; caller holds mon->rw. */
 struct vmq_vm *vmq_monitor_find_vm_locked(struct vmq_monitor *m, const char *name);
 struct vmq_vm *vmq_monitor_find_vm_id_locked(struct vmq_monitor *m, uint32_t id);

@@ -229,6 +229,11 @@ static int latency(void) {
         return 0;
 }
 
+/* The tag of message m of a stream of count: the last one asks for an ACK. */
+static uint64_t stream_tag(uint64_t m, uint64_t count) {
+        return m + 1 == count ? BENCH_TAG_LAST | m : m;
+}
+
 /* Posts `left` (at most) messages of the stream in one batch; returns how
  * many went. */
 static uint64_t post_batch(const uint8_t *data, uint64_t size, uint64_t first, uint64_t left,
@@ -245,7 +250,7 @@ static uint64_t post_batch(const uint8_t *data, uint64_t size, uint64_t first, u
                 s->op = VMQ_OP_INLINE;
                 s->channel = channel;
                 s->len = (uint32_t)size;
-                s->tag = m + 1 == count ? BENCH_TAG_LAST | m : m;
+                s->tag = stream_tag(m, count);
                 memcpy(s->data, data, size);
         }
         vmq_post_commit(room);
@@ -290,8 +295,7 @@ static int msgrate(void) {
                                         vmq_cpu_relax(); /* ring full: the poller is behind */
                                 m += k;
                         } else {
-                                int e = vmq_send_inline(channel, data, size,
-                                                        m + 1 == count ? BENCH_TAG_LAST | m : m);
+                                int e = vmq_send_inline(channel, data, size, stream_tag(m, count));
 
                                 if (e == -VMQ_E_AGAIN) {
                                         vmq_cpu_relax();
@@ -428,7 +432,7 @@ static int throughput(void) {
                 uint64_t t0 = vmq_rdtsc();
 
                 for (uint64_t m = 0; m < n; m++)
-                        send_pages(buf, size, flags, m + 1 == n ? BENCH_TAG_LAST | m : m);
+                        send_pages(buf, size, flags, stream_tag(m, n));
                 wait_reply(BENCH_TAG_ACK);
                 if (r >= warmup)
                         s[r - warmup] = vmq_tsc_to_ns(vmq_rdtsc() - t0);

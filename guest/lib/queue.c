@@ -322,6 +322,15 @@ int vmq_peer(uint32_t ch, struct vmq_identity *ret) {
 
 static void (*shutdown_handler)(void);
 
+/* Copies the descriptor at consumer index cons out of the queue and notes
+ * what HELLO and CLOSE say of peers; the caller publishes the index. */
+static void take_slot(uint32_t cons, struct vmq_desc *ret) {
+        memcpy(ret, queue.slots + (size_t)(cons & (queue.cap - 1)) * sizeof(struct vmq_desc),
+               sizeof(*ret));
+        if (ret->kind == VMQ_DESC_HELLO || ret->kind == VMQ_DESC_CLOSE)
+                peer_note(ret);
+}
+
 int vmq_try_recv(struct vmq_desc *ret) {
         uint32_t prod, cons;
 
@@ -331,11 +340,8 @@ int vmq_try_recv(struct vmq_desc *ret) {
                 return -VMQ_E_AGAIN;
         if ((uint32_t)(prod - cons) > queue.cap)
                 return -VMQ_E_PROTO;
-        memcpy(ret, queue.slots + (size_t)(cons & (queue.cap - 1)) * sizeof(struct vmq_desc),
-               sizeof(*ret));
+        take_slot(cons, ret);
         __atomic_store_n(&queue.idx->cons, cons + 1, __ATOMIC_RELEASE);
-        if (ret->kind == VMQ_DESC_HELLO || ret->kind == VMQ_DESC_CLOSE)
-                peer_note(ret);
         if (ret->kind == VMQ_DESC_SHUTDOWN && shutdown_handler)
                 shutdown_handler();
         return 0;
@@ -456,10 +462,7 @@ int vmq_recv_batch(struct vmq_desc *ret, size_t n, uint64_t timeout_ns) {
         while (got < n && cons != prod) {
                 struct vmq_desc *d = &ret[got++];
 
-                memcpy(d, queue.slots + (size_t)(cons & (queue.cap - 1)) * sizeof(*d), sizeof(*d));
-                cons++;
-                if (d->kind == VMQ_DESC_HELLO || d->kind == VMQ_DESC_CLOSE)
-                        peer_note(d);
+                take_slot(cons++, d);
                 if (d->kind == VMQ_DESC_SHUTDOWN)
                         break;
         }
