@@ -522,6 +522,15 @@ int main(int argc, char **argv) {
                 return 1;
         }
         bool huge = vmq_monitor_has_huge(mon);
+        {
+                struct vmq_transfer_plan plan;
+                vmq_monitor_transfer_plan(mon, &plan);
+                fprintf(stderr,
+                        "vmq-bench: auto (%s) flips runs of 4 KiB pages from %u pages on "
+                        "(0: never) and %s 2 MiB pages\n",
+                        plan.measured ? "calibrated" : "not calibrated", plan.flip_min_4k,
+                        plan.flip_2m ? "flips" : "copies");
+        }
 
         /* Floors and baselines. */
         bool floors = want("floors");

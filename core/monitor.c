@@ -32,6 +32,7 @@ void vmq_monitor_config_init(struct vmq_monitor_config *cfg) {
         cfg->spin_ns = 50000;
         cfg->poll_ns = VMQ_POLL_NS_DEFAULT;
         cfg->host_budget = VMQ_HOST_BUDGET_DEFAULT;
+        cfg->calibrate = true;
 }
 
 void vmq_channel_config_init(struct vmq_channel_config *cfg) {
@@ -148,6 +149,10 @@ int vmq_monitor_new(const struct vmq_monitor_config *cfg, struct vmq_monitor **r
         r = vmq_pool_new(&pc, &m->pool);
         if (r < 0)
                 goto fail;
+        /* A calibration that cannot run (a pool too small to time even one
+         * page) leaves the defaults: the monitor works either way. */
+        if (!m->cfg.calibrate || vmq_pool_calibrate(m->pool, &m->plan) < 0)
+                vmq_transfer_plan_default(&m->plan);
         *ret = m;
         return 0;
 fail:
@@ -184,6 +189,21 @@ struct vmq_monitor *vmq_monitor_free(struct vmq_monitor *m) {
         pthread_cond_destroy(&m->host_cond);
         free(m);
         return NULL;
+}
+
+void vmq_monitor_transfer_plan(const struct vmq_monitor *m, struct vmq_transfer_plan *ret) {
+        pthread_rwlock_rdlock((pthread_rwlock_t *)&m->rw);
+        *ret = m->plan;
+        pthread_rwlock_unlock((pthread_rwlock_t *)&m->rw);
+}
+
+int vmq_monitor_set_transfer_plan(struct vmq_monitor *m, const struct vmq_transfer_plan *plan) {
+        if (plan->flip_min_4k > (1u << 20) || plan->steps_4k > VMQ_PLAN_STEPS)
+                return -EINVAL;
+        vmq_monitor_wrlock(m);
+        m->plan = *plan;
+        pthread_rwlock_unlock(&m->rw);
+        return 0;
 }
 
 bool vmq_monitor_has_huge(const struct vmq_monitor *m) {

@@ -33,7 +33,7 @@ enum vmq_vm_state {
 };
 
 enum vmq_transfer {
-        VMQ_TRANSFER_AUTO, /* copy 4 KiB frames, flip 2 MiB frames */
+        VMQ_TRANSFER_AUTO, /* as measured on this machine (vmq_transfer_plan) */
         VMQ_TRANSFER_COPY,
         VMQ_TRANSFER_FLIP,
         VMQ_TRANSFER_MAX
@@ -51,6 +51,13 @@ struct vmq_monitor_config {
          * asks the guest for doorbells again.  0: it never polls, every
          * post rings the doorbell.  Default VMQ_POLL_NS_DEFAULT. */
         uint32_t poll_ns;
+        /* Measure, when the monitor starts, whether copying or flipping
+         * moves a page message faster on this machine, and from which run
+         * length on (core/calibrate.c, a few milliseconds; more under
+         * emulation).  Channels whose transfer is "auto" follow what was
+         * measured.  Off: the fixed defaults of vmq_transfer_plan_default().
+         * Default on. */
+        bool calibrate;
         /* Host memory budget: bytes that all guests' messages together may
          * hold in host inboxes (0: VMQ_HOST_BUDGET_DEFAULT).  Each VM has its
          * own as well (vmq_vm_config.host_budget).  A send past either is
@@ -80,6 +87,31 @@ struct vmq_monitor_config {
 
 #define VMQ_POLL_NS_DEFAULT 100000u /* 100 us, as vhost-net's poll-us=100 */
 
+/* Runs of 1, 2, 4, ... 1 << (VMQ_PLAN_STEPS - 1) pages of 4 KiB are timed. */
+#define VMQ_PLAN_STEPS 9
+
+/* How a channel whose transfer is "auto" moves a page message, and the
+ * figures it was decided on. */
+struct vmq_transfer_plan {
+        /* Runs of 4 KiB pages this long or longer are flipped, shorter ones
+         * copied; 0: always copied. */
+        uint32_t flip_min_4k;
+        bool flip_2m; /* 2 MiB pages are flipped (else copied) */
+        /* false: the defaults (calibration off, or it could not run) */
+        bool measured;
+        /* What was measured, in ns per message, the best of a few rounds:
+         * index i is a run of 1 << i pages, for i < steps_4k (fewer than
+         * VMQ_PLAN_STEPS when the pool was too small for the longer runs);
+         * the 2 MiB figures are 0 without huge frames. */
+        unsigned steps_4k;
+        uint32_t copy_ns_4k[VMQ_PLAN_STEPS];
+        uint32_t flip_ns_4k[VMQ_PLAN_STEPS];
+        uint32_t copy_ns_2m, flip_ns_2m;
+};
+
+/* Copy 4 KiB pages, flip 2 MiB ones. */
+void vmq_transfer_plan_default(struct vmq_transfer_plan *plan);
+
 /* Fills a config with the defaults. */
 void vmq_monitor_config_init(struct vmq_monitor_config *cfg);
 
@@ -95,6 +127,13 @@ int vmq_monitor_kvm_error(const struct vmq_monitor *m);
 struct vmq_monitor *vmq_monitor_free(struct vmq_monitor *m);
 
 bool vmq_monitor_has_huge(const struct vmq_monitor *m);
+
+/* What "auto" does on this monitor (measured, or the defaults). */
+void vmq_monitor_transfer_plan(const struct vmq_monitor *m, struct vmq_transfer_plan *ret);
+/* Replaces it, for every later message (for tests, and for an
+ * administrator who pins a choice); -EINVAL when flip_min_4k is neither 0
+ * nor a run length of at most 1 << 20 pages. */
+int vmq_monitor_set_transfer_plan(struct vmq_monitor *m, const struct vmq_transfer_plan *plan);
 
 /* Frames of the pool (4 KiB, or 2 MiB when huge) that are free, and in all.
  * With no VM left, free == total: nothing leaked. */

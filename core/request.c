@@ -123,8 +123,8 @@ static void count_method(struct vmq_vm *vm, uint16_t flags) {
                 atomic_fetch_add(&vm->st_copies, 1);
 }
 
-static enum vmq_how choose_how(uint32_t flags, const struct vmq_channel *ch,
-                               enum vmq_frame_kind kind) {
+static enum vmq_how choose_how(const struct vmq_monitor *m, uint32_t flags,
+                               const struct vmq_channel *ch, const struct vmq_source *src) {
         if (flags & VMQ_REQ_F_COPY)
                 return VMQ_HOW_COPY;
         if (flags & VMQ_REQ_F_FLIP)
@@ -135,9 +135,11 @@ static enum vmq_how choose_how(uint32_t flags, const struct vmq_channel *ch,
                 return VMQ_HOW_COPY;
         if (ch->cfg.transfer == VMQ_TRANSFER_FLIP)
                 return VMQ_HOW_FLIP;
-        /* Remapping a 4 KiB frame costs more than copying it on the
-         * machines we measured; a 2 MiB frame is far cheaper to move. */
-        return kind == VMQ_FRAME_2M ? VMQ_HOW_FLIP : VMQ_HOW_COPY;
+        /* auto: what this machine measured (calibrate.c) */
+        if (src->kind == VMQ_FRAME_2M)
+                return m->plan.flip_2m ? VMQ_HOW_FLIP : VMQ_HOW_COPY;
+        uint64_t pages = VMQ_ALIGN_UP((uint64_t)src->len, VMQ_PAGE_SIZE) / VMQ_PAGE_SIZE;
+        return m->plan.flip_min_4k && pages >= m->plan.flip_min_4k ? VMQ_HOW_FLIP : VMQ_HOW_COPY;
 }
 
 /* A page run to a VM: room in its queue, then its transport places it. */
@@ -240,7 +242,7 @@ int32_t vmq_monitor_handle_request(struct vmq_vm *vm, const struct vmq_request *
                 return r;
         if (!peer)
                 return vmq_host_deliver_from(vm, ch, to, &src, deferred, &d);
-        return send_pages(vm, ch, to, peer, &src, choose_how(flags, ch, src.kind), deferred, &d);
+        return send_pages(vm, ch, to, peer, &src, choose_how(m, flags, ch, &src), deferred, &d);
 }
 
 /* Drains the post ring; returns the number of requests taken. */

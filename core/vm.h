@@ -213,6 +213,9 @@ struct vmq_monitor {
         int kvm_error;            /* why: -ENODEV (no /dev/kvm), -EACCES, ... */
         struct kvm_cpuid2 *cpuid; /* what KVM supports, for every vCPU */
         struct vmq_pool *pool;
+        /* what "auto" follows (calibrate.c); read by every page request
+         * under rw's read lock, replaced under its write lock */
+        struct vmq_transfer_plan plan;
         struct vmq_identity host_ident;
         uint64_t tsc_khz;
 
@@ -246,6 +249,10 @@ struct vmq_monitor {
         pthread_t poll_thread;
         bool poll_started;
 };
+
+/* calibrate.c: measures the pool's copy and flip costs into *plan (the
+ * defaults, and an error, when it cannot). */
+int vmq_pool_calibrate(struct vmq_pool *p, struct vmq_transfer_plan *plan);
 
 /* monitor.c */
 void vmq_monitor_notify(struct vmq_monitor *m);

@@ -24,6 +24,7 @@ static void setup_monitor(size_t huge_frames) {
         struct vmq_monitor_config mc;
         vmq_test_need_kvm();
         vmq_monitor_config_init(&mc);
+        mc.calibrate = false; /* "auto" as vmq_transfer_plan_default() says */
         if (huge_frames) {
                 long free_pages = vmq_test_reserve_hugepages((long)huge_frames);
                 cr_assert_geq(free_pages, (long)huge_frames,

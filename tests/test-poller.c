@@ -30,6 +30,7 @@ static uint32_t rings[64];
 static void setup_poll(uint32_t poll_ns) {
         struct vmq_monitor_config mc;
         vmq_monitor_config_init(&mc);
+        mc.calibrate = false; /* "auto" as vmq_transfer_plan_default() says */
         mc.host_driven = true;
         mc.pool_4k_frames = 256 * 1024;
         mc.poll_ns = poll_ns;

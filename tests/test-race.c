@@ -51,6 +51,7 @@ static void setup(void) {
         vmq_test_need_kvm();
         struct vmq_monitor_config mc;
         vmq_monitor_config_init(&mc);
+        mc.calibrate = false; /* "auto" as vmq_transfer_plan_default() says */
         int r = vmq_monitor_new(&mc, &mon);
         cr_assert_eq(r, 0, "vmq_monitor_new: %s (the race suite needs /dev/kvm)", strerror(-r));
         memset(vms, 0, sizeof(vms));

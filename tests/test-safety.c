@@ -37,6 +37,7 @@ static void setup_with(const struct vmq_monitor_config *mc) {
 static void setup(void) {
         struct vmq_monitor_config mc;
         vmq_monitor_config_init(&mc);
+        mc.calibrate = false; /* "auto" as vmq_transfer_plan_default() says */
         mc.host_driven = true;
         mc.pool_4k_frames = 64 * 1024;
         setup_with(&mc);
@@ -426,6 +427,7 @@ Test(safety, class4_every_stalled_sender_is_woken) {
 Test(safety, class5_host_memory_is_bounded_per_vm_and_in_all, .init = NULL) {
         struct vmq_monitor_config mc;
         vmq_monitor_config_init(&mc);
+        mc.calibrate = false; /* "auto" as vmq_transfer_plan_default() says */
         mc.host_driven = true;
         mc.pool_4k_frames = 64 * 1024;
         mc.host_budget = 3u << 20; /* all guests */
@@ -494,6 +496,7 @@ static void *recv_until_gone(void *arg) {
 Test(safety, class5_forgetting_a_closed_channel_frees_its_messages, .init = NULL) {
         struct vmq_monitor_config mc;
         vmq_monitor_config_init(&mc);
+        mc.calibrate = false; /* "auto" as vmq_transfer_plan_default() says */
         mc.host_driven = true;
         mc.pool_4k_frames = 64 * 1024;
         mc.host_budget = 3u << 20;
@@ -586,6 +589,7 @@ Test(safety, class6_console_refuses_the_system_area) {
 Test(safety, class7_mapping_budget_refuses_with_nomem, .init = NULL) {
         struct vmq_monitor_config mc;
         vmq_monitor_config_init(&mc);
+        mc.calibrate = false; /* "auto" as vmq_transfer_plan_default() says */
         mc.host_driven = true;
         mc.pool_4k_frames = 64 * 1024;
         mc.max_maps_per_vm = 64;
@@ -707,4 +711,63 @@ Test(safety, class8_port_rule, .init = NULL, .fini = NULL) {
                 cr_assert_eq((bitmap[p / 8] >> (p % 8)) & 1, 0, "port %#x closed", p);
         cr_assert_eq((bitmap[0x4ff / 8] >> (0x4ff % 8)) & 1, 1, "port 0x4ff open");
         cr_assert_eq((bitmap[0x80 / 8] >> (0x80 % 8)) & 1, 1, "port 0x80 open");
+}
+
+/* "auto" follows the monitor's transfer plan (calibrate.c measures it;
+ * here it is set): runs of 4 KiB pages from flip_min_4k on are flipped,
+ * shorter ones copied, and a sender's flag or the channel's transfer
+ * still wins over it. */
+Test(safety, auto_follows_the_transfer_plan) {
+        struct vmq_vm *a = new_vm("a", 1), *b = new_vm("b", 1);
+        uint32_t ch, copy_ch;
+        struct vmq_channel_config cc;
+        cr_assert_eq(vmq_channel_open(mon, vmq_vm_id(a), vmq_vm_id(b), NULL, &ch), 0);
+        vmq_channel_config_init(&cc);
+        cc.transfer = VMQ_TRANSFER_COPY;
+        cr_assert_eq(vmq_channel_open(mon, vmq_vm_id(a), vmq_vm_id(b), &cc, &copy_ch), 0);
+
+        struct vmq_transfer_plan plan;
+        vmq_monitor_transfer_plan(mon, &plan);
+        cr_assert_not(plan.measured, "the suite's monitor does not calibrate");
+        cr_assert_eq(plan.flip_min_4k, 0);
+        cr_assert(plan.flip_2m);
+        plan.flip_min_4k = 8;
+        cr_assert_eq(vmq_monitor_set_transfer_plan(mon, &plan), 0);
+
+        static const struct {
+                uint32_t pages, flags;
+                bool copy_channel;
+                uint16_t want;
+        } cases[] = {
+                {1, 0, false, VMQ_DESC_F_COPIED},
+                {7, 0, false, VMQ_DESC_F_COPIED},
+                {8, 0, false, VMQ_DESC_F_FLIPPED},
+                {16, 0, false, VMQ_DESC_F_FLIPPED},
+                {16, VMQ_REQ_F_COPY, false, VMQ_DESC_F_COPIED},
+                {2, VMQ_REQ_F_FLIP, false, VMQ_DESC_F_FLIPPED},
+                {16, 0, true, VMQ_DESC_F_COPIED},
+        };
+        for (size_t i = 0; i < VMQ_ARRAY_SIZE(cases); i++) {
+                uint32_t len = cases[i].pages * PG - 100; /* a partial last page counts */
+                int32_t r = send_page(a, 0, cases[i].copy_channel ? copy_ch : ch, 0x400000, len,
+                                      cases[i].flags);
+                cr_assert_eq(r, 0, "case %zu: %d", i, r);
+                struct vmq_desc d;
+                take_kind(b, VMQ_DESC_PAGE, &d);
+                cr_assert_eq(d.flags & (VMQ_DESC_F_COPIED | VMQ_DESC_F_FLIPPED), cases[i].want,
+                             "case %zu: %u pages, flags %#x: got %#x", i, cases[i].pages,
+                             cases[i].flags, d.flags);
+                cr_assert_eq(release(b, 0, d.gpa, len), 0);
+        }
+
+        /* and the plan's own checks */
+        plan.flip_min_4k = 1u << 21;
+        cr_assert_eq(vmq_monitor_set_transfer_plan(mon, &plan), -EINVAL);
+        plan.flip_min_4k = 0;
+        cr_assert_eq(vmq_monitor_set_transfer_plan(mon, &plan), 0);
+        cr_assert_eq(send_page(a, 0, ch, 0x400000, 16 * PG, 0), 0);
+        struct vmq_desc d;
+        take_kind(b, VMQ_DESC_PAGE, &d);
+        cr_assert_eq(d.flags & VMQ_DESC_F_COPIED, VMQ_DESC_F_COPIED, "0: always copied");
+        cr_assert_eq(release(b, 0, d.gpa, 16 * PG), 0);
 }

@@ -599,6 +599,27 @@ static void restore_running(struct manager *m) {
         manager_open_persistent_channels(m);
 }
 
+/* What "auto" will do on this machine, and the figures it was decided on. */
+static void log_transfer_plan(const struct vmq_monitor *mon) {
+        struct vmq_transfer_plan p;
+        char flip4k[48];
+        vmq_monitor_transfer_plan(mon, &p);
+        if (p.flip_min_4k)
+                snprintf(flip4k, sizeof(flip4k), "from %u pages on", p.flip_min_4k);
+        else
+                snprintf(flip4k, sizeof(flip4k), "never");
+        if (!p.measured) {
+                log_info("Transfers: auto copies 4 KiB pages and flips 2 MiB pages (not measured)");
+                return;
+        }
+        unsigned last = p.steps_4k - 1;
+        log_info("Transfers: auto flips 4 KiB pages %s, %s 2 MiB pages (measured: 1 page copy "
+                 "%.1f us, flip %.1f us; %u pages copy %.1f us, flip %.1f us%s)",
+                 flip4k, p.flip_2m ? "flips" : "copies", p.copy_ns_4k[0] / 1e3,
+                 p.flip_ns_4k[0] / 1e3, 1u << last, p.copy_ns_4k[last] / 1e3,
+                 p.flip_ns_4k[last] / 1e3, p.copy_ns_2m ? "" : "; no 2 MiB frames to time");
+}
+
 int manager_startup(struct manager *m) {
         struct vmq_monitor_config mcfg;
         int r;
@@ -614,6 +635,7 @@ int manager_startup(struct manager *m) {
         if (m->config.hugetlb && m->config.hugetlb_frames > 0 && !vmq_monitor_has_huge(m->monitor))
                 log_notice("Cannot have %u hugetlb frames of 2 MiB; running without them",
                            m->config.hugetlb_frames);
+        log_transfer_plan(m->monitor);
 
         r = sd_event_add_io(m->event, &m->monitor_source, vmq_monitor_event_fd(m->monitor), EPOLLIN,
                             on_monitor_event, m);
