@@ -53,7 +53,7 @@ struct vmq_monitor_config {
         uint32_t poll_ns;
         /* Measure, when the monitor starts, whether copying or flipping
          * moves a page message faster on this machine, and from which run
-         * length on (core/calibrate.c, a few milliseconds; more under
+         * length on (core/calibrate.c, some 20 ms; more under
          * emulation).  Channels whose transfer is "auto" follow what was
          * measured.  Off: the fixed defaults of vmq_transfer_plan_default().
          * Default on. */
@@ -88,7 +88,7 @@ struct vmq_monitor_config {
 #define VMQ_POLL_NS_DEFAULT 100000u /* 100 us, as vhost-net's poll-us=100 */
 
 /* Runs of 1, 2, 4, ... 1 << (VMQ_PLAN_STEPS - 1) pages of 4 KiB are timed. */
-#define VMQ_PLAN_STEPS 9
+#define VMQ_PLAN_STEPS 7
 
 /* How a channel whose transfer is "auto" moves a page message, and the
  * figures it was decided on. */

@@ -5,6 +5,7 @@
  */
 #include <criterion/criterion.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -999,5 +1000,55 @@ Test(remap, concurrent_spaces) {
                 vmq_space_free(pg[i].a);
                 vmq_space_free(pg[i].b);
         }
+        vmq_pool_free(p);
+}
+
+/* Whether this process's page tables map the page at p (pagemap bit 63),
+ * without touching it. */
+static bool pte_present(const void *p) {
+        int fd = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
+        cr_assert_geq(fd, 0);
+        uint64_t e = 0;
+        off_t off = (off_t)((uintptr_t)p / (uintptr_t)sysconf(_SC_PAGESIZE)) * 8;
+        cr_assert_eq(pread(fd, &e, sizeof(e), off), (ssize_t)sizeof(e));
+        close(fd);
+        return (e >> 63) & 1;
+}
+
+/* Pages a copy, a flip or a share places are mapped in at once (the
+ * receiver does not fault them in one by one), and so are the sender's
+ * fresh frames after a flip; a region's pages are not, until used. */
+Test(remap, placed_pages_are_mapped_in_at_once) {
+        struct vmq_pool *p = new_pool(4096, 0);
+        struct vmq_space *a = new_space(p), *b = new_space(p);
+        uint8_t *ha = add_region(a, 0, 64 * PG, VMQ_FRAME_4K, VMQ_REGION_POPULATE);
+        uint8_t *hb = add_region(b, 0, 64 * PG, VMQ_FRAME_4K, 0);
+        cr_assert_not(pte_present(ha + 40 * PG), "a region stays sparse until used");
+        fill(ha, 8 * PG, 3);
+
+        cr_assert_eq(vmq_remap_copy(a, 0, b, 0, 8 * PG), 0);
+        for (int i = 0; i < 8; i++)
+                cr_assert(pte_present(hb + i * PG), "copied page %d", i);
+        cr_assert(filled(hb, 8 * PG, 3));
+        cr_assert_eq(vmq_remap_release(b, 0, 8), 0);
+
+        cr_assert_eq(vmq_remap_flip(a, 0, b, 16 * PG, 8), 0);
+        for (int i = 0; i < 8; i++) {
+                cr_assert(pte_present(hb + (16 + i) * PG), "flipped page %d", i);
+                cr_assert(pte_present(ha + i * PG), "the sender's fresh page %d", i);
+        }
+        cr_assert(filled(hb + 16 * PG, 8 * PG, 3));
+        cr_assert(all_zero(ha, 8 * PG));
+        cr_assert_eq(vmq_remap_release(b, 16 * PG, 8), 0);
+
+        fill(ha + 8 * PG, 4 * PG, 9);
+        cr_assert_eq(vmq_remap_share(a, 8 * PG, b, 32 * PG, 4), 0);
+        for (int i = 0; i < 4; i++)
+                cr_assert(pte_present(hb + (32 + i) * PG), "shared page %d", i);
+        cr_assert_eq(vmq_remap_release(b, 32 * PG, 4), 0);
+
+        vmq_space_free(a);
+        vmq_space_free(b);
+        cr_assert_eq(vmq_pool_frames_free(p, VMQ_FRAME_4K), 4096);
         vmq_pool_free(p);
 }
