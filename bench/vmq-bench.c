@@ -51,7 +51,10 @@
  *   idle_kib_per_vm           host memory per idle VM beyond its guest RAM:
  *                             the growth of used memory (MemTotal -
  *                             MemAvailable) less that of shared memory
- *                             (guest RAM is a memfd), divided by n
+ *                             (guest RAM is a memfd), divided by n;
+ *                             .anon and .page_tables: the parts of it that
+ *                             are this process's anonymous memory and page
+ *                             tables (the rest is the kernel's)
  *   idle_threads_per_vm       threads of the process per idle VM (its vCPU
  *                             included)
  *
@@ -371,17 +374,23 @@ static long used_kib(void) {
         return total < 0 || avail < 0 ? -1 : total - avail;
 }
 
-static long threads_now(void) {
+/* A "Name: value" field of /proc/self/status (kB fields in KiB). */
+static long status_field(const char *field) {
         char line[256];
         long v = -1;
+        size_t n = strlen(field);
         FILE *f = fopen("/proc/self/status", "re");
         if (!f)
                 return -1;
         while (fgets(line, sizeof(line), f))
-                if (strncmp(line, "Threads:", 8) == 0)
-                        v = strtol(line + 8, NULL, 10);
+                if (strncmp(line, field, n) == 0 && line[n] == ':')
+                        v = strtol(line + n + 1, NULL, 10);
         fclose(f);
         return v;
+}
+
+static long threads_now(void) {
+        return status_field("Threads");
 }
 
 static double cpu_seconds(void) {
@@ -411,6 +420,7 @@ static int idle_figures(int n, int seconds) {
         if (r < 0)
                 goto out;
         long used0 = used_kib(), shmem0 = meminfo_kib("Shmem"), threads0 = threads_now();
+        long anon0 = status_field("RssAnon"), pt0 = status_field("VmPTE");
         for (; made < n; made++) {
                 struct vmq_vm_config c;
                 char name[32];
@@ -432,6 +442,7 @@ static int idle_figures(int n, int seconds) {
         }
         sleep(2); /* every guest has printed its line and sleeps in WAIT */
         long used1 = used_kib(), shmem1 = meminfo_kib("Shmem"), threads1 = threads_now();
+        long anon1 = status_field("RssAnon"), pt1 = status_field("VmPTE");
         double c0 = cpu_seconds(), t0 = (double)bench_now_ns();
         sleep((unsigned)seconds);
         double cpu = cpu_seconds() - c0, wall = ((double)bench_now_ns() - t0) / 1e9;
@@ -448,6 +459,13 @@ static int idle_figures(int n, int seconds) {
         if (used0 >= 0 && used1 >= 0 && shmem0 >= 0 && shmem1 >= 0)
                 bench_report("idle_kib_per_vm",
                              (double)((used1 - used0) - (shmem1 - shmem0)) / (double)n, "KiB");
+        /* Of that, what this process holds itself (its anonymous memory:
+         * heap, thread stacks) and its page tables; the rest is the
+         * kernel's, mostly KVM's per VM and per vCPU. */
+        if (anon0 >= 0 && anon1 >= 0)
+                bench_report("idle_kib_per_vm.anon", (double)(anon1 - anon0) / (double)n, "KiB");
+        if (pt0 >= 0 && pt1 >= 0)
+                bench_report("idle_kib_per_vm.page_tables", (double)(pt1 - pt0) / (double)n, "KiB");
         if (threads0 >= 0 && threads1 >= 0)
                 bench_report("idle_threads_per_vm", (double)(threads1 - threads0) / (double)n,
                              "threads");
