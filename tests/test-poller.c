@@ -376,7 +376,13 @@ Test(poller, a_stalled_head_is_not_polled_forever) {
 }
 
 /* One VM floods its ring without pause; another's messages still get
- * through promptly: the poller takes at most a budget per VM and pass. */
+ * through promptly: the poller takes at most a budget per VM and pass.
+ * "Promptly" is counted, not timed (the machine may be loaded): while one
+ * of the other VM's messages waits, the poller carries at most
+ * (POLL_EPOLL_EVERY + 2) passes of POLL_BUDGET flood requests (core/
+ * poller.c: the other VM's doorbell is seen within POLL_EPOLL_EVERY
+ * passes, and the next pass drains it). */
+#define FLOOD_BOUND ((16 + 2) * 64)
 Test(poller, a_flood_does_not_starve_another_vm) {
         struct stream flood = {.count = UINT32_MAX, .seed = 4};
         flood.tx = new_vm("flood", 256);
@@ -392,26 +398,28 @@ Test(poller, a_flood_does_not_starve_another_vm) {
         struct vmq_desc d;
         int rounds = vmq_test_scale(200);
         for (int i = 0; i < rounds; i++) {
+                uint64_t f0 = atomic_load(&flood.tx->st_sent);
                 while (!post_inline(a, ch, (uint64_t)i, false, NULL))
                         sched_yield();
                 uint64_t t0 = now_ns();
                 for (;;) {
                         if (take(b, &d) && d.kind == VMQ_DESC_INLINE)
                                 break;
-                        cr_assert_lt(now_ns() - t0, 2000000000ull, "message %d never came", i);
+                        cr_assert_lt(now_ns() - t0, 10000000000ull, "message %d never came", i);
                 }
-                uint64_t dt = now_ns() - t0;
-                if (dt > worst)
-                        worst = dt;
+                /* (a delivery that fails is counted, then taken back) */
+                int64_t carried = (int64_t)(atomic_load(&flood.tx->st_sent) - f0);
+                if (carried > (int64_t)worst)
+                        worst = (uint64_t)carried;
                 pause_ns(200000);
         }
         atomic_store(&flood.stop, true);
         pthread_join(p, NULL);
         pthread_join(c, NULL);
         cr_assert_gt(atomic_load(&flood.received), 0u, "the flood went through too");
-        cr_assert_lt(worst, (uint64_t)vmq_test_allow_ms(100) * 1000000ull,
-                     "worst delivery while another VM floods: %lu us",
-                     (unsigned long)(worst / 1000));
+        cr_assert_leq(worst, (uint64_t)FLOOD_BOUND,
+                      "flood requests carried while one of another VM's waited: %lu",
+                      (unsigned long)worst);
 }
 
 /* CPU time (user + system, clock ticks) of this process's thread named
