@@ -33,6 +33,7 @@ void vmq_monitor_config_init(struct vmq_monitor_config *cfg) {
         cfg->poll_ns = VMQ_POLL_NS_DEFAULT;
         cfg->host_budget = VMQ_HOST_BUDGET_DEFAULT;
         cfg->calibrate = true;
+        cfg->spare_vm = true;
 }
 
 void vmq_channel_config_init(struct vmq_channel_config *cfg) {
@@ -92,7 +93,8 @@ int vmq_monitor_new(const struct vmq_monitor_config *cfg, struct vmq_monitor **r
         if (m->cfg.kick_signal <= 0)
                 m->cfg.kick_signal = SIGUSR1;
         m->kvm_fd = -1;
-        m->poll_epfd = m->poll_stop_fd = -1;
+        m->poll_epfd = m->poll_stop_fd = m->poll_spare_fd = -1;
+        vmq_spare_init(m);
         m->event_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
         if (m->event_fd < 0) {
                 free(m);
@@ -149,6 +151,7 @@ int vmq_monitor_new(const struct vmq_monitor_config *cfg, struct vmq_monitor **r
         r = vmq_pool_new(&pc, &m->pool);
         if (r < 0)
                 goto fail;
+        vmq_spare_first(m);
         /* A calibration that cannot run (a pool too small to time even one
          * page) leaves the defaults: the monitor works either way. */
         if (!m->cfg.calibrate || vmq_pool_calibrate(m->pool, &m->plan) < 0)
@@ -179,6 +182,7 @@ struct vmq_monitor *vmq_monitor_free(struct vmq_monitor *m) {
         }
         free(m->channels);
         vmq_poller_fini(m);
+        vmq_spare_fini(m);
         m->pool = vmq_pool_free(m->pool);
         m->kvm_fd = vmq_close(m->kvm_fd);
         free(m->cpuid);

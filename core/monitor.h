@@ -58,6 +58,11 @@ struct vmq_monitor_config {
          * measured.  Off: the fixed defaults of vmq_transfer_plan_default().
          * Default on. */
         bool calibrate;
+        /* Keep one KVM VM, with its first vCPU, made ahead of need, so that
+         * creating a micro-VM does not wait for KVM_CREATE_VM and
+         * KVM_CREATE_VCPU (core/spare.c): two fds and an empty VM's kernel
+         * memory for as long as the monitor runs.  Default on. */
+        bool spare_vm;
         /* Host memory budget: bytes that all guests' messages together may
          * hold in host inboxes (0: VMQ_HOST_BUDGET_DEFAULT).  Each VM has its
          * own as well (vmq_vm_config.host_budget).  A send past either is
@@ -127,6 +132,11 @@ int vmq_monitor_kvm_error(const struct vmq_monitor *m);
 struct vmq_monitor *vmq_monitor_free(struct vmq_monitor *m);
 
 bool vmq_monitor_has_huge(const struct vmq_monitor *m);
+
+/* Whether a spare VM is ready for the next micro-VM created (see
+ * vmq_monitor_config.spare_vm; the poller thread makes the next one after
+ * each creation that took it). */
+bool vmq_monitor_spare_ready(struct vmq_monitor *m);
 
 /* What "auto" does on this monitor (measured, or the defaults). */
 void vmq_monitor_transfer_plan(const struct vmq_monitor *m, struct vmq_transfer_plan *ret);

@@ -52,8 +52,9 @@
 #include "core/util.h"
 #include "core/vm.h"
 
-#define POLL_STOP UINT64_MAX /* epoll data of the stop eventfd */
-#define POLL_BUDGET 64       /* requests per VM per pass */
+#define POLL_STOP UINT64_MAX        /* epoll data of the stop eventfd */
+#define POLL_SPARE (UINT64_MAX - 1) /* and of the spare VM's */
+#define POLL_BUDGET 64              /* requests per VM per pass */
 #define POLL_EVENTS 64
 #define POLL_EPOLL_EVERY 16 /* passes between looks at the doorbells while polling */
 #define POLL_WINDOW_MAX 32  /* the window grows up to this many times poll_ns */
@@ -69,7 +70,18 @@ int vmq_poller_init(struct vmq_monitor *m) {
                 return -errno;
         if (epoll_ctl(m->poll_epfd, EPOLL_CTL_ADD, m->poll_stop_fd, &ev) < 0)
                 return -errno;
+        m->poll_spare_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+        if (m->poll_spare_fd < 0)
+                return -errno;
+        ev.data.u64 = POLL_SPARE;
+        if (epoll_ctl(m->poll_epfd, EPOLL_CTL_ADD, m->poll_spare_fd, &ev) < 0)
+                return -errno;
         return 0;
+}
+
+void vmq_poller_want_spare(struct vmq_monitor *m) {
+        uint64_t one = 1;
+        (void)!write(m->poll_spare_fd, &one, sizeof(one));
 }
 
 void vmq_poller_fini(struct vmq_monitor *m) {
@@ -84,6 +96,7 @@ void vmq_poller_fini(struct vmq_monitor *m) {
         }
         m->poll_epfd = vmq_close(m->poll_epfd);
         m->poll_stop_fd = vmq_close(m->poll_stop_fd);
+        m->poll_spare_fd = vmq_close(m->poll_spare_fd);
 }
 
 static void set_word(struct vmq_vm *vm, uint32_t v) {
@@ -187,9 +200,17 @@ static void *poller_thread(void *arg) {
                                 n = 0;
                         }
                 }
-                for (int i = 0; i < n; i++)
+                for (int i = 0; i < n; i++) {
                         if (ev[i].data.u64 == POLL_STOP)
                                 return NULL;
+                        if (ev[i].data.u64 == POLL_SPARE) {
+                                uint64_t v;
+                                (void)!read(m->poll_spare_fd, &v, sizeof(v));
+                                /* off the lock: KVM_CREATE_VM takes a while */
+                                vmq_spare_refill(m);
+                                ev[i--] = ev[--n];
+                        }
+                }
                 /* A writer (a VM or channel coming or going) goes first. */
                 while (atomic_load(&m->writers) > 0) {
                         struct timespec ts = {0, 20000};

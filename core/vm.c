@@ -154,12 +154,15 @@ static int setup_vcpu(struct vmq_vm *vm, unsigned index, const struct vmq_x86_bo
 
         c->vm = vm;
         c->index = index;
-        fd = vmq_kvm_create_vcpu(vm->mon->kvm_fd, vm->vm_fd, index, &c->run, &c->run_size);
-        if (fd < 0)
-                return fd;
-        c->fd = fd;
-        if (cpuid && ioctl(fd, KVM_SET_CPUID2, cpuid) < 0)
-                return -errno;
+        if (c->fd < 0) { /* else made ahead, CPUID set (core/spare.c) */
+                fd = vmq_kvm_create_vcpu(vm->mon->kvm_fd, vm->vm_fd, index, &c->run, &c->run_size);
+                if (fd < 0)
+                        return fd;
+                c->fd = fd;
+                if (cpuid && ioctl(fd, KVM_SET_CPUID2, cpuid) < 0)
+                        return -errno;
+        }
+        fd = c->fd;
         if (ioctl(fd, KVM_GET_SREGS, &sregs) < 0)
                 return -errno;
         vmq_x86_setup_sregs(boot, &sregs);
@@ -319,10 +322,15 @@ int vmq_vm_create(struct vmq_monitor *m, const struct vmq_vm_config *cfg, const 
         if (r < 0)
                 goto fail;
         if (kvm) {
-                r = vmq_kvm_create_vm(m->kvm_fd);
+                struct vmq_spare sp;
+                r = vmq_spare_take(m, &sp);
                 if (r < 0)
                         goto fail;
-                vm->vm_fd = r;
+                vm->vm_fd = sp.vm_fd;
+                /* its vCPU 0, made and given the CPUID (setup_vcpu) */
+                vm->vcpus[0].fd = sp.vcpu_fd;
+                vm->vcpus[0].run = sp.run;
+                vm->vcpus[0].run_size = sp.run_size;
         }
 
         r = add_region(vm, 0, 0, vm->cfg.ram_size, VMQ_FRAME_4K, VMQ_REGION_POPULATE);

@@ -207,6 +207,13 @@ struct vmq_channel {
         _Atomic uint64_t messages[2], bytes[2];
 };
 
+/* A KVM VM made ahead of need, with vCPU 0 (core/spare.c); fds -1: none. */
+struct vmq_spare {
+        int vm_fd, vcpu_fd;
+        struct kvm_run *run;
+        size_t run_size;
+};
+
 struct vmq_monitor {
         struct vmq_monitor_config cfg;
         int kvm_fd;               /* -1: no usable KVM (see kvm_error) */
@@ -246,13 +253,30 @@ struct vmq_monitor {
          * that has a doorbell. */
         pthread_mutex_t poll_lock;
         int poll_epfd, poll_stop_fd;
+        int poll_spare_fd; /* in the set: make a spare VM */
         pthread_t poll_thread;
         bool poll_started;
+
+        /* The spare VM (spare.c), under spare_lock. */
+        pthread_mutex_t spare_lock;
+        struct vmq_spare spare;
 };
 
 /* calibrate.c: measures the pool's copy and flip costs into *plan (the
  * defaults, and an error, when it cannot). */
 int vmq_pool_calibrate(struct vmq_pool *p, struct vmq_transfer_plan *plan);
+
+/* spare.c */
+/* Sets up an empty spare; vmq_spare_first() makes the first one (when the
+ * monitor has KVM and cfg.spare_vm); vmq_spare_fini() closes it. */
+void vmq_spare_init(struct vmq_monitor *m);
+void vmq_spare_first(struct vmq_monitor *m);
+void vmq_spare_fini(struct vmq_monitor *m);
+/* Takes the spare, or makes a VM and its vCPU 0 now when there is none;
+ * the caller owns what *ret holds.  Asks the poller for the next spare. */
+int vmq_spare_take(struct vmq_monitor *m, struct vmq_spare *ret);
+/* Makes a spare if there is none (on the poller thread). */
+void vmq_spare_refill(struct vmq_monitor *m);
 
 /* monitor.c */
 void vmq_monitor_notify(struct vmq_monitor *m);
@@ -266,6 +290,8 @@ void vmq_poller_fini(struct vmq_monitor *m);
  * time); 0 also when the VM has no doorbell eventfd. */
 int vmq_poller_add(struct vmq_vm *vm);
 void vmq_poller_remove(struct vmq_vm *vm);
+/* Asks the poller thread to make a spare VM (vmq_spare_refill). */
+void vmq_poller_want_spare(struct vmq_monitor *m);
 /* The VM's doorbell rang n times and the caller took the rings: counts
  * them and publishes the count (vmcs.post_doorbells_seen) before the
  * caller drains the post ring. */
