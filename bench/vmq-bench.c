@@ -82,6 +82,7 @@
 #include "core/kvm.h"
 #include "core/monitor.h"
 #include "core/util.h"
+#include "core/vm.h"
 #include "core/x86.h"
 #include "tests/test-util.h"
 
@@ -132,10 +133,23 @@ static int benchdata(struct vmq_vm *vm, const char *key, double *ret) {
 
 static void dump_console(struct vmq_vm *vm) {
         static char buf[65536];
+        struct vmq_vm_stats st;
         size_t n = vmq_vm_console_read(vm, buf, sizeof(buf) - 1);
         buf[n] = 0;
-        fprintf(stderr, "--- console of %s (%s %s)\n%s---\n", vmq_vm_name(vm),
-                vmq_vm_state_to_string(vmq_vm_state(vm)), vmq_vm_crash_reason(vm), buf);
+        vmq_vm_get_stats(vm, &st);
+        const struct vmq_ring_idx *q = (const struct vmq_ring_idx *)((const uint8_t *)vm->vmcs +
+                                                                     vm->vmcs->layout.queue_off);
+        fprintf(stderr,
+                "--- console of %s (%s %s; exits %llu doorbells %llu sent %llu received %llu "
+                "errors %llu, AGAIN %llu NOMEM %llu; copies %llu flips %llu; queue prod %u cons "
+                "%u; host maps %zu)\n%s---\n",
+                vmq_vm_name(vm), vmq_vm_state_to_string(vmq_vm_state(vm)), vmq_vm_crash_reason(vm),
+                (unsigned long long)st.exits, (unsigned long long)st.doorbells,
+                (unsigned long long)st.sent, (unsigned long long)st.received,
+                (unsigned long long)st.errors, (unsigned long long)st.error[VMQ_E_AGAIN],
+                (unsigned long long)st.error[VMQ_E_NOMEM], (unsigned long long)st.copies,
+                (unsigned long long)st.flips, __atomic_load_n(&q->prod, __ATOMIC_RELAXED),
+                __atomic_load_n(&q->cons, __ATOMIC_RELAXED), vmq_space_maps(vm->space), buf);
 }
 
 /* Exits of both VMs of the last run(): hypercalls and doorbells. */
@@ -196,7 +210,7 @@ static int run(const char *args, const char *rx_args, bool alone, enum vmq_trans
         r = vmq_vm_start(tx);
         if (r < 0)
                 goto out;
-        r = vmq_vm_wait(tx, 240000);
+        r = vmq_vm_wait(tx, quick ? 60000 : 240000);
         if (r != VMQ_VM_EXITED || vmq_vm_exit_code(tx) != 0) {
                 fprintf(stderr, "vmq-bench: '%s' failed\n", args);
                 dump_console(tx);

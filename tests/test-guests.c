@@ -14,6 +14,8 @@
 #include <unistd.h>
 
 #include "core/monitor.h"
+#include "core/util.h"
+#include "core/vm.h"
 #include "tests/test-util.h"
 
 #define HUGE_FRAMES 24
@@ -662,4 +664,48 @@ Test(e2e, a_spare_vm_is_made_ahead_and_taken) {
         a = boot("a", "echo", "", NULL);
         echo_once(a);
         cr_assert_not(wait_spare(true, 200), "no spare when off");
+}
+
+/* The benchmark's own guests (bench/vmq-bench): a page stream from
+ * bench-tx ends with every ACK it waits for, and bench-rx has given back
+ * every page it was sent, however its receive batches fell (it once dropped
+ * the rest of a batch after its first page). */
+Test(e2e, bench_images_stream_pages_and_give_every_page_back, .timeout = 600) {
+        static const char *const methods[] = {"copy", "flip4k"};
+        for (size_t i = 0; i < VMQ_ARRAY_SIZE(methods); i++) {
+                char args[160], tx_name[16], rx_name[16];
+                struct vmq_vm_config vc;
+                struct vmq_vm *tx, *rx;
+                snprintf(args, sizeof(args),
+                         "test=throughput method=%s size=4096 total=1048576 reps=2", methods[i]);
+                snprintf(tx_name, sizeof(tx_name), "tx%zu", i);
+                snprintf(rx_name, sizeof(rx_name), "rx%zu", i);
+                vmq_vm_config_init(&vc);
+                vc.name = rx_name;
+                vc.rx_size = 4u << 20;
+                /* a short spin: the sender runs ahead, so batches form */
+                vc.args = "spin_us=1";
+                cr_assert_eq(vmq_vm_create_from_file(mon, &vc, vmq_test_guest("bench-rx"), &rx), 0);
+                vmq_vm_config_init(&vc);
+                vc.name = tx_name;
+                vc.args = args;
+                vc.ram_size = 32u << 20;
+                cr_assert_eq(vmq_vm_create_from_file(mon, &vc, vmq_test_guest("bench-tx"), &tx), 0);
+                open_channel(vmq_vm_id(tx), vmq_vm_id(rx), NULL);
+                cr_assert_eq(vmq_vm_start(rx), 0);
+                cr_assert_eq(vmq_vm_start(tx), 0);
+                int st = vmq_vm_wait(tx, vmq_test_allow_ms(20000));
+                cr_assert_eq(st, VMQ_VM_EXITED, "%s: bench-tx is %s: %s", methods[i],
+                             vmq_vm_state_to_string((enum vmq_vm_state)st), console(tx));
+                cr_assert_eq(vmq_vm_exit_code(tx), 0, "%s: %s", methods[i], console(tx));
+                /* every page given back: the window is one empty run again */
+                struct vmq_vm_stats s;
+                vmq_vm_get_stats(rx, &s);
+                cr_assert_geq(s.received, 1 + 3 * 256, "%s: hello and 3 x 256 pages (and a close)",
+                              methods[i]);
+                cr_assert_leq(vmq_space_maps(rx->space), (size_t)8, "%s: rx holds %zu mappings",
+                              methods[i], vmq_space_maps(rx->space));
+                vmq_vm_destroy(tx);
+                vmq_vm_destroy(rx);
+        }
 }

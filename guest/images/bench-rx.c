@@ -83,10 +83,11 @@ int vmq_main(void) {
                                         sum += p[off];
                                         pages++;
                                 }
-                                r = vmq_release(vmq_desc_pages(&d), d.len);
-                                if (r < 0)
+                                /* (not r: that is the batch's length) */
+                                int e = vmq_release(vmq_desc_pages(&d), d.len);
+                                if (e < 0)
                                         vmq_printf("bench-rx: release failed error=%s\n",
-                                                   vmq_strerror(r));
+                                                   vmq_strerror(e));
                                 messages++;
                                 bytes += d.len;
                                 if (d.tag & BENCH_TAG_LAST)
