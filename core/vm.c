@@ -30,6 +30,8 @@
 #include "core/x86.h"
 
 #define VMQ_MIB (1024ull * 1024ull)
+/* Stack of a vCPU thread (see vmq_kvm_vm_start). */
+#define VCPU_STACK_SIZE (256u * 1024u)
 
 void vmq_vm_config_init(struct vmq_vm_config *cfg) {
         memset(cfg, 0, sizeof(*cfg));
@@ -142,6 +144,7 @@ void vmq_vm_free_resources(struct vmq_vm *vm) {
         pthread_cond_destroy(&vm->state_cond);
         pthread_mutex_destroy(&vm->console_lock);
         free(vm->args);
+        free(vm->console);
         free(vm);
 }
 
@@ -775,14 +778,22 @@ int vmq_kvm_vm_start(struct vmq_vm *vm) {
         sigdelset(&all, SIGILL);
         pthread_sigmask(SIG_SETMASK, &all, &old);
         r = vmq_poller_add(vm);
+        /* A small stack: a vCPU thread's deepest path (a request with its
+         * remap) needs a few KiB, and an idle machine should cost as little
+         * host memory as it can; the default (RLIMIT_STACK, 8 MiB) may be
+         * backed by a transparent huge page once touched. */
+        pthread_attr_t attr;
+        pthread_attr_init(&attr);
+        (void)pthread_attr_setstacksize(&attr, VCPU_STACK_SIZE);
         for (unsigned i = 0; r == 0 && i < vm->nvcpus; i++) {
                 atomic_fetch_add(&vm->running_vcpus, 1);
-                r = -pthread_create(&vm->vcpus[i].thread, NULL, vcpu_thread, &vm->vcpus[i]);
+                r = -pthread_create(&vm->vcpus[i].thread, &attr, vcpu_thread, &vm->vcpus[i]);
                 if (r == 0)
                         vm->vcpus[i].thread_started = true;
                 else
                         atomic_fetch_sub(&vm->running_vcpus, 1);
         }
+        pthread_attr_destroy(&attr);
         pthread_mutex_unlock(&vm->state_lock);
         pthread_sigmask(SIG_SETMASK, &old, NULL);
         if (vm->mon->cfg.state_changed)
@@ -902,9 +913,13 @@ void vmq_vm_get_stats(const struct vmq_vm *vm, struct vmq_vm_stats *ret) {
 
 void vmq_vm_console_append(struct vmq_vm *vm, const char *buf, size_t len) {
         pthread_mutex_lock(&vm->console_lock);
-        for (size_t i = 0; i < len; i++)
-                vm->console[(vm->console_head + i) % VMQ_CONSOLE_RING] = buf[i];
-        vm->console_head += len;
+        if (!vm->console)
+                vm->console = malloc(VMQ_CONSOLE_RING); /* bytes read are bytes written */
+        if (vm->console) { /* else the output only reaches cfg.console */
+                for (size_t i = 0; i < len; i++)
+                        vm->console[(vm->console_head + i) % VMQ_CONSOLE_RING] = buf[i];
+                vm->console_head += len;
+        }
         pthread_mutex_unlock(&vm->console_lock);
         if (vm->mon->cfg.console)
                 vm->mon->cfg.console(vm->mon->cfg.userdata, vm, buf, len);

@@ -173,9 +173,11 @@ struct vmq_vm {
         const char *crash_reason;
         bool joined;
 
-        /* Console ring, under console_lock. */
+        /* Console ring (VMQ_CONSOLE_RING bytes), under console_lock: made
+         * by the first output, so that a VM costs no 64 KiB of zeroed
+         * memory for it (NULL: nothing written yet, or no memory for it). */
         pthread_mutex_t console_lock;
-        char console[VMQ_CONSOLE_RING];
+        char *console;
         size_t console_head; /* total bytes ever written */
 
         /* Counters (atomics: read without locks). */
