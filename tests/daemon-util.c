@@ -458,7 +458,7 @@ long vmq_testbus_vmqd_rss_kib(struct vmq_testbus *t) {
         if (!f)
                 return -1;
         while (fgets(line, sizeof(line), f))
-                if (sscanf(line, "VmRSS: %ld", &kib) == 1)
+                if (sscanf(line, "RssAnon: %ld", &kib) == 1)
                         break;
         fclose(f);
         return kib;

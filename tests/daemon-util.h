@@ -85,7 +85,9 @@ int vmq_testbus_call(struct vmq_testbus *t, sd_bus_error *ret_error, sd_bus_mess
 const char *vmq_test_builddir(void);
 const char *vmq_test_srcdir(void);
 
-/* Number of fds vmqd has open, and its VmRSS in KiB. */
+/* Number of fds vmqd has open, and its resident anonymous memory in KiB
+ * (RssAnon: its heap and stacks; not the pool's frames, guest memory that
+ * the pool keeps resident up to its peak use, see core/remap.c). */
 int vmq_testbus_vmqd_fds(struct vmq_testbus *t);
 long vmq_testbus_vmqd_rss_kib(struct vmq_testbus *t);
 
