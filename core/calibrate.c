@@ -14,8 +14,9 @@
  * vmq_remap_flip, between two scratch spaces of the pool), for runs of 1,
  * 2, 4, ... 64 pages of 4 KiB and for one 2 MiB page, each the best of a
  * few rounds (longer runs follow the 64-page figures).  About 20 ms on
- * these machines; under full emulation (QEMU/TCG) about 30 times that.  A flip leaves the sender fresh frames that fault in when it
- * writes its buffer again: that first write is timed with the flip.  What
+ * these machines; under full emulation (QEMU/TCG) about 30 times that.
+ * A flip leaves the sender fresh frames that fault in when it writes its
+ * buffer again: that first write is timed with the flip.  What
  * the receiving guest pays later (its own page faults on the new
  * mappings) is the same for both methods, and not timed.
  *
@@ -132,9 +133,9 @@ static int calibrate_2m(struct vmq_pool *p, struct vmq_transfer_plan *plan) {
         if (r == 0)
                 r = vmq_space_add_region(src, 0, VMQ_HUGE_PAGE_SIZE, VMQ_FRAME_2M,
                                          VMQ_REGION_POPULATE, NULL);
-        /* the huge window above the 4 KiB one, 2 MiB aligned */
         if (r == 0)
                 r = vmq_space_add_region(dst, 0, VMQ_HUGE_PAGE_SIZE, VMQ_FRAME_4K, 0, NULL);
+        /* the huge window above the 4 KiB one, 2 MiB aligned */
         if (r == 0)
                 r = vmq_space_add_region(dst, VMQ_HUGE_PAGE_SIZE, VMQ_HUGE_PAGE_SIZE, VMQ_FRAME_2M,
                                          0, NULL);

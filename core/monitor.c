@@ -154,7 +154,9 @@ int vmq_monitor_new(const struct vmq_monitor_config *cfg, struct vmq_monitor **r
         vmq_spare_first(m);
         /* A calibration that cannot run (a pool too small to time even one
          * page) leaves the defaults: the monitor works either way. */
-        if (!m->cfg.calibrate || vmq_pool_calibrate(m->pool, &m->plan) < 0)
+        if (m->cfg.calibrate)
+                (void)vmq_pool_calibrate(m->pool, &m->plan);
+        else
                 vmq_transfer_plan_default(&m->plan);
         *ret = m;
         return 0;

@@ -16,8 +16,6 @@
  * the monitor's, and closed with it.
  */
 #include <errno.h>
-#include <sys/eventfd.h>
-#include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -25,34 +23,38 @@
 #include "core/util.h"
 #include "core/vm.h"
 
+/* No spare: what an empty one holds (the fds and mapping now belong to
+ * someone else, or to nobody). */
+static void spare_empty(struct vmq_spare *s) {
+        s->vm_fd = s->vcpu_fd = -1;
+        s->run = NULL;
+}
+
 static void spare_close(struct vmq_spare *s) {
         if (s->run)
                 munmap(s->run, s->run_size);
-        s->run = NULL;
-        s->vcpu_fd = vmq_close(s->vcpu_fd);
-        s->vm_fd = vmq_close(s->vm_fd);
+        vmq_close(s->vcpu_fd);
+        vmq_close(s->vm_fd);
+        spare_empty(s);
 }
 
 static int spare_make(struct vmq_monitor *m, struct vmq_spare *s) {
-        s->vm_fd = s->vcpu_fd = -1;
-        s->run = NULL;
+        spare_empty(s);
         int r = vmq_kvm_create_vm(m->kvm_fd);
         if (r < 0)
                 return r;
         s->vm_fd = r;
-        r = vmq_kvm_create_vcpu(m->kvm_fd, s->vm_fd, 0, &s->run, &s->run_size);
-        if (r >= 0) {
-                s->vcpu_fd = r;
-                r = m->cpuid && ioctl(s->vcpu_fd, KVM_SET_CPUID2, m->cpuid) < 0 ? -errno : 0;
-        }
-        if (r < 0)
+        r = vmq_vm_make_vcpu(m, s->vm_fd, 0, &s->run, &s->run_size);
+        if (r < 0) {
                 spare_close(s);
-        return r;
+                return r;
+        }
+        s->vcpu_fd = r;
+        return 0;
 }
 
 void vmq_spare_init(struct vmq_monitor *m) {
-        m->spare.vm_fd = m->spare.vcpu_fd = -1;
-        m->spare.run = NULL;
+        spare_empty(&m->spare);
         pthread_mutex_init(&m->spare_lock, NULL);
 }
 
@@ -70,8 +72,7 @@ void vmq_spare_fini(struct vmq_monitor *m) {
 int vmq_spare_take(struct vmq_monitor *m, struct vmq_spare *ret) {
         pthread_mutex_lock(&m->spare_lock);
         *ret = m->spare;
-        m->spare.vm_fd = m->spare.vcpu_fd = -1;
-        m->spare.run = NULL;
+        spare_empty(&m->spare);
         pthread_mutex_unlock(&m->spare_lock);
         if (m->cfg.spare_vm)
                 vmq_poller_want_spare(m);
@@ -93,7 +94,7 @@ void vmq_spare_refill(struct vmq_monitor *m) {
         pthread_mutex_lock(&m->spare_lock);
         if (m->spare.vm_fd < 0) {
                 m->spare = s;
-                s.vm_fd = -1;
+                spare_empty(&s);
         }
         pthread_mutex_unlock(&m->spare_lock);
         if (s.vm_fd >= 0)

@@ -148,8 +148,26 @@ void vmq_vm_free_resources(struct vmq_vm *vm) {
         free(vm);
 }
 
+int vmq_vm_make_vcpu(struct vmq_monitor *m, int vm_fd, unsigned index, struct kvm_run **ret_run,
+                     size_t *ret_run_size) {
+        struct kvm_run *run;
+        size_t run_size;
+        int fd = vmq_kvm_create_vcpu(m->kvm_fd, vm_fd, index, &run, &run_size);
+        if (fd < 0)
+                return fd;
+        if (m->cpuid && ioctl(fd, KVM_SET_CPUID2, m->cpuid) < 0) {
+                int r = -errno;
+                munmap(run, run_size);
+                vmq_close(fd);
+                return r;
+        }
+        *ret_run = run;
+        *ret_run_size = run_size;
+        return fd;
+}
+
 static int setup_vcpu(struct vmq_vm *vm, unsigned index, const struct vmq_x86_boot *boot,
-                      uint64_t entry, const struct kvm_cpuid2 *cpuid) {
+                      uint64_t entry) {
         struct vmq_vcpu *c = &vm->vcpus[index];
         struct kvm_sregs sregs;
         struct kvm_regs regs;
@@ -157,13 +175,11 @@ static int setup_vcpu(struct vmq_vm *vm, unsigned index, const struct vmq_x86_bo
 
         c->vm = vm;
         c->index = index;
-        if (c->fd < 0) { /* else made ahead, CPUID set (core/spare.c) */
-                fd = vmq_kvm_create_vcpu(vm->mon->kvm_fd, vm->vm_fd, index, &c->run, &c->run_size);
+        if (c->fd < 0) { /* else made ahead (core/spare.c) */
+                fd = vmq_vm_make_vcpu(vm->mon, vm->vm_fd, index, &c->run, &c->run_size);
                 if (fd < 0)
                         return fd;
                 c->fd = fd;
-                if (cpuid && ioctl(fd, KVM_SET_CPUID2, cpuid) < 0)
-                        return -errno;
         }
         fd = c->fd;
         if (ioctl(fd, KVM_GET_SREGS, &sregs) < 0)
@@ -426,7 +442,7 @@ static int setup_kvm(struct vmq_vm *vm, const struct vmq_x86_boot *boot, uint64_
         struct vmq_monitor *m = vm->mon;
         int r = 0;
         for (unsigned i = 0; i < vm->nvcpus && r == 0; i++)
-                r = setup_vcpu(vm, i, boot, entry, m->cpuid);
+                r = setup_vcpu(vm, i, boot, entry);
         if (r < 0)
                 return r;
         if (m->tsc_khz == 0)

@@ -268,6 +268,11 @@ struct vmq_monitor {
  * defaults, and an error, when it cannot). */
 int vmq_pool_calibrate(struct vmq_pool *p, struct vmq_transfer_plan *plan);
 
+/* vm.c: KVM_CREATE_VCPU, its kvm_run mapping and the monitor's CPUID; the
+ * fd, or an error with nothing left open. */
+int vmq_vm_make_vcpu(struct vmq_monitor *m, int vm_fd, unsigned index, struct kvm_run **ret_run,
+                     size_t *ret_run_size);
+
 /* spare.c */
 /* Sets up an empty spare; vmq_spare_first() makes the first one (when the
  * monitor has KVM and cfg.spare_vm); vmq_spare_fini() closes it. */

@@ -535,6 +535,14 @@ Test(e2e_huge, flip2m_guest_to_guest, .timeout = 240) {
         teardown();
 }
 
+/* Echoes one message through a host channel to vm. */
+static void echo_once(struct vmq_vm *vm) {
+        uint32_t hc = open_channel(VMQ_HOST_ID, vmq_vm_id(vm), NULL);
+        expect_hello(hc, vm);
+        send_retry(hc, "hi", 2, 1);
+        free(host_recv(hc, 5000));
+}
+
 Test(e2e_teardown, leaks_no_fd_thread_or_frame) {
         int fds = vmq_test_count_fds(), threads = vmq_test_count_threads();
         for (int round = 0; round < 3; round++) {
@@ -542,10 +550,7 @@ Test(e2e_teardown, leaks_no_fd_thread_or_frame) {
                 struct vmq_vm *a = boot("a", "echo", "", NULL);
                 struct vmq_vm *b = boot("b", "echo", "", NULL);
                 open_channel(vmq_vm_id(a), vmq_vm_id(b), NULL);
-                uint32_t hc = open_channel(VMQ_HOST_ID, vmq_vm_id(a), NULL);
-                expect_hello(hc, a);
-                send_retry(hc, "hi", 2, 1);
-                free(host_recv(hc, 5000));
+                echo_once(a);
                 cr_assert_gt(vmq_test_count_threads(), threads);
                 cr_assert_lt(vmq_monitor_frames_free(mon, false),
                              vmq_monitor_frames_total(mon, false));
@@ -621,14 +626,6 @@ static bool wait_spare(bool ready, int ms) {
                 usleep(10000);
         }
         return vmq_monitor_spare_ready(mon) == ready;
-}
-
-/* Echoes one message through a host channel to vm. */
-static void echo_once(struct vmq_vm *vm) {
-        uint32_t hc = open_channel(VMQ_HOST_ID, vmq_vm_id(vm), NULL);
-        expect_hello(hc, vm);
-        send_retry(hc, "hi", 2, 1);
-        free(host_recv(hc, 5000));
 }
 
 /* The spare VM (core/spare.c): made when the monitor starts, taken by the
