@@ -86,6 +86,10 @@ int vmq_channel_open(struct vmq_monitor *m, uint32_t end_a, uint32_t end_b,
                         goto out;
                 }
         }
+        /* A link is a bonus: a channel that cannot have one opens without
+         * (its HELLOs say so by the missing flag). */
+        if (cfg->link && va && vb)
+                (void)vmq_monitor_link_make(m, ch, ends);
         struct vmq_identity *peer_of[2] = {&idb, &ida};
         for (int i = 0; i < 2; i++) {
                 struct vmq_desc d = {0};
@@ -93,6 +97,10 @@ int vmq_channel_open(struct vmq_monitor *m, uint32_t end_a, uint32_t end_b,
                 d.channel = ch->id;
                 d.src_vm = ch->end[1 - i];
                 d.len = sizeof(struct vmq_identity);
+                if (ch->linked) {
+                        d.flags = VMQ_DESC_F_LINK;
+                        d.gpa = vmq_monitor_link_gpa(ch, i);
+                }
                 memcpy(d.data, peer_of[i], sizeof(struct vmq_identity));
                 if (ends[i]) {
                         pthread_mutex_lock(&ends[i]->rxq_lock);
@@ -120,6 +128,8 @@ static void close_locked(struct vmq_monitor *m, struct vmq_channel *ch, uint32_t
         pthread_mutex_lock(&m->host_lock);
         ch->open = false;
         pthread_mutex_unlock(&m->host_lock);
+        /* Before the CLOSEs: a guest that reads one finds its link closed. */
+        vmq_monitor_link_unmake(m, ch, gone);
         for (int i = 0; i < 2; i++) {
                 struct vmq_desc d = {0};
                 if (ch->end[i] == gone)
@@ -174,6 +184,7 @@ int vmq_channel_get_info(struct vmq_monitor *m, uint32_t id, struct vmq_channel_
                 ret->end[0] = ch->end[0];
                 ret->end[1] = ch->end[1];
                 ret->open = ch->open;
+                ret->linked = ch->linked;
                 ret->transfer = ch->cfg.transfer;
                 for (int i = 0; i < 2; i++) {
                         ret->messages[i] = atomic_load(&ch->messages[i]);

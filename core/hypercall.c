@@ -73,6 +73,10 @@ static int32_t hc_exit(const struct call *c) {
         return (int32_t)__atomic_load_n(&c->mb->arg, __ATOMIC_RELAXED);
 }
 
+static int32_t hc_kick(const struct call *c) {
+        return vmq_monitor_link_kick(c->vm, __atomic_load_n(&c->mb->channel, __ATOMIC_RELAXED));
+}
+
 static int32_t hc_nop(const struct call *c) {
         (void)c;
         return 0;
@@ -82,6 +86,7 @@ static const hypercall_fn hypercalls[VMQ_HC_MAX] = {
         [VMQ_HC_SEND] = hc_send,       [VMQ_HC_FLUSH] = hc_flush,     [VMQ_HC_WAIT] = hc_wait,
         [VMQ_HC_RELEASE] = hc_release, [VMQ_HC_CONSOLE] = hc_console, [VMQ_HC_CLOCK] = hc_clock,
         [VMQ_HC_EXIT] = hc_exit,       [VMQ_HC_NOP] = hc_nop,         [VMQ_HC_PARK] = hc_nop,
+        [VMQ_HC_KICK] = hc_kick,
 };
 
 static void mirror_stats(struct vmq_vm *vm) {
@@ -122,7 +127,10 @@ int32_t vmq_vm_hypercall(struct vmq_vm *vm, unsigned vcpu, unsigned nr) {
                 vmq_monitor_drain_posts(vm);
         pthread_rwlock_unlock(&m->rw);
         if (nr == VMQ_HC_WAIT && r == 0) {
-                int n = vmq_monitor_queue_count(vm);
+                uint32_t flags = __atomic_load_n(&vm->vmcs->mbox[vcpu].flags, __ATOMIC_RELAXED);
+                int n = flags & VMQ_WAIT_F_LINKS ? 0 : vmq_monitor_queue_count(vm);
+                if (atomic_exchange(&vm->kicked, false))
+                        n = 1;
                 r = n > 0 ? 0 : n == 0 ? -VMQ_E_TIMEDOUT : -VMQ_E_PROTO;
                 __atomic_store_n(&vm->vmcs->mbox[vcpu].status, r, __ATOMIC_RELAXED);
         }

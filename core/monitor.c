@@ -40,6 +40,7 @@ void vmq_channel_config_init(struct vmq_channel_config *cfg) {
         memset(cfg, 0, sizeof(*cfg));
         cfg->host_depth = 256;
         cfg->transfer = VMQ_TRANSFER_AUTO;
+        cfg->link = true;
 }
 
 /* The host end's identity: the configured one, else random (RFC 9562
@@ -130,6 +131,8 @@ int vmq_monitor_new(const struct vmq_monitor_config *cfg, struct vmq_monitor **r
 
         if (m->cfg.host_budget == 0)
                 m->cfg.host_budget = VMQ_HOST_BUDGET_DEFAULT;
+        if (m->cfg.max_links == 0)
+                m->cfg.max_links = VMQ_MAX_LINKS_DEFAULT;
         /* Without /dev/kvm the monitor still serves region VMs (another
          * VMM runs them) and host-driven ones; creating a micro-VM then
          * fails with the reason. */

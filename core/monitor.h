@@ -74,6 +74,10 @@ struct vmq_monitor_config {
          * Past either, a page request gets VMQ_E_NOMEM. */
         size_t max_maps;
         size_t max_maps_per_vm;
+        /* Channel links all VMs may have together (0: VMQ_MAX_LINKS_DEFAULT).
+         * Each costs up to three host mappings at each end and 16 KiB of
+         * shared memory. */
+        uint32_t max_links;
         /* Micro-VMs get their memory, VMCS and image but no KVM VM and no
          * vCPU thread: they never start, and the caller plays their vCPUs
          * with vmq_vm_hypercall() and vmq_vm_doorbell().  For tests and
@@ -90,6 +94,7 @@ struct vmq_monitor_config {
         void *userdata;
 };
 
+#define VMQ_MAX_LINKS_DEFAULT 2048u
 #define VMQ_POLL_NS_DEFAULT 100000u /* 100 us, as vhost-net's poll-us=100 */
 
 /* Runs of 1, 2, 4, ... 1 << (VMQ_PLAN_STEPS - 1) pages of 4 KiB are timed. */
@@ -277,6 +282,7 @@ struct vmq_vm_stats {
         uint64_t received;  /* descriptors enqueued to this VM */
         uint64_t bytes_sent;
         uint64_t copies, flips, shares;
+        uint64_t kicks;            /* VMQ_HC_KICKs it made on its links */
         uint64_t errors;           /* requests refused, all classes */
         uint64_t error[VMQ_E_MAX]; /* per VMQ_E_* class */
 };
@@ -305,6 +311,12 @@ int vmq_monitor_event_fd(const struct vmq_monitor *m);
 struct vmq_channel_config {
         uint32_t host_depth;        /* messages queued for a host end */
         enum vmq_transfer transfer; /* policy for page requests without flags */
+        /* Give a channel between two micro-VMs a link: shared rings the
+         * guests use without exits (VMQ_DESC_F_LINK in their HELLOs; see
+         * "Channel links" in core/vmq-abi.h).  Default on.  A channel that
+         * cannot have one (an end is the host or a region VM, a VM has
+         * VMQ_LINK_SLOTS links, the monitor has max_links) opens without. */
+        bool link;
 };
 void vmq_channel_config_init(struct vmq_channel_config *cfg);
 
@@ -332,6 +344,7 @@ struct vmq_channel_info {
         uint32_t id;
         uint32_t end[2]; /* VM ids, VMQ_HOST_ID for the host */
         bool open;
+        bool linked; /* has a link (open channels only) */
         enum vmq_transfer transfer;
         uint64_t messages[2]; /* delivered to end[i] */
         uint64_t bytes[2];

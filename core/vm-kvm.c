@@ -232,4 +232,5 @@ const struct vmq_vm_ops vmq_kvm_ops = {
         .wake = kvm_wake,
         .start = vmq_kvm_vm_start,
         .stop = vmq_kvm_vm_stop,
+        .links = true,
 };

@@ -136,6 +136,7 @@ void vmq_vm_free_resources(struct vmq_vm *vm) {
                 (void)vmq_kvm_ioeventfd(vm->vm_fd, VMQ_DOORBELL_PORT, 0, vm->doorbell_fd, false);
         vm->doorbell_fd = vmq_close(vm->doorbell_fd);
         vm->vm_fd = vmq_close(vm->vm_fd);
+        vmq_vm_link_fini(vm);
         vm->space = vmq_space_free(vm->space);
         free(vm->rx_used);
         pthread_mutex_destroy(&vm->rxq_lock);
@@ -380,9 +381,11 @@ int vmq_vm_create(struct vmq_monitor *m, const struct vmq_vm_config *cfg, const 
                         {VMQ_RX_GPA, vm->cfg.rx_size, true, true},
                         {VMQ_HUGE_GPA, vm->cfg.huge_size, true, true},
                         {VMQ_HUGE_RX_GPA, vm->cfg.huge_rx_size, true, true},
+                        /* backed once the VM has a link (core/link.c) */
+                        {VMQ_LINK_GPA, VMQ_LINK_WINDOW, true, true},
                 };
                 size_t n = 0;
-                struct vmq_x86_map used[4];
+                struct vmq_x86_map used[VMQ_ARRAY_SIZE(maps)];
                 for (size_t i = 0; i < VMQ_ARRAY_SIZE(maps); i++)
                         if (maps[i].size)
                                 used[n++] = maps[i];
@@ -518,9 +521,17 @@ void vmq_vm_wake(struct vmq_vm *vm) {
         vm->ops->wake(vm);
 }
 
-/* VMQ_HC_WAIT: returns 0 when the queue holds something, -VMQ_E_TIMEDOUT,
- * or -VMQ_E_PROTO when the guest broke its queue indices. */
-static int32_t wait_queue(struct vmq_vcpu *c, uint64_t timeout_ns) {
+/* What a waiter waits for: its queue (unless links_only) or a kick. */
+static int wait_count(struct vmq_vm *vm, bool links_only) {
+        if (atomic_exchange(&vm->kicked, false))
+                return 1;
+        return links_only ? 0 : vmq_monitor_queue_count(vm);
+}
+
+/* VMQ_HC_WAIT: returns 0 when the queue holds something or a peer kicked
+ * one of the VM's links, -VMQ_E_TIMEDOUT, or -VMQ_E_PROTO when the guest
+ * broke its queue indices. */
+static int32_t wait_queue(struct vmq_vcpu *c, uint64_t timeout_ns, bool links_only) {
         struct vmq_vm *vm = c->vm;
         uint64_t start = vmq_now_ns(), spin_end, deadline;
         int n;
@@ -532,7 +543,7 @@ static int32_t wait_queue(struct vmq_vcpu *c, uint64_t timeout_ns) {
                 spin_end = deadline;
 
         for (;;) {
-                n = vmq_monitor_queue_count(vm);
+                n = wait_count(vm, links_only);
                 if (n != 0)
                         return n > 0 ? 0 : -VMQ_E_PROTO;
                 if (atomic_load(&vm->stopping))
@@ -546,7 +557,7 @@ static int32_t wait_queue(struct vmq_vcpu *c, uint64_t timeout_ns) {
                 }
                 pthread_mutex_lock(&vm->state_lock);
                 atomic_fetch_add(&vm->waiters, 1);
-                n = vmq_monitor_queue_count(vm);
+                n = wait_count(vm, links_only);
                 if (n == 0 && !atomic_load(&vm->stopping)) {
                         if (deadline == UINT64_MAX) {
                                 pthread_cond_wait(&vm->state_cond, &vm->state_lock);
@@ -560,6 +571,8 @@ static int32_t wait_queue(struct vmq_vcpu *c, uint64_t timeout_ns) {
                 }
                 atomic_fetch_sub(&vm->waiters, 1);
                 pthread_mutex_unlock(&vm->state_lock);
+                if (n != 0)
+                        return n > 0 ? 0 : -VMQ_E_PROTO;
         }
 }
 
@@ -630,12 +643,14 @@ static bool handle_io(struct vmq_vcpu *c) {
                 if (nr == VMQ_HC_WAIT) {
                         struct vmq_request *mb = &vm->vmcs->mbox[c->index];
                         uint64_t timeout = __atomic_load_n(&mb->arg, __ATOMIC_RELAXED);
+                        bool links_only =
+                                __atomic_load_n(&mb->flags, __ATOMIC_RELAXED) & VMQ_WAIT_F_LINKS;
                         pthread_rwlock_rdlock(&vm->mon->rw);
                         vmq_monitor_drain_posts(vm);
                         result = vmq_monitor_hypercall(c, nr); /* retries blocked senders */
                         pthread_rwlock_unlock(&vm->mon->rw);
                         if (result == 0)
-                                result = wait_queue(c, timeout);
+                                result = wait_queue(c, timeout, links_only);
                         __atomic_store_n(&mb->status, result, __ATOMIC_RELAXED);
                 } else if (nr == VMQ_HC_PARK) {
                         vmq_vm_doorbell(vm);
@@ -922,6 +937,7 @@ void vmq_vm_get_stats(const struct vmq_vm *vm, struct vmq_vm_stats *ret) {
         ret->copies = atomic_load(&vm->st_copies);
         ret->flips = atomic_load(&vm->st_flips);
         ret->shares = atomic_load(&vm->st_shares);
+        ret->kicks = atomic_load(&vm->st_kicks);
         ret->errors = atomic_load(&vm->st_errors);
         for (unsigned i = 0; i < VMQ_E_MAX; i++)
                 ret->error[i] = atomic_load(&vm->st_error[i]);

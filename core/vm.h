@@ -83,6 +83,9 @@ struct vmq_vm_ops {
         /* vmq_vm_start / vmq_vm_stop. */
         int (*start)(struct vmq_vm *vm);
         int (*stop)(struct vmq_vm *vm);
+        /* The VM can have channel links (core/link.c): the monitor can map
+         * memory into its guest-physical space. */
+        bool links;
 };
 
 extern const struct vmq_vm_ops vmq_kvm_ops;
@@ -180,7 +183,16 @@ struct vmq_vm {
         char *console;
         size_t console_head; /* total bytes ever written */
 
+        /* Channel links (core/link.c), under mon->rw's write lock: the
+         * window (NULL until the first link) and its slots in use.  kicked:
+         * a peer kicked since the last VMQ_HC_WAIT returned. */
+        void *link_hva;
+        uint64_t link_used[VMQ_LINK_SLOTS / 64];
+        uint32_t link_hint;
+        _Atomic bool kicked;
+
         /* Counters (atomics: read without locks). */
+        _Atomic uint64_t st_kicks;
         _Atomic uint64_t st_exits, st_sent, st_posted, st_received, st_bytes_sent;
         _Atomic uint64_t st_copies, st_flips, st_shares, st_errors, st_doorbells;
         _Atomic uint64_t st_error[VMQ_E_MAX];
@@ -207,6 +219,10 @@ struct vmq_channel {
         uint32_t waiters;
         bool forgotten;
         _Atomic uint64_t messages[2], bytes[2];
+        /* Its link (core/link.c), while open: each end's VM and slot. */
+        bool linked;
+        struct vmq_vm *link_vm[2];
+        uint32_t link_slot[2];
 };
 
 /* A KVM VM made ahead of need, with vCPU 0 (core/spare.c); fds -1: none. */
@@ -258,6 +274,10 @@ struct vmq_monitor {
         int poll_spare_fd; /* in the set: make a spare VM */
         pthread_t poll_thread;
         bool poll_started;
+
+        /* Links made and not yet taken away, against cfg.max_links; under
+         * rw's write lock. */
+        uint32_t links;
 
         /* The spare VM (spare.c), under spare_lock. */
         pthread_mutex_t spare_lock;
@@ -362,6 +382,20 @@ void vmq_monitor_vm_gone(struct vmq_monitor *m, struct vmq_vm *vm);
 /* Tells the VMs that shared in pages of vm that they are now theirs
  * (VMQ_DESC_REVOKED). */
 void vmq_monitor_revoke_shares(struct vmq_monitor *m, struct vmq_vm *vm);
+
+/* link.c; callers hold mon->rw for writing, except vmq_monitor_link_kick (for
+ * reading). */
+/* Makes the channel's link between two VMs: -EOPNOTSUPP (an end cannot have
+ * one), -ENOSPC (no slot, or cfg.max_links reached), -errno of the host. */
+int vmq_monitor_link_make(struct vmq_monitor *m, struct vmq_channel *ch, struct vmq_vm *ends[2]);
+/* Where end `side` sees the link. */
+uint64_t vmq_monitor_link_gpa(const struct vmq_channel *ch, int side);
+/* Takes the link away from both ends (except the VM `gone`) and kicks them. */
+void vmq_monitor_link_unmake(struct vmq_monitor *m, struct vmq_channel *ch, uint32_t gone);
+/* Unmaps the VM's link window (vmq_vm_free_resources). */
+void vmq_vm_link_fini(struct vmq_vm *vm);
+/* VMQ_HC_KICK from vm on channel id: 0 or -VMQ_E_*. */
+int32_t vmq_monitor_link_kick(struct vmq_vm *vm, uint32_t id);
 
 /* host.c */
 /* A guest's message to the host: inline (src NULL, payload in d) or the

@@ -17,6 +17,8 @@
  *     every version from 1 up to its own (the request layout is the same).
  *   - Version 2 appended the notification words (vmcs.post_doorbell,
  *     vmcs.post_doorbells_seen).
+ *   - Version 3 added channel links (the link window above 4 GiB,
+ *     VMQ_HC_KICK, VMQ_DESC_F_LINK, struct vmq_link_hdr and vmq_link_msg).
  *   - Every size and offset is pinned by a _Static_assert below.
  *
  * Direction markers on every field:
@@ -38,6 +40,8 @@
  *   [VMQ_HUGE_GPA, ...)        the guest's own 2 MiB pages (when the host has
  *                              hugetlb frames), for large zero-copy sends
  *   [VMQ_HUGE_RX_GPA, ...)     receive window for 2 MiB pages
+ *   [VMQ_LINK_GPA, +VMQ_LINK_WINDOW)  channel links (version 3), one
+ *                              VMQ_LINK_SIZE slot per linked channel
  *
  * Each region's actual size is published in struct vmq_vmcs_layout.
  *
@@ -82,6 +86,42 @@
  * The other direction needs no word: a guest waits for its queue with
  * VMQ_HC_WAIT, and the monitor wakes only a vCPU that sleeps there.
  *
+ * Channel links (version 3)
+ * -------------------------
+ * When a channel opens between two micro-VMs, the monitor maps one link of
+ * shared memory into both of them and says where in each end's HELLO
+ * (VMQ_DESC_F_LINK, desc.gpa).  A link is two single-producer rings of
+ * inline messages, one per direction, that the two guests use without the
+ * monitor: no exit, no poller, just memory.  At gpa each end sees
+ *   [gpa,          +4 KiB)   its transmit ring's header (struct vmq_link_hdr)
+ *   [gpa +  4 KiB, +4 KiB)   its transmit ring's VMQ_LINK_CAP messages
+ *   [gpa +  8 KiB, +4 KiB)   its receive ring's header
+ *   [gpa + 12 KiB, +4 KiB)   its receive ring's messages
+ * (the other end sees the same memory with the two halves swapped).
+ * Supervision keeps its meaning: a link exists only while its channel is
+ * open and only between its two ends, its peer is the one the HELLO named,
+ * and pages still travel through the monitor (a link carries inline
+ * messages of at most VMQ_LINK_MSG_MAX bytes; messages on the link and on
+ * the queue are not ordered with each other).  The monitor never reads a
+ * link: the peer can write anything into it, so every index and length in
+ * it is hostile to the reader, who keeps its own copies of its indices and
+ * treats an impossible value as a broken link (VMQ_E_PROTO).
+ *
+ * Notification: a consumer that wants to sleep sets its `cons_wait` word to
+ * an odd value (a new one each time), issues a full barrier, looks at the
+ * ring once more, and only then waits (VMQ_HC_WAIT with VMQ_WAIT_F_LINKS);
+ * a producer publishes `prod`, issues a full barrier, and makes one
+ * VMQ_HC_KICK (mbox.channel) when it reads an odd `cons_wait` it has not
+ * kicked for yet.  A producer that finds the ring full does the same with
+ * `prod_wait`, and the consumer kicks after it made room.  A kick wakes the
+ * channel's other end out of VMQ_HC_WAIT, or makes its next WAIT return at
+ * once.
+ *
+ * When the channel closes, the monitor replaces the link in both ends with
+ * private zeroed pages whose headers say VMQ_LINK_CLOSED (what was in the
+ * rings is dropped), and kicks both; the slot may then carry another
+ * channel's link, whose headers name that channel.
+  *
  * The port rule, exactly: the VM may access the ports
  * [VMQ_PORT_FIRST, VMQ_PORT_END) (0x500-0x5ff) with any width (8, 16 or 32
  * bits), in or out, single or string (rep ins/outs), including a 32-bit
@@ -98,7 +138,7 @@
 #include <stdint.h>
 
 #define VMQ_ABI_MAGIC 0x31514d56u /* "VMQ1" little-endian */
-#define VMQ_ABI_VERSION 2u
+#define VMQ_ABI_VERSION 3u
 
 #define VMQ_PAGE_SIZE 4096u
 #define VMQ_PAGE_SHIFT 12u
@@ -114,7 +154,11 @@
 #define VMQ_RX_GPA 0x40000000ull      /* 1 GiB */
 #define VMQ_HUGE_GPA 0x80000000ull    /* 2 GiB */
 #define VMQ_HUGE_RX_GPA 0xC0000000ull /* 3 GiB */
-#define VMQ_GPA_LIMIT 0x100000000ull  /* 4 GiB: nothing is mapped above */
+#define VMQ_GPA_LIMIT 0x100000000ull  /* 4 GiB: the regions end here */
+#define VMQ_LINK_GPA 0x100000000ull   /* 4 GiB: the link window */
+#define VMQ_LINK_SLOTS 256u           /* links a VM can have at once */
+#define VMQ_LINK_SIZE (4u * 4096u)    /* one link, as one end sees it */
+#define VMQ_LINK_WINDOW ((uint64_t)VMQ_LINK_SLOTS * VMQ_LINK_SIZE)
 
 #define VMQ_MAX_VCPUS 8u
 #define VMQ_STACK_SIZE (64u * 1024u) /* per vCPU, at the top of RAM */
@@ -143,6 +187,7 @@ enum vmq_hypercall {
         VMQ_HC_EXIT = 6,    /* stop this VM with exit code mbox.arg */
         VMQ_HC_NOP = 7,     /* does nothing: the raw exit round trip */
         VMQ_HC_PARK = 8,    /* stop this vCPU (not the VM) until the VM stops */
+        VMQ_HC_KICK = 9,    /* wake the other end of link mbox.channel (v3) */
         VMQ_HC_MAX
 };
 
@@ -242,6 +287,10 @@ enum vmq_desc_kind {
 #define VMQ_DESC_F_FLIPPED 0x2u /* frames were moved */
 #define VMQ_DESC_F_SHARED 0x4u  /* read-only share; RELEASE revokes it */
 #define VMQ_DESC_F_HUGE 0x8u    /* gpa is in the 2 MiB receive window */
+#define VMQ_DESC_F_LINK 0x10u   /* HELLO: the channel has a link at gpa (v3) */
+
+/* VMQ_HC_WAIT flags (mbox.flags) */
+#define VMQ_WAIT_F_LINKS 0x1u /* return on a kick only, not on the queue (v3) */
 
 /*
  * Identity of a VM, stamped by the monitor.  Carried in HELLO descriptors and
@@ -373,6 +422,46 @@ struct vmq_vmcs {
           VMQ_PAGE_SIZE - 1) &                                                                     \
          ~(VMQ_PAGE_SIZE - 1))
 
+/*
+ * A link ring's header (one per direction, at the start of its page).  The
+ * first line is written by the monitor when the link is made; prod and
+ * prod_wait by the producer, cons and cons_wait by the consumer.  Indices
+ * are free running; the message of index i is at slot i % VMQ_LINK_CAP.
+ * The peer may write any of it: see "Channel links" at the top.
+ */
+#define VMQ_LINK_MAGIC 0x4b4e494cu /* "LINK" */
+#define VMQ_LINK_OPEN 1u
+#define VMQ_LINK_CLOSED 2u
+#define VMQ_LINK_CAP 32u
+#define VMQ_LINK_MSG_MAX 112u
+
+struct vmq_link_hdr {
+        uint32_t magic;   /* OUT VMQ_LINK_MAGIC */
+        uint32_t channel; /* OUT the channel this link belongs to */
+        uint32_t state;   /* OUT VMQ_LINK_OPEN / VMQ_LINK_CLOSED */
+        uint32_t cap;     /* OUT VMQ_LINK_CAP */
+        uint32_t pad0[12];
+        uint32_t prod;      /* producer: messages written */
+        uint32_t prod_wait; /* producer: odd while it waits for room */
+        uint32_t pad1[14];
+        uint32_t cons;      /* consumer: messages taken */
+        uint32_t cons_wait; /* consumer: odd while it waits for messages */
+        uint32_t pad2[14];
+};
+
+struct vmq_link_msg {
+        uint32_t len;   /* bytes of data, at most VMQ_LINK_MSG_MAX */
+        uint32_t flags; /* 0 */
+        uint64_t tag;   /* the sender's, passed through */
+        uint8_t data[VMQ_LINK_MSG_MAX];
+};
+
+_Static_assert(sizeof(struct vmq_link_hdr) == 192, "link header size");
+_Static_assert(__builtin_offsetof(struct vmq_link_hdr, prod) == 64, "link prod");
+_Static_assert(__builtin_offsetof(struct vmq_link_hdr, cons) == 128, "link cons");
+_Static_assert(sizeof(struct vmq_link_msg) == 128, "link message size");
+_Static_assert(VMQ_LINK_CAP * sizeof(struct vmq_link_msg) == 4096, "link ring fills a page");
+_Static_assert(VMQ_LINK_GPA >= VMQ_GPA_LIMIT, "links above the regions");
 _Static_assert(sizeof(struct vmq_identity) == 88, "identity size");
 _Static_assert(sizeof(struct vmq_identity) <= VMQ_INLINE_MAX, "identity fits");
 _Static_assert(sizeof(struct vmq_desc) == 136, "desc size");

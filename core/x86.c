@@ -156,7 +156,7 @@ int vmq_x86_build(void *system, const struct vmq_x86_map *maps, size_t nmaps,
                         return -EINVAL;
                 if (m->size == 0)
                         continue;
-                if (!vmq_range_within(m->gpa, m->size, 0, VMQ_GPA_LIMIT))
+                if (!vmq_range_within(m->gpa, m->size, 0, VMQ_LINK_GPA + VMQ_LINK_WINDOW))
                         return -EINVAL;
                 /* The guest must never reach its own page tables. */
                 if (vmq_ranges_overlap(m->gpa, m->size, VMQ_SYSTEM_GPA,

@@ -74,7 +74,7 @@ struct vmq_x86_boot {
  * 2 MiB page-table entries where a whole aligned 2 MiB is mapped with the same
  * attributes; everything not listed is not present.  The system area itself
  * is mapped supervisor-only; a range overlapping it, another range, or
- * VMQ_GPA_LIMIT, or not 4 KiB aligned, is -EINVAL.  Zero-size ranges are
+ * the end of the link window (VMQ_LINK_GPA + VMQ_LINK_WINDOW), or not 4 KiB aligned, is -EINVAL.  Zero-size ranges are
  * ignored.  Returns 0, -EINVAL (bad range) or -ENOSPC (tables do not fit the
  * system area: at most 12 page directories and page tables together).
  */

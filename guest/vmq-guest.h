@@ -37,6 +37,7 @@
 #include <stdint.h>
 
 #include "core/vmq-abi.h"
+#include "guest/vmq-link.h"
 
 #define VMQ_NORETURN __attribute__((noreturn))
 #define VMQ_PRINTF(a, b) __attribute__((format(printf, a, b)))

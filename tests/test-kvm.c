@@ -763,6 +763,7 @@ Test(kvm, x86_page_tables) {
                 {.gpa = VMQ_RX_GPA, .size = 0x400000, .user = true, .writable = true},
                 {.gpa = VMQ_HUGE_RX_GPA + 0x1000, .size = 0x1000, .user = false, .writable = true},
                 {.gpa = VMQ_GPA_LIMIT - 0x200000, .size = 0x200000, .user = true, .writable = true},
+                {.gpa = VMQ_LINK_GPA, .size = VMQ_LINK_WINDOW, .user = true, .writable = true},
         };
         uint8_t *system = calloc(1, VMQ_SYSTEM_END - VMQ_SYSTEM_GPA);
         cr_assert_not_null(system);
@@ -794,7 +795,10 @@ Test(kvm, x86_page_tables) {
                 {VMQ_HUGE_RX_GPA + 0x1000, PTE_P | PTE_W, VMQ_PAGE_SIZE},
                 {VMQ_HUGE_RX_GPA + 0x2000, 0, 0},
                 {VMQ_GPA_LIMIT - 1, PTE_P | PTE_W | PTE_U, VMQ_HUGE_PAGE_SIZE},
-                {VMQ_GPA_LIMIT, 0, 0},
+                /* the link window, above the 4 GiB of regions */
+                {VMQ_LINK_GPA, PTE_P | PTE_W | PTE_U, VMQ_HUGE_PAGE_SIZE},
+                {VMQ_LINK_GPA + VMQ_LINK_WINDOW - 1, PTE_P | PTE_W | PTE_U, VMQ_HUGE_PAGE_SIZE},
+                {VMQ_LINK_GPA + VMQ_LINK_WINDOW, 0, 0},
                 {0x30000000, 0, 0},
         };
         for (size_t i = 0; i < VMQ_ARRAY_SIZE(expect); i++) {
@@ -847,7 +851,8 @@ Test(kvm, x86_build_rejects) {
                 {.gpa = 0x10000, .size = 0x1800, .user = true},   /* size */
                 {.gpa = 0x0, .size = 0x2000, .user = true},       /* system area */
                 {.gpa = VMQ_SYSTEM_END - 0x1000, .size = 0x1000}, /* system area */
-                {.gpa = VMQ_GPA_LIMIT - 0x1000, .size = 0x2000},  /* past 4 GiB */
+                /* past the link window, the end of what is mapped */
+                {.gpa = VMQ_LINK_GPA + VMQ_LINK_WINDOW - 0x1000, .size = 0x2000},
                 {.gpa = UINT64_MAX & ~0xfffull, .size = 0x2000},  /* wraps */
                 {.gpa = 0x10000, .size = UINT64_MAX & ~0xfffull}, /* wraps */
         };
@@ -875,14 +880,17 @@ Test(kvm, x86_build_rejects) {
         free(system);
 }
 
-/* The whole 4 GiB in one map is 2048 large pages in 4 page directories. */
+/* The whole 4 GiB in one map is 2048 large pages in 4 page directories;
+ * the link window above it one more. */
 Test(kvm, x86_maps_4gib) {
         uint8_t *system = calloc(1, VMQ_SYSTEM_END - VMQ_SYSTEM_GPA);
         cr_assert_not_null(system);
-        struct vmq_x86_map all = {
-                .gpa = VMQ_SYSTEM_END, .size = VMQ_GPA_LIMIT - VMQ_SYSTEM_END, .user = true};
+        struct vmq_x86_map all[] = {
+                {.gpa = VMQ_SYSTEM_END, .size = VMQ_GPA_LIMIT - VMQ_SYSTEM_END, .user = true},
+                {.gpa = VMQ_LINK_GPA, .size = VMQ_LINK_WINDOW, .user = true, .writable = true},
+        };
         struct vmq_x86_boot boot;
-        cr_assert_eq(vmq_x86_build(system, &all, 1, &boot), 0);
+        cr_assert_eq(vmq_x86_build(system, all, VMQ_ARRAY_SIZE(all), &boot), 0);
         uint64_t size;
         cr_assert_eq(walk(system, boot.cr3, 0xfffff000ull, &size) & 7, PTE_P | PTE_U);
         cr_assert_eq(size, VMQ_HUGE_PAGE_SIZE);

@@ -33,6 +33,12 @@ uint64_t vmq__pool_alloc(struct vmq_pool *p, size_t count);
  * ignored. */
 void vmq__pool_free(struct vmq_pool *p, uint64_t addr, size_t count);
 
+/* Fills the calling vCPU's mailbox with a well-formed request header and
+ * returns it (arg 0, no payload). */
+struct vmq_request *vmq__mbox_send(uint16_t op, uint32_t ch, uint32_t flags, uint64_t tag);
+/* How long vmq_recv() and the link calls spin before they block (ns). */
+uint64_t vmq__spin_ns(void);
+
 /* Sets the heap and huge pools up from the VMCS layout. */
 void vmq__mem_init(void);
 /* Sets the rings up from the VMCS layout; returns 0 or -1 when the layout is

@@ -81,7 +81,7 @@ int vmq__queue_init(void) {
 
 /* ---- sending ---- */
 
-static struct vmq_request *mbox_send(uint16_t op, uint32_t ch, uint32_t flags, uint64_t tag) {
+struct vmq_request *vmq__mbox_send(uint16_t op, uint32_t ch, uint32_t flags, uint64_t tag) {
         struct vmq_request *m = vmq_mbox();
 
         m->abi = VMQ_ABI_VERSION;
@@ -102,7 +102,7 @@ int vmq_send_inline(uint32_t ch, const void *data, size_t len, uint64_t tag) {
 
         if (len > VMQ_INLINE_MAX)
                 return -VMQ_E_LEN;
-        m = mbox_send(VMQ_OP_INLINE, ch, 0, tag);
+        m = vmq__mbox_send(VMQ_OP_INLINE, ch, 0, tag);
         m->len = (uint32_t)len;
         memcpy(m->data, data, len);
         return vmq_hypercall(VMQ_HC_SEND);
@@ -113,7 +113,7 @@ int vmq_send_pages(uint32_t ch, const void *pages, size_t len, uint32_t flags, u
 
         if (len == 0 || len > UINT32_MAX)
                 return -VMQ_E_LEN;
-        m = mbox_send(VMQ_OP_PAGE, ch, flags, tag);
+        m = vmq__mbox_send(VMQ_OP_PAGE, ch, flags, tag);
         m->gpa = (uint64_t)(uintptr_t)pages;
         m->len = (uint32_t)len;
         return vmq_hypercall(VMQ_HC_SEND);
@@ -124,7 +124,7 @@ int vmq_send_request(const struct vmq_request *req) {
 }
 
 int vmq_flush(void) {
-        struct vmq_request *m = mbox_send(VMQ_OP_NONE, 0, 0, 0);
+        struct vmq_request *m = vmq__mbox_send(VMQ_OP_NONE, 0, 0, 0);
 
         (void)m;
         return vmq_hypercall(VMQ_HC_FLUSH);
@@ -370,6 +370,10 @@ void vmq_set_spin_ns(uint64_t ns) {
         spin_ns = ns;
 }
 
+uint64_t vmq__spin_ns(void) {
+        return spin_ns;
+}
+
 /* Spins up to ns for the queue to fill; returns whether it did. */
 static bool spin(uint64_t ns) {
         uint64_t khz = vmq__tsc_khz;
@@ -399,7 +403,7 @@ static bool spin(uint64_t ns) {
 }
 
 int vmq_wait(uint64_t timeout_ns) {
-        struct vmq_request *m = mbox_send(VMQ_OP_NONE, 0, 0, 0);
+        struct vmq_request *m = vmq__mbox_send(VMQ_OP_NONE, 0, 0, 0);
 
         m->arg = timeout_ns;
         return vmq_hypercall(VMQ_HC_WAIT);
@@ -473,7 +477,7 @@ int vmq_recv_batch(struct vmq_desc *ret, size_t n, uint64_t timeout_ns) {
 }
 
 int vmq_release(const void *pages, size_t len) {
-        struct vmq_request *m = mbox_send(VMQ_OP_NONE, 0, 0, 0);
+        struct vmq_request *m = vmq__mbox_send(VMQ_OP_NONE, 0, 0, 0);
 
         m->gpa = (uint64_t)(uintptr_t)pages;
         m->len = len > UINT32_MAX ? UINT32_MAX : (uint32_t)len;
