@@ -14,21 +14,25 @@
  *   baseline.unix_socketpair_msgrate_mps
  *                             a stream of 64-byte messages between two host
  *                             processes over a UNIX socketpair
- *   msgrate_mps.inline64.<exit|exitless>
+ *   msgrate_mps.inline64.<exit|posted|exitless>
  *                             a stream of 64-byte messages guest to guest:
- *                             one exit per message, or posted in batches
- *                             and carried by the monitor's poller; both
+ *                             one exit per message; posted in batches and
+ *                             carried by the monitor's poller; or written
+ *                             in batches on the channel's link (exitless:
+ *                             the guests share the link's rings, the
+ *                             receiver is kicked only when it sleeps); both
  *                             VMs have a queue of 1024 and a post ring of
  *                             512
- *   exits_per_msg.inline64.<exit|exitless>
+ *   exits_per_msg.inline64.<exit|posted|exitless>
  *                             VM exits (hypercalls and doorbells) of both
  *                             guests per message of that stream
  *   oneway_p50_us.<path>, oneway_p99_us.<path>
  *                             guest-to-guest ping-pong, one-way = RTT/2, for
  *                             inline.immediate, inline.deferred (posted, no
  *                             doorbell: drained at the WAIT exit),
- *                             inline.exitless (posted both ways, doorbells
- *                             only when the poller asks),
+ *                             inline.posted (posted both ways, doorbells
+ *                             only when the poller asks), inline.exitless
+ *                             (on the channel's link both ways),
  *                             page_copy.immediate, page_flip.immediate
  *   throughput_gbps.<method>.<size>
  *                             guest-to-guest back-to-back page messages of
@@ -609,23 +613,27 @@ int main(int argc, char **argv) {
          * queue waits in the monitor: one exit per refill). */
         queue_depth = 1024;
         post_depth = 512;
-        static const char *modes[] = {"exit", "exitless"};
-        for (size_t i = 0; msgrate && i < 2; i++) {
+        static const struct {
+                const char *name, *tx_mode, *rx_args;
+                int count;
+        } modes[] = {
+                {"exit", "exit", "", 50000},
+                {"posted", "exitless", "", 500000},
+                {"exitless", "link", "link=1", 2000000},
+        };
+        for (size_t i = 0; msgrate && i < sizeof(modes) / sizeof(modes[0]); i++) {
                 const char *keys[] = {"msgrate_mps_p50", "msgrate_messages"};
                 double v[2];
                 char name[128];
                 snprintf(args, sizeof(args), "test=msgrate mode=%s size=64 count=%d reps=5",
-                         modes[i],
-                         quick    ? 20000
-                         : i == 0 ? 50000
-                                  : 500000);
-                if (run(args, "", false, VMQ_TRANSFER_AUTO, false, keys, v, 2) < 0) {
+                         modes[i].tx_mode, quick ? modes[i].count / 25 : modes[i].count);
+                if (run(args, modes[i].rx_args, false, VMQ_TRANSFER_AUTO, false, keys, v, 2) < 0) {
                         failures++;
                         continue;
                 }
-                snprintf(name, sizeof(name), "msgrate_mps.inline64.%s", modes[i]);
+                snprintf(name, sizeof(name), "msgrate_mps.inline64.%s", modes[i].name);
                 bench_report(name, v[0], "msg/s");
-                snprintf(name, sizeof(name), "exits_per_msg.inline64.%s", modes[i]);
+                snprintf(name, sizeof(name), "exits_per_msg.inline64.%s", modes[i].name);
                 bench_report(name, v[1] > 0 ? (double)last_exits / v[1] : -1, "exits");
         }
 
@@ -641,7 +649,8 @@ int main(int argc, char **argv) {
         } paths[] = {
                 {"inline.immediate", "path=inline post=0 size=64", ""},
                 {"inline.deferred", "path=inline post=1 doorbell=0 size=64", ""},
-                {"inline.exitless", "path=inline post=1 size=64", "post=1"},
+                {"inline.posted", "path=inline post=1 size=64", "post=1"},
+                {"inline.exitless", "path=link size=64", "link=1"},
                 {"page_copy.immediate", "path=page_copy post=0 size=4096", ""},
                 {"page_flip.immediate", "path=page_flip post=0 size=4096", ""},
         };

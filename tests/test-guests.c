@@ -706,3 +706,99 @@ Test(e2e, bench_images_stream_pages_and_give_every_page_back, .timeout = 600) {
                 vmq_vm_destroy(rx);
         }
 }
+
+/* Runs bench-tx with tx_args against bench-rx serving the channel's link;
+ * returns the exits both made, with bench-rx's message count. */
+static uint64_t link_pair(const char *tx_args, uint64_t *ret_messages) {
+        struct vmq_vm_config vc;
+        struct vmq_vm *tx, *rx;
+        vmq_vm_config_init(&vc);
+        vc.name = "link-rx";
+        vc.args = "link=1";
+        cr_assert_eq(vmq_vm_create_from_file(mon, &vc, vmq_test_guest("bench-rx"), &rx), 0);
+        vmq_vm_config_init(&vc);
+        vc.name = "link-tx";
+        vc.args = tx_args;
+        vc.ram_size = 32u << 20;
+        cr_assert_eq(vmq_vm_create_from_file(mon, &vc, vmq_test_guest("bench-tx"), &tx), 0);
+        open_channel(vmq_vm_id(tx), vmq_vm_id(rx), NULL);
+        cr_assert_eq(vmq_vm_start(rx), 0);
+        cr_assert_eq(vmq_vm_start(tx), 0);
+        int st = vmq_vm_wait(tx, vmq_test_allow_ms(60000));
+        cr_assert_eq(st, VMQ_VM_EXITED, "bench-tx is %s: %s",
+                     vmq_vm_state_to_string((enum vmq_vm_state)st), console(tx));
+        cr_assert_eq(vmq_vm_exit_code(tx), 0, "%s", console(tx));
+        st = vmq_vm_wait(rx, vmq_test_allow_ms(10000));
+        cr_assert_eq(st, VMQ_VM_EXITED, "bench-rx: %s", console(rx));
+        cr_assert_eq(vmq_vm_exit_code(rx), 0, "%s", console(rx));
+        *ret_messages = line_value(wait_console(rx, "bench-rx: done", 1000), "messages", 10);
+        struct vmq_vm_stats a, b;
+        vmq_vm_get_stats(tx, &a);
+        vmq_vm_get_stats(rx, &b);
+        cr_assert_eq(a.sent + b.sent, 0, "nothing went through the monitor");
+        cr_log_info("%s: %lu messages, exits %lu + %lu, kicks %lu + %lu", tx_args,
+                    (unsigned long)*ret_messages, (unsigned long)a.exits, (unsigned long)b.exits,
+                    (unsigned long)a.kicks, (unsigned long)b.kicks);
+        vmq_vm_destroy(tx);
+        vmq_vm_destroy(rx);
+        return a.exits + b.exits;
+}
+
+/* Guests talk over their channel's link: a ping-pong and a stream, with
+ * (almost) no exits; the exits left are the receiver's sleeps and the
+ * kicks that wake it, and clock reads. */
+Test(e2e, links_carry_pings_and_streams_without_exits, .timeout = 600) {
+        uint64_t messages, exits;
+        exits = link_pair("test=latency path=link size=64 iters=2000 warmup=100", &messages);
+        cr_assert_eq(messages, 2100);
+        cr_assert_lt(exits, messages / 4, "%lu exits for %lu pings", (unsigned long)exits,
+                     (unsigned long)messages);
+        exits = link_pair("test=msgrate mode=link size=64 count=50000 reps=2", &messages);
+        cr_assert_eq(messages, 150000);
+        cr_assert_lt(exits, messages / 100, "%lu exits for %lu messages", (unsigned long)exits,
+                     (unsigned long)messages);
+}
+
+/* A peer that scribbles on the link: the other end reports the broken link
+ * and exits on its own; nothing crashes and the monitor goes on. */
+Test(e2e, a_link_scribbler_breaks_only_its_link, .timeout = 300) {
+        struct vmq_vm *rx = boot("victim", "bench-rx", "link=1", NULL);
+        struct vmq_vm *foe = boot("foe", "linkfoe", "mode=scribble", NULL);
+        open_channel(vmq_vm_id(foe), vmq_vm_id(rx), NULL);
+        cr_assert_eq(vmq_vm_wait(foe, vmq_test_allow_ms(30000)), VMQ_VM_EXITED, "%s", console(foe));
+        const char *line = wait_console(foe, "linkfoe: scribbled", 1000);
+        cr_assert_eq(line_value(line, "refused", 10), 0, "%s", line);
+        cr_assert_eq(vmq_vm_wait(rx, vmq_test_allow_ms(30000)), VMQ_VM_EXITED, "%s", console(rx));
+        cr_assert_eq(vmq_vm_exit_code(rx), 1);
+        wait_console(rx, "error=PROTO", 1000);
+        /* the monitor and a new pair are fine */
+        uint64_t messages;
+        link_pair("test=latency path=link size=8 iters=100 warmup=10", &messages);
+        cr_assert_eq(messages, 110);
+        cr_assert_eq(vmq_pool_check(mon->pool), 0);
+}
+
+/* A receiver that asked once to be woken and then never takes a message
+ * nor asks again: its sender fills the ring, kicks it once, and runs on;
+ * both can be stopped. */
+Test(e2e, a_sleeper_that_never_rearms_costs_its_sender_one_kick, .timeout = 300) {
+        struct vmq_vm *foe = boot("sleeper", "linkfoe", "mode=sleeper", NULL);
+        struct vmq_vm_config vc;
+        struct vmq_vm *tx;
+        vmq_vm_config_init(&vc);
+        vc.name = "sender";
+        vc.args = "test=msgrate mode=link size=64 count=1000 reps=1";
+        vc.ram_size = 32u << 20;
+        cr_assert_eq(vmq_vm_create_from_file(mon, &vc, vmq_test_guest("bench-tx"), &tx), 0);
+        open_channel(vmq_vm_id(tx), vmq_vm_id(foe), NULL);
+        wait_console(foe, "linkfoe: sleeping", vmq_test_allow_ms(10000));
+        cr_assert_eq(vmq_vm_start(tx), 0);
+        usleep((useconds_t)vmq_test_allow_ms(2000) * 1000);
+        cr_assert_eq(vmq_vm_state(tx), VMQ_VM_RUNNING, "%s", console(tx));
+        cr_assert_eq(vmq_vm_state(foe), VMQ_VM_RUNNING, "%s", console(foe));
+        struct vmq_vm_stats s;
+        vmq_vm_get_stats(tx, &s);
+        cr_assert_eq(s.kicks, 1, "kicks: %lu", (unsigned long)s.kicks);
+        cr_assert_eq(vmq_vm_stop(tx), 0);
+        cr_assert_eq(vmq_vm_stop(foe), 0);
+}

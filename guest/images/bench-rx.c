@@ -15,6 +15,8 @@
  *   spin_us=N   spin before blocking, microseconds (default 200)
  *   post=0|1    send replies immediately (default) or posted (exitless
  *               while the monitor polls, else with a doorbell)
+ *   link=0|1    serve the first channel's link instead of the queue: the
+ *               same protocol for INLINE messages, answers on the link
  *
  * Console:
  *   bench-rx: start vm=<id> name=<name> spin_us=<N> post=<0|1>
@@ -39,6 +41,56 @@ static void reply(uint32_t ch, const void *data, size_t len, uint64_t tag) {
                 vmq_printf("bench-rx: reply failed channel=%u error=%s\n", ch, vmq_strerror(r));
 }
 
+/* link=1: the INLINE half of the protocol on the first channel's link. */
+static int serve_link(void) {
+        static struct vmq_link_msg batch[VMQ_LINK_CAP];
+        struct vmq_link l;
+        struct vmq_desc d;
+        uint64_t messages = 0, bytes = 0;
+        int r;
+
+        do {
+                r = vmq_recv(&d, UINT64_MAX);
+                if (r < 0) {
+                        vmq_printf("bench-rx: recv failed error=%s\n", vmq_strerror(r));
+                        return 1;
+                }
+        } while (d.kind != VMQ_DESC_HELLO);
+        image_print_hello("bench-rx", &d);
+        r = vmq_link_open(&l, &d);
+        if (r < 0) {
+                vmq_printf("bench-rx: link failed error=%s\n", vmq_strerror(r));
+                return 1;
+        }
+        for (;;) {
+                r = vmq_link_recv_batch(&l, batch, VMQ_LINK_CAP, UINT64_MAX);
+                if (r < 0) {
+                        vmq_printf("bench-rx: link recv failed error=%s\n", vmq_strerror(r));
+                        return 1;
+                }
+                for (int i = 0; i < r; i++) {
+                        const struct vmq_link_msg *m = &batch[i];
+                        int e = 0;
+
+                        if (m->tag == VMQ_TAG_DONE) {
+                                vmq_printf("bench-rx: done messages=%lu bytes=%lu pages=0\n",
+                                           messages, bytes);
+                                return 0;
+                        }
+                        messages++;
+                        bytes += m->len;
+                        if (m->tag == BENCH_TAG_PING)
+                                e = vmq_link_send(&l, m->data, m->len, m->tag, UINT64_MAX);
+                        else if (m->tag & BENCH_TAG_LAST)
+                                e = vmq_link_send(&l, &m->tag, sizeof(m->tag), BENCH_TAG_ACK,
+                                                  UINT64_MAX);
+                        if (e < 0)
+                                vmq_printf("bench-rx: link reply failed error=%s\n",
+                                           vmq_strerror(e));
+                }
+        }
+}
+
 int vmq_main(void) {
         uint64_t spin_us = vmq_arg_u64("spin_us", 200), messages = 0, bytes = 0, pages = 0;
         volatile uint8_t sum = 0;
@@ -49,6 +101,8 @@ int vmq_main(void) {
         vmq_set_spin_ns(spin_us * 1000);
         vmq_printf("bench-rx: start vm=%u name=%s spin_us=%lu post=%u\n", vmq_self()->vm_id,
                    vmq_self()->name, spin_us, post);
+        if (vmq_arg_u64("link", 0))
+                return serve_link();
         for (;;) {
                 r = vmq_recv_batch(batch, sizeof(batch) / sizeof(batch[0]), UINT64_MAX);
                 if (r < 0) {

@@ -7,8 +7,11 @@
  * decimals).
  *
  * test=latency (default): ping-pong with bench-rx, one message in flight.
- *   path=inline|page_copy|page_flip   inline ping of `size` bytes (default 8,
- *                                     at most 96) answered by an inline pong;
+ *   path=inline|page_copy|page_flip|link
+ *                                     inline ping of `size` bytes (default 8,
+ *                                     at most 96) answered by an inline pong,
+ *                                     through the monitor or on the
+ *                                     channel's link (bench-rx needs link=1);
  *                                     or a page run of `size` bytes (default
  *                                     4096) sent with COPY or FLIP and
  *                                     answered by an inline ACK
@@ -28,6 +31,9 @@
  *   BENCHDATA samples <n>
  *
  * test=msgrate: a stream of inline messages, none answered but the last.
+ *   mode=link           written in batches on the channel's link (bench-rx
+ *                       needs link=1), kicking the receiver only when it
+ *                       sleeps
  *   mode=exit|exitless  one VMQ_HC_SEND exit per message, or posted in
  *                   batches (vmq_post_room/slot/commit), without exits
  *                   while the monitor polls
@@ -82,6 +88,9 @@
 
 static uint32_t channel;
 static bool post, doorbell = true;
+/* The channel's link (use_link: the test runs over it, see path=link). */
+static struct vmq_link link;
+static bool use_link;
 
 VMQ_NORETURN static void fail(const char *what, int r) {
         vmq_printf("bench-tx: failed %s error=%s\n", what, vmq_strerror(r));
@@ -99,6 +108,27 @@ static void wait_hello(void) {
         } while (d.kind != VMQ_DESC_HELLO);
         image_print_hello("bench-tx", &d);
         channel = d.channel;
+        if (use_link) {
+                r = vmq_link_open(&link, &d);
+                if (r < 0)
+                        fail("link", r);
+        }
+}
+
+static void link_send(const void *data, size_t len, uint64_t tag) {
+        int r = vmq_link_send(&link, data, len, tag, UINT64_MAX);
+        if (r < 0)
+                fail("link send", r);
+}
+
+/* Waits for a message with the given tag on the link. */
+static void link_wait_reply(uint64_t tag) {
+        struct vmq_link_msg m;
+        do {
+                int r = vmq_link_recv(&link, &m, UINT64_MAX);
+                if (r < 0)
+                        fail("link recv", r);
+        } while (m.tag != tag);
 }
 
 /* Waits for an INLINE reply with the given tag; releases stray pages. */
@@ -182,6 +212,8 @@ static int latency(void) {
                 page = true, flags = VMQ_REQ_F_COPY;
         else if (!strcmp(path, "page_flip"))
                 page = true, flags = VMQ_REQ_F_FLIP;
+        else if (!strcmp(path, "link"))
+                page = false, use_link = true;
         else {
                 vmq_printf("bench-tx: failed bad path=%s\n", path);
                 return 2;
@@ -211,11 +243,16 @@ static int latency(void) {
                 else
                         memcpy(data, &i, sizeof(i));
                 t0 = vmq_rdtsc();
-                if (page)
-                        send_pages(buf, size, flags, tag);
-                else
-                        send_inline(data, size, tag);
-                wait_reply(page ? BENCH_TAG_ACK : BENCH_TAG_PING);
+                if (use_link) {
+                        link_send(data, size, tag);
+                        link_wait_reply(tag);
+                } else {
+                        if (page)
+                                send_pages(buf, size, flags, tag);
+                        else
+                                send_inline(data, size, tag);
+                        wait_reply(page ? BENCH_TAG_ACK : BENCH_TAG_PING);
+                }
                 t1 = vmq_rdtsc();
                 if (i >= warmup)
                         s[i - warmup] = t1 - t0;
@@ -257,6 +294,25 @@ static uint64_t post_batch(const uint8_t *data, uint64_t size, uint64_t first, u
         return room;
 }
 
+/* Writes `left` (at most) messages of the stream on the link in one batch
+ * and kicks the receiver if it sleeps; returns how many went. */
+static uint64_t link_batch(const uint8_t *data, uint64_t size, uint64_t first, uint64_t left,
+                           uint64_t count) {
+        static struct vmq_link_msg out[VMQ_LINK_CAP];
+        uint64_t n = left < VMQ_LINK_CAP ? left : VMQ_LINK_CAP;
+
+        for (uint64_t i = 0; i < n; i++) {
+                out[i].len = (uint32_t)size;
+                out[i].tag = stream_tag(first + i, count);
+                memcpy(out[i].data, data, size);
+        }
+        int r = vmq_link_try_send_batch(&link, out, n);
+        if (r < 0)
+                fail("link send", r);
+        vmq_link_notify(&link);
+        return (uint64_t)r;
+}
+
 static int msgrate(void) {
         char mode[16] = "exitless";
         uint64_t size = vmq_arg_u64("size", 64), count = vmq_arg_u64("count", 200000);
@@ -269,6 +325,8 @@ static int msgrate(void) {
                 exitless = false;
         else if (!strcmp(mode, "exitless"))
                 exitless = true;
+        else if (!strcmp(mode, "link"))
+                exitless = false, use_link = true;
         else {
                 vmq_printf("bench-tx: failed bad mode=%s\n", mode);
                 return 2;
@@ -288,7 +346,13 @@ static int msgrate(void) {
                 uint64_t t0 = vmq_rdtsc();
 
                 for (uint64_t m = 0; m < count;) {
-                        if (exitless) {
+                        if (use_link) {
+                                uint64_t k = link_batch(data, size, m, count - m, count);
+
+                                if (!k)
+                                        vmq_cpu_relax(); /* ring full: the receiver is behind */
+                                m += k;
+                        } else if (exitless) {
                                 uint64_t k = post_batch(data, size, m, count - m, count);
 
                                 if (!k)
@@ -306,7 +370,10 @@ static int msgrate(void) {
                                 m++;
                         }
                 }
-                wait_reply(BENCH_TAG_ACK);
+                if (use_link)
+                        link_wait_reply(BENCH_TAG_ACK);
+                else
+                        wait_reply(BENCH_TAG_ACK);
                 if (r >= warmup)
                         s[r - warmup] = vmq_tsc_to_ns(vmq_rdtsc() - t0);
         }
@@ -469,7 +536,9 @@ int vmq_main(void) {
         }
         if (r)
                 return r;
-        if (channel) {
+        if (channel && use_link) {
+                link_send("done", 4, VMQ_TAG_DONE);
+        } else if (channel) {
                 post = false;
                 while (vmq_post_pending() > 0) /* the stream goes first */
                         (void)vmq_flush();
