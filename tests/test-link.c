@@ -467,7 +467,7 @@ struct streamer {
 static void arm(uint32_t *word, uint32_t *seq) {
         *seq += 2;
         __atomic_store_n(word, *seq | 1, __ATOMIC_RELAXED);
-        __atomic_thread_fence(__ATOMIC_SEQ_CST);
+        VMQ_FULL_BARRIER();
 }
 
 static void *producer(void *arg) {

@@ -43,6 +43,7 @@
  *                  scribble garbage in the mailboxes (any vCPU's), the post
  *                           ring's slots and indices and the queue's
  *                           consumer index, with hypercalls in between
+ *                           (kicks of the channel's link among them)
  *                  idle
  *   peer=host|guest|any|<id>  the channel to send on: the latest HELLO
  *                  with the host, with a guest, with anyone, or that id
@@ -491,8 +492,8 @@ static void role_fwd(unsigned v, uint64_t *rs, uint64_t it) {
 }
 
 static void role_scribble(unsigned v, uint64_t *rs, uint64_t it) {
-        static const unsigned calls[] = {VMQ_HC_SEND,    VMQ_HC_FLUSH, VMQ_HC_RELEASE,
-                                         VMQ_HC_CONSOLE, VMQ_HC_CLOCK, VMQ_HC_NOP};
+        static const unsigned calls[] = {VMQ_HC_SEND,  VMQ_HC_FLUSH, VMQ_HC_RELEASE, VMQ_HC_CONSOLE,
+                                         VMQ_HC_CLOCK, VMQ_HC_NOP,   VMQ_HC_KICK};
         struct vmq_vmcs *vmcs = vmq_vmcs();
         const struct vmq_vmcs_layout *l = &vmcs->layout;
         struct vstats *st = &stats[v];
@@ -522,7 +523,8 @@ static void role_scribble(unsigned v, uint64_t *rs, uint64_t it) {
                 own->gpa = rnd(rs) & 1 ? rx_slot(rs) : (uint64_t)(uintptr_t)bufs[0];
                 own->len = (uint32_t)(rnd(rs) % (2 * VMQ_PAGE_SIZE));
         }
-        nr = rnd(rs) % 8 < 6 ? calls[rnd(rs) % 6] : (unsigned)(VMQ_HC_MAX + rnd(rs) % 64);
+        nr = rnd(rs) % 8 < 6 ? calls[rnd(rs) % (sizeof(calls) / sizeof(calls[0]))]
+                             : (unsigned)(VMQ_HC_MAX + rnd(rs) % 64);
         r = vmq_hypercall(nr);
         if (r >= 0)
                 st->ok++;

@@ -16,7 +16,9 @@
  * Each input is a sequence of operations:
  *   HYPERCALL   a mailbox (well-formed-ish or raw) and a hypercall number
  *               (never WAIT, PARK or EXIT: they block or end the VM), then,
- *               like an exit, optionally a drain of the post ring;
+ *               like an exit, optionally a drain of the post ring; a KICK
+ *               must wake exactly the other end of a linked channel of the
+ *               caller's and be refused otherwise;
  *   POST        entries written into the post ring, a producer index (the
  *               right one or any), then a drain;
  *   DRAIN       a drain alone;
@@ -249,6 +251,29 @@ static void drain_posts(struct fvm *f) {
         after_monitor();
 }
 
+static const struct fchan *chan_by_id(uint32_t id);
+
+/* VMQ_HC_KICK on channel ch answered r: it wakes the other end of a linked
+ * channel of f's, and is refused for anything else. */
+static void check_kick(const struct fvm *f, uint32_t ch, int32_t r) {
+        const struct fchan *c = chan_by_id(ch);
+        int self = (int)(f - vms);
+        if (!c || (c->end[0] != self && c->end[1] != self)) {
+                FUZZ_CHECK(r == -VMQ_E_NOCHAN);
+                return;
+        }
+        int peer = c->end[0] == self ? c->end[1] : c->end[0];
+        if (!c->open)
+                FUZZ_CHECK(r == -VMQ_E_CLOSED);
+        else if (peer == HOST)
+                FUZZ_CHECK(r == -VMQ_E_INVAL); /* no link to the host */
+        else {
+                FUZZ_CHECK(r == 0);
+                /* the peer's next WAIT returns; take it, as that WAIT would */
+                FUZZ_CHECK(atomic_exchange(&vms[peer].vm->kicked, false));
+        }
+}
+
 /* One exit: the hypercall, then (as vm.c does after every exit but WAIT)
  * optionally a drain of the post ring. */
 static int32_t hypercall(struct fvm *f, unsigned vcpu, unsigned nr, bool drain) {
@@ -264,6 +289,9 @@ static int32_t hypercall(struct fvm *f, unsigned vcpu, unsigned nr, bool drain) 
 
         FUZZ_CHECK(f->vm->vmcs->mbox[vcpu].status == r);
         switch (nr) {
+        case VMQ_HC_KICK:
+                check_kick(f, f->vm->vmcs->mbox[vcpu].channel, r);
+                break;
         case VMQ_HC_FLUSH:
                 FUZZ_CHECK(r >= 0 || r == -VMQ_E_PROTO);
                 break;
@@ -554,7 +582,7 @@ static struct fvm *pick_vm(struct fuzz_input *in) {
 static void op_hypercall(struct fuzz_input *in) {
         static const unsigned calls[] = {
                 VMQ_HC_SEND,    VMQ_HC_SEND,    VMQ_HC_SEND,  VMQ_HC_SEND, VMQ_HC_FLUSH,
-                VMQ_HC_RELEASE, VMQ_HC_CONSOLE, VMQ_HC_CLOCK, VMQ_HC_NOP,
+                VMQ_HC_RELEASE, VMQ_HC_CONSOLE, VMQ_HC_CLOCK, VMQ_HC_NOP,  VMQ_HC_KICK,
         };
         struct fvm *f = pick_vm(in);
         unsigned vcpu = fuzz_u8(in) % f->nvcpus;
