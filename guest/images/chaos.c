@@ -11,7 +11,8 @@
  * runs; console writes of random ranges (below 1 MiB included); garbage in
  * any mailbox, the post ring and the queue indices (restored afterwards, so
  * that the VM goes on receiving); clock, nop, short waits; port accesses of
- * every width within 0x500-0x5ff; races between vCPUs on the same received
+ * every width within 0x500-0x5ff; garbage in its channel links, kicks and
+ * waits for kicks; races between vCPUs on the same received
  * pages (one forwards, prints or posts them while another releases them);
  * and, rarely, a deliberate fault or exit.  vCPU 0 owns the SDK's queue
  * consumer, post producer and allocators; the others use raw mailbox
@@ -72,6 +73,11 @@ volatile bool chaos_ready;
 
 /* Channels known from HELLOs (id 0: free slot); peer 0 is the host. */
 static volatile uint32_t chan_id[CHANS_MAX], chan_peer[CHANS_MAX];
+
+/* Links announced by HELLOs (gpa 0: free slot).  A link's slot stays mapped
+ * once made (after its channel closes it holds private pages), so any of
+ * these may be written at any time. */
+static volatile uint64_t link_gpa[CHANS_MAX];
 
 /* Received page runs not yet released (gpa 0: free slot).  vCPU 0 fills
  * it; every vCPU may release, forward or print them, racing the others. */
@@ -621,6 +627,37 @@ static void idle(uint64_t *s, unsigned index) {
                 vmq_delay_ns(ns / 4);
 }
 
+/* The links: garbage into one (the monitor never reads them; only the peer
+ * of that link may notice), kicks on any channel, waits for a kick. */
+static void link_chaos(uint64_t *s, unsigned index) {
+        uint64_t g = link_gpa[chaos_below(s, CHANS_MAX)];
+        struct vmq_request *m;
+
+        switch (chaos_below(s, 3)) {
+        case 0:
+                if (g) {
+                        uint64_t x = chaos_next(s);
+                        uint64_t off = chaos_below(s, VMQ_LINK_SIZE / 8) * 8;
+
+                        __atomic_store_n((uint64_t *)(uintptr_t)(g + off), x, __ATOMIC_RELAXED);
+                }
+                break;
+        case 1:
+                m = my_mbox(index);
+                m->abi = VMQ_ABI_VERSION;
+                m->channel = pick_chan(s);
+                (void)vmq_hypercall(VMQ_HC_KICK);
+                break;
+        default:
+                m = my_mbox(index);
+                m->abi = VMQ_ABI_VERSION;
+                m->flags = VMQ_WAIT_F_LINKS;
+                m->arg = chaos_below(s, 100000);
+                (void)vmq_hypercall(VMQ_HC_WAIT);
+                break;
+        }
+}
+
 static void common_action(uint64_t *s, unsigned index, unsigned a) {
         struct vmq_request q;
 
@@ -679,13 +716,16 @@ static void common_action(uint64_t *s, unsigned index, unsigned a) {
                                          : "memory");
                 }
                 break;
+        case 13:
+                link_chaos(s, index);
+                break;
         default:
                 touch_held(s);
                 break;
         }
 }
 
-#define COMMON_ACTIONS 14u
+#define COMMON_ACTIONS 15u
 
 static void maybe_die(uint64_t *s) {
         if (fault_ppm && chaos_below(s, 1000000) < fault_ppm)
@@ -716,6 +756,10 @@ static void note_chan(const struct vmq_desc *d) {
         memcpy(&id, d->data, sizeof(id));
         chan_peer[free_slot] = id.vm_id;
         chan_id[free_slot] = d->channel;
+        if ((d->flags & VMQ_DESC_F_LINK) && d->gpa >= VMQ_LINK_GPA &&
+            d->gpa - VMQ_LINK_GPA <= VMQ_LINK_WINDOW - VMQ_LINK_SIZE &&
+            (d->gpa - VMQ_LINK_GPA) % VMQ_LINK_SIZE == 0)
+                link_gpa[d->channel % CHANS_MAX] = d->gpa;
 }
 
 static void hold(uint64_t *s, const struct vmq_desc *d) {
