@@ -202,18 +202,10 @@ void vmq_vm_link_fini(struct vmq_vm *vm) {
 }
 
 int32_t vmq_monitor_link_kick(struct vmq_vm *vm, uint32_t id) {
-        struct vmq_channel *ch = vmq_monitor_channel_locked(vm->mon, id);
-        int side;
-        if (!ch)
-                return -VMQ_E_NOCHAN;
-        if (ch->end[0] == vm->id)
-                side = 0;
-        else if (ch->end[1] == vm->id)
-                side = 1;
-        else
-                return -VMQ_E_NOCHAN;
-        if (!ch->open)
-                return -VMQ_E_CLOSED;
+        struct vmq_channel *ch;
+        int side = vmq_monitor_open_end_locked(vm->mon, id, vm->id, &ch);
+        if (side < 0)
+                return side;
         if (!ch->linked)
                 return -VMQ_E_INVAL; /* nothing to kick: it has no link */
         struct vmq_vm *peer = ch->link_vm[1 - side];

@@ -281,6 +281,24 @@ struct vmq_channel *vmq_monitor_channel_locked(struct vmq_monitor *m, uint32_t i
         return m->channels[id];
 }
 
+int vmq_monitor_open_end_locked(struct vmq_monitor *m, uint32_t id, uint32_t vm_id,
+                                struct vmq_channel **ret) {
+        struct vmq_channel *ch = vmq_monitor_channel_locked(m, id);
+        int side;
+        if (!ch)
+                return -VMQ_E_NOCHAN;
+        if (ch->end[0] == vm_id)
+                side = 0;
+        else if (ch->end[1] == vm_id)
+                side = 1;
+        else
+                return -VMQ_E_NOCHAN;
+        if (!ch->open)
+                return -VMQ_E_CLOSED;
+        *ret = ch;
+        return side;
+}
+
 int vmq_monitor_kvm_error(const struct vmq_monitor *m) {
         return m->kvm_fd >= 0 || m->cfg.host_driven ? 0 : m->kvm_error;
 }

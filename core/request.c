@@ -205,17 +205,9 @@ int32_t vmq_monitor_handle_request(struct vmq_vm *vm, const struct vmq_request *
             req->reserved != 0)
                 return -VMQ_E_INVAL;
 
-        ch = vmq_monitor_channel_locked(m, req->channel);
-        if (!ch)
-                return -VMQ_E_NOCHAN;
-        if (ch->end[0] == vm->id)
-                side = 0;
-        else if (ch->end[1] == vm->id)
-                side = 1;
-        else
-                return -VMQ_E_NOCHAN;
-        if (!ch->open)
-                return -VMQ_E_CLOSED;
+        side = vmq_monitor_open_end_locked(m, req->channel, vm->id, &ch);
+        if (side < 0)
+                return side;
         to = 1 - side;
         if (ch->end[to] != VMQ_HOST_ID) {
                 peer = vmq_monitor_find_vm_id_locked(m, ch->end[to]);

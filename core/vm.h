@@ -327,6 +327,10 @@ void vmq_vm_doorbells_taken(struct vmq_vm *vm, uint64_t n);
 struct vmq_vm *vmq_monitor_find_vm_locked(struct vmq_monitor *m, const char *name);
 struct vmq_vm *vmq_monitor_find_vm_id_locked(struct vmq_monitor *m, uint32_t id);
 struct vmq_channel *vmq_monitor_channel_locked(struct vmq_monitor *m, uint32_t id);
+/* The open channel id of which VM vm_id is an end: *ret and which end (0 or
+ * 1), or -VMQ_E_NOCHAN (none, or not an end), -VMQ_E_CLOSED. */
+int vmq_monitor_open_end_locked(struct vmq_monitor *m, uint32_t id, uint32_t vm_id,
+                                struct vmq_channel **ret);
 
 /* vm.c */
 bool vmq_vm_name_is_valid(const char *name);

@@ -667,28 +667,35 @@ Test(e2e, a_spare_vm_is_made_ahead_and_taken) {
  * bench-tx ends with every ACK it waits for, and bench-rx has given back
  * every page it was sent, however its receive batches fell (it once dropped
  * the rest of a batch after its first page). */
+/* bench-rx (rx_args, a 4 MiB receive window) and bench-tx (tx_args, 32 MiB
+ * of RAM) joined by a channel, created and not started. */
+static void bench_pair(const char *tx_name, const char *tx_args, const char *rx_name,
+                       const char *rx_args, struct vmq_vm **ret_tx, struct vmq_vm **ret_rx) {
+        struct vmq_vm_config vc;
+        vmq_vm_config_init(&vc);
+        vc.name = rx_name;
+        vc.rx_size = 4u << 20;
+        vc.args = rx_args;
+        cr_assert_eq(vmq_vm_create_from_file(mon, &vc, vmq_test_guest("bench-rx"), ret_rx), 0);
+        vmq_vm_config_init(&vc);
+        vc.name = tx_name;
+        vc.args = tx_args;
+        vc.ram_size = 32u << 20;
+        cr_assert_eq(vmq_vm_create_from_file(mon, &vc, vmq_test_guest("bench-tx"), ret_tx), 0);
+        open_channel(vmq_vm_id(*ret_tx), vmq_vm_id(*ret_rx), NULL);
+}
+
 Test(e2e, bench_images_stream_pages_and_give_every_page_back, .timeout = 600) {
         static const char *const methods[] = {"copy", "flip4k"};
         for (size_t i = 0; i < VMQ_ARRAY_SIZE(methods); i++) {
                 char args[160], tx_name[16], rx_name[16];
-                struct vmq_vm_config vc;
                 struct vmq_vm *tx, *rx;
                 snprintf(args, sizeof(args),
                          "test=throughput method=%s size=4096 total=1048576 reps=2", methods[i]);
                 snprintf(tx_name, sizeof(tx_name), "tx%zu", i);
                 snprintf(rx_name, sizeof(rx_name), "rx%zu", i);
-                vmq_vm_config_init(&vc);
-                vc.name = rx_name;
-                vc.rx_size = 4u << 20;
                 /* a short spin: the sender runs ahead, so batches form */
-                vc.args = "spin_us=1";
-                cr_assert_eq(vmq_vm_create_from_file(mon, &vc, vmq_test_guest("bench-rx"), &rx), 0);
-                vmq_vm_config_init(&vc);
-                vc.name = tx_name;
-                vc.args = args;
-                vc.ram_size = 32u << 20;
-                cr_assert_eq(vmq_vm_create_from_file(mon, &vc, vmq_test_guest("bench-tx"), &tx), 0);
-                open_channel(vmq_vm_id(tx), vmq_vm_id(rx), NULL);
+                bench_pair(tx_name, args, rx_name, "spin_us=1", &tx, &rx);
                 cr_assert_eq(vmq_vm_start(rx), 0);
                 cr_assert_eq(vmq_vm_start(tx), 0);
                 int st = vmq_vm_wait(tx, vmq_test_allow_ms(20000));
@@ -710,18 +717,8 @@ Test(e2e, bench_images_stream_pages_and_give_every_page_back, .timeout = 600) {
 /* Runs bench-tx with tx_args against bench-rx serving the channel's link;
  * returns the exits both made, with bench-rx's message count. */
 static uint64_t link_pair(const char *tx_args, uint64_t *ret_messages) {
-        struct vmq_vm_config vc;
         struct vmq_vm *tx, *rx;
-        vmq_vm_config_init(&vc);
-        vc.name = "link-rx";
-        vc.args = "link=1";
-        cr_assert_eq(vmq_vm_create_from_file(mon, &vc, vmq_test_guest("bench-rx"), &rx), 0);
-        vmq_vm_config_init(&vc);
-        vc.name = "link-tx";
-        vc.args = tx_args;
-        vc.ram_size = 32u << 20;
-        cr_assert_eq(vmq_vm_create_from_file(mon, &vc, vmq_test_guest("bench-tx"), &tx), 0);
-        open_channel(vmq_vm_id(tx), vmq_vm_id(rx), NULL);
+        bench_pair("link-tx", tx_args, "link-rx", "link=1", &tx, &rx);
         cr_assert_eq(vmq_vm_start(rx), 0);
         cr_assert_eq(vmq_vm_start(tx), 0);
         int st = vmq_vm_wait(tx, vmq_test_allow_ms(60000));

@@ -54,16 +54,7 @@ static struct vmq_vm *new_vm(const char *name) {
 }
 
 static bool take(struct vmq_vm *vm, struct vmq_desc *ret) {
-        struct vmq_ring_idx *idx =
-                (struct vmq_ring_idx *)((uint8_t *)vm->vmcs + vm->vmcs->layout.queue_off);
-        struct vmq_desc *slots =
-                (struct vmq_desc *)((uint8_t *)vm->vmcs + vm->vmcs->layout.queue_slots_off);
-        uint32_t cons = __atomic_load_n(&idx->cons, __ATOMIC_RELAXED);
-        if (cons == __atomic_load_n(&idx->prod, __ATOMIC_ACQUIRE))
-                return false;
-        memcpy(ret, &slots[cons & (vm->vmcs->layout.queue_cap - 1)], sizeof(*ret));
-        __atomic_store_n(&idx->cons, cons + 1, __ATOMIC_RELEASE);
-        return true;
+        return vmq_test_take(vm, ret);
 }
 
 /* The next HELLO in the VM's queue (CLOSEs of earlier channels skipped). */
@@ -463,11 +454,27 @@ struct streamer {
         unsigned waits;
 };
 
-/* Arms a wait word as vmq_link_send/recv do before they sleep. */
-static void arm(uint32_t *word, uint32_t *seq) {
+static bool tx_full(const struct vmq_link *l) {
+        return l->prod - __atomic_load_n(&l->tx_hdr->cons, __ATOMIC_ACQUIRE) == VMQ_LINK_CAP;
+}
+
+static bool rx_empty(const struct vmq_link *l) {
+        return __atomic_load_n(&l->rx_hdr->prod, __ATOMIC_ACQUIRE) == l->cons;
+}
+
+/* Sleeps as vmq_link_send/recv do: arms the wait word, looks once more,
+ * and waits for a kick only while there is still nothing to do. */
+static void sleep_on(struct streamer *s, uint32_t *word, uint32_t *seq,
+                     bool (*nothing)(const struct vmq_link *l)) {
         *seq += 2;
         __atomic_store_n(word, *seq | 1, __ATOMIC_RELAXED);
         VMQ_FULL_BARRIER();
+        if (nothing(s->l)) {
+                s->waits++;
+                while (wait_links(s->vm, true) == -VMQ_E_TIMEDOUT)
+                        sched_yield();
+        }
+        __atomic_store_n(word, *seq, __ATOMIC_RELAXED);
 }
 
 static void *producer(void *arg) {
@@ -477,14 +484,7 @@ static void *producer(void *arg) {
                 uint64_t v = (uint64_t)i * 2654435761u;
                 int r = vmq_link_try_send(s->l, &v, sizeof(v), i);
                 if (r == -VMQ_E_AGAIN) {
-                        arm(&s->l->tx_hdr->prod_wait, &seq);
-                        if (s->l->prod - __atomic_load_n(&s->l->tx_hdr->cons, __ATOMIC_ACQUIRE) ==
-                            VMQ_LINK_CAP) {
-                                s->waits++;
-                                while (wait_links(s->vm, true) == -VMQ_E_TIMEDOUT)
-                                        sched_yield();
-                        }
-                        __atomic_store_n(&s->l->tx_hdr->prod_wait, seq, __ATOMIC_RELAXED);
+                        sleep_on(s, &s->l->tx_hdr->prod_wait, &seq, tx_full);
                         continue;
                 }
                 if (r < 0) {
@@ -506,13 +506,7 @@ static void *consumer(void *arg) {
         while (got < s->n) {
                 int r = vmq_link_try_recv_batch(s->l, m, 8);
                 if (r == 0) {
-                        arm(&s->l->rx_hdr->cons_wait, &seq);
-                        if (__atomic_load_n(&s->l->rx_hdr->prod, __ATOMIC_ACQUIRE) == s->l->cons) {
-                                s->waits++;
-                                while (wait_links(s->vm, true) == -VMQ_E_TIMEDOUT)
-                                        sched_yield();
-                        }
-                        __atomic_store_n(&s->l->rx_hdr->cons_wait, seq, __ATOMIC_RELAXED);
+                        sleep_on(s, &s->l->rx_hdr->cons_wait, &seq, rx_empty);
                         continue;
                 }
                 if (r < 0) {

@@ -127,16 +127,7 @@ static bool post_inline(struct vmq_vm *vm, uint32_t ch, uint64_t tag, bool quiet
 
 /* Takes one descriptor from the VM's queue. */
 static bool take(struct vmq_vm *vm, struct vmq_desc *ret) {
-        struct vmq_ring_idx *idx =
-                (struct vmq_ring_idx *)((uint8_t *)vm->vmcs + vm->vmcs->layout.queue_off);
-        struct vmq_desc *slots =
-                (struct vmq_desc *)((uint8_t *)vm->vmcs + vm->vmcs->layout.queue_slots_off);
-        uint32_t cons = __atomic_load_n(&idx->cons, __ATOMIC_RELAXED);
-        if (cons == __atomic_load_n(&idx->prod, __ATOMIC_ACQUIRE))
-                return false;
-        memcpy(ret, &slots[cons & (vm->vmcs->layout.queue_cap - 1)], sizeof(*ret));
-        __atomic_store_n(&idx->cons, cons + 1, __ATOMIC_RELEASE);
-        return true;
+        return vmq_test_take(vm, ret);
 }
 
 /* ---- a stream, with pauses around the poller's idle time -------------------- */

@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "core/monitor.h"
+#include "core/vm.h"
 #include "tests/test-util.h"
 
 static int count_dir_entries(const char *path) {
@@ -182,4 +183,17 @@ bool vmq_test_line_u64(const char *line, const char *key, int base, uint64_t *re
                 }
         }
         return false;
+}
+
+bool vmq_test_take(struct vmq_vm *vm, struct vmq_desc *ret) {
+        struct vmq_ring_idx *idx =
+                (struct vmq_ring_idx *)((uint8_t *)vm->vmcs + vm->vmcs->layout.queue_off);
+        struct vmq_desc *slots =
+                (struct vmq_desc *)((uint8_t *)vm->vmcs + vm->vmcs->layout.queue_slots_off);
+        uint32_t cons = __atomic_load_n(&idx->cons, __ATOMIC_RELAXED);
+        if (cons == __atomic_load_n(&idx->prod, __ATOMIC_ACQUIRE))
+                return false;
+        memcpy(ret, &slots[cons & (vm->vmcs->layout.queue_cap - 1)], sizeof(*ret));
+        __atomic_store_n(&idx->cons, cons + 1, __ATOMIC_RELEASE);
+        return true;
 }

@@ -64,6 +64,11 @@ struct vmq_vm;
  * byte the guest printed shown as '.'; returns buf. */
 char *vmq_test_console(struct vmq_vm *vm, char *buf, size_t size);
 
+/* Host-driven VMs: takes one descriptor from the VM's queue as its guest
+ * would (false: empty). */
+struct vmq_desc;
+bool vmq_test_take(struct vmq_vm *vm, struct vmq_desc *ret);
+
 /*
  * Waits up to timeout_ms for a console line containing `needle` and copies
  * the last such line (without its newline) into line.  Returns 0, or
