@@ -1353,3 +1353,34 @@ Test(daemon, the_host_identity_is_not_the_machine_id_and_is_stable) {
         cr_assert_str_eq(uuids[0], uuids[1], "the host identity changed across a restart");
         expect_clean_exit();
 }
+
+/* A channel between two machines has a link (org.vmq1.Channel.Linked), one
+ * to the host has none; the machines' statistics count the kicks they made
+ * on links.  (A closed channel with nothing left to read leaves the bus at
+ * once; the core's link suite checks that its link is gone.) */
+Test(daemon, a_channel_between_machines_shows_its_link) {
+        need_kvm(); /* it runs micro-VMs */
+        free(ok(0, "$VMQCTL create la --image echo --start"));
+        free(ok(0, "$VMQCTL create lb --image echo --start"));
+        char *id = ok(0, "$VMQCTL open la lb");
+        unsigned ch = (unsigned)strtoul(id, NULL, 10);
+        free(id);
+        id = ok(0, "$VMQCTL open host la");
+        unsigned hch = (unsigned)strtoul(id, NULL, 10);
+        free(id);
+        char *o =
+                ok(0, "$BUSCTL get-property org.vmq1 /org/vmq1/channel/%u org.vmq1.Channel Linked",
+                   ch);
+        has(o, "b true");
+        free(o);
+        o = ok(0, "$BUSCTL get-property org.vmq1 /org/vmq1/channel/%u org.vmq1.Channel Linked",
+               hch);
+        has(o, "b false");
+        free(o);
+        o = ok(0, "$BUSCTL get-property org.vmq1 /org/vmq1/machine/la org.vmq1.Machine Statistics");
+        has(o, "\"kicks\"");
+        free(o);
+        o = ok(0, "$VMQCTL stats la");
+        has(o, "kicks:");
+        free(o);
+}

@@ -56,9 +56,9 @@ static int property_get_identity(sd_bus *bus, const char *path, const char *inte
                                strcmp(property, "IdentityA") == 0 ? &c->ident_a : &c->ident_b);
 }
 
-static int property_get_counters(sd_bus *bus, const char *path, const char *interface,
-                                 const char *property, sd_bus_message *reply, void *userdata,
-                                 sd_bus_error *error) {
+static int property_get_live(sd_bus *bus, const char *path, const char *interface,
+                             const char *property, sd_bus_message *reply, void *userdata,
+                             sd_bus_error *error) {
         struct channel *c = userdata;
         struct vmq_channel_info info = {0};
 
@@ -67,6 +67,8 @@ static int property_get_counters(sd_bus *bus, const char *path, const char *inte
         (void)interface;
         (void)error;
         (void)vmq_channel_get_info(c->manager->monitor, c->id, &info);
+        if (strcmp(property, "Linked") == 0)
+                return sd_bus_message_append(reply, "b", (int)info.linked);
         if (strcmp(property, "Messages") == 0)
                 return sd_bus_message_append(reply, "(tt)", info.messages[0], info.messages[1]);
         return sd_bus_message_append(reply, "(tt)", info.bytes[0], info.bytes[1]);
@@ -97,8 +99,9 @@ const sd_bus_vtable channel_vtable[] = {
                         offsetof(struct channel, persistent), SD_BUS_VTABLE_PROPERTY_CONST),
         SD_BUS_PROPERTY("Open", "b", bus_property_get_bool, offsetof(struct channel, open),
                         SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
-        SD_BUS_PROPERTY("Messages", "(tt)", property_get_counters, 0, 0),
-        SD_BUS_PROPERTY("Bytes", "(tt)", property_get_counters, 0, 0),
+        SD_BUS_PROPERTY("Linked", "b", property_get_live, 0, 0),
+        SD_BUS_PROPERTY("Messages", "(tt)", property_get_live, 0, 0),
+        SD_BUS_PROPERTY("Bytes", "(tt)", property_get_live, 0, 0),
         SD_BUS_METHOD_WITH_ARGS("Close", SD_BUS_NO_ARGS, SD_BUS_NO_RESULT, method_close_checked,
                                 SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_VTABLE_END,

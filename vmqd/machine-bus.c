@@ -209,7 +209,7 @@ static int property_get_statistics(sd_bus *bus, const char *path, const char *in
                 {"posted", st.posted},         {"received", st.received},
                 {"bytes_sent", st.bytes_sent}, {"copies", st.copies},
                 {"flips", st.flips},           {"shares", st.shares},
-                {"errors", st.errors},
+                {"kicks", st.kicks},           {"errors", st.errors},
         };
         for (size_t i = 0; i < VMQ_ARRAY_SIZE(items); i++) {
                 r = sd_bus_message_append(reply, "{st}", items[i].key, items[i].value);

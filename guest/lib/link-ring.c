@@ -103,7 +103,8 @@ static void put(struct vmq_link *l, const void *data, uint32_t len, uint64_t tag
         m->len = len;
         m->flags = 0;
         m->tag = tag;
-        __builtin_memcpy(m->data, data, len);
+        if (len) /* an empty message may come with no buffer at all */
+                __builtin_memcpy(m->data, data, len);
         l->prod++;
 }
 

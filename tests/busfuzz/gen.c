@@ -904,6 +904,7 @@ static const char *const properties[] = {
         "Transfer",
         "Depth",
         "Open",
+        "Linked",
         "Messages",
         "Bytes",
         /* none */
