@@ -87,25 +87,6 @@ static void write_header(uint8_t *ring, uint32_t channel, uint32_t state) {
         __atomic_store_n(&h->state, state, __ATOMIC_RELEASE);
 }
 
-/* Maps the memfd's two halves at the slot, swapped for end 1. */
-static int map_end(struct vmq_vm *vm, uint32_t slot, int fd, int side) {
-        uint8_t *at = slot_hva(vm, slot);
-        off_t tx = side == 0 ? 0 : LINK_HALF, rx = side == 0 ? LINK_HALF : 0;
-        if (mmap(at, LINK_HALF, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, fd, tx) ==
-            MAP_FAILED)
-                return -errno;
-        if (mmap(at + LINK_HALF, LINK_HALF, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, fd,
-                 rx) == MAP_FAILED) {
-                int r = -errno;
-                /* back to nothing; a PROT_NONE mapping over a mapping of
-                 * the same size does not fail for want of VMAs */
-                (void)mmap(at, LINK_HALF, PROT_NONE,
-                           MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED, -1, 0);
-                return r;
-        }
-        return 0;
-}
-
 /* Takes the slot's link away from the VM: private zeroed pages whose
  * headers say closed.  false when the kernel refused (the old mapping may
  * still be there). */
@@ -117,6 +98,38 @@ static bool retire_slot(struct vmq_vm *vm, uint32_t slot, uint32_t channel) {
         write_header(at, channel, VMQ_LINK_CLOSED);
         write_header(at + LINK_HALF, channel, VMQ_LINK_CLOSED);
         return true;
+}
+
+/* One half of a link into a slot; fails as told by
+ * vmq_monitor_fail_link_mmap(). */
+static int map_half(struct vmq_monitor *m, uint8_t *at, int fd, off_t off) {
+        if (m->link_fail_mmap > 0 && --m->link_fail_mmap == 0)
+                return -ENOMEM;
+        if (mmap(at, LINK_HALF, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, fd, off) ==
+            MAP_FAILED)
+                return -errno;
+        return 0;
+}
+
+/* Maps the memfd's two halves at the slot, swapped for end 1. */
+static int map_end(struct vmq_vm *vm, uint32_t slot, int fd, int side) {
+        uint8_t *at = slot_hva(vm, slot);
+        off_t tx = side == 0 ? 0 : LINK_HALF, rx = side == 0 ? LINK_HALF : 0;
+        int r = map_half(vm->mon, at, fd, tx);
+        if (r == 0)
+                r = map_half(vm->mon, at + LINK_HALF, fd, rx);
+        /* A failed MAP_FIXED may already have taken the old pages away, and
+         * the guest may still read an old link that had this slot: make it
+         * a closed slot, as after a close, so that it stays readable. */
+        if (r < 0)
+                (void)retire_slot(vm, slot, 0);
+        return r;
+}
+
+void vmq_monitor_fail_link_mmap(struct vmq_monitor *m, unsigned after) {
+        vmq_monitor_wrlock(m);
+        m->link_fail_mmap = after;
+        pthread_rwlock_unlock(&m->rw);
 }
 
 int vmq_monitor_link_make(struct vmq_monitor *m, struct vmq_channel *ch, struct vmq_vm *ends[2]) {
@@ -148,8 +161,7 @@ int vmq_monitor_link_make(struct vmq_monitor *m, struct vmq_channel *ch, struct 
         if (r == 0) {
                 r = map_end(ends[1], slot[1], fd, 1);
                 if (r < 0)
-                        (void)mmap(slot_hva(ends[0], slot[0]), VMQ_LINK_SIZE, PROT_NONE,
-                                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED, -1, 0);
+                        (void)retire_slot(ends[0], slot[0], 0);
         }
         vmq_close(fd);
         if (r < 0)

@@ -278,6 +278,7 @@ struct vmq_monitor {
         /* Links made and not yet taken away, against cfg.max_links; under
          * rw's write lock. */
         uint32_t links;
+        unsigned link_fail_mmap; /* see vmq_monitor_fail_link_mmap */
 
         /* The spare VM (spare.c), under spare_lock. */
         pthread_mutex_t spare_lock;
@@ -398,6 +399,9 @@ uint64_t vmq_monitor_link_gpa(const struct vmq_channel *ch, int side);
 void vmq_monitor_link_unmake(struct vmq_monitor *m, struct vmq_channel *ch, uint32_t gone);
 /* Unmaps the VM's link window (vmq_vm_free_resources). */
 void vmq_vm_link_fini(struct vmq_vm *vm);
+/* Fault injection for tests: the `after`-th mmap of a link half from now on
+ * fails with ENOMEM (0: none). */
+void vmq_monitor_fail_link_mmap(struct vmq_monitor *m, unsigned after);
 /* VMQ_HC_KICK from vm on channel id: 0 or -VMQ_E_*. */
 int32_t vmq_monitor_link_kick(struct vmq_vm *vm, uint32_t id);
 

@@ -546,3 +546,37 @@ Test(link, two_threads_stream_and_no_wakeup_is_lost) {
         cr_log_info("%u messages; the producer slept %u times, the consumer %u", n, tx.waits,
                     rx.waits);
 }
+
+/* A link the host cannot map leaves the channel without one, and every slot
+ * it touched readable and closed (a guest may still read an old link that
+ * had the slot). */
+Test(link, a_link_the_host_cannot_map_leaves_readable_closed_slots) {
+        struct vmq_vm *a = new_vm("a"), *b = new_vm("b");
+        struct vmq_link la, lb;
+        struct vmq_link_msg m;
+        uint32_t ch, ch2;
+        cr_assert(open_linked(a, b, &ch, &la, &lb));
+        uint32_t a_slot = a->mon->channels[ch]->link_slot[0];
+        /* end 0's two halves map, end 1's second fails */
+        for (unsigned after = 4; after >= 1; after--) {
+                vmq_monitor_fail_link_mmap(mon, after);
+                cr_assert_not(open_linked(a, b, &ch2, &la, &lb), "failure at mmap %u", after);
+                struct vmq_channel_info info;
+                cr_assert_eq(vmq_channel_get_info(mon, ch2, &info), 0);
+                cr_assert_not(info.linked);
+                /* the slots it tried: the ones after the first link's */
+                for (uint32_t s = a_slot + 1; s <= a_slot + 5 - after; s++) {
+                        const struct vmq_link_hdr *h =
+                                (const void *)((uint8_t *)a->link_hva + (size_t)s * VMQ_LINK_SIZE);
+                        /* readable (a fault would crash the test), closed */
+                        cr_assert_eq(__atomic_load_n(&h->state, __ATOMIC_RELAXED), VMQ_LINK_CLOSED,
+                                     "slot %u", s);
+                }
+        }
+        cr_assert_eq(mon->links, 1);
+        /* the first link still works, and new ones can be made */
+        struct vmq_link la1, lb1;
+        cr_assert(open_linked(a, b, &ch2, &la1, &lb1));
+        cr_assert_eq(vmq_link_try_send(&la1, "x", 1, 0), 0);
+        cr_assert_eq(vmq_link_try_recv(&lb1, &m), 0);
+}
