@@ -512,8 +512,12 @@ int vmq_vm_shutdown(struct vmq_vm *vm) {
         else
                 r = r == 0 ? -EAGAIN : -EPROTO;
         pthread_mutex_unlock(&vm->rxq_lock);
-        if (r == 0)
+        if (r == 0) {
+                /* a guest asleep on a link only (VMQ_WAIT_F_LINKS) must
+                 * hear it too */
+                atomic_store(&vm->kicked, true);
                 vmq_vm_wake(vm);
+        }
         return r;
 }
 

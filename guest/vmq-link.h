@@ -92,7 +92,10 @@ bool vmq_link_notify(struct vmq_link *l);
 int vmq_link_kick(uint32_t ch);
 
 /* Blocking forms: spin, then sleep until the peer kicks, up to timeout_ns
- * (UINT64_MAX: no limit; 0: try once).  Each notifies the peer as needed. */
+ * (UINT64_MAX: no limit; 0: try once).  Each notifies the peer as needed.
+ * A SHUTDOWN from the host (waiting in the VM queue) wakes a sleeping call,
+ * which runs the shutdown handler (vmq_set_shutdown_handler; by default the
+ * VM exits) once and, if that returns, goes on waiting. */
 int vmq_link_send(struct vmq_link *l, const void *data, size_t len, uint64_t tag,
                   uint64_t timeout_ns);
 int vmq_link_recv(struct vmq_link *l, struct vmq_link_msg *ret, uint64_t timeout_ns);

@@ -799,3 +799,18 @@ Test(e2e, a_sleeper_that_never_rearms_costs_its_sender_one_kick, .timeout = 300)
         cr_assert_eq(vmq_vm_stop(tx), 0);
         cr_assert_eq(vmq_vm_stop(foe), 0);
 }
+
+/* A guest asleep on a link, with nothing on its queue it reads, still
+ * hears the host's graceful shutdown and exits 0 by itself. */
+Test(e2e, a_guest_asleep_on_a_link_hears_shutdown, .timeout = 120) {
+        struct vmq_vm *rx = boot("sleepy", "bench-rx", "link=1 spin_us=1", NULL);
+        struct vmq_vm *peer = boot("quiet", "echo", NULL, NULL);
+        open_channel(vmq_vm_id(peer), vmq_vm_id(rx), NULL);
+        wait_console(rx, "bench-rx: hello", vmq_test_allow_ms(10000));
+        usleep(200000); /* asleep in the monitor by now */
+        cr_assert_eq(vmq_vm_shutdown(rx), 0);
+        int st = vmq_vm_wait(rx, vmq_test_allow_ms(10000));
+        cr_assert_eq(st, VMQ_VM_EXITED, "%s", console(rx));
+        cr_assert_eq(vmq_vm_exit_code(rx), 0);
+        wait_console(rx, "shutdown requested by the host", 1000);
+}

@@ -36,6 +36,11 @@ void vmq__pool_free(struct vmq_pool *p, uint64_t addr, size_t count);
 /* Fills the calling vCPU's mailbox with a well-formed request header and
  * returns it (arg 0, no payload). */
 struct vmq_request *vmq__mbox_send(uint16_t op, uint32_t ch, uint32_t flags, uint64_t tag);
+/* Whether a SHUTDOWN descriptor waits in the queue (not taken). */
+bool vmq__shutdown_pending(void);
+/* Calls the shutdown handler (once: a handler that returns is not called
+ * again from here). */
+void vmq__shutdown_requested(void);
 /* How long vmq_recv() and the link calls spin before they block (ns). */
 uint64_t vmq__spin_ns(void);
 

@@ -3,7 +3,10 @@
  * Channel links, the part that talks to the monitor (guest/vmq-link.h):
  * opening from a HELLO, kicking the peer, and the blocking calls, which
  * spin first and then sleep in VMQ_HC_WAIT (VMQ_WAIT_F_LINKS) after
- * setting their wait word, as "Channel links" in core/vmq-abi.h says.
+ * setting their wait word, as "Channel links" in core/vmq-abi.h says.  A
+ * SHUTDOWN from the host wakes them as well (the monitor kicks the VM):
+ * a sleeping call then runs the shutdown handler (vmq_set_shutdown_handler;
+ * by default the VM exits), once, and goes on waiting if it returns.
  */
 #include "guest/lib/internal.h"
 
@@ -79,6 +82,10 @@ static int until(struct vmq_link *l, int (*op)(struct vmq_link *l, void *arg), v
                                 return w;
                         }
                         r = op(l, arg);
+                        /* The host's SHUTDOWN wakes link sleepers too: a
+                         * guest that only waits on a link must still hear it. */
+                        if (r == -VMQ_E_AGAIN && vmq__shutdown_pending())
+                                vmq__shutdown_requested();
                 }
                 __atomic_store_n(word, l->wait_seq, __ATOMIC_RELAXED);
                 if (r != -VMQ_E_AGAIN)

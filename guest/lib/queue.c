@@ -359,6 +359,31 @@ void vmq_set_shutdown_handler(void (*handler)(void)) {
         shutdown_handler = handler;
 }
 
+bool vmq__shutdown_pending(void) {
+        uint32_t prod = __atomic_load_n(&queue.idx->prod, __ATOMIC_ACQUIRE);
+        uint32_t cons = __atomic_load_n(&queue.idx->cons, __ATOMIC_RELAXED);
+
+        if ((uint32_t)(prod - cons) > queue.cap)
+                return false; /* corrupt: vmq_try_recv says so */
+        for (; cons != prod; cons++) {
+                const struct vmq_desc *d =
+                        (const struct vmq_desc *)(queue.slots + (size_t)(cons & (queue.cap - 1)) *
+                                                                        sizeof(struct vmq_desc));
+                if (__atomic_load_n(&d->kind, __ATOMIC_RELAXED) == VMQ_DESC_SHUTDOWN)
+                        return true;
+        }
+        return false;
+}
+
+void vmq__shutdown_requested(void) {
+        static bool answered;
+
+        if (!answered && shutdown_handler) {
+                answered = true;
+                shutdown_handler();
+        }
+}
+
 /* Non-zero when the queue holds something (or is corrupt: let try_recv say
  * so). */
 static bool queue_ready(void) {
