@@ -742,17 +742,22 @@ static uint64_t link_pair(const char *tx_args, uint64_t *ret_messages) {
 }
 
 /* Guests talk over their channel's link: a ping-pong and a stream, with
- * (almost) no exits; the exits left are the receiver's sleeps and the
- * kicks that wake it, and clock reads. */
+ * nothing through the monitor; the exits left are sleeps, the kicks that
+ * end them, console lines and the wait for the HELLO.  How often the two sleep
+ * depends on the scheduling: alone on two CPUs the stream makes a few dozen
+ * exits in 150,000 messages and the ping-pong about one in 80 pings, but
+ * beside another test the ping-pong's ends sleep on most pings (1,282
+ * exits for 2,100 pings in one CI run), so only the stream's count is
+ * bounded, and loosely: a sleep and a kick on each side per ring of 32 would
+ * be an eighth; a kick per message, the fault this catches, is more than
+ * one exit per message. */
 Test(e2e, links_carry_pings_and_streams_without_exits, .timeout = 600) {
         uint64_t messages, exits;
         exits = link_pair("test=latency path=link size=64 iters=2000 warmup=100", &messages);
         cr_assert_eq(messages, 2100);
-        cr_assert_lt(exits, messages / 4, "%lu exits for %lu pings", (unsigned long)exits,
-                     (unsigned long)messages);
         exits = link_pair("test=msgrate mode=link size=64 count=50000 reps=2", &messages);
         cr_assert_eq(messages, 150000);
-        cr_assert_lt(exits, messages / 100, "%lu exits for %lu messages", (unsigned long)exits,
+        cr_assert_lt(exits, messages / 4, "%lu exits for %lu messages", (unsigned long)exits,
                      (unsigned long)messages);
 }
 
