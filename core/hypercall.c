@@ -128,9 +128,7 @@ int32_t vmq_vm_hypercall(struct vmq_vm *vm, unsigned vcpu, unsigned nr) {
         pthread_rwlock_unlock(&m->rw);
         if (nr == VMQ_HC_WAIT && r == 0) {
                 uint32_t flags = __atomic_load_n(&vm->vmcs->mbox[vcpu].flags, __ATOMIC_RELAXED);
-                int n = flags & VMQ_WAIT_F_LINKS ? 0 : vmq_monitor_queue_count(vm);
-                if (atomic_exchange(&vm->kicked, false))
-                        n = 1;
+                int n = vmq_vm_wait_count(vm, flags & VMQ_WAIT_F_LINKS);
                 r = n > 0 ? 0 : n == 0 ? -VMQ_E_TIMEDOUT : -VMQ_E_PROTO;
                 __atomic_store_n(&vm->vmcs->mbox[vcpu].status, r, __ATOMIC_RELAXED);
         }

@@ -525,8 +525,7 @@ void vmq_vm_wake(struct vmq_vm *vm) {
         vm->ops->wake(vm);
 }
 
-/* What a waiter waits for: its queue (unless links_only) or a kick. */
-static int wait_count(struct vmq_vm *vm, bool links_only) {
+int vmq_vm_wait_count(struct vmq_vm *vm, bool links_only) {
         if (atomic_exchange(&vm->kicked, false))
                 return 1;
         return links_only ? 0 : vmq_monitor_queue_count(vm);
@@ -547,7 +546,7 @@ static int32_t wait_queue(struct vmq_vcpu *c, uint64_t timeout_ns, bool links_on
                 spin_end = deadline;
 
         for (;;) {
-                n = wait_count(vm, links_only);
+                n = vmq_vm_wait_count(vm, links_only);
                 if (n != 0)
                         return n > 0 ? 0 : -VMQ_E_PROTO;
                 if (atomic_load(&vm->stopping))
@@ -561,7 +560,7 @@ static int32_t wait_queue(struct vmq_vcpu *c, uint64_t timeout_ns, bool links_on
                 }
                 pthread_mutex_lock(&vm->state_lock);
                 atomic_fetch_add(&vm->waiters, 1);
-                n = wait_count(vm, links_only);
+                n = vmq_vm_wait_count(vm, links_only);
                 if (n == 0 && !atomic_load(&vm->stopping)) {
                         if (deadline == UINT64_MAX) {
                                 pthread_cond_wait(&vm->state_cond, &vm->state_lock);

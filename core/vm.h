@@ -352,6 +352,9 @@ int vmq_vm_attach_rings(struct vmq_vm *vm);
 int vmq_kvm_vm_start(struct vmq_vm *vm);
 int vmq_kvm_vm_stop(struct vmq_vm *vm);
 void vmq_vm_wake(struct vmq_vm *vm);
+/* What VMQ_HC_WAIT waits for: a kick (taken: 1), else, unless links_only,
+ * what the queue holds (> 0, 0, or -VMQ_E_PROTO). */
+int vmq_vm_wait_count(struct vmq_vm *vm, bool links_only);
 void vmq_vm_set_state(struct vmq_vm *vm, enum vmq_vm_state state, const char *reason);
 /* Marks the VM crashed and stops its vCPUs from running guest code again,
  * from any thread (they are joined by vmq_vm_stop). */
