@@ -271,6 +271,12 @@ const void *vmq_queue_peek(struct vmq_queue *q) {
         return q->slots + (size_t)(q->local & q->mask) * q->slot_size;
 }
 
+const void *vmq_queue_peek_at(const struct vmq_queue *q, uint32_t i) {
+        if (q->role != VMQ_QUEUE_CONSUMER || i >= q->peer_cache - q->local)
+                return NULL;
+        return q->slots + (size_t)((q->local + i) & q->mask) * q->slot_size;
+}
+
 void vmq_queue_consume(struct vmq_queue *q, uint32_t n) {
         if (q->role != VMQ_QUEUE_CONSUMER)
                 return;

@@ -91,6 +91,10 @@ int vmq_queue_dequeue(struct vmq_queue *q, void *items, uint32_t n);
  * the count validated by this call (or by vmq_queue_count()) stay valid
  * until they are consumed. */
 const void *vmq_queue_peek(struct vmq_queue *q);
+/* Slot i (0: the head) of those the last peek/count validated, without
+ * loading the other end's index again; NULL past them.  The same rules as
+ * for vmq_queue_peek() hold for what it points at. */
+const void *vmq_queue_peek_at(const struct vmq_queue *q, uint32_t i);
 /* Consumer: consume n slots previously peeked.  n must not exceed the count
  * the last peek/count/dequeue validated (larger values are clamped). */
 void vmq_queue_consume(struct vmq_queue *q, uint32_t n);

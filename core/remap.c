@@ -152,6 +152,7 @@ struct vmq_pool {
         /* Host mappings (VMAs) of all spaces, and their budgets. */
         size_t nmaps, max_maps, max_maps_space;
         unsigned fail_after, fail_count; /* fault injection: vmq_pool_fail_mmap() */
+        uint64_t mmap_calls;             /* vmq_pool_mmap_calls() */
 };
 
 struct region {
@@ -664,6 +665,7 @@ static void maps_account(struct vmq_pool *p, struct vmq_space *s, struct region 
 
 static void *pool_mmap(struct vmq_pool *p, void *addr, size_t len, int prot, int flags, int fd,
                        off_t off) {
+        p->mmap_calls++;
         if (p->fail_count > 0) {
                 if (p->fail_after > 1) {
                         p->fail_after--;
@@ -929,6 +931,13 @@ void vmq_pool_fail_mmap(struct vmq_pool *p, unsigned after, unsigned count) {
         p->fail_after = after;
         p->fail_count = count;
         pool_unlock(p);
+}
+
+uint64_t vmq_pool_mmap_calls(struct vmq_pool *p) {
+        pool_lock(p);
+        uint64_t n = p->mmap_calls;
+        pool_unlock(p);
+        return n;
 }
 
 size_t vmq_space_maps(struct vmq_space *s) {
@@ -1353,23 +1362,76 @@ out:
         return r;
 }
 
+/* Pages of fsize that len bytes take. */
+static uint64_t pages_of(uint64_t len, size_t fsize) {
+        return len / fsize + (len % fsize != 0);
+}
+
 /*
- * Common part of copy and copy_in: gives the EMPTY pages covering len bytes
- * at dst_gpa fresh frames filled from `data` (a host pointer, which for copy
- * is the source region's mapping, checked readable by the caller).  -EAGAIN
- * when frames_take() dropped the lock: the caller validates again.
+ * Where piece k's bytes are, checked under the lock: with a source space,
+ * only OWNED pages of one region (a read-only share is not the sender's to
+ * pass on, by copy or otherwise); without one, the caller's host buffer.
+ */
+static int piece_data(const struct vmq_space *dst, const struct vmq_copy_piece *pc,
+                      const uint8_t **ret) {
+        if (pc->len == 0)
+                return -EINVAL;
+        if (!pc->src) {
+                if (!pc->data)
+                        return -EINVAL;
+                *ret = pc->data;
+                return 0;
+        }
+        if (pc->src->pool != dst->pool)
+                return -EINVAL;
+        const struct region *sr = region_of(pc->src, pc->src_gpa);
+        if (!sr || !vmq_range_within(pc->src_gpa, pc->len, sr->gpa, sr->size))
+                return -ERANGE;
+        size_t fsize = region_fsize(sr);
+        uint64_t off = pc->src_gpa - sr->gpa;
+        for (size_t i = (size_t)(off / fsize); i <= (size_t)((off + pc->len - 1) / fsize); i++)
+                if (sr->state[i] != VMQ_PAGE_OWNED)
+                        return -EPERM;
+        *ret = sr->hva + off;
+        return 0;
+}
+
+/*
+ * Common part of copy, copy_in and copy_batch: gives the EMPTY pages at
+ * dst_gpa fresh frames filled from the pieces in turn, each starting on a
+ * frame of its own, and maps them all with as few mmaps as their frames
+ * allow (one, when the pool hands out consecutive frames).  Everything is
+ * checked before anything changes; all or nothing.  -EAGAIN when
+ * frames_take() dropped the lock: the caller validates again.
  */
 static int copy_locked(struct vmq_pool *p, struct vmq_space *dst, uint64_t dst_gpa,
-                       const uint8_t *data, uint64_t len) {
+                       const struct vmq_copy_piece *pieces, size_t npieces) {
+        const uint8_t *stack_data[8];
+        _cleanup_free_ const uint8_t **heap_data = NULL;
+        const uint8_t **data = stack_data;
         struct region *dr = region_of(dst, dst_gpa);
         if (!dr)
                 return -ERANGE;
         size_t fsize = region_fsize(dr);
-        if (!VMQ_IS_ALIGNED(dst_gpa, (uint64_t)fsize))
+        if (!VMQ_IS_ALIGNED(dst_gpa, (uint64_t)fsize) || npieces == 0)
                 return -EINVAL;
-        uint64_t count64 = len / fsize + (len % fsize != 0);
+        if (npieces > sizeof(stack_data) / sizeof(stack_data[0])) {
+                heap_data = calloc(npieces, sizeof(*heap_data));
+                if (!heap_data)
+                        return -ENOMEM;
+                data = heap_data;
+        }
+        uint64_t count64 = 0;
+        for (size_t k = 0; k < npieces; k++) {
+                int r = piece_data(dst, &pieces[k], &data[k]);
+                if (r < 0)
+                        return r;
+                /* at most 2^52 pages a piece, of at most 64 pieces (the
+                 * caller's bound): no overflow */
+                count64 += pages_of(pieces[k].len, fsize);
+        }
         size_t df;
-        if (count64 > SIZE_MAX)
+        if (count64 > dr->npages)
                 return -ERANGE;
         size_t count = (size_t)count64;
         int r = resolve_run(dst, dst_gpa, count, &dr, &df);
@@ -1392,13 +1454,16 @@ static int copy_locked(struct vmq_pool *p, struct vmq_space *dst, uint64_t dst_g
          * frames: it never observes a half-written page.  Frames of a
          * deferred set may be dirty (see frames_take): their tail is zeroed
          * here, which is all of the zeroing they need. */
-        for (size_t i = 0; i < count; i++) {
-                uint64_t done = (uint64_t)i * fsize;
-                size_t n = (size_t)VMQ_MIN((uint64_t)fsize, len - done);
-                uint8_t *frame = fs->base + (size_t)fresh[i] * fsize;
-                memcpy(frame, data + done, n);
-                if (fs->deferred && n < fsize)
-                        memset(frame + n, 0, fsize - n);
+        size_t at = 0;
+        for (size_t k = 0; k < npieces; k++) {
+                uint64_t len = pieces[k].len;
+                for (uint64_t done = 0; done < len; done += fsize, at++) {
+                        size_t n = (size_t)VMQ_MIN((uint64_t)fsize, len - done);
+                        uint8_t *frame = fs->base + (size_t)fresh[at] * fsize;
+                        memcpy(frame, data[k] + done, n);
+                        if (fs->deferred && n < fsize)
+                                memset(frame + n, 0, fsize - n);
+                }
         }
         size_t before = window_breaks(dr, df, count);
         r = map_pages(p, dr, df, count, NULL, VMQ_PAGE_OWNED, fresh, true);
@@ -1418,46 +1483,32 @@ static int copy_locked(struct vmq_pool *p, struct vmq_space *dst, uint64_t dst_g
         return 0;
 }
 
+int vmq_remap_copy_batch(struct vmq_space *dst, uint64_t dst_gpa,
+                         const struct vmq_copy_piece *pieces, size_t n) {
+        if (!dst || !pieces || n == 0 || n > VMQ_COPY_BATCH_MAX)
+                return -EINVAL;
+        int r;
+        pool_lock(dst->pool);
+        do
+                r = copy_locked(dst->pool, dst, dst_gpa, pieces, n);
+        while (r == -EAGAIN); /* the lock was dropped: everything is checked again */
+        pool_unlock(dst->pool);
+        return r;
+}
+
 int vmq_remap_copy(struct vmq_space *src, uint64_t src_gpa, struct vmq_space *dst, uint64_t dst_gpa,
                    uint64_t len) {
         if (!src || !dst || len == 0 || src->pool != dst->pool)
                 return -EINVAL;
-        struct vmq_pool *p = src->pool;
-        int r;
-        pool_lock(p);
-retry:;
-        const struct region *sr = region_of(src, src_gpa);
-        if (!sr || !vmq_range_within(src_gpa, len, sr->gpa, sr->size)) {
-                r = -ERANGE;
-                goto out;
-        }
-        size_t fsize = region_fsize(sr);
-        uint64_t off = src_gpa - sr->gpa;
-        /* Only owned pages: a read-only share is not the sender's to pass
-         * on, by copy or otherwise. */
-        for (size_t i = (size_t)(off / fsize); i <= (size_t)((off + len - 1) / fsize); i++)
-                if (sr->state[i] != VMQ_PAGE_OWNED) {
-                        r = -EPERM;
-                        goto out;
-                }
-        r = copy_locked(p, dst, dst_gpa, sr->hva + off, len);
-        if (r == -EAGAIN)
-                goto retry; /* the lock was dropped: validate the source again */
-out:
-        pool_unlock(p);
-        return r;
+        struct vmq_copy_piece pc = {.src = src, .src_gpa = src_gpa, .len = len};
+        return vmq_remap_copy_batch(dst, dst_gpa, &pc, 1);
 }
 
 int vmq_remap_copy_in(struct vmq_space *dst, uint64_t dst_gpa, const void *data, uint64_t len) {
         if (!dst || !data || len == 0)
                 return -EINVAL;
-        int r;
-        pool_lock(dst->pool);
-        do
-                r = copy_locked(dst->pool, dst, dst_gpa, data, len);
-        while (r == -EAGAIN);
-        pool_unlock(dst->pool);
-        return r;
+        struct vmq_copy_piece pc = {.data = data, .len = len};
+        return vmq_remap_copy_batch(dst, dst_gpa, &pc, 1);
 }
 
 int vmq_remap_release(struct vmq_space *s, uint64_t gpa, size_t count) {

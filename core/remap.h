@@ -130,6 +130,10 @@ int vmq_space_shares_out(struct vmq_space *owner, struct vmq_share_run **ret, si
  * causing it. */
 bool vmq_space_broken(struct vmq_space *s);
 
+/* mmap calls the pool has made (to tell how many remaps an operation
+ * took). */
+uint64_t vmq_pool_mmap_calls(struct vmq_pool *p);
+
 /* Host mappings (VMAs) the space holds, as the budget counts them. */
 size_t vmq_space_maps(struct vmq_space *s);
 
@@ -223,6 +227,26 @@ int vmq_remap_copy(struct vmq_space *src, uint64_t src_gpa, struct vmq_space *ds
  * copy_in: like copy, from a host buffer (the host end of a channel).
  */
 int vmq_remap_copy_in(struct vmq_space *dst, uint64_t dst_gpa, const void *data, uint64_t len);
+
+/*
+ * copy_batch: copies several messages (pieces) at once into the EMPTY pages
+ * from dst_gpa on, each piece starting on a frame of its own, in order, and
+ * maps them into dst together: one mmap when the frames it takes are
+ * consecutive, where a copy per piece makes one each.  A piece is `len`
+ * bytes at src_gpa of `src` (checked as for copy), or, with src NULL, at
+ * the host buffer `data` (as for copy_in).  All or nothing: the first
+ * failing check's error, and nothing changed.  n is 1 to
+ * VMQ_COPY_BATCH_MAX.
+ */
+#define VMQ_COPY_BATCH_MAX 64u
+struct vmq_copy_piece {
+        struct vmq_space *src; /* NULL: data */
+        uint64_t src_gpa;
+        const void *data;
+        uint64_t len;
+};
+int vmq_remap_copy_batch(struct vmq_space *dst, uint64_t dst_gpa,
+                         const struct vmq_copy_piece *pieces, size_t n);
 
 /*
  * release: makes `count` pages at gpa EMPTY: OWNED frames go back to the pool

@@ -185,15 +185,20 @@ static int32_t send_inline(struct vmq_vm *vm, struct vmq_channel *ch, int to, st
         return r;
 }
 
-int32_t vmq_monitor_handle_request(struct vmq_vm *vm, const struct vmq_request *req,
-                                   bool deferred) {
-        struct vmq_monitor *m = vm->mon;
+/* A request checked up to the point where its receiver takes it. */
+struct checked {
         struct vmq_channel *ch;
-        struct vmq_vm *peer = NULL;
-        struct vmq_desc d;
+        int to;
+        struct vmq_vm *peer;   /* NULL: the host end */
+        struct vmq_source src; /* VMQ_OP_PAGE */
+        struct vmq_desc d;     /* channel, src_vm, tag, len; inline data */
+};
+
+/* Every check that needs no receiver's lock, in the order at the top. */
+static int32_t check_request(struct vmq_vm *vm, const struct vmq_request *req, struct checked *c) {
+        struct vmq_monitor *m = vm->mon;
         uint32_t flags = req->flags;
-        int side, to;
-        int32_t r;
+        int side;
 
         if (req->abi == 0 || req->abi > VMQ_ABI_VERSION)
                 return -VMQ_E_VERSION;
@@ -205,36 +210,104 @@ int32_t vmq_monitor_handle_request(struct vmq_vm *vm, const struct vmq_request *
             req->reserved != 0)
                 return -VMQ_E_INVAL;
 
-        side = vmq_monitor_open_end_locked(m, req->channel, vm->id, &ch);
+        side = vmq_monitor_open_end_locked(m, req->channel, vm->id, &c->ch);
         if (side < 0)
                 return side;
-        to = 1 - side;
-        if (ch->end[to] != VMQ_HOST_ID) {
-                peer = vmq_monitor_find_vm_id_locked(m, ch->end[to]);
-                if (!peer)
+        c->to = 1 - side;
+        c->peer = NULL;
+        if (c->ch->end[c->to] != VMQ_HOST_ID) {
+                c->peer = vmq_monitor_find_vm_id_locked(m, c->ch->end[c->to]);
+                if (!c->peer)
                         return -VMQ_E_CLOSED;
         }
 
-        memset(&d, 0, sizeof(d));
-        d.channel = ch->id;
-        d.src_vm = vm->id; /* stamped here, never taken from the guest */
-        d.tag = req->tag;
-        d.len = req->len;
+        memset(&c->d, 0, sizeof(c->d));
+        c->d.channel = c->ch->id;
+        c->d.src_vm = vm->id; /* stamped here, never taken from the guest */
+        c->d.tag = req->tag;
+        c->d.len = req->len;
 
         if (req->op == VMQ_OP_INLINE) {
                 if (req->len > VMQ_INLINE_MAX)
                         return -VMQ_E_LEN;
-                memcpy(d.data, req->data, req->len);
-                return send_inline(vm, ch, to, peer, deferred, &d);
+                memcpy(c->d.data, req->data, req->len);
+                return 0;
         }
+        c->src = (struct vmq_source){.vm = vm, .gpa = req->gpa, .len = req->len};
+        return vm->ops->check_source(vm, req->gpa, req->len, &c->src.kind);
+}
 
-        struct vmq_source src = {.vm = vm, .gpa = req->gpa, .len = req->len};
-        r = vm->ops->check_source(vm, req->gpa, req->len, &src.kind);
+int32_t vmq_monitor_handle_request(struct vmq_vm *vm, const struct vmq_request *req,
+                                   bool deferred) {
+        struct checked c;
+        int32_t r = check_request(vm, req, &c);
         if (r < 0)
                 return r;
-        if (!peer)
-                return vmq_host_deliver_from(vm, ch, to, &src, deferred, &d);
-        return send_pages(vm, ch, to, peer, &src, choose_how(m, flags, ch, &src), deferred, &d);
+        if (req->op == VMQ_OP_INLINE)
+                return send_inline(vm, c.ch, c.to, c.peer, deferred, &c.d);
+        if (!c.peer)
+                return vmq_host_deliver_from(vm, c.ch, c.to, &c.src, deferred, &c.d);
+        return send_pages(vm, c.ch, c.to, c.peer, &c.src,
+                          choose_how(vm->mon, req->flags, c.ch, &c.src), deferred, &c.d);
+}
+
+/*
+ * A burst: the page requests at the head of the post ring (`avail` of them
+ * validated) that all go by copy to one VM whose transport places copies
+ * together.  They are placed with one remap (one mmap, when the pool's
+ * frames are consecutive), enqueued under one hold of the receiver's lock,
+ * and woken once.  Returns how many were taken from the head; 0 leaves the
+ * head to the one-at-a-time path, which also gives a request that fails
+ * its own error or stalls it.
+ */
+#define BURST_MAX 32u
+static int drain_copy_burst(struct vmq_vm *vm, uint32_t avail) {
+        struct vmq_source src[BURST_MAX];
+        struct vmq_desc d[BURST_MAX];
+        struct checked c;
+        struct vmq_channel *ch = NULL;
+        struct vmq_vm *peer = NULL;
+        uint32_t n = 0;
+        int to = 0;
+
+        avail = VMQ_MIN(avail, BURST_MAX);
+        while (n < avail) {
+                struct vmq_request req;
+                const void *slot = vmq_queue_peek_at(&vm->postq, n);
+                if (!slot)
+                        break;
+                /* One copy out of guest memory, as for the head. */
+                memcpy(&req, slot, sizeof(req));
+                if (req.op != VMQ_OP_PAGE || check_request(vm, &req, &c) < 0 || !c.peer ||
+                    !c.peer->ops->place_copies || (ch && c.ch != ch) ||
+                    choose_how(vm->mon, req.flags, c.ch, &c.src) != VMQ_HOW_COPY)
+                        break;
+                ch = c.ch;
+                peer = c.peer;
+                to = c.to;
+                src[n] = c.src;
+                d[n] = c.d;
+                d[n].kind = VMQ_DESC_PAGE;
+                n++;
+        }
+        if (n < 2)
+                return 0;
+        pthread_mutex_lock(&peer->rxq_lock);
+        int room = vmq_monitor_room_locked(peer);
+        n = room > 0 ? VMQ_MIN(n, (uint32_t)room) : 0;
+        int32_t r = n >= 2 ? peer->ops->place_copies(peer, src, n, d) : -VMQ_E_AGAIN;
+        if (r == 0)
+                for (uint32_t i = 0; i < n; i++)
+                        vmq_monitor_enqueue_locked(peer, &d[i]);
+        pthread_mutex_unlock(&peer->rxq_lock);
+        if (r < 0)
+                return 0;
+        vmq_vm_wake(peer);
+        for (uint32_t i = 0; i < n; i++) {
+                count_method(vm, d[i].flags);
+                vmq_monitor_count_sent(vm, ch, to, src[i].len, true, 1);
+        }
+        return (int)n;
 }
 
 /* Drains the post ring; returns the number of requests taken. */
@@ -271,6 +344,15 @@ int vmq_monitor_drain_posts_locked(struct vmq_vm *vm, int max) {
                         __atomic_store_n(word, 1, __ATOMIC_RELAXED);
                         VMQ_FULL_BARRIER();
                         continue;
+                }
+                if (n > 1 && max - taken > 1) {
+                        int k = drain_copy_burst(vm, (uint32_t)VMQ_MIN(n, max - taken));
+                        if (k > 0) {
+                                vmq_queue_consume(&vm->postq, (uint32_t)k);
+                                atomic_store(&vm->stalled_on, VMQ_NO_VM);
+                                taken += k;
+                                continue;
+                        }
                 }
                 const void *slot = vmq_queue_peek(&vm->postq);
                 if (!slot)

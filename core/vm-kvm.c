@@ -173,6 +173,38 @@ static int32_t kvm_place(struct vmq_vm *vm, const struct vmq_source *src, enum v
         return 0;
 }
 
+static int32_t kvm_place_copies(struct vmq_vm *vm, const struct vmq_source *src, size_t n,
+                                struct vmq_desc *d) {
+        struct vmq_copy_piece pc[VMQ_COPY_BATCH_MAX];
+        uint64_t pages = 0, dst;
+        if (n == 0 || n > VMQ_COPY_BATCH_MAX)
+                return -VMQ_E_INVAL;
+        for (size_t i = 0; i < n; i++) {
+                struct vmq_vm *from = src[i].vm;
+                pc[i] = (struct vmq_copy_piece){
+                        .src = from->space, .src_gpa = src[i].gpa, .len = src[i].len};
+                /* Not remappable: its pages where they stay, else they
+                 * must bounce, one message at a time. */
+                if (!from->space && !(pc[i].data = from->ops->peek(from, src[i].gpa, src[i].len)))
+                        return -VMQ_E_INVAL;
+                pages += VMQ_ALIGN_UP((uint64_t)src[i].len, VMQ_PAGE_SIZE) / VMQ_PAGE_SIZE;
+        }
+        if (pages * VMQ_PAGE_SIZE > vm->cfg.rx_size)
+                return -VMQ_E_LEN;
+        if (vmq_space_find_empty(vm->space, VMQ_RX_GPA, (size_t)pages, &dst) < 0)
+                return -VMQ_E_AGAIN;
+        int32_t r = remap_error(vmq_remap_copy_batch(vm->space, dst, pc, n));
+        check_broken(vm, NULL);
+        if (r < 0)
+                return r;
+        for (size_t i = 0; i < n; i++) {
+                d[i].gpa = dst;
+                d[i].flags = VMQ_DESC_F_COPIED;
+                dst += VMQ_ALIGN_UP((uint64_t)src[i].len, VMQ_PAGE_SIZE);
+        }
+        return 0;
+}
+
 static int32_t kvm_place_host(struct vmq_vm *vm, const void *data, uint64_t len,
                               struct vmq_desc *d) {
         size_t count = (size_t)(VMQ_ALIGN_UP(len, (uint64_t)VMQ_PAGE_SIZE) / VMQ_PAGE_SIZE);
@@ -227,6 +259,7 @@ const struct vmq_vm_ops vmq_kvm_ops = {
         .read_console = kvm_read_console,
         .window = kvm_window,
         .place = kvm_place,
+        .place_copies = kvm_place_copies,
         .place_host = kvm_place_host,
         .release = kvm_release,
         .wake = kvm_wake,

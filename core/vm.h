@@ -73,6 +73,14 @@ struct vmq_vm_ops {
          * copying); fills d->gpa and d->flags.  -VMQ_E_AGAIN: window full. */
         int32_t (*place)(struct vmq_vm *vm, const struct vmq_source *src, enum vmq_how how,
                          struct vmq_desc *d);
+        /* Places n page messages (2 to VMQ_COPY_BATCH_MAX) by copy, one
+         * after another in the window, with one remap: all or nothing.
+         * Fills d[i].gpa and d[i].flags.  -VMQ_E_AGAIN: no room for all of
+         * them.  NULL where the transport places one message at a time;
+         * any failure sends the caller there, which also gives each
+         * message its own error. */
+        int32_t (*place_copies)(struct vmq_vm *vm, const struct vmq_source *src, size_t n,
+                                struct vmq_desc *d);
         /* Places len bytes of host memory as a page message. */
         int32_t (*place_host)(struct vmq_vm *vm, const void *data, uint64_t len,
                               struct vmq_desc *d);

@@ -1052,3 +1052,84 @@ Test(remap, placed_pages_are_mapped_in_at_once) {
         cr_assert_eq(vmq_pool_frames_free(p, VMQ_FRAME_4K), 4096);
         vmq_pool_free(p);
 }
+
+/* Several messages copied as one: each starts on a page of its own, what
+ * they held arrives whole with zeroed tails, and it takes one mmap where a
+ * copy per message takes one each. */
+Test(remap, a_copy_batch_is_one_remap) {
+        struct vmq_pool *p = new_pool(4096, 0);
+        struct vmq_space *a = new_space(p), *b = new_space(p);
+        uint8_t *ha = add_region(a, 0, 64 * PG, VMQ_FRAME_4K, VMQ_REGION_POPULATE);
+        uint8_t *hb = add_region(b, 0x100000, 64 * PG, VMQ_FRAME_4K, 0);
+        static uint8_t host[3000];
+        const uint64_t lens[4] = {100, 2 * PG, PG + 1, 3000};
+        struct vmq_copy_piece pc[5];
+        fill(ha, 16 * PG, 5);
+        memset(host, 0xab, sizeof(host));
+        for (int i = 0; i < 4; i++)
+                pc[i] = (struct vmq_copy_piece){
+                        .src = a, .src_gpa = (uint64_t)i * 4 * PG + 7, .len = lens[i]};
+        pc[4] = (struct vmq_copy_piece){.data = host, .len = sizeof(host)};
+
+        uint64_t calls = vmq_pool_mmap_calls(p);
+        cr_assert_eq(vmq_remap_copy_batch(b, 0x100000, pc, 5), 0);
+        cr_assert_eq(vmq_pool_mmap_calls(p) - calls, 1, "one remap for five messages, not %lu",
+                     (unsigned long)(vmq_pool_mmap_calls(p) - calls));
+        /* Pages: 1 + 2 + 2 + 1 + 1 = 7, one run of consecutive frames. */
+        uint64_t at = 0;
+        for (int i = 0; i < 4; i++) {
+                cr_assert(memcmp(hb + at, ha + i * 4 * PG + 7, lens[i]) == 0, "message %d", i);
+                uint64_t end = VMQ_ALIGN_UP(lens[i], PG);
+                cr_assert(all_zero(hb + at + lens[i], end - lens[i]), "tail of message %d", i);
+                at += end;
+        }
+        cr_assert(memcmp(hb + at, host, sizeof(host)) == 0);
+        cr_assert_eq(at + PG, 7 * PG);
+        cr_assert_eq(state_of(b, 0x100000 + 6 * PG), VMQ_PAGE_OWNED);
+        cr_assert_eq(state_of(b, 0x100000 + 7 * PG), VMQ_PAGE_EMPTY);
+        cr_assert_eq(vmq_space_maps(b), 2, "one run of copies beside the empty rest");
+        cr_assert_eq(vmq_pool_check(p), 0);
+
+        /* The same five one by one: an mmap each. */
+        calls = vmq_pool_mmap_calls(p);
+        for (int i = 0; i < 5; i++)
+                cr_assert_eq(
+                        vmq_remap_copy_batch(b, 0x100000 + (8 + 2 * (uint64_t)i) * PG, &pc[i], 1),
+                        0);
+        cr_assert_eq(vmq_pool_mmap_calls(p) - calls, 5);
+
+        /* All or nothing: one bad piece, and nothing changes. */
+        size_t before = vmq_pool_frames_free(p, VMQ_FRAME_4K);
+        calls = vmq_pool_mmap_calls(p);
+        struct vmq_copy_piece bad[3] = {pc[0], pc[1], pc[2]};
+        bad[2].src_gpa = 63 * PG + 100; /* runs past the region */
+        cr_assert_eq(vmq_remap_copy_batch(b, 0x100000 + 20 * PG, bad, 3), -ERANGE);
+        bad[2] = (struct vmq_copy_piece){.src = b, .src_gpa = 0x100000 + 40 * PG, .len = 10};
+        cr_assert_eq(vmq_remap_copy_batch(b, 0x100000 + 20 * PG, bad, 3), -EPERM, "not owned");
+        bad[2] = pc[2];
+        bad[1].len = 0;
+        cr_assert_eq(vmq_remap_copy_batch(b, 0x100000 + 20 * PG, bad, 3), -EINVAL);
+        cr_assert_eq(vmq_remap_copy_batch(b, 0x100000 + 60 * PG, pc, 3), -ERANGE,
+                     "past the window");
+        cr_assert_eq(vmq_remap_copy_batch(b, 0x100000 + 6 * PG, pc, 1), -EBUSY, "not empty");
+        cr_assert_eq(vmq_remap_copy_batch(b, 0x100000 + 20 * PG, pc, 0), -EINVAL);
+        cr_assert_eq(vmq_remap_copy_batch(b, 0x100000 + 20 * PG, pc, VMQ_COPY_BATCH_MAX + 1),
+                     -EINVAL);
+        cr_assert_eq(vmq_pool_mmap_calls(p), calls, "a refused batch maps nothing");
+        cr_assert_eq(vmq_pool_frames_free(p, VMQ_FRAME_4K), before);
+        cr_assert_eq(state_of(b, 0x100000 + 20 * PG), VMQ_PAGE_EMPTY);
+
+        /* A failed mmap is rolled back whole. */
+        vmq_pool_fail_mmap(p, 1, 1);
+        cr_assert_eq(vmq_remap_copy_batch(b, 0x100000 + 20 * PG, pc, 5), -ENOMEM);
+        cr_assert_eq(vmq_pool_frames_free(p, VMQ_FRAME_4K), before);
+        for (int i = 20; i < 27; i++)
+                cr_assert_eq(state_of(b, 0x100000 + (uint64_t)i * PG), VMQ_PAGE_EMPTY);
+        cr_assert_not(vmq_space_broken(b));
+        cr_assert_eq(vmq_pool_check(p), 0);
+
+        vmq_space_free(a);
+        vmq_space_free(b);
+        cr_assert_eq(vmq_pool_frames_free(p, VMQ_FRAME_4K), 4096);
+        vmq_pool_free(p);
+}

@@ -771,3 +771,136 @@ Test(safety, auto_follows_the_transfer_plan) {
         cr_assert_eq(d.flags & VMQ_DESC_F_COPIED, VMQ_DESC_F_COPIED, "0: always copied");
         cr_assert_eq(release(b, 0, d.gpa, 16 * PG), 0);
 }
+
+/* ---- bursts: page requests of one post-ring pass copied as one remap ---- */
+
+TestSuite(burst, .init = setup, .fini = teardown, .timeout = 60);
+
+#define BURST_GPA 0x400000ull
+
+/* Posts n one-page copy requests of `from` on ch, each of its own page
+ * (seed + i past BURST_GPA) filled with seed + i and tagged seed + i. */
+static void post_copies(struct vmq_vm *from, uint32_t ch, int n, uint8_t seed) {
+        for (int i = 0; i < n; i++) {
+                struct vmq_request q;
+                uint64_t gpa = BURST_GPA + (uint64_t)(seed + i) * PG;
+                memset(gmem(from, gpa, PG), i + seed, PG);
+                put_req(&q, VMQ_OP_PAGE, ch, gpa, PG, VMQ_REQ_F_COPY);
+                q.tag = seed + (uint64_t)i;
+                post(from, &q);
+        }
+}
+
+/* Takes n page messages at `to`, checks their order, what they carry and
+ * that they sit one after another; releases them. */
+static void take_copies(struct vmq_vm *to, int n, uint8_t seed) {
+        uint64_t first = 0;
+        for (int i = 0; i < n; i++) {
+                struct vmq_desc d;
+                take_kind(to, VMQ_DESC_PAGE, &d);
+                cr_assert_eq(d.tag, seed + (uint64_t)i, "message %d in order", i);
+                cr_assert_eq(d.flags, VMQ_DESC_F_COPIED);
+                cr_assert_eq(d.len, PG);
+                if (i == 0)
+                        first = d.gpa;
+                cr_assert_eq(d.gpa, first + (uint64_t)i * PG, "message %d next to the last", i);
+                const uint8_t *p = gmem(to, d.gpa, PG);
+                cr_assert(p[0] == (uint8_t)(i + seed) && p[PG - 1] == (uint8_t)(i + seed));
+                cr_assert_eq(release(to, 0, d.gpa, PG), 0);
+        }
+}
+
+Test(burst, a_post_ring_pass_of_copies_is_one_remap) {
+        struct vmq_vm *a = new_vm("a", 1), *b = new_vm("b", 1);
+        uint32_t ch = open_ch(vmq_vm_id(a), vmq_vm_id(b));
+        struct vmq_desc d;
+        take_kind(a, VMQ_DESC_HELLO, &d);
+        take_kind(b, VMQ_DESC_HELLO, &d);
+
+        post_copies(a, ch, 32, 1);
+        uint64_t calls = vmq_pool_mmap_calls(mon->pool);
+        cr_assert_eq(vmq_vm_hypercall(a, 0, VMQ_HC_FLUSH), 32);
+        uint64_t used = vmq_pool_mmap_calls(mon->pool) - calls;
+        cr_assert_leq(used, 2, "32 copies took %lu mmaps", (unsigned long)used);
+        take_copies(b, 32, 1);
+        struct vmq_vm_stats st;
+        vmq_vm_get_stats(a, &st);
+        cr_assert_eq(st.copies, 32);
+        cr_assert_eq(st.sent, 32);
+}
+
+Test(burst, a_bad_request_in_a_burst_gets_its_own_error) {
+        struct vmq_vm *a = new_vm("a", 1), *b = new_vm("b", 1), *c = new_vm("c", 1);
+        uint32_t ab = open_ch(vmq_vm_id(a), vmq_vm_id(b));
+        uint32_t ac = open_ch(vmq_vm_id(a), vmq_vm_id(c));
+        struct vmq_desc d;
+        take_kind(b, VMQ_DESC_HELLO, &d);
+        take_kind(c, VMQ_DESC_HELLO, &d);
+        take_kind(a, VMQ_DESC_HELLO, &d);
+        take_kind(a, VMQ_DESC_HELLO, &d);
+
+        /* 6 to b; the 7th forges its source; 5 more to b; 3 to c; 4 to b,
+         * one of them a page a does not own; an inline to b. */
+        post_copies(a, ab, 6, 10);
+        struct vmq_request q;
+        put_req(&q, VMQ_OP_PAGE, ab, BURST_GPA, PG, VMQ_REQ_F_COPY);
+        q.src_vm = vmq_vm_id(b);
+        q.tag = 99;
+        post(a, &q);
+        post_copies(a, ab, 5, 16);
+        post_copies(a, ac, 3, 40);
+        for (int i = 0; i < 4; i++) {
+                put_req(&q, VMQ_OP_PAGE, ab, BURST_GPA + (uint64_t)i * PG, PG, VMQ_REQ_F_COPY);
+                q.tag = 21 + (uint64_t)i;
+                if (i == 2)
+                        q.gpa = VMQ_RX_GPA; /* a's own empty window: not its page */
+                post(a, &q);
+        }
+        put_req(&q, VMQ_OP_INLINE, ab, 0, 3, 0);
+        q.tag = 77;
+        post(a, &q);
+        cr_assert_eq(vmq_vm_hypercall(a, 0, VMQ_HC_FLUSH), 6 + 1 + 5 + 3 + 4 + 1);
+
+        take_copies(b, 6, 10);
+        take_copies(b, 5, 16);
+        take_copies(c, 3, 40);
+        /* 21, 22, then 24: 23 failed alone */
+        take_kind(b, VMQ_DESC_PAGE, &d);
+        cr_assert_eq(d.tag, 21);
+        take_kind(b, VMQ_DESC_PAGE, &d);
+        cr_assert_eq(d.tag, 22);
+        take_kind(b, VMQ_DESC_PAGE, &d);
+        cr_assert_eq(d.tag, 24);
+        take_kind(b, VMQ_DESC_INLINE, &d);
+        cr_assert_eq(d.tag, 77);
+        cr_assert_not(take(b, &d));
+
+        take_kind(a, VMQ_DESC_ERROR, &d);
+        cr_assert_eq(d.tag, 99);
+        cr_assert_eq(d.error, VMQ_E_FORGED);
+        take_kind(a, VMQ_DESC_ERROR, &d);
+        cr_assert_eq(d.tag, 23);
+        cr_assert_eq(d.error, VMQ_E_NOTOWNED);
+        cr_assert_not(take(a, &d));
+}
+
+Test(burst, a_burst_fills_the_room_there_is_and_the_rest_waits) {
+        struct vmq_vm_config vc;
+        vmq_vm_config_init(&vc);
+        vc.queue_depth = 8;
+        struct vmq_vm *b = new_vm_cfg("b", &vc);
+        struct vmq_vm *a = new_vm("a", 1);
+        uint32_t ch = open_ch(vmq_vm_id(a), vmq_vm_id(b));
+        struct vmq_desc d;
+        take_kind(a, VMQ_DESC_HELLO, &d);
+        take_kind(b, VMQ_DESC_HELLO, &d);
+
+        post_copies(a, ch, 20, 1);
+        cr_assert_eq(vmq_vm_hypercall(a, 0, VMQ_HC_FLUSH), 8);
+        cr_assert_eq(atomic_load(&a->stalled_on), vmq_vm_id(b));
+        /* Taking them frees room: the RELEASE drains the sender again. */
+        take_copies(b, 8, 1);
+        take_copies(b, 8, 9);
+        take_copies(b, 4, 17);
+        cr_assert_eq(atomic_load(&a->stalled_on), VMQ_NO_VM);
+}
