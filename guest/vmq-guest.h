@@ -285,6 +285,24 @@ int vmq_wait(uint64_t timeout_ns);
  * Returns 0 or -VMQ_E_*. */
 int vmq_release(const void *pages, size_t len);
 
+/* Gives back the pages of every VMQ_DESC_PAGE descriptor among d[0..n), as
+ * vmq_release() would each, in fewer exits: runs that are exactly adjacent
+ * (one's len rounded up to its frame size, 4 KiB or 2 MiB with
+ * VMQ_DESC_F_HUGE, ends where the next starts) in the same window are
+ * merged, whatever the order of the descriptors, and each merged run is
+ * one VMQ_HC_RELEASE (the monitor places the messages of a burst next to
+ * each other, so a received batch is usually one or two runs).  Runs are
+ * merged within groups of 64 page descriptors, and up to 4 GiB.  Other
+ * kinds are skipped, VMQ_DESC_REVOKED included: it tells of pages an
+ * earlier PAGE descriptor delivered, and release those through that one
+ * (its run may span several messages, and once they are released its
+ * slots may hold new ones).  When the monitor refuses a merged run, which
+ * it then leaves untouched, its descriptors are released one by one, so
+ * every page that can be released is.  Returns 0, or the error of the
+ * first descriptor in d's order whose pages were not released (the others
+ * were).  After this, none of the descriptors' slots may be touched. */
+int vmq_release_batch(const struct vmq_desc *d, size_t n);
+
 /* The payload of a PAGE descriptor as a pointer. */
 static inline void *vmq_desc_pages(const struct vmq_desc *d) {
         return (void *)(uintptr_t)d->gpa;

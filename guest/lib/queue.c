@@ -501,10 +501,101 @@ int vmq_recv_batch(struct vmq_desc *ret, size_t n, uint64_t timeout_ns) {
         return (int)got;
 }
 
-int vmq_release(const void *pages, size_t len) {
+/* ---- releasing ---- */
+
+static int release_gpa(uint64_t gpa, uint64_t len) {
         struct vmq_request *m = vmq__mbox_send(VMQ_OP_NONE, 0, 0, 0);
 
-        m->gpa = (uint64_t)(uintptr_t)pages;
+        m->gpa = gpa;
         m->len = len > UINT32_MAX ? UINT32_MAX : (uint32_t)len;
         return vmq_hypercall(VMQ_HC_RELEASE);
+}
+
+int vmq_release(const void *pages, size_t len) {
+        return release_gpa((uint64_t)(uintptr_t)pages, len);
+}
+
+/*
+ * vmq_release_batch() sorts and merges at most RELEASE_GROUP page
+ * descriptors at a time: its index lives on the stack (the SDK has no
+ * malloc), and a sort key carries a descriptor's place in the group in its
+ * low RELEASE_SLOT_BITS bits.
+ */
+#define RELEASE_SLOT_BITS 6u
+#define RELEASE_GROUP (1u << RELEASE_SLOT_BITS)
+
+/* Sorts by window (huge last), then by page address; the slot breaks
+ * ties.  (gpa >> 12) << 6 fits below bit 58 for any 64-bit gpa. */
+static uint64_t release_key(const struct vmq_desc *d, unsigned slot) {
+        return (uint64_t) !!(d->flags & VMQ_DESC_F_HUGE) << 63 |
+               (d->gpa >> VMQ_PAGE_SHIFT) << RELEASE_SLOT_BITS | slot;
+}
+
+/* Whether next's run starts exactly where prev's ends (prev's len rounded
+ * up to its frame size), in the same window, and a release from start
+ * through next still fits the request's 32-bit length.  No sum here can
+ * overflow: len is 32-bit and the end is checked against the gpa. */
+static bool release_adjacent(const struct vmq_desc *prev, const struct vmq_desc *next,
+                             uint64_t start) {
+        uint64_t fs = prev->flags & VMQ_DESC_F_HUGE ? VMQ_HUGE_PAGE_SIZE : VMQ_PAGE_SIZE;
+        uint64_t span = ((uint64_t)prev->len + fs - 1) & ~(fs - 1);
+
+        if ((prev->flags ^ next->flags) & VMQ_DESC_F_HUGE)
+                return false;
+        if (prev->gpa > UINT64_MAX - span || prev->gpa + span != next->gpa)
+                return false;
+        return next->gpa - start + next->len <= UINT32_MAX;
+}
+
+/* Keeps the error of the earliest descriptor in d's order. */
+static void release_note(int r, uint64_t i, int *err, uint64_t *err_i) {
+        if (r < 0 && (!*err || i < *err_i)) {
+                *err = r;
+                *err_i = i;
+        }
+}
+
+/* Releases the adjacent runs of d[at[0]], ..., d[at[k - 1]] (address order)
+ * with one hypercall, and if the monitor refuses that, each on its own: the
+ * monitor releases a run whole or not at all, so nothing is released
+ * twice, and each descriptor gets its own answer. */
+static void release_run(const struct vmq_desc *d, const uint64_t *at, size_t k, int *err,
+                        uint64_t *err_i) {
+        const struct vmq_desc *first = &d[at[0]], *last = &d[at[k - 1]];
+        int r = release_gpa(first->gpa, last->gpa - first->gpa + last->len);
+
+        if (r == 0 || k == 1) {
+                release_note(r, at[0], err, err_i);
+                return;
+        }
+        for (size_t j = 0; j < k; j++)
+                release_note(release_gpa(d[at[j]].gpa, d[at[j]].len), at[j], err, err_i);
+}
+
+int vmq_release_batch(const struct vmq_desc *d, size_t n) {
+        /* sort keys, then the descriptors' indices in address order */
+        uint64_t order[RELEASE_GROUP], err_i = 0;
+        size_t idx[RELEASE_GROUP];
+        int err = 0;
+
+        for (size_t i = 0; i < n;) {
+                size_t k = 0;
+
+                for (; i < n && k < RELEASE_GROUP; i++)
+                        if (d[i].kind == VMQ_DESC_PAGE) {
+                                order[k] = release_key(&d[i], (unsigned)k);
+                                idx[k++] = i;
+                        }
+                vmq_sort_u64(order, k);
+                for (size_t j = 0; j < k; j++)
+                        order[j] = idx[order[j] & (RELEASE_GROUP - 1)];
+                for (size_t a = 0, b; a < k; a = b) {
+                        for (b = a + 1; b < k; b++)
+                                if (!release_adjacent(&d[order[b - 1]], &d[order[b]],
+                                                      d[order[a]].gpa))
+                                        break;
+                        release_run(d, order + a, b - a, &err, &err_i);
+                }
+        }
+        return err;
 }
