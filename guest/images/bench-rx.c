@@ -4,12 +4,14 @@
  *
  * Waits on its queue spinning in the guest for spin_us before it blocks in
  * the monitor, so a back-to-back stream or a ping-pong never pays for a
- * wake-up.  For a PAGE message it reads one byte of every 4 KiB page of
- * [gpa, gpa + len) (so a flip pays its refaults, a copy its copy), releases
- * the run, and answers BENCH_TAG_LAST messages with an ACK.  INLINE pings are
- * answered at once with the same data; other INLINE messages are counted,
- * and one tagged BENCH_TAG_LAST is answered with an ACK (a msgrate stream).
- * Descriptors are taken in batches (vmq_recv_batch).
+ * wake-up.  Descriptors are taken in batches (vmq_recv_batch).  For every
+ * PAGE message of a batch it reads one byte of every 4 KiB page of
+ * [gpa, gpa + len) (so a flip pays its refaults, a copy its copy), then
+ * gives the whole batch's pages back with one vmq_release_batch() (one exit
+ * per run of adjacent messages), and only then answers: BENCH_TAG_LAST
+ * messages with an ACK.  INLINE pings are answered with the same data;
+ * other INLINE messages are counted, and one tagged BENCH_TAG_LAST is
+ * answered with an ACK (a msgrate stream).
  *
  * Arguments:
  *   spin_us=N   spin before blocking, microseconds (default 200)
@@ -109,6 +111,21 @@ int vmq_main(void) {
                         vmq_printf("bench-rx: recv failed error=%s\n", vmq_strerror(r));
                         return 1;
                 }
+                /* Read every page, then give them all back, then answer: an
+                 * ACK says its message's pages are released. */
+                for (int i = 0; i < r; i++) {
+                        const volatile uint8_t *p = vmq_desc_pages(&batch[i]);
+
+                        if (batch[i].kind != VMQ_DESC_PAGE)
+                                continue;
+                        for (uint64_t off = 0; off < batch[i].len; off += VMQ_PAGE_SIZE) {
+                                sum += p[off];
+                                pages++;
+                        }
+                }
+                int e = vmq_release_batch(batch, (size_t)r);
+                if (e < 0)
+                        vmq_printf("bench-rx: release failed error=%s\n", vmq_strerror(e));
                 for (int i = 0; i < r; i++) {
                         const struct vmq_desc d = batch[i];
 
@@ -130,24 +147,12 @@ int vmq_main(void) {
                                 else if (d.tag & BENCH_TAG_LAST)
                                         reply(d.channel, &d.tag, sizeof(d.tag), BENCH_TAG_ACK);
                                 break;
-                        case VMQ_DESC_PAGE: {
-                                const volatile uint8_t *p = vmq_desc_pages(&d);
-
-                                for (uint64_t off = 0; off < d.len; off += VMQ_PAGE_SIZE) {
-                                        sum += p[off];
-                                        pages++;
-                                }
-                                /* (not r: that is the batch's length) */
-                                int e = vmq_release(vmq_desc_pages(&d), d.len);
-                                if (e < 0)
-                                        vmq_printf("bench-rx: release failed error=%s\n",
-                                                   vmq_strerror(e));
+                        case VMQ_DESC_PAGE:
                                 messages++;
                                 bytes += d.len;
                                 if (d.tag & BENCH_TAG_LAST)
                                         reply(d.channel, &d.tag, sizeof(d.tag), BENCH_TAG_ACK);
                                 break;
-                        }
                         default:
                                 image_print_other("bench-rx", &d);
                                 break;
