@@ -288,7 +288,14 @@ static int drain_copy_burst(struct vmq_vm *vm, uint32_t avail) {
                 src[n] = c.src;
                 d[n] = c.d;
                 d[n].kind = VMQ_DESC_PAGE;
-                n++;
+                if (++n == 1) {
+                        /* No more than the receiver has room for: a full
+                         * receiver costs one look, not a row of checks. */
+                        pthread_mutex_lock(&peer->rxq_lock);
+                        int room = vmq_queue_space(&peer->rxq);
+                        pthread_mutex_unlock(&peer->rxq_lock);
+                        avail = room > 0 ? VMQ_MIN(avail, (uint32_t)room) : 0;
+                }
         }
         if (n < 2)
                 return 0;
