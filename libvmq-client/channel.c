@@ -25,6 +25,7 @@ struct vmq_channel {
         char *transfer;
         uint32_t depth;
         bool persistent;
+        bool linked;
         bool open;
         uint64_t messages[_VMQ_CHANNEL_END_MAX];
         uint64_t bytes[_VMQ_CHANNEL_END_MAX];
@@ -214,6 +215,8 @@ static int channel_property(sd_bus_message *reply, const char *key, void *userda
                 return vmqc_read_bool(reply, &ch->persistent);
         if (strcmp(key, "Open") == 0)
                 return vmqc_read_bool(reply, &ch->open);
+        if (strcmp(key, "Linked") == 0)
+                return vmqc_read_bool(reply, &ch->linked);
         return vmqc_skip_variant(reply);
 }
 
@@ -381,6 +384,10 @@ VMQ_EXPORT uint32_t vmq_channel_get_depth(const struct vmq_channel *ch) {
 
 VMQ_EXPORT bool vmq_channel_is_persistent(const struct vmq_channel *ch) {
         return ch->persistent;
+}
+
+VMQ_EXPORT bool vmq_channel_is_linked(const struct vmq_channel *ch) {
+        return ch->linked;
 }
 
 VMQ_EXPORT bool vmq_channel_is_open(const struct vmq_channel *ch) {

@@ -571,6 +571,9 @@ const char *vmq_channel_get_transfer(const struct vmq_channel *ch);
 uint32_t vmq_channel_get_depth(const struct vmq_channel *ch);
 bool vmq_channel_is_persistent(const struct vmq_channel *ch);
 bool vmq_channel_is_open(const struct vmq_channel *ch);
+/* true while the channel has a link: a ring both micro-VM ends map, see
+ * "Channel links" in vmq(7) */
+bool vmq_channel_is_linked(const struct vmq_channel *ch);
 /* messages and bytes delivered to @end */
 uint64_t vmq_channel_get_messages(const struct vmq_channel *ch, enum vmq_channel_end end);
 uint64_t vmq_channel_get_bytes(const struct vmq_channel *ch, enum vmq_channel_end end);

@@ -1377,6 +1377,12 @@ Test(daemon, a_channel_between_machines_shows_its_link) {
                hch);
         has(o, "b false");
         free(o);
+        o = ok(0, "$VMQCTL channel %u", ch);
+        has(o, "Linked:       yes");
+        free(o);
+        o = ok(0, "$VMQCTL --json channel %u", hch);
+        has(o, "\"linked\":false");
+        free(o);
         o = ok(0, "$BUSCTL get-property org.vmq1 /org/vmq1/machine/la org.vmq1.Machine Statistics");
         has(o, "\"kicks\"");
         free(o);

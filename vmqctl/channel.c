@@ -125,6 +125,7 @@ int show_channel(struct ctl *ctl, uint32_t id, bool counters_only) {
                         json_string(&j, "transfer", vmq_channel_get_transfer(ch));
                         json_u64(&j, "depth", vmq_channel_get_depth(ch));
                         json_bool(&j, "persistent", vmq_channel_is_persistent(ch));
+                        json_bool(&j, "linked", vmq_channel_is_linked(ch));
                 }
                 json_u64(&j, "messages_a", vmq_channel_get_messages(ch, VMQ_CHANNEL_END_A));
                 json_u64(&j, "messages_b", vmq_channel_get_messages(ch, VMQ_CHANNEL_END_B));
@@ -163,6 +164,7 @@ int show_channel(struct ctl *ctl, uint32_t id, bool counters_only) {
                 printf("Transfer:     %s\n", vmq_channel_get_transfer(ch));
                 printf("Depth:        %" PRIu32 "\n", vmq_channel_get_depth(ch));
                 printf("Persistent:   %s\n", vmq_channel_is_persistent(ch) ? "yes" : "no");
+                printf("Linked:       %s\n", vmq_channel_is_linked(ch) ? "yes" : "no");
                 printf("Messages:     %" PRIu64 " to A, %" PRIu64 " to B\n",
                        vmq_channel_get_messages(ch, VMQ_CHANNEL_END_A),
                        vmq_channel_get_messages(ch, VMQ_CHANNEL_END_B));
