@@ -67,7 +67,13 @@
  *                   least one, the last tagged BENCH_TAG_LAST
  *   reps=R          timed reps (default 5) after warmup=W untimed (default 1)
  *   post=0|1        immediate sends (a full receiver is retried at once),
- *                   or posted + doorbell
+ *                   or posted + doorbell, one message at a time
+ *   batch=N         N > 1: post the messages in bursts of up to N
+ *                   (vmq_post_room/slot/commit; post= does not matter),
+ *                   each followed by one VMQ_HC_FLUSH unless the monitor's
+ *                   poller is polling this VM (then no exit at all); a full
+ *                   ring waits for the receiver.  Default 1: one request
+ *                   per message as post= says
  *   A rep runs from the first request to the ACK of the last message, which
  *   bench-rx sends after reading one byte of every page of every message.
  *   BENCHDATA throughput_gbps_p50 <median over reps of bytes / time>
@@ -131,7 +137,16 @@ static void link_wait_reply(uint64_t tag) {
         } while (m.tag != tag);
 }
 
-/* Waits for an INLINE reply with the given tag; releases stray pages. */
+/* A descriptor nobody waits for: stray pages are released, a failed posted
+ * request or a closed channel ends the test. */
+static void take_stray(const struct vmq_desc *d) {
+        if (d->kind == VMQ_DESC_PAGE)
+                vmq_release(vmq_desc_pages(d), d->len);
+        else if (d->kind == VMQ_DESC_ERROR || d->kind == VMQ_DESC_CLOSE)
+                fail(d->kind == VMQ_DESC_ERROR ? "posted request" : "channel closed", -d->error);
+}
+
+/* Waits for an INLINE reply with the given tag. */
 static void wait_reply(uint64_t tag) {
         struct vmq_desc d;
         int r;
@@ -142,11 +157,7 @@ static void wait_reply(uint64_t tag) {
                         fail("recv", r);
                 if (d.kind == VMQ_DESC_INLINE && d.tag == tag)
                         return;
-                if (d.kind == VMQ_DESC_PAGE)
-                        vmq_release(vmq_desc_pages(&d), d.len);
-                else if (d.kind == VMQ_DESC_ERROR || d.kind == VMQ_DESC_CLOSE)
-                        fail(d.kind == VMQ_DESC_ERROR ? "posted request" : "channel closed",
-                             -d.error);
+                take_stray(&d);
         }
 }
 
@@ -442,19 +453,78 @@ static int memcpy_bw(void) {
         return 0;
 }
 
+/* Makes the monitor carry out what was posted (doorbells are off): its
+ * poller does by itself while it polls this VM, which it says with
+ * vmcs.post_doorbell = 0 (read after a full barrier, the notification rule
+ * of core/vmq-abi.h); otherwise one VMQ_HC_FLUSH drains the ring now. */
+static void drain_posted(void) {
+        int r;
+
+        __atomic_thread_fence(__ATOMIC_SEQ_CST);
+        if (!__atomic_load_n(&vmq_vmcs()->post_doorbell, __ATOMIC_RELAXED))
+                return;
+        r = vmq_flush();
+        if (r < 0)
+                fail("flush", r);
+}
+
+/* throughput batch=N: posts up to `left` page messages of the stream (from
+ * message `first` of `count`) in one burst, all of the same run, and has
+ * them drained; returns how many went.  0: the ring is full, so its head
+ * waits for room at the receiver (every burst was drained, and only a
+ * stall leaves requests behind); the monitor drains the ring again when
+ * the receiver makes room (at its RELEASE or WAIT), and another flush
+ * meanwhile would be an exit for nothing.  A request that fails comes back
+ * as an ERROR descriptor, taken before the next burst (no reply can be
+ * waiting: the ACK comes after the last burst). */
+static uint64_t post_pages_burst(const uint8_t *buf, uint64_t size, uint32_t flags, uint64_t first,
+                                 uint64_t left, uint64_t count) {
+        uint32_t room = vmq_post_room();
+        struct vmq_desc d;
+
+        while (vmq_try_recv(&d) == 0)
+                take_stray(&d);
+        if (!room)
+                return 0;
+        if (room > left)
+                room = (uint32_t)left;
+        for (uint32_t i = 0; i < room; i++) {
+                struct vmq_request *s = vmq_post_slot(i);
+
+                vmq_request_init(s);
+                s->op = VMQ_OP_PAGE;
+                s->flags = flags;
+                s->channel = channel;
+                s->gpa = (uint64_t)(uintptr_t)buf;
+                s->len = (uint32_t)size;
+                s->tag = stream_tag(first + i, count);
+        }
+        vmq_post_commit(room);
+        drain_posted();
+        return room;
+}
+
 static int throughput(void) {
         char method[16] = "auto";
         uint64_t size = vmq_arg_u64("size", 64u << 10), total = vmq_arg_u64("total", 64u << 20);
         uint64_t reps = vmq_arg_u64("reps", 5), warmup = vmq_arg_u64("warmup", 1), n, *s;
+        uint64_t batch = vmq_arg_u64("batch", 1);
         uint32_t flags;
         bool huge;
         uint8_t *buf = NULL;
 
         vmq_arg_str("method", method, sizeof(method));
-        if (!size || size > UINT32_MAX || !reps) {
-                vmq_printf("bench-tx: failed bad size=%lu reps=%lu\n", size, reps);
+        if (!size || size > UINT32_MAX || !reps || !batch) {
+                vmq_printf("bench-tx: failed bad size=%lu reps=%lu batch=%lu\n", size, reps, batch);
                 return 2;
         }
+        if (batch > 1 && !vmq_post_capacity()) {
+                vmq_printf("bench-tx: failed no post ring\n");
+                return 1;
+        }
+        /* batch=N: drain_posted() decides, once per burst */
+        if (batch > 1)
+                vmq_set_post_doorbell(false);
         if (!strcmp(method, "copy"))
                 flags = VMQ_REQ_F_COPY, huge = false;
         else if (!strcmp(method, "flip4k"))
@@ -498,8 +568,19 @@ static int throughput(void) {
         for (uint64_t r = 0; r < warmup + reps; r++) {
                 uint64_t t0 = vmq_rdtsc();
 
-                for (uint64_t m = 0; m < n; m++)
-                        send_pages(buf, size, flags, stream_tag(m, n));
+                for (uint64_t m = 0; m < n;) {
+                        if (batch > 1) {
+                                uint64_t k = post_pages_burst(buf, size, flags, m,
+                                                              n - m < batch ? n - m : batch, n);
+
+                                if (!k)
+                                        vmq_cpu_relax(); /* the receiver is behind */
+                                m += k;
+                        } else {
+                                send_pages(buf, size, flags, stream_tag(m, n));
+                                m++;
+                        }
+                }
                 wait_reply(BENCH_TAG_ACK);
                 if (r >= warmup)
                         s[r - warmup] = vmq_tsc_to_ns(vmq_rdtsc() - t0);
