@@ -684,6 +684,17 @@ static void bench_pair(const char *tx_name, const char *tx_args, const char *rx_
         open_channel(vmq_vm_id(*ret_tx), vmq_vm_id(*ret_rx), NULL);
 }
 
+/* Starts a bench pair and waits for bench-tx to exit with 0 (what: the
+ * failure messages' prefix). */
+static void bench_run(struct vmq_vm *tx, struct vmq_vm *rx, int timeout_ms, const char *what) {
+        cr_assert_eq(vmq_vm_start(rx), 0);
+        cr_assert_eq(vmq_vm_start(tx), 0);
+        int st = vmq_vm_wait(tx, vmq_test_allow_ms(timeout_ms));
+        cr_assert_eq(st, VMQ_VM_EXITED, "%s: bench-tx is %s: %s", what,
+                     vmq_vm_state_to_string((enum vmq_vm_state)st), console(tx));
+        cr_assert_eq(vmq_vm_exit_code(tx), 0, "%s: %s", what, console(tx));
+}
+
 /* What bench-rx did in a bench_stream(): its exits (the monitor's count),
  * the receive batches that held pages, and the exits their releases made. */
 struct bench_rx {
@@ -707,12 +718,7 @@ static struct bench_rx bench_stream(const char *method, unsigned batch) {
                  batch);
         /* a short spin: the sender runs ahead, so batches form */
         bench_pair("bench-tx", args, "bench-rx", "spin_us=1", &tx, &rx);
-        cr_assert_eq(vmq_vm_start(rx), 0);
-        cr_assert_eq(vmq_vm_start(tx), 0);
-        int st = vmq_vm_wait(tx, vmq_test_allow_ms(20000));
-        cr_assert_eq(st, VMQ_VM_EXITED, "%s: bench-tx is %s: %s", args,
-                     vmq_vm_state_to_string((enum vmq_vm_state)st), console(tx));
-        cr_assert_eq(vmq_vm_exit_code(tx), 0, "%s: %s", args, console(tx));
+        bench_run(tx, rx, 20000, args);
         for (uint64_t gpa = VMQ_RX_GPA; gpa < VMQ_RX_GPA + BENCH_RX_SIZE; gpa += VMQ_PAGE_SIZE) {
                 enum vmq_page_state ps;
                 cr_assert_eq(vmq_space_page_state(rx->space, gpa, &ps, NULL), 0);
@@ -721,7 +727,7 @@ static struct bench_rx bench_stream(const char *method, unsigned batch) {
         }
         cr_assert_leq(vmq_space_maps(rx->space), (size_t)8, "%s: rx holds %zu mappings", args,
                       vmq_space_maps(rx->space));
-        st = vmq_vm_wait(rx, vmq_test_allow_ms(10000));
+        int st = vmq_vm_wait(rx, vmq_test_allow_ms(10000));
         cr_assert_eq(st, VMQ_VM_EXITED, "%s: bench-rx: %s", args, console(rx));
         cr_assert_eq(vmq_vm_exit_code(rx), 0, "%s: %s", args, console(rx));
         const char *done = wait_console(rx, "bench-rx: done", 1000);
@@ -776,13 +782,8 @@ Test(e2e, bench_images_batch_sends_and_releases, .timeout = 600) {
 static uint64_t link_pair(const char *tx_args, uint64_t *ret_messages) {
         struct vmq_vm *tx, *rx;
         bench_pair("link-tx", tx_args, "link-rx", "link=1", &tx, &rx);
-        cr_assert_eq(vmq_vm_start(rx), 0);
-        cr_assert_eq(vmq_vm_start(tx), 0);
-        int st = vmq_vm_wait(tx, vmq_test_allow_ms(60000));
-        cr_assert_eq(st, VMQ_VM_EXITED, "bench-tx is %s: %s",
-                     vmq_vm_state_to_string((enum vmq_vm_state)st), console(tx));
-        cr_assert_eq(vmq_vm_exit_code(tx), 0, "%s", console(tx));
-        st = vmq_vm_wait(rx, vmq_test_allow_ms(10000));
+        bench_run(tx, rx, 60000, tx_args);
+        int st = vmq_vm_wait(rx, vmq_test_allow_ms(10000));
         cr_assert_eq(st, VMQ_VM_EXITED, "bench-rx: %s", console(rx));
         cr_assert_eq(vmq_vm_exit_code(rx), 0, "%s", console(rx));
         *ret_messages = line_value(wait_console(rx, "bench-rx: done", 1000), "messages", 10);

@@ -282,24 +282,29 @@ static uint64_t stream_tag(uint64_t m, uint64_t count) {
         return m + 1 == count ? BENCH_TAG_LAST | m : m;
 }
 
-/* Posts `left` (at most) messages of the stream in one batch; returns how
- * many went. */
-static uint64_t post_batch(const uint8_t *data, uint64_t size, uint64_t first, uint64_t left,
-                           uint64_t count) {
+/* Posts `left` (at most) messages of the stream, from message `first` of
+ * `count`, in one batch; returns how many went.  op VMQ_OP_INLINE: each
+ * carries the size bytes at data; VMQ_OP_PAGE: each is the page run at
+ * data of size bytes, sent with flags. */
+static uint64_t post_batch(uint16_t op, const uint8_t *data, uint64_t size, uint32_t flags,
+                           uint64_t first, uint64_t left, uint64_t count) {
         uint32_t room = vmq_post_room();
 
         if (room > left)
                 room = (uint32_t)left;
         for (uint32_t i = 0; i < room; i++) {
                 struct vmq_request *s = vmq_post_slot(i);
-                uint64_t m = first + i;
 
                 vmq_request_init(s);
-                s->op = VMQ_OP_INLINE;
+                s->op = op;
+                s->flags = flags;
                 s->channel = channel;
                 s->len = (uint32_t)size;
-                s->tag = stream_tag(m, count);
-                memcpy(s->data, data, size);
+                s->tag = stream_tag(first + i, count);
+                if (op == VMQ_OP_PAGE)
+                        s->gpa = (uint64_t)(uintptr_t)data;
+                else
+                        memcpy(s->data, data, size);
         }
         vmq_post_commit(room);
         return room;
@@ -364,7 +369,8 @@ static int msgrate(void) {
                                         vmq_cpu_relax(); /* ring full: the receiver is behind */
                                 m += k;
                         } else if (exitless) {
-                                uint64_t k = post_batch(data, size, m, count - m, count);
+                                uint64_t k = post_batch(VMQ_OP_INLINE, data, size, 0, m, count - m,
+                                                        count);
 
                                 if (!k)
                                         vmq_cpu_relax(); /* ring full: the poller is behind */
@@ -479,29 +485,15 @@ static void drain_posted(void) {
  * waiting: the ACK comes after the last burst). */
 static uint64_t post_pages_burst(const uint8_t *buf, uint64_t size, uint32_t flags, uint64_t first,
                                  uint64_t left, uint64_t count) {
-        uint32_t room = vmq_post_room();
         struct vmq_desc d;
+        uint64_t k;
 
         while (vmq_try_recv(&d) == 0)
                 take_stray(&d);
-        if (!room)
-                return 0;
-        if (room > left)
-                room = (uint32_t)left;
-        for (uint32_t i = 0; i < room; i++) {
-                struct vmq_request *s = vmq_post_slot(i);
-
-                vmq_request_init(s);
-                s->op = VMQ_OP_PAGE;
-                s->flags = flags;
-                s->channel = channel;
-                s->gpa = (uint64_t)(uintptr_t)buf;
-                s->len = (uint32_t)size;
-                s->tag = stream_tag(first + i, count);
-        }
-        vmq_post_commit(room);
-        drain_posted();
-        return room;
+        k = post_batch(VMQ_OP_PAGE, buf, size, flags, first, left, count);
+        if (k)
+                drain_posted();
+        return k;
 }
 
 static int throughput(void) {
