@@ -105,6 +105,33 @@ size_t vmq_iov_from_buf(const struct vmq_iov *dst, unsigned n, size_t skip, cons
         return done;
 }
 
+/* Moves to the piece that holds byte *skip of iov[*i..n); false past the
+ * end. */
+static bool iov_seek(const struct vmq_iov *iov, unsigned n, unsigned *i, size_t *skip) {
+        while (*i < n && *skip >= iov[*i].len) {
+                *skip -= iov[*i].len;
+                (*i)++;
+        }
+        return *i < n;
+}
+
+size_t vmq_iov_copy(const struct vmq_iov *dst, unsigned ndst, size_t dst_skip,
+                    const struct vmq_iov *src, unsigned nsrc, size_t src_skip, size_t len) {
+        unsigned di = 0, si = 0;
+        size_t done = 0;
+        while (done < len && iov_seek(dst, ndst, &di, &dst_skip) &&
+               iov_seek(src, nsrc, &si, &src_skip)) {
+                size_t k = VMQ_MIN(
+                        VMQ_MIN((size_t)dst[di].len - dst_skip, (size_t)src[si].len - src_skip),
+                        len - done);
+                memmove(dst[di].base + dst_skip, src[si].base + src_skip, k);
+                done += k;
+                dst_skip += k;
+                src_skip += k;
+        }
+        return done;
+}
+
 uint64_t vmq_iov_size(const struct vmq_iov *iov, unsigned n) {
         uint64_t s = 0;
         for (unsigned i = 0; i < n; i++)

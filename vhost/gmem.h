@@ -74,6 +74,12 @@ size_t vmq_iov_to_buf(const struct vmq_iov *src, unsigned n, size_t skip, void *
 size_t vmq_iov_from_buf(const struct vmq_iov *dst, unsigned n, size_t skip, const void *buf,
                         size_t len);
 
+/* Copies len bytes from src (from its byte src_skip) into dst (from its
+ * byte dst_skip), piece by piece, with no buffer between; returns how many
+ * it could (fewer when either runs out). */
+size_t vmq_iov_copy(const struct vmq_iov *dst, unsigned ndst, size_t dst_skip,
+                    const struct vmq_iov *src, unsigned nsrc, size_t src_skip, size_t len);
+
 /* Total bytes of the pieces. */
 uint64_t vmq_iov_size(const struct vmq_iov *iov, unsigned n);
 
