@@ -33,7 +33,7 @@
 #define MEM (64u * 1024u)
 
 static int memfd = -1;
-static bool trace; /* VMQ_FUZZ_TRACE=1: print each message and its result */
+static bool trace;     /* VMQ_FUZZ_TRACE=1: print each message and its result */
 static uint8_t *guest; /* the harness's own view of guest memory */
 
 static int count_fds(void) {
