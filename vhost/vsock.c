@@ -218,7 +218,7 @@ static uint32_t put_rx(struct vmq_vsock_ep *dst, const struct vmq_vsock_hdr *h, 
                          * guest's loss */
                         vmq_virtq_push(dst->rx, e.head, 0);
                         dst->rx_used = true;
-                        dst->st.malformed++;
+                        dst->st.bad_buffers++;
                         continue;
                 }
                 uint32_t room = (uint32_t)VMQ_MIN(e.in_len - VMQ_VSOCK_HDR_SIZE,

@@ -44,13 +44,14 @@
 #define VMQ_VSOCK_MAX_CONNS 4096u
 
 struct vmq_vsock_stats {
-        uint64_t packets;    /* taken from the tx queue */
-        uint64_t forged;     /* dropped: source CID not the sender's */
-        uint64_t malformed;  /* dropped: a header that breaks the rules */
-        uint64_t refused;    /* connection requests answered with a reset */
-        uint64_t resets;     /* resets sent to this endpoint by the switch */
-        uint64_t backlogged; /* packets that waited for an rx buffer */
-        uint64_t dropped;    /* lost: the backlog was full */
+        uint64_t packets;     /* taken from the tx queue */
+        uint64_t forged;      /* dropped: source CID not the sender's */
+        uint64_t malformed;   /* dropped: a header that breaks the rules */
+        uint64_t refused;     /* connection requests answered with a reset */
+        uint64_t resets;      /* resets sent to this endpoint by the switch */
+        uint64_t backlogged;  /* packets that waited for an rx buffer */
+        uint64_t dropped;     /* lost: the backlog was full */
+        uint64_t bad_buffers; /* rx buffers too small for a packet: given back empty */
 };
 
 struct vmq_vsock_switch;

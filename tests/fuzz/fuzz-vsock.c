@@ -1,0 +1,147 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * libFuzzer harness for the vsock switch (vhost/vsock.c): two guests, both
+ * hostile, joined by it.
+ *
+ * Each guest's memory is a heap block of exactly its size (so
+ * AddressSanitizer sees any access outside it) with its rx and tx rings at
+ * fixed places; their queue sizes and whether connections are allowed come
+ * from the input.  Then a sequence of operations: a guest writes any bytes
+ * anywhere in its memory (descriptors, rings, packet headers, payloads), a
+ * guest kicks its tx queue or its rx queue, the channel between them opens
+ * or closes (the allowed() answer), a guest goes away and comes back.
+ *
+ * Checked besides memory safety: the switch never tracks more connections
+ * than it may, every counter only grows, and once both guests are gone no
+ * connection is left.
+ */
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/util.h"
+#include "tests/fuzz/fuzz-util.h"
+#include "vhost/vsock.h"
+
+#define MEM 0x4000u
+#define RX_RING 0x0u
+#define TX_RING 0x800u
+#define AVAIL 0x200u /* within a ring's area: after 16 x 16 descriptors */
+#define USED 0x400u
+#define MAX_NUM_SHIFT 4 /* 1 .. 16 entries */
+
+struct guest {
+        uint64_t cid;
+        uint8_t *mem;
+        struct vmq_gmem gm;
+        struct vmq_virtq rx, tx;
+        struct vmq_vsock_ep *ep;
+        struct vmq_vsock_stats last;
+};
+
+static bool allow;
+
+static bool allowed(void *u, uint64_t from, uint64_t to) {
+        (void)u;
+        (void)from;
+        (void)to;
+        return allow;
+}
+
+static void notify(void *u, struct vmq_vsock_ep *ep, unsigned queue) {
+        (void)u;
+        (void)ep;
+        FUZZ_CHECK(queue < 2);
+}
+
+static void attach(struct vmq_vsock_switch *sw, struct guest *g, unsigned num) {
+        FUZZ_CHECK(vmq_virtq_setup(&g->rx, &g->gm, num, RX_RING, RX_RING + AVAIL, RX_RING + USED, 0,
+                                   true) == 0);
+        FUZZ_CHECK(vmq_virtq_setup(&g->tx, &g->gm, num, TX_RING, TX_RING + AVAIL, TX_RING + USED, 0,
+                                   true) == 0);
+        FUZZ_CHECK(vmq_vsock_ep_add(sw, g->cid, &g->gm, &g->rx, &g->tx, g, &g->ep) == 0);
+}
+
+/* Every counter only grows. */
+static void check_stats(struct guest *g) {
+        struct vmq_vsock_stats s;
+        if (!g->ep)
+                return;
+        vmq_vsock_ep_stats(g->ep, &s);
+        FUZZ_CHECK(s.packets >= g->last.packets && s.forged >= g->last.forged &&
+                   s.malformed >= g->last.malformed && s.refused >= g->last.refused &&
+                   s.resets >= g->last.resets && s.backlogged >= g->last.backlogged &&
+                   s.dropped >= g->last.dropped && s.bad_buffers >= g->last.bad_buffers);
+        FUZZ_CHECK(s.forged + s.malformed <= s.packets);
+        g->last = s;
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
+        static const struct vmq_vsock_switch_ops ops = {.allowed = allowed, .notify = notify};
+        struct fuzz_input in = {data, size};
+        struct vmq_vsock_switch *sw = NULL;
+        struct guest g[2];
+        FUZZ_CHECK(vmq_vsock_switch_new(&ops, NULL, &sw) == 0);
+        uint8_t geo = fuzz_u8(&in);
+        allow = geo & 0x80;
+        for (int i = 0; i < 2; i++) {
+                memset(&g[i], 0, sizeof(g[i]));
+                g[i].cid = 3 + (uint64_t)i;
+                g[i].mem = calloc(1, MEM);
+                FUZZ_CHECK(g[i].mem);
+                vmq_gmem_init(&g[i].gm);
+                FUZZ_CHECK(vmq_gmem_add(&g[i].gm, 0, MEM, 0, g[i].mem) == 0);
+                attach(sw, &g[i], 1u << ((geo >> (3 * i)) % (MAX_NUM_SHIFT + 1)));
+        }
+        for (unsigned steps = 0; fuzz_left(&in) > 0 && steps < 512; steps++) {
+                uint8_t op = fuzz_u8(&in);
+                struct guest *me = &g[op & 1];
+                switch ((op >> 1) % 6) {
+                case 0: { /* the guest writes its memory */
+                        uint16_t off = fuzz_u16(&in) % MEM;
+                        uint8_t len = fuzz_u8(&in);
+                        fuzz_bytes(&in, me->mem + off, VMQ_MIN((size_t)len, (size_t)(MEM - off)));
+                        break;
+                }
+                case 1:
+                        if (me->ep)
+                                vmq_vsock_ep_tx(me->ep);
+                        break;
+                case 2:
+                        if (me->ep)
+                                vmq_vsock_ep_rx(me->ep);
+                        break;
+                case 3:
+                        allow = !allow;
+                        break;
+                case 4: /* goes away, or comes back */
+                        if (me->ep) {
+                                vmq_vsock_ep_remove(me->ep);
+                                me->ep = NULL;
+                                memset(&me->last, 0, sizeof(me->last));
+                        } else {
+                                attach(sw, me, 1u << (op >> 5) % (MAX_NUM_SHIFT + 1));
+                        }
+                        break;
+                default:
+                        /* both at once: the tx of one runs into the other */
+                        for (int i = 0; i < 2; i++)
+                                if (g[i].ep)
+                                        vmq_vsock_ep_tx(g[i].ep);
+                        break;
+                }
+                FUZZ_CHECK(vmq_vsock_switch_conns(sw) <= VMQ_VSOCK_MAX_CONNS);
+                check_stats(&g[0]);
+                check_stats(&g[1]);
+        }
+        for (int i = 0; i < 2; i++)
+                if (g[i].ep) {
+                        vmq_vsock_ep_remove(g[i].ep);
+                        g[i].ep = NULL;
+                }
+        FUZZ_CHECK(vmq_vsock_switch_conns(sw) == 0);
+        sw = vmq_vsock_switch_free(sw);
+        free(g[0].mem);
+        free(g[1].mem);
+        return 0;
+}
