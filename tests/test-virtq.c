@@ -351,29 +351,30 @@ Test(virtq, vsock_headers_are_read_once_and_checked) {
         cr_assert_eq(vmq_vsock_hdr_read(&shortv, 1, &g), -EBADMSG);
         cr_assert_eq(vmq_vsock_hdr_write(&shortv, 1, &h), -ENOBUFS);
 
-        struct vmq_vsock_hdr bad = h;
-        bad.type = 3;
-        vmq_vsock_hdr_write(w, 3, &bad);
-        cr_assert_eq(vmq_vsock_hdr_read(r, 2, &g), -EPROTO, "unknown type");
-        bad = h;
-        bad.op = VMQ_VSOCK_OP_MAX;
-        vmq_vsock_hdr_write(w, 3, &bad);
-        cr_assert_eq(vmq_vsock_hdr_read(r, 2, &g), -EPROTO, "unknown op");
-        bad = h;
-        bad.op = VMQ_VSOCK_OP_INVALID;
-        vmq_vsock_hdr_write(w, 3, &bad);
-        cr_assert_eq(vmq_vsock_hdr_read(r, 2, &g), -EPROTO, "op 0");
-        bad = h;
-        bad.len = 9;
-        vmq_vsock_hdr_write(w, 3, &bad);
-        cr_assert_eq(vmq_vsock_hdr_read(r, 2, &g), -EPROTO, "payload not all there");
-        bad = h;
-        bad.op = VMQ_VSOCK_OP_REQUEST;
-        vmq_vsock_hdr_write(w, 3, &bad);
-        cr_assert_eq(vmq_vsock_hdr_read(r, 2, &g), -EPROTO, "payload on a request");
-        bad.len = 0;
-        vmq_vsock_hdr_write(w, 3, &bad);
-        cr_assert_eq(vmq_vsock_hdr_read(r, 2, &g), 0);
+        /* one rule broken at a time */
+        struct {
+                const char *what;
+                struct vmq_vsock_hdr h;
+        } bad[5];
+        for (int i = 0; i < 5; i++)
+                bad[i].h = h;
+        bad[0].what = "unknown type";
+        bad[0].h.type = 3;
+        bad[1].what = "unknown op";
+        bad[1].h.op = VMQ_VSOCK_OP_MAX;
+        bad[2].what = "op 0";
+        bad[2].h.op = VMQ_VSOCK_OP_INVALID;
+        bad[3].what = "payload not all there";
+        bad[3].h.len = 9;
+        bad[4].what = "payload on a request";
+        bad[4].h.op = VMQ_VSOCK_OP_REQUEST;
+        for (int i = 0; i < 5; i++) {
+                cr_assert_eq(vmq_vsock_hdr_write(w, 3, &bad[i].h), 0);
+                cr_assert_eq(vmq_vsock_hdr_read(r, 2, &g), -EPROTO, "%s", bad[i].what);
+        }
+        bad[4].h.len = 0;
+        cr_assert_eq(vmq_vsock_hdr_write(w, 3, &bad[4].h), 0);
+        cr_assert_eq(vmq_vsock_hdr_read(r, 2, &g), 0, "a request without payload");
         cr_assert_str_eq(vmq_vsock_op_to_string(VMQ_VSOCK_OP_CREDIT_UPDATE), "credit_update");
         cr_assert_str_eq(vmq_vsock_op_to_string(99), "unknown");
 }

@@ -72,39 +72,6 @@ void *vmq_gmem_uaddr(const struct vmq_gmem *m, uint64_t uaddr, uint64_t len) {
         return NULL;
 }
 
-size_t vmq_iov_to_buf(const struct vmq_iov *src, unsigned n, size_t skip, void *buf, size_t len) {
-        uint8_t *out = buf;
-        size_t done = 0;
-        for (unsigned i = 0; i < n && done < len; i++) {
-                if (skip >= src[i].len) {
-                        skip -= src[i].len;
-                        continue;
-                }
-                size_t k = VMQ_MIN((size_t)src[i].len - skip, len - done);
-                memcpy(out + done, src[i].base + skip, k);
-                done += k;
-                skip = 0;
-        }
-        return done;
-}
-
-size_t vmq_iov_from_buf(const struct vmq_iov *dst, unsigned n, size_t skip, const void *buf,
-                        size_t len) {
-        const uint8_t *in = buf;
-        size_t done = 0;
-        for (unsigned i = 0; i < n && done < len; i++) {
-                if (skip >= dst[i].len) {
-                        skip -= dst[i].len;
-                        continue;
-                }
-                size_t k = VMQ_MIN((size_t)dst[i].len - skip, len - done);
-                memcpy(dst[i].base + skip, in + done, k);
-                done += k;
-                skip = 0;
-        }
-        return done;
-}
-
 /* Moves to the piece that holds byte *skip of iov[*i..n); false past the
  * end. */
 static bool iov_seek(const struct vmq_iov *iov, unsigned n, unsigned *i, size_t *skip) {
@@ -130,6 +97,19 @@ size_t vmq_iov_copy(const struct vmq_iov *dst, unsigned ndst, size_t dst_skip,
                 src_skip += k;
         }
         return done;
+}
+
+/* The buffer as one piece: a piece is at most 4 GiB, and so is what these
+ * two copy at once (no caller comes near). */
+size_t vmq_iov_to_buf(const struct vmq_iov *src, unsigned n, size_t skip, void *buf, size_t len) {
+        struct vmq_iov b = {buf, (uint32_t)VMQ_MIN(len, (size_t)UINT32_MAX)};
+        return vmq_iov_copy(&b, 1, 0, src, n, skip, b.len);
+}
+
+size_t vmq_iov_from_buf(const struct vmq_iov *dst, unsigned n, size_t skip, const void *buf,
+                        size_t len) {
+        struct vmq_iov b = {(uint8_t *)(uintptr_t)buf, (uint32_t)VMQ_MIN(len, (size_t)UINT32_MAX)};
+        return vmq_iov_copy(dst, n, skip, &b, 1, 0, b.len);
 }
 
 uint64_t vmq_iov_size(const struct vmq_iov *iov, unsigned n) {
