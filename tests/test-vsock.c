@@ -333,6 +333,20 @@ Test(vsock, a_guest_that_goes_away_resets_its_peers) {
                      "the host's CID");
 }
 
+Test(vsock, a_channel_that_closes_resets_its_connections) {
+        connect_ab();
+        send_pkt(&gb, hdr(&gb, 3, 5001, 1001, VMQ_VSOCK_OP_RW, 0), NULL);
+        expect(&gb, VMQ_VSOCK_OP_RST, 3); /* no such connection */
+        cr_assert_eq(vmq_vsock_switch_reset_between(sw, 3, 5), 0, "another pair");
+        cr_assert_eq(vmq_vsock_switch_reset_between(sw, 4, 3), 1);
+        expect(&ga, VMQ_VSOCK_OP_RST, 4);
+        expect(&gb, VMQ_VSOCK_OP_RST, 3);
+        cr_assert_eq(vmq_vsock_switch_conns(sw), 0);
+        allow = false; /* and the leave is gone */
+        send_pkt(&ga, hdr(&ga, 4, 1000, 5000, VMQ_VSOCK_OP_REQUEST, 0), NULL);
+        expect(&ga, VMQ_VSOCK_OP_RST, 4);
+}
+
 Test(vsock, a_seqpacket_record_split_keeps_its_end_mark_on_the_last_piece) {
         post_rx(&ga, 8);
         post_rx(&gb, 8);

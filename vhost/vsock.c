@@ -346,17 +346,38 @@ static void refuse(struct vmq_vsock_ep *from, const struct vmq_vsock_hdr *h) {
                 reset_to(from, h->dst_cid, h->dst_port, h->src_port, h->type);
 }
 
+/* Resets connection c: each end that has an endpoint (other than `gone`,
+ * which is going away) gets a reset from the other. */
+static void conn_reset(struct vmq_vsock_switch *sw, struct conn *c,
+                       const struct vmq_vsock_ep *gone) {
+        for (int s = 0; s < 2; s++) {
+                struct vmq_vsock_ep *end = ep_find(sw, c->cid[s]);
+                if (end && end != gone)
+                        reset_to(end, c->cid[1 - s], c->port[1 - s], c->port[s], c->type);
+        }
+        conn_remove(sw, c);
+}
+
+unsigned vmq_vsock_switch_reset_between(struct vmq_vsock_switch *sw, uint64_t cid_a,
+                                        uint64_t cid_b) {
+        unsigned n = 0;
+        for (uint32_t i = 0; i < VMQ_VSOCK_MAX_CONNS && sw->nconns > 0; i++) {
+                struct conn *c = &sw->conns[i];
+                if (c->state && ((c->cid[0] == cid_a && c->cid[1] == cid_b) ||
+                                 (c->cid[0] == cid_b && c->cid[1] == cid_a))) {
+                        conn_reset(sw, c, NULL);
+                        n++;
+                }
+        }
+        return n;
+}
+
 void vmq_vsock_ep_remove(struct vmq_vsock_ep *ep) {
         struct vmq_vsock_switch *sw = ep->sw;
         for (uint32_t i = 0; i < VMQ_VSOCK_MAX_CONNS && sw->nconns > 0; i++) {
                 struct conn *c = &sw->conns[i];
-                if (!c->state || (c->cid[0] != ep->cid && c->cid[1] != ep->cid))
-                        continue;
-                int s = c->cid[0] == ep->cid ? 0 : 1;
-                struct vmq_vsock_ep *peer = ep_find(sw, c->cid[1 - s]);
-                if (peer && peer != ep)
-                        reset_to(peer, ep->cid, c->port[s], c->port[1 - s], c->type);
-                conn_remove(sw, c);
+                if (c->state && (c->cid[0] == ep->cid || c->cid[1] == ep->cid))
+                        conn_reset(sw, c, ep);
         }
         for (struct vmq_vsock_ep **p = &sw->eps; *p; p = &(*p)->next)
                 if (*p == ep) {

@@ -91,6 +91,13 @@ void vmq_vsock_ep_rx(struct vmq_vsock_ep *ep);
 void vmq_vsock_ep_stats(const struct vmq_vsock_ep *ep, struct vmq_vsock_stats *ret);
 void *vmq_vsock_ep_userdata(const struct vmq_vsock_ep *ep);
 uint64_t vmq_vsock_ep_cid(const struct vmq_vsock_ep *ep);
+/*
+ * The leave between two CIDs was withdrawn (vmqd: their channel closed):
+ * resets every connection between them, both ends told.  Returns how many.
+ */
+unsigned vmq_vsock_switch_reset_between(struct vmq_vsock_switch *sw, uint64_t cid_a,
+                                        uint64_t cid_b);
+
 /* Connections open or opening now, in all. */
 unsigned vmq_vsock_switch_conns(const struct vmq_vsock_switch *sw);
 

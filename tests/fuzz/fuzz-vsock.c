@@ -9,7 +9,8 @@
  * from the input.  Then a sequence of operations: a guest writes any bytes
  * anywhere in its memory (descriptors, rings, packet headers, payloads), a
  * guest kicks its tx queue or its rx queue, the channel between them opens
- * or closes (the allowed() answer), a guest goes away and comes back.
+ * or closes (the allowed() answer; a close resets their connections), a
+ * guest goes away and comes back.
  *
  * Checked besides memory safety: the switch never tracks more connections
  * than it may, every counter only grows, and once both guests are gone no
@@ -111,8 +112,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
                         if (me->ep)
                                 vmq_vsock_ep_rx(me->ep);
                         break;
-                case 3:
+                case 3: /* the channel opens, or closes and takes its connections */
                         allow = !allow;
+                        if (!allow)
+                                (void)vmq_vsock_switch_reset_between(sw, 3, 4);
                         break;
                 case 4: /* goes away, or comes back */
                         if (me->ep) {
