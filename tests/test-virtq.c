@@ -283,7 +283,7 @@ Test(virtq, a_buffer_that_wraps_breaks_the_queue) {
 
 Test(virtq, readable_after_writable_breaks_the_queue) {
         setup_ring(false);
-        desc(0, GPA + DATA_OFF, 16, 2 | 1, 1);
+        desc(0, GPA + DATA_OFF, 0, 2 | 1, 1); /* an empty writable one counts too */
         desc(1, GPA + DATA_OFF, 16, 0, 0);
         offer(0);
         expect_broken("out after in");

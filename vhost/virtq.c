@@ -93,6 +93,7 @@ int vmq_virtq_pop(struct vmq_virtq *q, const struct vmq_gmem *m, struct vmq_virt
         e->out_len = e->in_len = 0;
         unsigned n = 0;
         uint16_t i = head;
+        bool seen_writable = false;
         for (unsigned walked = 0;; walked++) {
                 if (walked >= q->num)
                         return broken(q); /* a loop */
@@ -105,8 +106,9 @@ int vmq_virtq_pop(struct vmq_virtq *q, const struct vmq_gmem *m, struct vmq_virt
                 if (flags & DESC_F_INDIRECT)
                         return broken(q); /* not offered */
                 bool writable = flags & DESC_F_WRITE;
-                if (!writable && e->nin > 0)
-                        return broken(q); /* readable after writable */
+                if (!writable && seen_writable)
+                        return broken(q); /* readable after writable, even empty */
+                seen_writable |= writable;
                 unsigned before = n;
                 int r = vmq_gmem_map(m, addr, len, e->iov, VMQ_VIRTQ_MAX_SEGS, &n);
                 if (r < 0)
