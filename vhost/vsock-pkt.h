@@ -19,10 +19,7 @@
 /* Well-known CIDs. */
 #define VMQ_VSOCK_CID_HOST 2u
 
-enum vmq_vsock_type {
-        VMQ_VSOCK_TYPE_STREAM = 1,
-        VMQ_VSOCK_TYPE_SEQPACKET = 2,
-};
+enum vmq_vsock_type { VMQ_VSOCK_TYPE_STREAM = 1, VMQ_VSOCK_TYPE_SEQPACKET = 2, VMQ_VSOCK_TYPE_MAX };
 
 enum vmq_vsock_op {
         VMQ_VSOCK_OP_INVALID = 0,

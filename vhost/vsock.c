@@ -373,6 +373,8 @@ unsigned vmq_vsock_switch_reset_between(struct vmq_vsock_switch *sw, uint64_t ci
 }
 
 void vmq_vsock_ep_remove(struct vmq_vsock_ep *ep) {
+        if (!ep)
+                return;
         struct vmq_vsock_switch *sw = ep->sw;
         for (uint32_t i = 0; i < VMQ_VSOCK_MAX_CONNS && sw->nconns > 0; i++) {
                 struct conn *c = &sw->conns[i];

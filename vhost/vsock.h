@@ -80,7 +80,7 @@ int vmq_vsock_ep_add(struct vmq_vsock_switch *sw, uint64_t cid, const struct vmq
                      struct vmq_virtq *rx, struct vmq_virtq *tx, void *userdata,
                      struct vmq_vsock_ep **ret);
 /* Detaches it: resets its connections (its peers get a reset) and drops
- * its backlog. */
+ * its backlog.  NULL does nothing. */
 void vmq_vsock_ep_remove(struct vmq_vsock_ep *ep);
 
 /* The guest kicked its tx queue: takes every packet there and moves it. */
