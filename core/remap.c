@@ -1406,21 +1406,14 @@ static int piece_data(const struct vmq_space *dst, const struct vmq_copy_piece *
  */
 static int copy_locked(struct vmq_pool *p, struct vmq_space *dst, uint64_t dst_gpa,
                        const struct vmq_copy_piece *pieces, size_t npieces) {
-        const uint8_t *stack_data[8];
-        _cleanup_free_ const uint8_t **heap_data = NULL;
-        const uint8_t **data = stack_data;
+        const uint8_t *data[VMQ_COPY_BATCH_MAX]; /* where each piece's bytes are */
         struct region *dr = region_of(dst, dst_gpa);
         if (!dr)
                 return -ERANGE;
         size_t fsize = region_fsize(dr);
-        if (!VMQ_IS_ALIGNED(dst_gpa, (uint64_t)fsize) || npieces == 0)
+        if (!VMQ_IS_ALIGNED(dst_gpa, (uint64_t)fsize) || npieces == 0 ||
+            npieces > VMQ_COPY_BATCH_MAX)
                 return -EINVAL;
-        if (npieces > sizeof(stack_data) / sizeof(stack_data[0])) {
-                heap_data = calloc(npieces, sizeof(*heap_data));
-                if (!heap_data)
-                        return -ENOMEM;
-                data = heap_data;
-        }
         uint64_t count64 = 0;
         for (size_t k = 0; k < npieces; k++) {
                 int r = piece_data(dst, &pieces[k], &data[k]);
