@@ -249,10 +249,14 @@ static uint32_t put_rx(struct vmq_vsock_ep *dst, const struct vmq_vsock_hdr *h, 
         }
 }
 
-static void notify_rx(struct vmq_vsock_ep *ep) {
-        if (ep->rx_used && ep->sw->ops.notify)
-                ep->sw->ops.notify(ep->sw->userdata, ep, 0);
-        ep->rx_used = false;
+/* Once per call into the switch, not per packet: every endpoint whose rx
+ * buffers were used since is notified, once. */
+static void notify_rx_all(struct vmq_vsock_switch *sw) {
+        for (struct vmq_vsock_ep *e = sw->eps; e; e = e->next) {
+                if (e->rx_used && sw->ops.notify)
+                        sw->ops.notify(sw->userdata, e, 0);
+                e->rx_used = false;
+        }
 }
 
 /* Keeps what is left of a packet for later; false when the backlog is
@@ -323,7 +327,6 @@ static bool deliver(struct vmq_vsock_ep *dst, const struct vmq_vsock_hdr *h, str
         } else {
                 ok = backlog(dst, h, src);
         }
-        notify_rx(dst);
         return ok;
 }
 
@@ -369,6 +372,7 @@ unsigned vmq_vsock_switch_reset_between(struct vmq_vsock_switch *sw, uint64_t ci
                         n++;
                 }
         }
+        notify_rx_all(sw);
         return n;
 }
 
@@ -386,6 +390,7 @@ void vmq_vsock_ep_remove(struct vmq_vsock_ep *ep) {
                         *p = ep->next;
                         break;
                 }
+        notify_rx_all(sw); /* its peers' resets */
         while (ep->head) {
                 struct pending *p = ep->head;
                 ep->head = p->next;
@@ -460,10 +465,10 @@ void vmq_vsock_ep_tx(struct vmq_vsock_ep *ep) {
         }
         if (used && ep->sw->ops.notify)
                 ep->sw->ops.notify(ep->sw->userdata, ep, 1);
-        notify_rx(ep); /* resets it was sent */
+        notify_rx_all(ep->sw); /* the receivers, and ep for resets it was sent */
 }
 
 void vmq_vsock_ep_rx(struct vmq_vsock_ep *ep) {
         drain_backlog(ep);
-        notify_rx(ep);
+        notify_rx_all(ep->sw);
 }
