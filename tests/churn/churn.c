@@ -462,10 +462,27 @@ static void do_list_machines(struct client *cl) {
                         if (strcmp(vmq_machine_get_name(list[i]), vm->name) != 0)
                                 continue;
                         found = true;
-                        bool running = vmq_machine_get_state(list[i]) == VMQ_MACHINE_RUNNING;
-                        if (vm->state != VM_NONE && running != (vm->state == VM_RUNNING))
+                        enum vmq_machine_state st = vmq_machine_get_state(list[i]);
+                        bool running = st == VMQ_MACHINE_RUNNING;
+                        if (vm->state == VM_NONE || running == (vm->state == VM_RUNNING))
+                                continue;
+                        if (st == VMQ_MACHINE_CRASHED) {
+                                /* An echo guest never crashes: say why once, then
+                                 * go on with the machine as vmqd has it. */
+                                struct vmq_machine *m = NULL;
+                                const char *why = "its reason could not be read";
+                                if (vmq_client_get_machine(cl->c, vm->name, &m) >= 0 &&
+                                    vmq_machine_get_crash_reason(m))
+                                        why = vmq_machine_get_crash_reason(m);
+                                fail(cl, "list: %s crashed: %s", vm->name, why);
+                                vmq_machine_unref(m);
+                                vm->state = VM_DEFINED;
+                                if (vm->has_chan)
+                                        forget_channel(cl, vm);
+                        } else {
                                 fail(cl, "list: %s is %s", vm->name,
                                      vmq_machine_get_state_string(list[i]));
+                        }
                 }
                 if (found != (vm->state != VM_NONE))
                         fail(cl, "list: %s is %s", vm->name, found ? "there" : "missing");
