@@ -1356,3 +1356,73 @@ Test(state, copy_is_deep_and_independent) {
         vmqd_state_done(&s);
         assert_no_fd_leak();
 }
+
+/* ---- issue 11: a libvirt machine's vsock CID ---- */
+
+Test(state, vsock_cids_are_checked_saved_and_unique) {
+        _cleanup_free_ char *file = path_in("state.json");
+        struct vmqd_state s, t;
+        char *error = NULL;
+
+        /* saved and loaded; 0 (no device) is not written */
+        sample_state(&s);
+        struct vmqd_machine_def d = libvirt_machine();
+        d.vsock_cid = 7;
+        cr_assert_eq(vmqd_state_add_machine(&s, &d), 0);
+        cr_assert_eq(vmqd_state_save(tmpdir, &s), 0);
+        cr_assert_eq(vmqd_state_load(tmpdir, &t, NULL, NULL), 0);
+        cr_assert_eq(vmqd_state_find_machine(&t, "web")->vsock_cid, 7);
+        cr_assert_eq(vmqd_state_find_machine(&t, "rx")->vsock_cid, 0);
+        cr_assert_eq(vmqd_state_find_machine_by_vsock_cid(&t, 7),
+                     vmqd_state_find_machine(&t, "web"));
+        cr_assert_null(vmqd_state_find_machine_by_vsock_cid(&t, 0), "0 is nobody's CID");
+        _cleanup_free_ char *text = read_bytes(file, NULL);
+        cr_assert_not_null(strstr(text, "\"vsock_cid\": 7"), "%s", text);
+        cr_assert_null(strstr(strstr(text, "vsock_cid") + 1, "vsock_cid"),
+                       "only the machine with a device has one: %s", text);
+
+        /* one CID, one machine */
+        d = libvirt_machine();
+        d.name = (char *)"web2";
+        d.domain = (char *)"web2-vm";
+        snprintf(d.uuid, sizeof(d.uuid), "%s", UUID3);
+        d.vsock_cid = 7;
+        cr_assert_eq(vmqd_state_add_machine(&s, &d), -EEXIST);
+        vmqd_state_done(&s);
+        vmqd_state_done(&t);
+
+        /* the range, and micro-VMs have none */
+        d = libvirt_machine();
+        d.vsock_cid = 2;
+        cr_assert_eq(vmqd_machine_def_validate(&d, &error), -EINVAL);
+        cr_assert_not_null(strstr(error, "vsock_cid: must be 3.."), "%s", error);
+        free(error);
+        d.vsock_cid = 0xffffffffu;
+        cr_assert_eq(vmqd_machine_def_validate(&d, NULL), -EINVAL);
+        d.vsock_cid = 3;
+        cr_assert_eq(vmqd_machine_def_validate(&d, NULL), 0);
+
+        EXPECT_CORRUPT("{\"version\": 1, \"machines\": [" M(", \"vsock_cid\": 5") "]}",
+                       "machines[0].vsock_cid: only for a libvirt machine");
+        EXPECT_CORRUPT("{\"version\": 1, \"machines\": [" L(", \"rx_size\": 8192, \"vsock_cid\": "
+                                                            "1") "]}",
+                       "machines[0].vsock_cid: must be 3..");
+        EXPECT_CORRUPT("{\"version\": 1, \"machines\": [" L(", \"rx_size\": 8192, \"vsock_cid\": "
+                                                            "\"5\"") "]}",
+                       "machines[0].vsock_cid");
+        EXPECT_CORRUPT("{\"version\": 1, \"machines\": [" L(
+                               ", \"rx_size\": 8192, \"vsock_cid\": 5") ", {\"name\": \"web2\", "
+                                                                        "\"backend\": \"libvirt\", "
+                                                                        "\"domain\": \"w2\", "
+                                                                        "\"uuid\": "
+                                                                        "\"ab8a5c1e-3b9d-4c1a-9e77-"
+                                                                        "1d2c3b4a5f61\", "
+                                                                        "\"memory\": 4194304, "
+                                                                        "\"vcpus\": 1, "
+                                                                        "\"queue_depth\": 64, "
+                                                                        "\"rx_size\": 8192, "
+                                                                        "\"vsock_cid\": 5}]}",
+                       "machines[1].vsock_cid: 5 of machine \"web2\" is also the CID of machine "
+                       "\"web\" (machines[0])");
+        assert_no_fd_leak();
+}

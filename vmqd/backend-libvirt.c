@@ -57,6 +57,7 @@
 #include "vmqd/log.h"
 #include "vmqd/machine.h"
 #include "vmqd/manager.h"
+#include "vmqd/vsock.h"
 
 /* Eventfds per peer: the guest's doorbell vector 0, and one spare. */
 #define LINK_VECTORS 2u
@@ -258,6 +259,7 @@ static int mkdir_p(const char *path, mode_t mode) {
 static void lv_detach(struct machine *mc) {
         struct libvirt_link *l = mc->link;
 
+        vsock_device_free(mc);
         if (!l)
                 return;
         if (l->thread_started) {
@@ -351,6 +353,11 @@ static int lv_attach(struct machine *mc) {
                 log_warning_errno(errno, "Machine '%s': cannot hand socket '%s' to QEMU's user: %m",
                                   mc->name, l->socket_path);
         (void)chmod(l->socket_path, 0660);
+        if (mc->vsock_cid) {
+                r = vsock_device_new(m, mc, found ? uid : 0, found ? gid : 0);
+                if (r < 0)
+                        goto fail;
+        }
 
         r = -pthread_create(&l->thread, NULL, link_thread, l);
         if (r < 0)
@@ -753,6 +760,8 @@ struct adopt_options {
         int persistent;
         uint64_t region_size;
         uint64_t rx_size;
+        int vsock;          /* give it a vhost-user-vsock device */
+        uint32_t vsock_cid; /* with this CID (implies vsock); 0: the lowest free */
 };
 
 static int read_adopt_options(sd_bus_message *message, struct adopt_options *o,
@@ -762,8 +771,18 @@ static int read_adopt_options(sd_bus_message *message, struct adopt_options *o,
                 {"persistent", "b", &o->persistent},
                 {"region_size", "t", &o->region_size},
                 {"rx_size", "t", &o->rx_size},
+                {"vsock", "b", &o->vsock},
+                {"vsock_cid", "u", &o->vsock_cid},
         };
         return bus_read_options(message, options, VMQ_ARRAY_SIZE(options), error);
+}
+
+/* The machine whose vsock device has this CID, or NULL. */
+static struct machine *machine_with_cid(struct manager *m, uint32_t cid) {
+        for (struct machine *mc = m->machines; mc; mc = mc->next)
+                if (mc->vsock_cid == cid)
+                        return mc;
+        return NULL;
 }
 
 /* The machine that has adopted the domain with this UUID, or NULL. */
@@ -846,12 +865,25 @@ int libvirt_method_adopt_domain(sd_bus_message *message, void *userdata, sd_bus_
                                       "Invalid region_size '%" PRIu64
                                       "' (a power of two, 1 MiB..1 GiB)",
                                       o.region_size);
+        else if (o.vsock_cid && (o.vsock_cid < 3 || o.vsock_cid > VMQD_VSOCK_CID_MAX))
+                r = sd_bus_error_setf(error, VMQ_BUS_ERROR_INVALID_ARGUMENT,
+                                      "Invalid vsock_cid '%" PRIu32
+                                      "' (3..%u: 0, 1 and 2 are the hypervisor, local and host "
+                                      "CIDs)",
+                                      o.vsock_cid, VMQD_VSOCK_CID_MAX);
+        else if (o.vsock_cid && (other = machine_with_cid(m, o.vsock_cid)))
+                r = sd_bus_error_setf(error, VMQ_BUS_ERROR_MACHINE_EXISTS,
+                                      "vsock CID %" PRIu32 " is machine '%s''s already",
+                                      o.vsock_cid, other->name);
+        else if (o.vsock && !o.vsock_cid && !(o.vsock_cid = vsock_free_cid(m)))
+                r = sd_bus_error_setf(error, VMQ_BUS_ERROR_LIMIT_REACHED, "No vsock CID is free");
         if (r < 0) {
                 virDomainFree(dom);
                 return r;
         }
 
         def.name = (char *)name;
+        def.vsock_cid = o.vsock_cid;
         snprintf(def.uuid, sizeof(def.uuid), "%s", uuid);
         def.memory = o.region_size;
         def.rx_size = o.rx_size ? o.rx_size : o.region_size / 2;
@@ -872,12 +904,12 @@ int libvirt_method_adopt_domain(sd_bus_message *message, void *userdata, sd_bus_
         }
         r = machine_attach(mc);
         if (r < 0) {
-                log_error_errno(r,
-                                "Machine '%s': cannot serve its region on '%s/ivshmem-%s.sock': %m",
-                                name, m->runtime_dir, name);
+                log_error_errno(r, "Machine '%s': cannot serve its region%s under '%s': %m", name,
+                                def.vsock_cid ? " and vsock device" : "", m->runtime_dir);
                 sd_bus_error_set_errnof(error, -r,
-                                        "Cannot serve the region of machine '%s' under '%s': %s",
-                                        name, m->runtime_dir, strerror(-r));
+                                        "Cannot serve the region%s of machine '%s' under '%s': %s",
+                                        def.vsock_cid ? " and vsock device" : "", name,
+                                        m->runtime_dir, strerror(-r));
                 machine_free(mc);
                 virDomainFree(dom);
                 return r;

@@ -25,6 +25,7 @@
 #include "vmqd/log.h"
 #include "vmqd/machine.h"
 #include "vmqd/manager.h"
+#include "vmqd/vsock.h"
 
 struct receive_request {
         struct channel *channel;
@@ -258,6 +259,8 @@ bool channel_publish(struct channel *c) {
         c->open = open;
         log_info("Channel %u ('%s' <-> '%s') is %s", c->id, c->end_a, c->end_b,
                  open ? "open" : "closed");
+        if (!open)
+                vsock_channel_closed(m, c->end_a, c->end_b);
         if (m->bus) {
                 (void)sd_bus_emit_properties_changed(m->bus, c->path, VMQ_BUS_CHANNEL_IFACE, "Open",
                                                      NULL);

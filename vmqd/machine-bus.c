@@ -14,6 +14,7 @@
 #include "vmqd/log.h"
 #include "vmqd/machine.h"
 #include "vmqd/manager.h"
+#include "vmqd/vsock.h"
 
 #define CONSOLE_CHUNK (64u * 1024u)
 
@@ -145,6 +146,17 @@ static int property_get_state(sd_bus *bus, const char *path, const char *interfa
         return sd_bus_message_append(reply, "s", machine_state_to_string(mc->state));
 }
 
+static int property_get_vsock_socket(sd_bus *bus, const char *path, const char *interface,
+                                     const char *property, sd_bus_message *reply, void *userdata,
+                                     sd_bus_error *error) {
+        (void)bus;
+        (void)path;
+        (void)interface;
+        (void)property;
+        (void)error;
+        return sd_bus_message_append(reply, "s", vsock_device_socket(userdata));
+}
+
 static int property_get_crash_reason(sd_bus *bus, const char *path, const char *interface,
                                      const char *property, sd_bus_message *reply, void *userdata,
                                      sd_bus_error *error) {
@@ -254,6 +266,10 @@ const sd_bus_vtable machine_vtable[] = {
         SD_BUS_PROPERTY("CrashReason", "s", property_get_crash_reason, 0,
                         SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
         SD_BUS_PROPERTY("Statistics", "a{st}", property_get_statistics, 0, 0),
+        SD_BUS_PROPERTY("VsockCID", "u", NULL, offsetof(struct machine, vsock_cid),
+                        SD_BUS_VTABLE_PROPERTY_CONST),
+        SD_BUS_PROPERTY("VsockSocket", "s", property_get_vsock_socket, 0,
+                        SD_BUS_VTABLE_PROPERTY_CONST),
         SD_BUS_METHOD_WITH_ARGS("Start", SD_BUS_NO_ARGS, SD_BUS_NO_RESULT, method_start_checked,
                                 SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_METHOD_WITH_ARGS("Stop", SD_BUS_ARGS("u", timeout_sec), SD_BUS_NO_RESULT,

@@ -59,6 +59,7 @@ int machine_new(struct manager *m, const struct vmqd_machine_def *def, bool pers
         mc->queue_depth = def->queue_depth;
         mc->huge_memory = def->huge_memory;
         mc->rx_size = def->rx_size;
+        mc->vsock_cid = def->vsock_cid;
         mc->autostart = def->autostart;
         mc->persistent = persistent || def->autostart;
         mc->state = MACHINE_DEFINED;
@@ -142,6 +143,7 @@ void machine_to_def(const struct machine *mc, struct vmqd_machine_def *ret) {
         ret->image = mc->image[0] ? mc->image : NULL;
         ret->domain = mc->domain[0] ? mc->domain : NULL;
         ret->rx_size = mc->rx_size;
+        ret->vsock_cid = mc->vsock_cid;
         snprintf(ret->uuid, sizeof(ret->uuid), "%s", mc->uuid);
         ret->memory = mc->memory;
         ret->vcpus = mc->vcpus;

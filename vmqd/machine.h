@@ -45,15 +45,17 @@ struct machine {
         char *args; /* NULL: none */
         bool persistent;
         bool autostart;
-        char *domain;     /* libvirt: the domain's name when adopted; "" for kvm */
-        uint64_t rx_size; /* libvirt: the receive window in the region */
+        char *domain;       /* libvirt: the domain's name when adopted; "" for kvm */
+        uint64_t rx_size;   /* libvirt: the receive window in the region */
+        uint32_t vsock_cid; /* libvirt: its vhost-user-vsock device's CID; 0: none */
 
         /* What runs the guest (vmqd/backend.h), chosen by machine_new(). */
         const struct machine_backend *backend;
-        char *path;                /* object path */
-        bool listed;               /* in the manager's list (machine_link()) */
-        struct libvirt_link *link; /* the libvirt backend's: region, server, domain state */
-        struct vmq_vm *vm;         /* the guest's core VM, if any (see backend.h) */
+        char *path;                 /* object path */
+        bool listed;                /* in the manager's list (machine_link()) */
+        struct libvirt_link *link;  /* the libvirt backend's: region, server, domain state */
+        struct vmq_vm *vm;          /* the guest's core VM, if any (see backend.h) */
+        struct vsock_device *vsock; /* its vhost-user-vsock backend (vmqd/vsock.h), or NULL */
 
         /* What the bus saw last. */
         enum machine_state state;

@@ -32,6 +32,7 @@
 #include "vmqd/log.h"
 #include "vmqd/machine.h"
 #include "vmqd/manager.h"
+#include "vmqd/vsock.h"
 
 int manager_new(struct manager **ret) {
         struct manager *m;
@@ -62,6 +63,7 @@ struct manager *manager_free(struct manager *m) {
                 channel_free(m->channels);
         while (m->machines)
                 machine_free(m->machines);
+        vsock_service_free(m);
         libvirt_teardown(m);
         if (m->bus) {
                 (void)sd_bus_flush(m->bus);

@@ -37,6 +37,7 @@ struct machine;
 struct channel;
 struct channel_params;
 struct vmqd_libvirt;
+struct vmq_vsock_switch;
 
 struct manager {
         sd_event *event;
@@ -55,9 +56,10 @@ struct manager {
         struct channel *channels; /* in creation order */
         size_t n_channels;
 
-        char *runtime_dir;            /* sockets (ivshmem servers); default /run/vmq */
-        bool no_libvirt;              /* --no-libvirt: no libvirt backend at all */
-        struct vmqd_libvirt *libvirt; /* the connection to libvirtd, or NULL */
+        char *runtime_dir;                     /* sockets (ivshmem servers); default /run/vmq */
+        bool no_libvirt;                       /* --no-libvirt: no libvirt backend at all */
+        struct vmqd_libvirt *libvirt;          /* the connection to libvirtd, or NULL */
+        struct vmq_vsock_switch *vsock_switch; /* domains' vsock devices (vsock.h), or NULL */
 
         bool stopping;
         uint8_t host_uuid[16]; /* the host end's identity (main.c) */

@@ -137,6 +137,11 @@ static int validate_libvirt_machine(const struct vmqd_machine_def *d, const char
                 return vmqd_errorf(ret_error,
                                    "%sa libvirt machine has no huge_memory, args or autostart",
                                    where);
+        if (d->vsock_cid != 0 && (d->vsock_cid < 3 || d->vsock_cid > VMQD_VSOCK_CID_MAX))
+                return vmqd_errorf(ret_error,
+                                   "%svsock_cid: must be 3..%u (0..2 are the hypervisor, the "
+                                   "local and the host CIDs)",
+                                   where, VMQD_VSOCK_CID_MAX);
         return 0;
 }
 
@@ -148,6 +153,8 @@ static int validate_machine(const struct vmqd_machine_def *d, const char *where,
                 return validate_libvirt_machine(d, where, ret_error);
         if (d->rx_size != 0)
                 return vmqd_errorf(ret_error, "%srx_size: only for a libvirt machine", where);
+        if (d->vsock_cid != 0)
+                return vmqd_errorf(ret_error, "%svsock_cid: only for a libvirt machine", where);
         if (!d->image || !*d->image || strlen(d->image) >= IMAGE_MAX)
                 return vmqd_errorf(ret_error,
                                    "%simage: must be a non-empty string, shorter than %u", where,
@@ -288,6 +295,15 @@ struct vmqd_machine_def *vmqd_state_find_machine_by_uuid(struct vmqd_state *s, c
         return NULL;
 }
 
+struct vmqd_machine_def *vmqd_state_find_machine_by_vsock_cid(struct vmqd_state *s, uint32_t cid) {
+        if (!s || cid == 0)
+                return NULL;
+        for (size_t i = 0; i < s->n_machines; i++)
+                if (s->machines[i].vsock_cid == cid)
+                        return &s->machines[i];
+        return NULL;
+}
+
 struct vmqd_channel_def *vmqd_state_find_channel(struct vmqd_state *s, const char *end_a,
                                                  const char *end_b) {
         if (!s || !end_a || !end_b)
@@ -331,7 +347,8 @@ int vmqd_state_add_machine(struct vmqd_state *s, const struct vmqd_machine_def *
         r = vmqd_machine_def_validate(d, NULL);
         if (r < 0)
                 return r;
-        if (vmqd_state_find_machine(s, d->name) || vmqd_state_find_machine_by_uuid(s, d->uuid))
+        if (vmqd_state_find_machine(s, d->name) || vmqd_state_find_machine_by_uuid(s, d->uuid) ||
+            vmqd_state_find_machine_by_vsock_cid(s, d->vsock_cid))
                 return -EEXIST;
         r = machine_copy(&copy, d);
         if (r < 0)
@@ -508,7 +525,7 @@ static int get_bool(struct json_object *obj, const char *key, const char *where,
 
 static const char *const machine_keys[] = {
         "name", "image",     "uuid",    "memory", "vcpus",   "queue_depth", "huge_memory",
-        "args", "autostart", "backend", "domain", "rx_size", NULL};
+        "args", "autostart", "backend", "domain", "rx_size", "vsock_cid",   NULL};
 static const char *const channel_keys[] = {"end_a", "end_b", "depth", "mode", "transfer", NULL};
 static const char *const top_keys[] = {"version", "machines", "channels", NULL};
 
@@ -517,7 +534,7 @@ static int machine_from_json(struct json_object *o, const char *where, struct vm
         _cleanup_free_ char *uuid = NULL;
         struct vmqd_machine_def d = {0};
         _cleanup_free_ char *backend = NULL;
-        uint64_t memory = 0, vcpus = 0, depth = 0, huge = 0, rx = 0;
+        uint64_t memory = 0, vcpus = 0, depth = 0, huge = 0, rx = 0, cid = 0;
         bool libvirt = false;
         int r;
 
@@ -547,6 +564,8 @@ static int machine_from_json(struct json_object *o, const char *where, struct vm
         if (r >= 0)
                 r = get_uint(o, "rx_size", libvirt, UINT64_MAX, w, &rx, ret_error);
         if (r >= 0)
+                r = get_uint(o, "vsock_cid", false, UINT32_MAX, w, &cid, ret_error);
+        if (r >= 0)
                 r = get_string(o, "uuid", true, false, w, &uuid, ret_error);
         if (r >= 0)
                 r = get_uint(o, "memory", true, UINT64_MAX, w, &memory, ret_error);
@@ -572,6 +591,7 @@ static int machine_from_json(struct json_object *o, const char *where, struct vm
         d.queue_depth = (uint32_t)depth;
         d.huge_memory = huge;
         d.rx_size = rx;
+        d.vsock_cid = (uint32_t)cid;
         if (r >= 0)
                 r = validate_machine(&d, w, ret_error);
         if (r < 0) {
@@ -667,6 +687,17 @@ static int state_from_json(struct json_object *root, struct vmqd_state *ret, cha
                                         "%s.uuid: \"%s\" of machine \"%s\" is also the UUID of "
                                         "machine \"%s\" (machines[%zu])",
                                         where, d.uuid, VMQD_PRINTABLE(d.name), other->name,
+                                        (size_t)(other - s.machines));
+                        vmqd_machine_def_done(&d);
+                        return r;
+                }
+                /* One CID, one device: the switch could not tell them apart. */
+                other = vmqd_state_find_machine_by_vsock_cid(&s, d.vsock_cid);
+                if (other) {
+                        r = vmqd_errorf(ret_error,
+                                        "%s.vsock_cid: %u of machine \"%s\" is also the CID of "
+                                        "machine \"%s\" (machines[%zu])",
+                                        where, d.vsock_cid, VMQD_PRINTABLE(d.name), other->name,
                                         (size_t)(other - s.machines));
                         vmqd_machine_def_done(&d);
                         return r;
@@ -843,7 +874,8 @@ static struct json_object *libvirt_machine_to_json(const struct vmqd_machine_def
             add_string(o, "domain", d->domain) < 0 || add_string(o, "uuid", d->uuid) < 0 ||
             add_uint(o, "memory", d->memory) < 0 || add_uint(o, "rx_size", d->rx_size) < 0 ||
             add_uint(o, "vcpus", d->vcpus) < 0 || add_uint(o, "queue_depth", d->queue_depth) < 0 ||
-            add_value(o, "autostart", json_object_new_boolean(d->autostart)) < 0) {
+            add_value(o, "autostart", json_object_new_boolean(d->autostart)) < 0 ||
+            (d->vsock_cid && add_uint(o, "vsock_cid", d->vsock_cid) < 0)) {
                 json_object_put(o);
                 return NULL;
         }

@@ -72,7 +72,16 @@ struct vmqd_machine_def {
          */
         char *domain;
         uint64_t rx_size;
+        /*
+         * The libvirt backend: the CID of the domain's vhost-user-vsock
+         * device (3..VMQD_VSOCK_CID_MAX, no two machines alike), or 0 when
+         * it has none.  Always 0 for a micro-VM.
+         */
+        uint32_t vsock_cid;
 };
+
+/* The largest CID vmqd gives a domain (U32_MAX is VMADDR_CID_ANY). */
+#define VMQD_VSOCK_CID_MAX 0xfffffffeu
 
 struct vmqd_channel_def {
         char *end_a, *end_b; /* machine name or "host"; different, not both "host" */
@@ -130,7 +139,7 @@ int vmqd_state_copy(const struct vmqd_state *s, struct vmqd_state *ret);
 
 /*
  * Helpers for the daemon.  add_* deep-copy the definition: -EINVAL if it is
- * not valid, -EEXIST if a machine of that name or of that UUID exists,
+ * not valid, -EEXIST if a machine of that name, UUID or vsock CID exists,
  * -ENOMEM.  remove_*: -ENOENT if there is no such definition.
  */
 int vmqd_state_add_machine(struct vmqd_state *s, const struct vmqd_machine_def *d);
@@ -138,6 +147,8 @@ int vmqd_state_add_machine(struct vmqd_state *s, const struct vmqd_machine_def *
 int vmqd_state_remove_machine(struct vmqd_state *s, const char *name);
 /* NULL if there is none.  The pointer is valid until the next add/remove. */
 struct vmqd_machine_def *vmqd_state_find_machine(struct vmqd_state *s, const char *name);
+/* The machine whose vsock device has this CID (not 0), or NULL. */
+struct vmqd_machine_def *vmqd_state_find_machine_by_vsock_cid(struct vmqd_state *s, uint32_t cid);
 /* The machine with this UUID (compared without regard to case), or NULL. */
 struct vmqd_machine_def *vmqd_state_find_machine_by_uuid(struct vmqd_state *s, const char *uuid);
 /* Channels may repeat (two channels between the same ends are allowed). */
