@@ -25,24 +25,6 @@
 
 static struct vmq_testbus tb;
 
-static char *ok(int want, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static char *ok(int want, const char *fmt, ...) {
-        char *line = NULL, *out = NULL, *err = NULL;
-        va_list ap;
-        va_start(ap, fmt);
-        cr_assert_geq(vasprintf(&line, fmt, ap), 0);
-        va_end(ap);
-        int r = vmq_testbus_run(&tb, &out, false, "%s 2>%s/last.err", line, tb.dir);
-        if (r != want) {
-                vmq_testbus_run(&tb, &err, true, "cat %s/last.err; tail -20 %s/vmqd.log", tb.dir,
-                                tb.dir);
-                cr_assert_fail("'%s' exited %d, want %d\nstdout: %s\nstderr+log: %s", line, r, want,
-                               out, err);
-        }
-        free(line);
-        return out;
-}
-
 static const char *const domains[] = {"lv1", "lv2", "lv3"};
 
 /* vmqd on libvirt's test driver with three domains, lv1..lv3. */
@@ -98,17 +80,19 @@ static void succeeded(int r, sd_bus_error *e, const char *what) {
 }
 
 static char *property(const char *machine, const char *name) {
-        return ok(0, "$BUSCTL get-property org.vmq1 /org/vmq1/machine/%s org.vmq1.Machine %s",
-                  machine, name);
+        return vmq_testbus_ok(
+                &tb, 0, "$BUSCTL get-property org.vmq1 /org/vmq1/machine/%s org.vmq1.Machine %s",
+                machine, name);
 }
 
 static void wait_running(const char *name) {
-        char *out = ok(0,
-                       "for i in $(seq 100); do $BUSCTL get-property org.vmq1 "
-                       "/org/vmq1/machine/%s org.vmq1.Machine State | grep -q running && break; "
-                       "sleep 0.05; done; $BUSCTL get-property org.vmq1 /org/vmq1/machine/%s "
-                       "org.vmq1.Machine State",
-                       name, name);
+        char *out = vmq_testbus_ok(
+                &tb, 0,
+                "for i in $(seq 100); do $BUSCTL get-property org.vmq1 "
+                "/org/vmq1/machine/%s org.vmq1.Machine State | grep -q running && break; "
+                "sleep 0.05; done; $BUSCTL get-property org.vmq1 /org/vmq1/machine/%s "
+                "org.vmq1.Machine State",
+                name, name);
         cr_assert(strstr(out, "running"), "%s: %s", name, out);
         free(out);
 }
@@ -321,7 +305,7 @@ Test(vmqd_vsock, a_frontend_that_goes_resets_its_peers_and_may_come_back) {
         cr_assert_leq(recv(bad, &c, 1, 0), 0);
         close(bad);
         /* vmqd still answers, and holds no more fds than with lv2 connected */
-        free(ok(0, "$VMQCTL list"));
+        free(vmq_testbus_ok(&tb, 0, "$VMQCTL list"));
         vfe_connect(&b, pb);
         cr_assert_leq(vmq_testbus_vmqd_fds(&tb), fds_connected, "no fd leaked");
         vfe_close(&a);
@@ -337,7 +321,7 @@ Test(vmqd_vsock, a_persistent_adoption_keeps_its_cid_across_a_restart) {
         r = vmq_testbus_call(&tb, &e, NULL, "AdoptDomain", "sa{sv}", "lv1", 2, "vsock", "b", 1,
                              "persistent", "b", 1);
         succeeded(r, &e, "AdoptDomain lv1 persistent");
-        char *file = ok(0, "cat %s/state.json", tb.state_dir);
+        char *file = vmq_testbus_ok(&tb, 0, "cat %s/state.json", tb.state_dir);
         cr_assert(strstr(file, "\"vsock_cid\": 12"), "%s", file);
         cr_assert(strstr(file, "\"vsock_cid\": 3"), "%s", file);
         free(file);

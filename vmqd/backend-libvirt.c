@@ -777,14 +777,6 @@ static int read_adopt_options(sd_bus_message *message, struct adopt_options *o,
         return bus_read_options(message, options, VMQ_ARRAY_SIZE(options), error);
 }
 
-/* The machine whose vsock device has this CID, or NULL. */
-static struct machine *machine_with_cid(struct manager *m, uint32_t cid) {
-        for (struct machine *mc = m->machines; mc; mc = mc->next)
-                if (mc->vsock_cid == cid)
-                        return mc;
-        return NULL;
-}
-
 /* The machine that has adopted the domain with this UUID, or NULL. */
 static struct machine *find_adopted(struct manager *m, const char *uuid) {
         struct machine *mc = manager_find_machine_by_uuid(m, uuid);
@@ -871,7 +863,7 @@ int libvirt_method_adopt_domain(sd_bus_message *message, void *userdata, sd_bus_
                                       "' (3..%u: 0, 1 and 2 are the hypervisor, local and host "
                                       "CIDs)",
                                       o.vsock_cid, VMQD_VSOCK_CID_MAX);
-        else if (o.vsock_cid && (other = machine_with_cid(m, o.vsock_cid)))
+        else if (o.vsock_cid && (other = vsock_machine_by_cid(m, o.vsock_cid)))
                 r = sd_bus_error_setf(error, VMQ_BUS_ERROR_MACHINE_EXISTS,
                                       "vsock CID %" PRIu32 " is machine '%s''s already",
                                       o.vsock_cid, other->name);

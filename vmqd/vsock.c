@@ -46,7 +46,7 @@ struct vsock_device {
 
 /* ---- the switch, one per vmqd ---- */
 
-static struct machine *machine_by_cid(struct manager *m, uint64_t cid) {
+struct machine *vsock_machine_by_cid(struct manager *m, uint64_t cid) {
         if (cid < 3 || cid > VMQD_VSOCK_CID_MAX)
                 return NULL;
         for (struct machine *mc = m->machines; mc; mc = mc->next)
@@ -70,7 +70,8 @@ static bool channel_open_between(struct manager *m, const char *a, const char *b
 
 static bool switch_allowed(void *userdata, uint64_t from_cid, uint64_t to_cid) {
         struct manager *m = userdata;
-        struct machine *from = machine_by_cid(m, from_cid), *to = machine_by_cid(m, to_cid);
+        struct machine *from = vsock_machine_by_cid(m, from_cid),
+                       *to = vsock_machine_by_cid(m, to_cid);
 
         if (!from || !to || from == to)
                 return false;
@@ -106,7 +107,7 @@ void vsock_service_free(struct manager *m) {
 
 uint32_t vsock_free_cid(struct manager *m) {
         for (uint32_t cid = 3; cid <= VMQD_VSOCK_CID_MAX; cid++)
-                if (!machine_by_cid(m, cid) &&
+                if (!vsock_machine_by_cid(m, cid) &&
                     !vmqd_state_find_machine_by_vsock_cid(&m->state, cid))
                         return cid;
         return 0;

@@ -60,6 +60,8 @@ void vsock_device_stats(const struct machine *mc, struct vmq_vsock_stats *ret);
  * between them is still open, their connections are reset. */
 void vsock_channel_closed(struct manager *m, const char *a, const char *b);
 
+/* The machine whose device has this CID, or NULL. */
+struct machine *vsock_machine_by_cid(struct manager *m, uint64_t cid);
 /* The lowest CID from 3 up that no machine has (0: none left). */
 uint32_t vsock_free_cid(struct manager *m);
 
