@@ -34,6 +34,11 @@ static void put16(struct vfe *f, uint32_t off, uint16_t v) {
         memcpy(f->mem + off, &v, 2);
 }
 
+/* Publishes an avail index: the entries before it are written first. */
+static void publish16(struct vfe *f, uint32_t off, uint16_t v) {
+        __atomic_store_n((uint16_t *)(void *)(f->mem + off), htole16(v), __ATOMIC_RELEASE);
+}
+
 static uint16_t get16(const struct vfe *f, uint32_t off) {
         uint16_t v;
         __atomic_load((const uint16_t *)(const void *)(f->mem + off), &v, __ATOMIC_ACQUIRE);
@@ -197,8 +202,7 @@ void vfe_post_rx(struct vfe *f, unsigned n) {
                 desc(f, RX_RING, i, RX_BUF + RX_SIZE * i, RX_SIZE, 2 /* WRITE */);
                 put16(f, RX_RING + AVAIL + 4 + 2 * i, i);
                 f->rx_avail++;
-                __atomic_thread_fence(__ATOMIC_RELEASE);
-                put16(f, RX_RING + AVAIL + 2, f->rx_avail);
+                publish16(f, RX_RING + AVAIL + 2, f->rx_avail);
         }
         kick(f, 0);
 }
@@ -226,8 +230,7 @@ void vfe_send(struct vfe *f, const struct vmq_vsock_hdr *h, const void *payload)
         desc(f, TX_RING, i, off, VMQ_VSOCK_HDR_SIZE + h->len, 0);
         put16(f, TX_RING + AVAIL + 4 + 2 * i, i);
         f->tx_avail++;
-        __atomic_thread_fence(__ATOMIC_RELEASE);
-        put16(f, TX_RING + AVAIL + 2, f->tx_avail);
+        publish16(f, TX_RING + AVAIL + 2, f->tx_avail);
         kick(f, 1);
 }
 
