@@ -375,3 +375,101 @@ Test(vsock, a_seqpacket_record_split_keeps_its_end_mark_on_the_last_piece) {
         }
         cr_assert(pieces == 3 && n == sizeof(rec));
 }
+
+/* ---- a port: an endpoint in the host process ---- */
+
+/* An echo service on the host's CID: it accepts every connection and sends
+ * each payload back, answering from inside its receive callback. */
+struct echo {
+        struct vmq_vsock_ep *ep;
+        unsigned got[VMQ_VSOCK_OP_MAX];
+        int send_result;
+};
+
+static bool echo_receive(void *u, struct vmq_vsock_ep *ep, const struct vmq_vsock_hdr *h,
+                         const uint8_t *data) {
+        struct echo *e = u;
+        e->got[h->op]++;
+        struct vmq_vsock_hdr r = {.src_cid = h->dst_cid,
+                                  .dst_cid = h->src_cid,
+                                  .src_port = h->dst_port,
+                                  .dst_port = h->src_port,
+                                  .type = h->type,
+                                  .buf_alloc = 65536};
+        if (h->op == VMQ_VSOCK_OP_REQUEST) {
+                r.op = VMQ_VSOCK_OP_RESPONSE;
+        } else if (h->op == VMQ_VSOCK_OP_RW) {
+                r.op = VMQ_VSOCK_OP_RW;
+                r.len = h->len;
+        } else {
+                return true;
+        }
+        e->send_result = vmq_vsock_port_send(ep, &r, data);
+        return true;
+}
+
+static const struct vmq_vsock_port_ops echo_ops = {.receive = echo_receive};
+
+Test(vsock, a_port_answers_from_its_callback_and_its_packets_are_checked) {
+        struct echo e = {0};
+        cr_assert_eq(vmq_vsock_port_add(sw, 1, &echo_ops, &e, &e.ep), -EINVAL);
+        cr_assert_eq(vmq_vsock_port_add(sw, 2, &echo_ops, &e, &e.ep), 0);
+        cr_assert_eq(vmq_vsock_port_add(sw, 3, &echo_ops, &e, &e.ep), -EEXIST, "A's CID");
+        post_rx(&ga, 8);
+        send_pkt(&ga, hdr(&ga, 2, 1000, 7, VMQ_VSOCK_OP_REQUEST, 0), NULL);
+        cr_assert_eq(e.got[VMQ_VSOCK_OP_REQUEST], 1);
+        expect(&ga, VMQ_VSOCK_OP_RESPONSE, 2);
+        uint8_t out[6000], got[6000];
+        for (size_t i = 0; i < sizeof(out); i++)
+                out[i] = (uint8_t)(i * 13);
+        send_pkt(&ga, hdr(&ga, 2, 1000, 7, VMQ_VSOCK_OP_RW, sizeof(out)), out);
+        cr_assert_eq(e.send_result, 0);
+        size_t n = 0;
+        struct vmq_vsock_hdr h;
+        while (recv_pkt(&ga, &h, got + n))
+                n += h.len;
+        cr_assert(n == sizeof(out) && memcmp(out, got, n) == 0, "the echo, whole");
+
+        /* the port's own packets are held to the rules */
+        struct vmq_vsock_hdr bad = hdr(&ga, 3, 7, 1000, VMQ_VSOCK_OP_RW, 1);
+        cr_assert_eq(vmq_vsock_port_send(e.ep, &bad, "x"), -EPERM, "source CID 3 from CID 2");
+        bad.src_cid = 2;
+        bad.op = 99;
+        cr_assert_eq(vmq_vsock_port_send(e.ep, &bad, "x"), -EPROTO);
+        bad.op = VMQ_VSOCK_OP_RW;
+        bad.len = 0;
+        bad.dst_port = 4444; /* no such connection: the port is told */
+        e.got[VMQ_VSOCK_OP_RST] = 0;
+        cr_assert_eq(vmq_vsock_port_send(e.ep, &bad, NULL), 0);
+        cr_assert_eq(e.got[VMQ_VSOCK_OP_RST], 1);
+        struct vmq_vsock_stats st;
+        vmq_vsock_ep_stats(e.ep, &st);
+        cr_assert(st.forged == 1 && st.malformed == 1);
+
+        /* a port that goes resets its peers */
+        vmq_vsock_ep_remove(e.ep);
+        expect(&ga, VMQ_VSOCK_OP_RST, 2);
+        cr_assert_eq(vmq_vsock_switch_conns(sw), 0);
+}
+
+Test(vsock, a_port_connects_to_a_guest_only_with_leave) {
+        struct echo e = {0};
+        cr_assert_eq(vmq_vsock_port_add(sw, 2, &echo_ops, &e, &e.ep), 0);
+        post_rx(&ga, 8);
+        allow = false;
+        struct vmq_vsock_hdr h = hdr(&ga, 3, 5, 22, VMQ_VSOCK_OP_REQUEST, 0);
+        h.src_cid = 2;
+        cr_assert_eq(vmq_vsock_port_send(e.ep, &h, NULL), 0);
+        cr_assert_eq(e.got[VMQ_VSOCK_OP_RST], 1, "refused");
+        struct vmq_vsock_hdr r;
+        cr_assert_not(recv_pkt(&ga, &r, NULL), "A heard nothing");
+        allow = true;
+        cr_assert_eq(vmq_vsock_port_send(e.ep, &h, NULL), 0);
+        expect(&ga, VMQ_VSOCK_OP_REQUEST, 2);
+        send_pkt(&ga, hdr(&ga, 2, 22, 5, VMQ_VSOCK_OP_RESPONSE, 0), NULL);
+        cr_assert_eq(e.got[VMQ_VSOCK_OP_RESPONSE], 1);
+        cr_assert_eq(vmq_vsock_switch_conns(sw), 1);
+        cr_assert_eq(vmq_vsock_switch_reset_between(sw, 2, 3), 1);
+        cr_assert_eq(e.got[VMQ_VSOCK_OP_RST], 2);
+        expect(&ga, VMQ_VSOCK_OP_RST, 2);
+}

@@ -52,6 +52,16 @@ static void put16(uint8_t *p, uint16_t v) {
         memcpy(p, &v, sizeof(v));
 }
 
+int vmq_vsock_hdr_check(const struct vmq_vsock_hdr *h) {
+        if (h->type != VMQ_VSOCK_TYPE_STREAM && h->type != VMQ_VSOCK_TYPE_SEQPACKET)
+                return -EPROTO;
+        if (h->op == VMQ_VSOCK_OP_INVALID || h->op >= VMQ_VSOCK_OP_MAX)
+                return -EPROTO;
+        if (h->op != VMQ_VSOCK_OP_RW ? h->len != 0 : h->len > VMQ_VSOCK_MAX_PAYLOAD)
+                return -EPROTO;
+        return 0;
+}
+
 int vmq_vsock_hdr_read(const struct vmq_iov *iov, unsigned n, struct vmq_vsock_hdr *h) {
         uint8_t w[VMQ_VSOCK_HDR_SIZE];
         /* One copy out of guest memory; only the copy is looked at. */
@@ -67,11 +77,7 @@ int vmq_vsock_hdr_read(const struct vmq_iov *iov, unsigned n, struct vmq_vsock_h
         h->flags = get32(w + OFF_FLAGS);
         h->buf_alloc = get32(w + OFF_BUF_ALLOC);
         h->fwd_cnt = get32(w + OFF_FWD_CNT);
-        if (h->type != VMQ_VSOCK_TYPE_STREAM && h->type != VMQ_VSOCK_TYPE_SEQPACKET)
-                return -EPROTO;
-        if (h->op == VMQ_VSOCK_OP_INVALID || h->op >= VMQ_VSOCK_OP_MAX)
-                return -EPROTO;
-        if (h->op != VMQ_VSOCK_OP_RW ? h->len != 0 : h->len > VMQ_VSOCK_MAX_PAYLOAD)
+        if (vmq_vsock_hdr_check(h) < 0)
                 return -EPROTO;
         if (vmq_iov_size(iov, n) - VMQ_VSOCK_HDR_SIZE < h->len)
                 return -EPROTO; /* the payload is not all there */

@@ -61,6 +61,10 @@ struct vmq_vsock_hdr {
  */
 int vmq_vsock_hdr_read(const struct vmq_iov *iov, unsigned n, struct vmq_vsock_hdr *h);
 
+/* The rules of vmq_vsock_hdr_read() for a header already in hand: 0 or
+ * -EPROTO. */
+int vmq_vsock_hdr_check(const struct vmq_vsock_hdr *h);
+
 /* Writes h at the start of the pieces iov[0, n); -ENOBUFS when they hold
  * fewer than VMQ_VSOCK_HDR_SIZE bytes (nothing is written then). */
 int vmq_vsock_hdr_write(const struct vmq_iov *iov, unsigned n, const struct vmq_vsock_hdr *h);

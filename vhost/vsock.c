@@ -18,12 +18,26 @@ struct pending {
         uint8_t data[];
 };
 
+struct source;
+struct vmq_vsock_ep;
+
+/* What an endpoint is: a guest's virtio device, or a port in the host
+ * process.  deliver() moves one packet to it; false when it was lost. */
+struct ep_kind {
+        bool (*deliver)(struct vmq_vsock_ep *dst, const struct vmq_vsock_hdr *h,
+                        struct source *src);
+};
+
 struct vmq_vsock_ep {
         struct vmq_vsock_switch *sw;
         struct vmq_vsock_ep *next;
+        const struct ep_kind *kind;
         uint64_t cid;
+        /* a guest's device */
         const struct vmq_gmem *mem;
         struct vmq_virtq *rx, *tx;
+        /* a port */
+        const struct vmq_vsock_port_ops *port_ops;
         void *userdata;
         struct pending *head, *tail;
         unsigned npending;
@@ -43,15 +57,30 @@ struct conn {
         uint32_t next; /* in its bucket, or the free list */
 };
 
+/* A packet a port sent from inside a call into the switch: it goes when
+ * the outermost call returns. */
+struct deferred {
+        struct deferred *next;
+        struct vmq_vsock_ep *from;
+        struct vmq_vsock_hdr h;
+        uint8_t data[];
+};
+
 struct vmq_vsock_switch {
         struct vmq_vsock_switch_ops ops;
         void *userdata;
         struct vmq_vsock_ep *eps;
+        unsigned depth; /* calls into the switch under way */
+        struct deferred *dhead, *dtail;
+        uint8_t scratch[VMQ_VSOCK_MAX_PAYLOAD]; /* a payload on its way to a port */
         struct conn conns[VMQ_VSOCK_MAX_CONNS];
         uint32_t bucket[BUCKETS];
         uint32_t free_list;
         unsigned nconns;
 };
+
+static void enter(struct vmq_vsock_switch *sw);
+static void leave(struct vmq_vsock_switch *sw);
 
 int vmq_vsock_switch_new(const struct vmq_vsock_switch_ops *ops, void *userdata,
                          struct vmq_vsock_switch **ret) {
@@ -76,6 +105,7 @@ struct vmq_vsock_switch *vmq_vsock_switch_free(struct vmq_vsock_switch *sw) {
                 return NULL;
         while (sw->eps)
                 vmq_vsock_ep_remove(sw->eps);
+        /* ep_remove dropped every deferred packet with its sender */
         free(sw);
         return NULL;
 }
@@ -150,6 +180,8 @@ static struct vmq_vsock_ep *ep_find(struct vmq_vsock_switch *sw, uint64_t cid) {
         return NULL;
 }
 
+static const struct ep_kind virtio_kind, port_kind;
+
 int vmq_vsock_ep_add(struct vmq_vsock_switch *sw, uint64_t cid, const struct vmq_gmem *mem,
                      struct vmq_virtq *rx, struct vmq_virtq *tx, void *userdata,
                      struct vmq_vsock_ep **ret) {
@@ -164,10 +196,33 @@ int vmq_vsock_ep_add(struct vmq_vsock_switch *sw, uint64_t cid, const struct vmq
                 return -ENOMEM;
         *e = (struct vmq_vsock_ep){.sw = sw,
                                    .next = sw->eps,
+                                   .kind = &virtio_kind,
                                    .cid = cid,
                                    .mem = mem,
                                    .rx = rx,
                                    .tx = tx,
+                                   .userdata = userdata};
+        sw->eps = e;
+        *ret = e;
+        return 0;
+}
+
+int vmq_vsock_port_add(struct vmq_vsock_switch *sw, uint64_t cid,
+                       const struct vmq_vsock_port_ops *ops, void *userdata,
+                       struct vmq_vsock_ep **ret) {
+        /* the host's CID is a port's to take; 0, 1 and "any" are nobody's */
+        if (!sw || cid < VMQ_VSOCK_CID_HOST || cid >= UINT32_MAX || !ops || !ops->receive || !ret)
+                return -EINVAL;
+        if (ep_find(sw, cid))
+                return -EEXIST;
+        struct vmq_vsock_ep *e = calloc(1, sizeof(*e));
+        if (!e)
+                return -ENOMEM;
+        *e = (struct vmq_vsock_ep){.sw = sw,
+                                   .next = sw->eps,
+                                   .kind = &port_kind,
+                                   .cid = cid,
+                                   .port_ops = ops,
                                    .userdata = userdata};
         sw->eps = e;
         *ret = e;
@@ -315,9 +370,10 @@ static void drain_backlog(struct vmq_vsock_ep *dst) {
         }
 }
 
-/* Moves packet h to dst: straight into its rx buffers unless packets wait
- * before it; what does not fit waits.  False when it was lost. */
-static bool deliver(struct vmq_vsock_ep *dst, const struct vmq_vsock_hdr *h, struct source *src) {
+/* Moves packet h to a guest: straight into its rx buffers unless packets
+ * wait before it; what does not fit waits.  False when it was lost. */
+static bool deliver_virtio(struct vmq_vsock_ep *dst, const struct vmq_vsock_hdr *h,
+                           struct source *src) {
         bool ok = true;
         if (!dst->head) {
                 bool all;
@@ -328,6 +384,26 @@ static bool deliver(struct vmq_vsock_ep *dst, const struct vmq_vsock_hdr *h, str
                 ok = backlog(dst, h, src);
         }
         return ok;
+}
+
+/* Hands packet h to a port, its payload in one piece. */
+static bool deliver_port(struct vmq_vsock_ep *dst, const struct vmq_vsock_hdr *h,
+                         struct source *src) {
+        const uint8_t *data = dst->sw->scratch;
+        if (src->buf)
+                data = src->buf + src->off;
+        else if (h->len)
+                (void)vmq_iov_to_buf(src->iov, src->n, VMQ_VSOCK_HDR_SIZE + src->off,
+                                     dst->sw->scratch, h->len);
+        src->off += h->len;
+        return dst->port_ops->receive(dst->userdata, dst, h, data);
+}
+
+static const struct ep_kind virtio_kind = {.deliver = deliver_virtio};
+static const struct ep_kind port_kind = {.deliver = deliver_port};
+
+static bool deliver(struct vmq_vsock_ep *dst, const struct vmq_vsock_hdr *h, struct source *src) {
+        return dst->kind->deliver(dst, h, src);
 }
 
 /* A reset from (h's destination) to h's sender, on its behalf. */
@@ -364,6 +440,7 @@ static void conn_reset(struct vmq_vsock_switch *sw, struct conn *c,
 unsigned vmq_vsock_switch_reset_between(struct vmq_vsock_switch *sw, uint64_t cid_a,
                                         uint64_t cid_b) {
         unsigned n = 0;
+        enter(sw);
         for (uint32_t i = 0; i < VMQ_VSOCK_MAX_CONNS && sw->nconns > 0; i++) {
                 struct conn *c = &sw->conns[i];
                 if (c->state && ((c->cid[0] == cid_a && c->cid[1] == cid_b) ||
@@ -372,7 +449,7 @@ unsigned vmq_vsock_switch_reset_between(struct vmq_vsock_switch *sw, uint64_t ci
                         n++;
                 }
         }
-        notify_rx_all(sw);
+        leave(sw);
         return n;
 }
 
@@ -380,6 +457,7 @@ void vmq_vsock_ep_remove(struct vmq_vsock_ep *ep) {
         if (!ep)
                 return;
         struct vmq_vsock_switch *sw = ep->sw;
+        enter(sw);
         for (uint32_t i = 0; i < VMQ_VSOCK_MAX_CONNS && sw->nconns > 0; i++) {
                 struct conn *c = &sw->conns[i];
                 if (c->state && (c->cid[0] == ep->cid || c->cid[1] == ep->cid))
@@ -390,7 +468,20 @@ void vmq_vsock_ep_remove(struct vmq_vsock_ep *ep) {
                         *p = ep->next;
                         break;
                 }
-        notify_rx_all(sw); /* its peers' resets */
+        /* what it sent and the switch has not routed yet goes nowhere */
+        for (struct deferred **p = &sw->dhead; *p;) {
+                struct deferred *d = *p;
+                if (d->from == ep) {
+                        *p = d->next;
+                        free(d);
+                } else {
+                        p = &d->next;
+                }
+        }
+        sw->dtail = NULL;
+        for (struct deferred *d = sw->dhead; d; d = d->next)
+                sw->dtail = d;
+        leave(sw); /* its peers' resets */
         while (ep->head) {
                 struct pending *p = ep->head;
                 ep->head = p->next;
@@ -400,13 +491,11 @@ void vmq_vsock_ep_remove(struct vmq_vsock_ep *ep) {
 }
 
 /* One packet from `from` (already checked: its header, its source). */
-static void route(struct vmq_vsock_ep *from, const struct vmq_vsock_hdr *h,
-                  const struct vmq_virtq_elem *e) {
+static void route(struct vmq_vsock_ep *from, const struct vmq_vsock_hdr *h, struct source *src) {
         struct vmq_vsock_switch *sw = from->sw;
         struct vmq_vsock_ep *dst = ep_find(sw, h->dst_cid);
         int side = 0;
         struct conn *c = conn_find(sw, h->src_cid, h->src_port, h->dst_cid, h->dst_port, &side);
-        struct source src = {.iov = e->iov, .n = e->nout};
 
         switch (h->op) {
         case VMQ_VSOCK_OP_REQUEST:
@@ -424,7 +513,7 @@ static void route(struct vmq_vsock_ep *from, const struct vmq_vsock_hdr *h,
                         return; /* nothing to reset */
                 conn_remove(sw, c);
                 if (dst)
-                        (void)deliver(dst, h, &src);
+                        (void)deliver(dst, h, src);
                 return;
         case VMQ_VSOCK_OP_RESPONSE:
                 /* only the side that was asked answers, once */
@@ -441,34 +530,101 @@ static void route(struct vmq_vsock_ep *from, const struct vmq_vsock_hdr *h,
                 }
                 break;
         }
-        if (!deliver(dst, h, &src)) {
+        if (!deliver(dst, h, src)) {
                 /* lost to a full backlog: the connection cannot go on */
                 conn_remove(sw, c);
                 refuse(from, h);
         }
 }
 
+/* Every public call that moves packets is framed by enter() and leave():
+ * packets ports sent meanwhile go out at the end of the outermost call,
+ * and then the guests whose rx buffers were used are notified. */
+static void enter(struct vmq_vsock_switch *sw) {
+        sw->depth++;
+}
+
+static void leave(struct vmq_vsock_switch *sw) {
+        if (sw->depth == 1) {
+                while (sw->dhead) {
+                        struct deferred *d = sw->dhead;
+                        sw->dhead = d->next;
+                        if (!sw->dhead)
+                                sw->dtail = NULL;
+                        struct source src = {.buf = d->data};
+                        route(d->from, &d->h, &src);
+                        free(d);
+                }
+                notify_rx_all(sw); /* the receivers, and senders for resets */
+        }
+        sw->depth--;
+}
+
 void vmq_vsock_ep_tx(struct vmq_vsock_ep *ep) {
         struct vmq_virtq_elem e;
         bool used = false;
+        if (ep->kind != &virtio_kind)
+                return;
+        enter(ep->sw);
         while (vmq_virtq_pop(ep->tx, ep->mem, &e) == 1) {
                 struct vmq_vsock_hdr h;
                 ep->st.packets++;
-                if (vmq_vsock_hdr_read(e.iov, e.nout, &h) < 0)
+                if (vmq_vsock_hdr_read(e.iov, e.nout, &h) < 0) {
                         ep->st.malformed++;
-                else if (h.src_cid != ep->cid)
+                } else if (h.src_cid != ep->cid) {
                         ep->st.forged++; /* the switch stamps nothing: it refuses */
-                else
-                        route(ep, &h, &e);
+                } else {
+                        struct source src = {.iov = e.iov, .n = e.nout};
+                        route(ep, &h, &src);
+                }
                 vmq_virtq_push(ep->tx, e.head, 0);
                 used = true;
         }
         if (used && ep->sw->ops.notify)
                 ep->sw->ops.notify(ep->sw->userdata, ep, 1);
-        notify_rx_all(ep->sw); /* the receivers, and ep for resets it was sent */
+        leave(ep->sw);
 }
 
 void vmq_vsock_ep_rx(struct vmq_vsock_ep *ep) {
+        if (ep->kind != &virtio_kind)
+                return;
+        enter(ep->sw);
         drain_backlog(ep);
-        notify_rx_all(ep->sw);
+        leave(ep->sw);
+}
+
+int vmq_vsock_port_send(struct vmq_vsock_ep *ep, const struct vmq_vsock_hdr *h, const void *data) {
+        struct vmq_vsock_switch *sw = ep->sw;
+        if (ep->kind != &port_kind)
+                return -EINVAL;
+        ep->st.packets++;
+        if (vmq_vsock_hdr_check(h) < 0 || (h->len && !data)) {
+                ep->st.malformed++;
+                return -EPROTO;
+        }
+        if (h->src_cid != ep->cid) {
+                ep->st.forged++;
+                return -EPERM;
+        }
+        if (sw->depth) {
+                struct deferred *d = malloc(sizeof(*d) + h->len);
+                if (!d)
+                        return -ENOMEM;
+                d->next = NULL;
+                d->from = ep;
+                d->h = *h;
+                if (h->len)
+                        memcpy(d->data, data, h->len);
+                if (sw->dtail)
+                        sw->dtail->next = d;
+                else
+                        sw->dhead = d;
+                sw->dtail = d;
+                return 0;
+        }
+        enter(sw);
+        struct source src = {.buf = h->len ? data : (const uint8_t *)""};
+        route(ep, h, &src);
+        leave(sw);
+        return 0;
 }

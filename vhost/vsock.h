@@ -7,6 +7,9 @@
  * queues of its device.  The switch takes the packets a guest puts on its tx
  * queue and moves them into the rx queue of the guest they are for, copying
  * the payload once, straight from the sender's buffers into the receiver's.
+ * A port is an endpoint in the host process instead (the host's CID 2, or a
+ * micro-VM's): it sends packets with vmq_vsock_port_send() and receives
+ * them through its receive callback, and keeps its own credit.
  * Credit is the two guests' business (their headers pass unchanged), so the
  * switch holds nothing back but what finds the receiver without an rx
  * buffer: a bounded backlog, delivered when the receiver adds buffers.
@@ -24,8 +27,9 @@
  * A header that breaks the virtio-vsock rules (vsock-pkt.h) is dropped and
  * counted; the guest's queue goes on.
  *
- * One thread at a time (vmqd's event loop); the callbacks must not call
- * back into the switch.
+ * One thread at a time (vmqd's event loop).  The switch's callbacks must
+ * not call back into it; a port's receive callback may send (the packet
+ * goes when the switch returns), but not add or remove endpoints.
  */
 #ifndef VMQ_VHOST_VSOCK_H
 #define VMQ_VHOST_VSOCK_H
@@ -79,11 +83,33 @@ struct vmq_vsock_switch *vmq_vsock_switch_free(struct vmq_vsock_switch *sw);
 int vmq_vsock_ep_add(struct vmq_vsock_switch *sw, uint64_t cid, const struct vmq_gmem *mem,
                      struct vmq_virtq *rx, struct vmq_virtq *tx, void *userdata,
                      struct vmq_vsock_ep **ret);
-/* Detaches it: resets its connections (its peers get a reset) and drops
+struct vmq_vsock_port_ops {
+        /* A packet for the port, its payload (h->len bytes) at data.  False
+         * when the port cannot take it: the switch resets the connection. */
+        bool (*receive)(void *userdata, struct vmq_vsock_ep *ep, const struct vmq_vsock_hdr *h,
+                        const uint8_t *data);
+};
+
+/* Attaches a port with this CID (2 or more, not in use).  -EINVAL,
+ * -EEXIST, -ENOMEM. */
+int vmq_vsock_port_add(struct vmq_vsock_switch *sw, uint64_t cid,
+                       const struct vmq_vsock_port_ops *ops, void *userdata,
+                       struct vmq_vsock_ep **ret);
+/*
+ * Sends a packet from port ep, checked and routed like a guest's: its
+ * source must be the port's CID (-EPERM), its header must keep the rules
+ * of vsock-pkt.h (-EPROTO).  From inside a callback it is queued (-ENOMEM)
+ * and goes when the switch returns.  A packet the switch refuses earns the
+ * port a reset, like a guest.
+ */
+int vmq_vsock_port_send(struct vmq_vsock_ep *ep, const struct vmq_vsock_hdr *h, const void *data);
+
+/* Detaches an endpoint (a guest's or a port): resets its connections (its peers get a reset) and drops
  * its backlog.  NULL does nothing. */
 void vmq_vsock_ep_remove(struct vmq_vsock_ep *ep);
 
-/* The guest kicked its tx queue: takes every packet there and moves it. */
+/* The guest kicked its tx queue: takes every packet there and moves it.
+ * (On a port, this and vmq_vsock_ep_rx do nothing.) */
 void vmq_vsock_ep_tx(struct vmq_vsock_ep *ep);
 /* The guest kicked its rx queue (new buffers): delivers the backlog. */
 void vmq_vsock_ep_rx(struct vmq_vsock_ep *ep);
