@@ -343,3 +343,244 @@ Test(vmqd_vsock, a_persistent_adoption_keeps_its_cid_across_a_restart) {
         vfe_close(&b);
         vmq_testbus_expect_clean_exit(&tb);
 }
+
+/* ---- the host's end: CID 2 through UNIX sockets (vmqd/vsock-host.c) ---- */
+
+static int unix_connect(const char *path) {
+        struct sockaddr_un sa = {.sun_family = AF_UNIX};
+        cr_assert_lt(strlen(path), sizeof(sa.sun_path));
+        strcpy(sa.sun_path, path);
+        int s = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        cr_assert_geq(s, 0);
+        cr_assert_eq(connect(s, (struct sockaddr *)&sa, sizeof(sa)), 0, "connect %s: %s", path,
+                     strerror(errno));
+        struct timeval tv = {.tv_sec = 5};
+        cr_assert_eq(setsockopt(s, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv)), 0);
+        return s;
+}
+
+/* The host program's side sees end of file (or a reset) within 5 s. */
+static void expect_closed(int s, const char *why) {
+        char c;
+        ssize_t n = recv(s, &c, 1, 0);
+        cr_assert(n == 0 || (n < 0 && errno == ECONNRESET), "%s: recv gave %zd (%s)", why, n,
+                  n < 0 ? strerror(errno) : "data");
+        close(s);
+}
+
+/* Reads one line, up to and with its \n. */
+static void read_line(int s, char *buf, size_t size) {
+        size_t n = 0;
+        while (n + 1 < size) {
+                cr_assert_eq(recv(s, buf + n, 1, 0), 1, "a line from vmqd");
+                if (buf[n++] == '\n')
+                        break;
+        }
+        buf[n] = '\0';
+}
+
+Test(vmqd_vsock, host_programs_reach_guest_ports_with_connect_and_credit) {
+        struct vfe a;
+        char pa[600], host[600];
+
+        adopt_both();
+        char *prop = property("lv1", "VsockHostSocket");
+        snprintf(host, sizeof(host), "%s/run/vsock-lv1.host", tb.dir);
+        cr_assert(strstr(prop, host), "VsockHostSocket: %s", prop);
+        free(prop);
+        socket_of("lv1", pa, sizeof(pa));
+        vfe_connect(&a, pa);
+        vfe_post_rx(&a, 8);
+        int fds_before = vmq_testbus_vmqd_fds(&tb);
+
+        /* CONNECT, the guest accepts, OK with the host's port. */
+        int s = unix_connect(host);
+        cr_assert_eq(send(s, "CONNECT 5000\n", 13, MSG_NOSIGNAL), 13);
+        struct vmq_vsock_hdr h;
+        cr_assert(vfe_recv(&a, &h, NULL, 5000), "the guest is asked");
+        cr_assert(h.op == VMQ_VSOCK_OP_REQUEST && h.src_cid == 2 && h.dst_port == 5000 &&
+                          h.src_port >= 49152 && h.buf_alloc == 256 * 1024,
+                  "a request from 2:%u to port %u, op %s", h.src_port, h.dst_port,
+                  vmq_vsock_op_to_string(h.op));
+        uint32_t hp = h.src_port;
+        struct vmq_vsock_hdr r = vfe_hdr(&a, 2, 5000, hp, VMQ_VSOCK_OP_RESPONSE, 0);
+        r.buf_alloc = 65536; /* the guest's buffer: vmqd sends no more than that unread */
+        vfe_send(&a, &r, NULL);
+        char line[64], want[64];
+        read_line(s, line, sizeof(line));
+        snprintf(want, sizeof(want), "OK %u\n", hp);
+        cr_assert_str_eq(line, want);
+
+        /* 150000 bytes from the host: no more in flight than the guest's
+         * credit, and all of it, in order, once the guest gives credit. */
+        static uint8_t out[150000], got[150000];
+        for (size_t i = 0; i < sizeof(out); i++)
+                out[i] = (uint8_t)(i * 31 + i / 4093);
+        cr_assert_eq(send(s, out, sizeof(out), MSG_NOSIGNAL), (ssize_t)sizeof(out));
+        size_t n = 0;
+        uint32_t fwd = 0;
+        bool asked = false;
+        while (n < sizeof(out)) {
+                cr_assert(vfe_recv(&a, &h, got + n, 5000), "data stops at %zu bytes", n);
+                vfe_post_rx(&a, 1);
+                if (h.op == VMQ_VSOCK_OP_CREDIT_REQUEST) {
+                        asked = true;
+                } else {
+                        cr_assert_eq(h.op, VMQ_VSOCK_OP_RW, "got %s", vmq_vsock_op_to_string(h.op));
+                        n += h.len;
+                }
+                cr_assert_leq(n - fwd, 65536, "%zu bytes sent with credit for %u", n, fwd + 65536);
+                if (n - fwd == 65536 || n == sizeof(out)) {
+                        /* the application read it all: tell vmqd */
+                        fwd = (uint32_t)n;
+                        r = vfe_hdr(&a, 2, 5000, hp, VMQ_VSOCK_OP_CREDIT_UPDATE, 0);
+                        r.buf_alloc = 65536;
+                        r.fwd_cnt = fwd;
+                        vfe_send(&a, &r, NULL);
+                }
+        }
+        cr_assert_eq(memcmp(out, got, sizeof(out)), 0, "the stream, whole and in order");
+        cr_assert(asked, "vmqd asked for credit when it had none");
+
+        /* The guest answers, the host reads. */
+        r = vfe_hdr(&a, 2, 5000, hp, VMQ_VSOCK_OP_RW, 4);
+        vfe_send(&a, &r, "pong");
+        char buf[8];
+        cr_assert_eq(recv(s, buf, 4, MSG_WAITALL), 4);
+        cr_assert_eq(memcmp(buf, "pong", 4), 0);
+
+        /* The host stops sending; then the guest closes: the socket ends. */
+        cr_assert_eq(shutdown(s, SHUT_WR), 0);
+        cr_assert(vfe_recv(&a, &h, NULL, 5000));
+        cr_assert(h.op == VMQ_VSOCK_OP_SHUTDOWN && h.flags == VMQ_VSOCK_SHUTDOWN_SEND,
+                  "EOF is a shutdown of the host's sending (%s, flags %u)",
+                  vmq_vsock_op_to_string(h.op), h.flags);
+        r = vfe_hdr(&a, 2, 5000, hp, VMQ_VSOCK_OP_SHUTDOWN, 0);
+        r.flags = VMQ_VSOCK_SHUTDOWN_SEND | VMQ_VSOCK_SHUTDOWN_RCV;
+        vfe_send(&a, &r, NULL);
+        expect(&a, VMQ_VSOCK_OP_RST, 2, "both sides done: the host side resets");
+        expect_closed(s, "the guest closed");
+
+        /* A guest that refuses: the program's socket closes. */
+        s = unix_connect(host);
+        cr_assert_eq(send(s, "CONNECT 22\n", 11, MSG_NOSIGNAL), 11);
+        cr_assert(vfe_recv(&a, &h, NULL, 5000));
+        cr_assert_eq(h.op, VMQ_VSOCK_OP_REQUEST);
+        r = vfe_hdr(&a, 2, 22, h.src_port, VMQ_VSOCK_OP_RST, 0);
+        vfe_send(&a, &r, NULL);
+        expect_closed(s, "the guest refused");
+
+        /* Bad lines are closed, and so is a port on a domain whose QEMU is
+         * not there (lv2 has a device, but no frontend). */
+        static const char *const bad[] = {"HELLO\n",       "CONNECT\n",
+                                          "CONNECT -1\n",  "CONNECT 4294967296\n",
+                                          "CONNECT 5 6\n", "CONNECT 5000\nearly bytes"};
+        for (unsigned i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+                s = unix_connect(host);
+                cr_assert_eq(send(s, bad[i], strlen(bad[i]), MSG_NOSIGNAL),
+                             (ssize_t)strlen(bad[i]));
+                expect_closed(s, bad[i]);
+        }
+        s = unix_connect(host);
+        cr_assert_eq(send(s, "0123456789012345678901234567890123456789", 40, MSG_NOSIGNAL), 40);
+        expect_closed(s, "a line that never ends");
+        expect_nothing(&a, "no bad line reached the guest");
+        snprintf(host, sizeof(host), "%s/run/vsock-lv2.host", tb.dir);
+        s = unix_connect(host);
+        cr_assert_eq(send(s, "CONNECT 5000\n", 13, MSG_NOSIGNAL), 13);
+        expect_closed(s, "lv2's QEMU is not connected");
+
+        cr_assert_leq(vmq_testbus_vmqd_fds(&tb), fds_before, "no fd leaked");
+        vfe_close(&a);
+        vmq_testbus_expect_clean_exit(&tb);
+}
+
+static int unix_listen(const char *path) {
+        struct sockaddr_un sa = {.sun_family = AF_UNIX};
+        cr_assert_lt(strlen(path), sizeof(sa.sun_path));
+        strcpy(sa.sun_path, path);
+        int s = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        cr_assert_geq(s, 0);
+        cr_assert_eq(bind(s, (struct sockaddr *)&sa, sizeof(sa)), 0);
+        cr_assert_eq(listen(s, 4), 0);
+        return s;
+}
+
+Test(vmqd_vsock, guests_reach_host_listeners_and_a_guest_that_overruns_is_reset) {
+        struct vfe a;
+        char pa[600], path[600];
+
+        adopt_both();
+        socket_of("lv1", pa, sizeof(pa));
+        vfe_connect(&a, pa);
+        vfe_post_rx(&a, 8);
+        int fds_before = vmq_testbus_vmqd_fds(&tb);
+        snprintf(path, sizeof(path), "%s/run/vsock-lv1.host_6000", tb.dir);
+        int l = unix_listen(path);
+
+        /* Nobody on 6001; no SEQPACKET to the host; CID 1 is nobody's. */
+        struct vmq_vsock_hdr h = vfe_hdr(&a, 2, 40000, 6001, VMQ_VSOCK_OP_REQUEST, 0);
+        vfe_send(&a, &h, NULL);
+        expect(&a, VMQ_VSOCK_OP_RST, 2, "no listener on port 6001");
+        h = vfe_hdr(&a, 2, 40000, 6000, VMQ_VSOCK_OP_REQUEST, 0);
+        h.type = VMQ_VSOCK_TYPE_SEQPACKET;
+        vfe_send(&a, &h, NULL);
+        h.type = VMQ_VSOCK_TYPE_STREAM;
+        expect(&a, VMQ_VSOCK_OP_RST, 2, "SEQPACKET to the host");
+
+        /* A connection to 6000: both ways. */
+        h = vfe_hdr(&a, 2, 40000, 6000, VMQ_VSOCK_OP_REQUEST, 0);
+        vfe_send(&a, &h, NULL);
+        expect(&a, VMQ_VSOCK_OP_RESPONSE, 2, "the listener is there");
+        int s = accept4(l, NULL, NULL, SOCK_CLOEXEC);
+        cr_assert_geq(s, 0);
+        struct timeval tv = {.tv_sec = 5};
+        cr_assert_eq(setsockopt(s, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv)), 0);
+        h = vfe_hdr(&a, 2, 40000, 6000, VMQ_VSOCK_OP_RW, 5);
+        vfe_send(&a, &h, "hello");
+        char buf[8];
+        cr_assert_eq(recv(s, buf, 5, MSG_WAITALL), 5);
+        cr_assert_eq(memcmp(buf, "hello", 5), 0);
+        cr_assert_eq(send(s, "world", 5, MSG_NOSIGNAL), 5);
+        uint8_t got[4096];
+        cr_assert(vfe_recv(&a, &h, got, 5000));
+        cr_assert(h.op == VMQ_VSOCK_OP_RW && h.len == 5 && memcmp(got, "world", 5) == 0);
+        cr_assert(h.src_port == 6000 && h.dst_port == 40000);
+
+        /* The guest ignores its credit while the program does not read:
+         * once vmqd's buffer for it is full, the connection is reset. */
+        static uint8_t chunk[16000];
+        bool reset = false;
+        for (unsigned i = 0; i < 100 && !reset; i++) {
+                h = vfe_hdr(&a, 2, 40000, 6000, VMQ_VSOCK_OP_RW, sizeof(chunk));
+                vfe_send(&a, &h, chunk);
+                cr_assert(vfe_tx_done(&a, 5000));
+                while (vfe_recv(&a, &h, NULL, 0)) {
+                        vfe_post_rx(&a, 1);
+                        if (h.op == VMQ_VSOCK_OP_RST)
+                                reset = true;
+                }
+        }
+        cr_assert(reset, "1.6 MB past a 256 KiB credit and no reset");
+        close(s);
+
+        /* The program closes: the guest is told, and its next bytes earn a
+         * reset. */
+        h = vfe_hdr(&a, 2, 40001, 6000, VMQ_VSOCK_OP_REQUEST, 0);
+        vfe_send(&a, &h, NULL);
+        expect(&a, VMQ_VSOCK_OP_RESPONSE, 2, "a second connection");
+        s = accept4(l, NULL, NULL, SOCK_CLOEXEC);
+        cr_assert_geq(s, 0);
+        close(s);
+        cr_assert(vfe_recv(&a, &h, NULL, 5000));
+        cr_assert(h.op == VMQ_VSOCK_OP_SHUTDOWN && (h.flags & VMQ_VSOCK_SHUTDOWN_SEND));
+        h = vfe_hdr(&a, 2, 40001, 6000, VMQ_VSOCK_OP_RW, 3);
+        vfe_send(&a, &h, "bye");
+        expect(&a, VMQ_VSOCK_OP_RST, 2, "nobody reads any more");
+
+        close(l);
+        unlink(path);
+        cr_assert_leq(vmq_testbus_vmqd_fds(&tb), fds_before, "no fd leaked");
+        vfe_close(&a);
+        vmq_testbus_expect_clean_exit(&tb);
+}

@@ -560,6 +560,14 @@ static void leave(struct vmq_vsock_switch *sw) {
         sw->depth--;
 }
 
+void vmq_vsock_switch_hold(struct vmq_vsock_switch *sw) {
+        enter(sw);
+}
+
+void vmq_vsock_switch_release(struct vmq_vsock_switch *sw) {
+        leave(sw);
+}
+
 void vmq_vsock_ep_tx(struct vmq_vsock_ep *ep) {
         struct vmq_virtq_elem e;
         bool used = false;

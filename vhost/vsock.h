@@ -104,6 +104,15 @@ int vmq_vsock_port_add(struct vmq_vsock_switch *sw, uint64_t cid,
  */
 int vmq_vsock_port_send(struct vmq_vsock_ep *ep, const struct vmq_vsock_hdr *h, const void *data);
 
+/*
+ * Between hold and release, what ports send is queued; release routes it
+ * (and the callbacks it causes run then).  A port that keeps state per
+ * connection holds the switch while it works on it, so that no answer
+ * arrives in the middle.  Pairs nest.
+ */
+void vmq_vsock_switch_hold(struct vmq_vsock_switch *sw);
+void vmq_vsock_switch_release(struct vmq_vsock_switch *sw);
+
 /* Detaches an endpoint (a guest's or a port): resets its connections (its peers get a reset) and drops
  * its backlog.  NULL does nothing. */
 void vmq_vsock_ep_remove(struct vmq_vsock_ep *ep);

@@ -152,9 +152,12 @@ static int property_get_vsock_socket(sd_bus *bus, const char *path, const char *
         (void)bus;
         (void)path;
         (void)interface;
-        (void)property;
         (void)error;
-        return sd_bus_message_append(reply, "s", vsock_device_socket(userdata));
+        const struct machine *mc = userdata;
+        return sd_bus_message_append(reply, "s",
+                                     strcmp(property, "VsockHostSocket") == 0
+                                             ? vsock_device_host_socket(mc)
+                                             : vsock_device_socket(mc));
 }
 
 static int property_get_crash_reason(sd_bus *bus, const char *path, const char *interface,
@@ -269,6 +272,8 @@ const sd_bus_vtable machine_vtable[] = {
         SD_BUS_PROPERTY("VsockCID", "u", NULL, offsetof(struct machine, vsock_cid),
                         SD_BUS_VTABLE_PROPERTY_CONST),
         SD_BUS_PROPERTY("VsockSocket", "s", property_get_vsock_socket, 0,
+                        SD_BUS_VTABLE_PROPERTY_CONST),
+        SD_BUS_PROPERTY("VsockHostSocket", "s", property_get_vsock_socket, 0,
                         SD_BUS_VTABLE_PROPERTY_CONST),
         SD_BUS_METHOD_WITH_ARGS("Start", SD_BUS_NO_ARGS, SD_BUS_NO_RESULT, method_start_checked,
                                 SD_BUS_VTABLE_UNPRIVILEGED),

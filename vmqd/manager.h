@@ -38,6 +38,7 @@ struct channel;
 struct channel_params;
 struct vmqd_libvirt;
 struct vmq_vsock_switch;
+struct vsock_host;
 
 struct manager {
         sd_event *event;
@@ -60,6 +61,7 @@ struct manager {
         bool no_libvirt;                       /* --no-libvirt: no libvirt backend at all */
         struct vmqd_libvirt *libvirt;          /* the connection to libvirtd, or NULL */
         struct vmq_vsock_switch *vsock_switch; /* domains' vsock devices (vsock.h), or NULL */
+        struct vsock_host *vsock_host;         /* the switch's CID 2 (vsock-host.h) */
 
         bool stopping;
         uint8_t host_uuid[16]; /* the host end's identity (main.c) */

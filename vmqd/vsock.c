@@ -23,6 +23,7 @@
 #include "vmqd/log.h"
 #include "vmqd/machine.h"
 #include "vmqd/manager.h"
+#include "vmqd/vsock-host.h"
 #include "vmqd/vsock.h"
 
 /* How long a frontend may take to finish a message it began, or to take
@@ -42,6 +43,10 @@ struct vsock_device {
         sd_event_source *kick_source[VMQ_VHOST_QUEUES];
         int kick_watched[VMQ_VHOST_QUEUES]; /* the fd each source watches, or -1 */
         struct vmq_vsock_ep *ep;            /* in the switch while both queues run */
+
+        char *host_path; /* where host programs connect (vsock-host.h) */
+        int host_fd;
+        sd_event_source *host_source;
 };
 
 /* ---- the switch, one per vmqd ---- */
@@ -73,6 +78,10 @@ static bool switch_allowed(void *userdata, uint64_t from_cid, uint64_t to_cid) {
         struct machine *from = vsock_machine_by_cid(m, from_cid),
                        *to = vsock_machine_by_cid(m, to_cid);
 
+        /* The host and a guest: the host's side is the UNIX sockets, and
+         * their file modes say who may use them. */
+        if (from_cid == VMQ_VSOCK_CID_HOST || to_cid == VMQ_VSOCK_CID_HOST)
+                return from || to;
         if (!from || !to || from == to)
                 return false;
         return channel_open_between(m, from->name, to->name, NULL);
@@ -96,12 +105,19 @@ static const struct vmq_vsock_switch_ops switch_ops = {
 };
 
 static struct vmq_vsock_switch *get_switch(struct manager *m) {
-        if (!m->vsock_switch && vmq_vsock_switch_new(&switch_ops, m, &m->vsock_switch) < 0)
+        if (m->vsock_switch)
+                return m->vsock_switch;
+        if (vmq_vsock_switch_new(&switch_ops, m, &m->vsock_switch) < 0)
                 return NULL;
+        if (vsock_host_new(m, m->vsock_switch) < 0) {
+                m->vsock_switch = vmq_vsock_switch_free(m->vsock_switch);
+                return NULL;
+        }
         return m->vsock_switch;
 }
 
 void vsock_service_free(struct manager *m) {
+        vsock_host_free(m);
         m->vsock_switch = vmq_vsock_switch_free(m->vsock_switch);
 }
 
@@ -297,14 +313,50 @@ static struct vsock_device *device_free(struct vsock_device *d) {
                 (void)close(d->listen_fd);
                 (void)unlink(d->path);
         }
+        d->host_source = sd_event_source_disable_unref(d->host_source);
+        if (d->host_fd >= 0) {
+                (void)close(d->host_fd);
+                (void)unlink(d->host_path);
+        }
+        vsock_host_drop(d->manager, d->machine->vsock_cid);
+        free(d->host_path);
         vmq_vhost_dev_reset(&d->dev);
         free(d->path);
         free(d);
         return NULL;
 }
 
-int vsock_device_new(struct manager *m, struct machine *mc, uid_t uid, gid_t gid) {
+/* A listening UNIX socket at path (a stale one there is replaced): its fd,
+ * or -errno. */
+static int listen_at(const char *path, int backlog) {
         struct sockaddr_un sa = {.sun_family = AF_UNIX};
+        if (strlen(path) >= sizeof(sa.sun_path))
+                return -ENAMETOOLONG;
+        memcpy(sa.sun_path, path, strlen(path) + 1);
+        int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+        if (fd < 0)
+                return -errno;
+        (void)unlink(path); /* a socket a vmqd before us left */
+        if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 || listen(fd, backlog) < 0) {
+                int r = -errno;
+                (void)close(fd);
+                return r;
+        }
+        return fd;
+}
+
+static int on_host_connect(sd_event_source *s, int fd, uint32_t revents, void *userdata) {
+        struct vsock_device *d = userdata;
+        (void)s;
+        (void)revents;
+
+        int c = accept4(fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
+        if (c >= 0)
+                vsock_host_accept(d->manager, d->machine->vsock_cid, c);
+        return 0;
+}
+
+int vsock_device_new(struct manager *m, struct machine *mc, uid_t uid, gid_t gid) {
         struct vsock_device *d;
         int r;
 
@@ -318,7 +370,7 @@ int vsock_device_new(struct manager *m, struct machine *mc, uid_t uid, gid_t gid
                 return -ENOMEM;
         d->manager = m;
         d->machine = mc;
-        d->listen_fd = d->conn_fd = -1;
+        d->listen_fd = d->conn_fd = d->host_fd = -1;
         d->kick_watched[0] = d->kick_watched[1] = -1;
         vmq_vhost_dev_init(&d->dev, mc->vsock_cid);
         if (asprintf(&d->path, "%s/vsock-%s.sock", m->runtime_dir, mc->name) < 0) {
@@ -326,24 +378,19 @@ int vsock_device_new(struct manager *m, struct machine *mc, uid_t uid, gid_t gid
                 r = -ENOMEM;
                 goto fail;
         }
-        if (strlen(d->path) >= sizeof(sa.sun_path)) {
-                r = -ENAMETOOLONG;
+        if (asprintf(&d->host_path, "%s/vsock-%s.host", m->runtime_dir, mc->name) < 0) {
+                d->host_path = NULL;
+                r = -ENOMEM;
                 goto fail;
         }
-        memcpy(sa.sun_path, d->path, strlen(d->path) + 1);
-        d->listen_fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-        if (d->listen_fd < 0) {
-                r = -errno;
+        if (!get_switch(m)) {
+                r = -ENOMEM;
                 goto fail;
         }
-        (void)unlink(d->path); /* a socket a vmqd before us left */
-        if (bind(d->listen_fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 ||
-            listen(d->listen_fd, 2) < 0) {
-                r = -errno;
-                (void)close(d->listen_fd);
-                d->listen_fd = -1;
+        r = listen_at(d->path, 2);
+        if (r < 0)
                 goto fail;
-        }
+        d->listen_fd = r;
         if (uid != 0 && chown(d->path, uid, gid) < 0)
                 log_warning_errno(errno, "Machine '%s': cannot hand socket '%s' to QEMU's user: %m",
                                   mc->name, d->path);
@@ -351,9 +398,19 @@ int vsock_device_new(struct manager *m, struct machine *mc, uid_t uid, gid_t gid
         r = sd_event_add_io(m->event, &d->listen_source, d->listen_fd, EPOLLIN, on_connect, d);
         if (r < 0)
                 goto fail;
+        /* The host side stays vmqd's user's: who may reach the guest's
+         * ports is the administrator's to widen. */
+        r = listen_at(d->host_path, 64);
+        if (r < 0)
+                goto fail;
+        d->host_fd = r;
+        (void)chmod(d->host_path, 0600);
+        r = sd_event_add_io(m->event, &d->host_source, d->host_fd, EPOLLIN, on_host_connect, d);
+        if (r < 0)
+                goto fail;
         mc->vsock = d;
-        log_info("Machine '%s': vsock CID %" PRIu32 ", socket %s", mc->name, mc->vsock_cid,
-                 d->path);
+        log_info("Machine '%s': vsock CID %" PRIu32 ", socket %s, host socket %s", mc->name,
+                 mc->vsock_cid, d->path, d->host_path);
         return 0;
 fail:
         device_free(d);
@@ -366,6 +423,10 @@ void vsock_device_free(struct machine *mc) {
 
 const char *vsock_device_socket(const struct machine *mc) {
         return mc->vsock ? mc->vsock->path : "";
+}
+
+const char *vsock_device_host_socket(const struct machine *mc) {
+        return mc->vsock ? mc->vsock->host_path : "";
 }
 
 bool vsock_device_running(const struct machine *mc) {

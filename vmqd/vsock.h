@@ -16,8 +16,9 @@
  *
  * The switch's access list is the channel table: two domains may open a
  * connection while a vmq channel is open between their machines; when the
- * last such channel closes, their connections are reset.  Only guest to
- * guest for now: a connection to the host (CID 2) or any other CID is
+ * last such channel closes, their connections are reset.  The host (CID 2)
+ * is vsock-host.c's, through a second socket per device,
+ * <runtime dir>/vsock-<name>.host; a connection to any other CID is
  * refused with a reset.
  *
  * A frontend is hostile like a guest: each message is checked by
@@ -53,6 +54,8 @@ void vsock_device_free(struct machine *mc);
  * connected and both queues run. */
 const char *vsock_device_socket(const struct machine *mc);
 bool vsock_device_running(const struct machine *mc);
+/* Where host programs connect to the guest's ports (vsock-host.h), or "". */
+const char *vsock_device_host_socket(const struct machine *mc);
 /* The device's switch counters (zeros when it is not running). */
 void vsock_device_stats(const struct machine *mc, struct vmq_vsock_stats *ret);
 
