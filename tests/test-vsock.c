@@ -80,8 +80,11 @@ static void guest_init(struct guest *g, uint64_t cid) {
         cr_assert_eq(vmq_vsock_ep_add(sw, cid, &g->gm, &g->rx, &g->tx, g, &g->ep), 0);
 }
 
-/* Offers n receive buffers (the rx ring's slots are reused in turn). */
+/* Offers n receive buffers (the rx ring's slots are reused in turn), and
+ * kicks as Linux's driver does with VIRTIO_F_EVENT_IDX: only when the new
+ * avail index passes the avail_event the device left in the used ring. */
 static void post_rx(struct guest *g, unsigned n) {
+        uint16_t old = g->rx_avail, event;
         for (unsigned k = 0; k < n; k++) {
                 uint16_t i = g->rx_avail % NUM;
                 desc(g, RX_RING, i, RX_BUF + RX_SIZE * i, RX_SIZE, 2);
@@ -89,7 +92,10 @@ static void post_rx(struct guest *g, unsigned n) {
                 g->rx_avail++;
                 put16(g, RX_RING + 0x800 + 2, g->rx_avail);
         }
-        vmq_vsock_ep_rx(g->ep);
+        memcpy(&event, g->mem + RX_RING + 0x1000 + 4 + 8 * NUM, 2);
+        event = le16toh(event);
+        if ((uint16_t)(g->rx_avail - event - 1) < (uint16_t)(g->rx_avail - old))
+                vmq_vsock_ep_rx(g->ep);
 }
 
 static struct vmq_vsock_hdr hdr(struct guest *from, uint64_t to, uint32_t sport, uint32_t dport,

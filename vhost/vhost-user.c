@@ -11,6 +11,7 @@
 
 #include "core/util.h"
 #include "vhost/vhost-user.h"
+#include "vhost/vsock-pkt.h"
 
 #define HDR_SIZE 12u
 #define REGION_SIZE 32u /* guest_phys_addr, memory_size, userspace_addr, mmap_offset */
@@ -20,8 +21,10 @@
 #define VRING_F_LOG 1u
 
 uint64_t vmq_vhost_features(void) {
+        /* The switch keeps a SEQPACKET record's end (vsock.c), so the
+         * device offers SEQPACKET. */
         return 1ull << VMQ_VIRTIO_F_VERSION_1 | 1ull << VMQ_VIRTIO_F_EVENT_IDX |
-               1ull << VMQ_VHOST_F_PROTOCOL_FEATURES;
+               1ull << VMQ_VIRTIO_VSOCK_F_SEQPACKET | 1ull << VMQ_VHOST_F_PROTOCOL_FEATURES;
 }
 
 uint64_t vmq_vhost_protocol_features(void) {

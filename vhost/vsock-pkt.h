@@ -16,6 +16,10 @@
  * sends at most (VIRTIO_VSOCK_MAX_PKT_BUF_SIZE). */
 #define VMQ_VSOCK_MAX_PAYLOAD (64u * 1024u)
 
+/* The device's feature bit for SEQPACKET sockets (virtio 1.2, 5.10.3):
+ * without it a guest's driver refuses SOCK_SEQPACKET itself. */
+#define VMQ_VIRTIO_VSOCK_F_SEQPACKET 1
+
 /* Well-known CIDs. */
 #define VMQ_VSOCK_CID_HOST 2u
 

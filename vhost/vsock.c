@@ -265,6 +265,12 @@ static uint32_t put_rx(struct vmq_vsock_ep *dst, const struct vmq_vsock_hdr *h, 
         *all = false;
         for (;;) {
                 int r = vmq_virtq_pop(dst->rx, dst->mem, &e);
+                /* Out of buffers: the driver is asked to kick for its next
+                 * ones (with event indices, the avail_event of its last
+                 * kick is long passed and asks for nothing), and those it
+                 * added meanwhile are taken now. */
+                if (r == 0 && vmq_virtq_arm(dst->rx))
+                        continue;
                 if (r <= 0)
                         return done;
                 const struct vmq_iov *in = e.iov + e.nout;

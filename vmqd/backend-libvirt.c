@@ -22,6 +22,10 @@
  *             core/ivshmem-server.c, which call back nothing but our
  *             server ops, which take no lock.
  *
+ * A domain's vsock device has the same need (QEMU talks vhost-user with it
+ * while it starts): vsock_assist_begin() lends its socket a thread for the
+ * time of virDomainCreate() (vsock.h).
+ *
  * The core's notify callback (ring the guest) comes from any thread, from
  * inside the monitor, and takes srv_lock only.  The doorbell op only sets a
  * flag: the server thread serves it after dropping srv_lock.
@@ -560,7 +564,9 @@ static int lv_start(struct machine *mc, sd_bus_error *error) {
         dom = lookup_domain(mc);
         if (!dom)
                 return lv_error(mc, "start", error);
+        struct vsock_assist *assist = vsock_assist_begin(mc);
         r = virDomainCreate(dom);
+        vsock_assist_end(assist);
         if (r < 0)
                 r = lv_error(mc, "start", error);
         else

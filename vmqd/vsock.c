@@ -6,12 +6,15 @@
  */
 #include <errno.h>
 #include <inttypes.h>
+#include <poll.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/time.h>
+#include <sys/eventfd.h>
 #include <sys/un.h>
 #include <unistd.h>
 #include <systemd/sd-event.h>
@@ -415,6 +418,76 @@ int vsock_device_new(struct manager *m, struct machine *mc, uid_t uid, gid_t gid
 fail:
         device_free(d);
         return r;
+}
+
+/* ---- serving the socket while the loop is blocked ---- */
+
+struct vsock_assist {
+        struct vsock_device *d;
+        pthread_t thread;
+        int stop_fd;
+};
+
+/*
+ * The loop's own callbacks, called from this thread: the loop is blocked
+ * in libvirt until vsock_assist_end() joins us, so nothing else touches the
+ * device, the switch or the event loop meanwhile, and the join orders our
+ * writes before its next reads.  Kicks wait: QEMU keeps the guest's CPUs
+ * stopped until its start is done.
+ */
+static void *assist_thread(void *arg) {
+        struct vsock_assist *a = arg;
+        struct vsock_device *d = a->d;
+
+        for (;;) {
+                struct pollfd p[3] = {{.fd = a->stop_fd, .events = POLLIN},
+                                      {.fd = d->listen_fd, .events = POLLIN},
+                                      {.fd = d->conn_fd, .events = POLLIN}};
+                if (poll(p, 3, -1) < 0) {
+                        if (errno == EINTR)
+                                continue;
+                        break;
+                }
+                if (p[0].revents)
+                        break;
+                if (p[1].revents)
+                        (void)on_connect(NULL, d->listen_fd, 0, d);
+                if (p[2].revents && d->conn_fd >= 0 && d->conn_fd == p[2].fd)
+                        (void)on_frontend(NULL, d->conn_fd, 0, d);
+        }
+        return NULL;
+}
+
+struct vsock_assist *vsock_assist_begin(struct machine *mc) {
+        struct vsock_device *d = mc->vsock;
+        struct vsock_assist *a;
+
+        if (!d || d->listen_fd < 0)
+                return NULL;
+        a = calloc(1, sizeof(*a));
+        if (!a)
+                return NULL;
+        a->d = d;
+        a->stop_fd = eventfd(0, EFD_CLOEXEC);
+        if (a->stop_fd < 0 || pthread_create(&a->thread, NULL, assist_thread, a) != 0) {
+                log_warning("Machine '%s': vsock: no thread to serve QEMU while it starts: its "
+                            "start may time out",
+                            mc->name);
+                vmq_close(a->stop_fd);
+                free(a);
+                return NULL;
+        }
+        return a;
+}
+
+void vsock_assist_end(struct vsock_assist *a) {
+        if (!a)
+                return;
+        uint64_t one = 1;
+        (void)!write(a->stop_fd, &one, sizeof(one));
+        (void)pthread_join(a->thread, NULL);
+        vmq_close(a->stop_fd);
+        free(a);
 }
 
 void vsock_device_free(struct machine *mc) {

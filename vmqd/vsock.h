@@ -59,6 +59,16 @@ const char *vsock_device_host_socket(const struct machine *mc);
 /* The device's switch counters (zeros when it is not running). */
 void vsock_device_stats(const struct machine *mc, struct vmq_vsock_stats *ret);
 
+/*
+ * QEMU talks vhost-user with the device while it starts, and waits for
+ * answers: while vmqd's loop is blocked in a libvirt call that starts the
+ * domain, a thread serves mc's socket in its place.  Begin before the call
+ * (NULL: nothing to serve, or no thread), end after it.
+ */
+struct vsock_assist;
+struct vsock_assist *vsock_assist_begin(struct machine *mc);
+void vsock_assist_end(struct vsock_assist *a);
+
 /* A channel between machines a and b closed: unless another channel
  * between them is still open, their connections are reset. */
 void vsock_channel_closed(struct manager *m, const char *a, const char *b);
