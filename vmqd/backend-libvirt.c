@@ -61,6 +61,7 @@
 #include "vmqd/log.h"
 #include "vmqd/machine.h"
 #include "vmqd/manager.h"
+#include "vmqd/domain-xml.h"
 #include "vmqd/vsock.h"
 
 /* Eventfds per peer: the guest's doorbell vector 0, and one spare. */
@@ -648,50 +649,124 @@ static int has_shmem(virDomainPtr dom, const struct machine *mc, unsigned flags)
         return strstr(xml, needle) != NULL;
 }
 
-/* Quotes a value for an XML attribute in single quotes. */
-static char *xml_attr(const char *s) {
-        size_t n = 1;
-        char *out, *o;
+/*
+ * Puts machine mc's vsock device into the domain's definition, with shared
+ * memory (domain-xml.h), and stores in *ret_added what that added to the
+ * memory.  A running domain gets the device with its next start: QEMU 7.2
+ * plugs vhost-user-vsock-pci only over its monitor, which libvirt leaves
+ * to us as a second taint ("custom-monitor"), and not at all into memory
+ * that is not shared.
+ */
+static int configure_vsock(struct machine *mc, virDomainPtr dom, bool active, int *ret_added,
+                           sd_bus_error *error) {
+        _cleanup_free_ char *xml = NULL, *edited = NULL, *live = NULL;
+        virDomainPtr defined;
+        int r;
 
-        for (const char *p = s; *p; p++)
-                n += *p == '&' ? 5 : *p == '<' || *p == '>' ? 4 : *p == '\'' || *p == '"' ? 6 : 1;
-        out = o = malloc(n);
-        if (!out)
-                return NULL;
-        for (const char *p = s; *p; p++) {
-                const char *e = *p == '&'    ? "&amp;"
-                                : *p == '<'  ? "&lt;"
-                                : *p == '>'  ? "&gt;"
-                                : *p == '\'' ? "&apos;"
-                                : *p == '"'  ? "&quot;"
-                                             : NULL;
-                if (e) {
-                        strcpy(o, e);
-                        o += strlen(e);
-                } else
-                        *o++ = *p;
+        *ret_added = 0;
+        xml = virDomainGetXMLDesc(dom, VIR_DOMAIN_XML_INACTIVE | VIR_DOMAIN_XML_SECURE);
+        if (!xml)
+                return lv_error(mc, "read the definition of", error);
+        if (domain_xml_has_vsock(xml, mc->name))
+                return 0;
+        r = domain_xml_add_vsock(xml, mc->name, vsock_device_socket(mc), &edited, ret_added);
+        if (r == -EPERM)
+                return sd_bus_error_setf(error, VMQ_BUS_ERROR_INVALID_ARGUMENT,
+                                         "Domain '%s' has private memory (<memoryBacking> with "
+                                         "<access mode='private'/>); a vsock device needs it "
+                                         "shared",
+                                         mc->domain);
+        if (r == -ENOSPC)
+                return sd_bus_error_setf(error, VMQ_BUS_ERROR_LIMIT_REACHED,
+                                         "Domain '%s' has no free PCI slot on bus 0 for the vsock "
+                                         "device",
+                                         mc->domain);
+        if (r < 0)
+                return sd_bus_error_set_errnof(error, -r,
+                                               "Cannot add the vsock device to domain '%s': %s",
+                                               mc->domain, strerror(-r));
+        defined = virDomainDefineXML(virDomainGetConnect(dom), edited);
+        if (!defined)
+                return lv_error(mc, "add the vsock device to the definition of", error);
+        virDomainFree(defined);
+        log_info("Machine '%s': domain '%s' has the vsock device in its definition%s (libvirt "
+                 "marks it tainted: custom-argv)",
+                 mc->name, mc->domain, *ret_added ? ", and its memory is now shared (memfd)" : "");
+        if (active) {
+                live = virDomainGetXMLDesc(dom, 0);
+                if (live && !domain_xml_has_vsock(live, mc->name))
+                        log_notice("Machine '%s': domain '%s' is running: its vsock device comes "
+                                   "with its next start (restart the domain)",
+                                   mc->name, mc->domain);
         }
-        *o = '\0';
-        return out;
+        return 0;
+}
+
+/* What configure_vsock() added to the domain's memory, as the metadata
+ * says (0 when it says nothing). */
+static int vsock_added(virDomainPtr dom) {
+        _cleanup_free_ char *meta = virDomainGetMetadata(
+                dom, VIR_DOMAIN_METADATA_ELEMENT, VMQD_LIBVIRT_NS_URI, VIR_DOMAIN_AFFECT_CONFIG);
+        const char *p = meta ? strstr(meta, "vsock-memory=") : NULL;
+
+        if (!p || (p[13] != '\'' && p[13] != '"'))
+                return 0;
+        return (int)strtol(p + 14, NULL, 10) &
+               (DOMAIN_XML_ADDED_BACKING | DOMAIN_XML_ADDED_ACCESS | DOMAIN_XML_ADDED_SOURCE);
+}
+
+/* Takes machine mc's vsock device out of the domain's definition, and the
+ * memory settings it brought. */
+static int unconfigure_vsock(struct machine *mc, virDomainPtr dom, sd_bus_error *error) {
+        _cleanup_free_ char *xml = NULL, *edited = NULL;
+        virDomainPtr defined;
+        int r;
+
+        xml = virDomainGetXMLDesc(dom, VIR_DOMAIN_XML_INACTIVE | VIR_DOMAIN_XML_SECURE);
+        if (!xml)
+                return lv_error(mc, "read the definition of", error);
+        if (!domain_xml_has_vsock(xml, mc->name))
+                return 0;
+        r = domain_xml_remove_vsock(xml, mc->name, vsock_added(dom), &edited);
+        if (r < 0)
+                return sd_bus_error_set_errnof(
+                        error, -r, "Cannot take the vsock device out of domain '%s': %s",
+                        mc->domain, strerror(-r));
+        defined = virDomainDefineXML(virDomainGetConnect(dom), edited);
+        if (!defined)
+                return lv_error(mc, "take the vsock device out of the definition of", error);
+        virDomainFree(defined);
+        return 0;
 }
 
 /* Writes vmq's metadata and attaches the <shmem> device (config and, if the
- * domain runs, live).  A live attach that fails is only logged: the device
- * is in the definition and comes with the next start. */
+ * domain runs, live), and the vsock device (config only: configure_vsock).
+ * A live attach that fails is only logged: the device is in the definition
+ * and comes with the next start. */
 static int configure_domain(struct machine *mc, virDomainPtr dom, sd_bus_error *error) {
         _cleanup_free_ char *sock = xml_attr(mc->link->socket_path);
         _cleanup_free_ char *meta = NULL, *dev = NULL;
         bool active = virDomainIsActive(dom) == 1, persistent = virDomainIsPersistent(dom) == 1;
         unsigned flags =
                 (persistent ? VIR_DOMAIN_AFFECT_CONFIG : 0) | (active ? VIR_DOMAIN_AFFECT_LIVE : 0);
-        int r;
+        int r, added = 0;
 
         if (!sock)
                 return -ENOMEM;
+        if (mc->vsock_cid && !persistent)
+                return sd_bus_error_setf(error, VMQ_BUS_ERROR_INVALID_ARGUMENT,
+                                         "Domain '%s' is transient: a vsock device goes into a "
+                                         "domain's definition (virsh define it first)",
+                                         mc->domain);
+        if (mc->vsock_cid) {
+                r = configure_vsock(mc, dom, active, &added, error);
+                if (r < 0)
+                        return r;
+        }
         if (asprintf(&meta,
                      "<machine name='%s' uuid='%s' region='%" PRIu64 "' rx='%" PRIu64
-                     "' socket='%s'/>",
-                     mc->name, mc->uuid, mc->memory, mc->rx_size, sock) < 0)
+                     "' socket='%s' vsock-memory='%d'/>",
+                     mc->name, mc->uuid, mc->memory, mc->rx_size, sock, added) < 0)
                 return -ENOMEM;
         dev = shmem_xml(mc, sock);
         if (!dev)
@@ -736,9 +811,11 @@ static int lv_forget(struct machine *mc, sd_bus_error *error) {
                 return lv_error(mc, "undefine", error);
         }
         if (virDomainIsPersistent(dom) == 1) {
+                if (mc->vsock_cid)
+                        r = unconfigure_vsock(mc, dom, error);
                 sock = xml_attr(link_socket(mc));
                 dev = sock ? shmem_xml(mc, sock) : NULL;
-                if (!dev)
+                if (!dev && r >= 0)
                         r = -ENOMEM;
                 if (r >= 0 && has_shmem(dom, mc, VIR_DOMAIN_XML_INACTIVE) > 0 &&
                     virDomainDetachDeviceFlags(dom, dev, VIR_DOMAIN_AFFECT_CONFIG) < 0)
