@@ -23,6 +23,7 @@ struct vmq_machine {
         uint32_t id;
         uint32_t vcpus;
         uint32_t queue_depth;
+        uint32_t vsock_cid;
         uint64_t memory;
         bool persistent;
         bool autostart;
@@ -267,6 +268,8 @@ static int machine_property(sd_bus_message *reply, const char *key, void *userda
                 return vmqc_read_u32(reply, &m->queue_depth);
         if (strcmp(key, "Id") == 0)
                 return vmqc_read_u32(reply, &m->id);
+        if (strcmp(key, "VsockCID") == 0)
+                return vmqc_read_u32(reply, &m->vsock_cid);
         if (strcmp(key, "Persistent") == 0)
                 return vmqc_read_bool(reply, &m->persistent);
         if (strcmp(key, "Autostart") == 0)
@@ -469,6 +472,10 @@ VMQ_EXPORT const char *vmq_machine_get_domain(const struct vmq_machine *m) {
         return m->domain;
 }
 
+VMQ_EXPORT uint32_t vmq_machine_get_vsock_cid(const struct vmq_machine *m) {
+        return m->vsock_cid;
+}
+
 /* ------------------------------------------------------------------------
  * libvirt domains.
  */
@@ -491,6 +498,11 @@ static int append_adopt_options(sd_bus_message *m, const struct vmq_adopt_option
                         r = sd_bus_message_append(m, "{sv}", "region_size", "t", o->region_size);
                 if (r >= 0 && AOPT(rx_size) && o->rx_size)
                         r = sd_bus_message_append(m, "{sv}", "rx_size", "t", o->rx_size);
+                /* A CID implies the device: vmqd reads vsock_cid alone. */
+                if (r >= 0 && AOPT(vsock_cid) && o->vsock_cid)
+                        r = sd_bus_message_append(m, "{sv}", "vsock_cid", "u", o->vsock_cid);
+                else if (r >= 0 && AOPT(vsock) && o->vsock)
+                        r = sd_bus_message_append(m, "{sv}", "vsock", "b", 1);
                 if (r < 0)
                         return r;
 #undef AOPT

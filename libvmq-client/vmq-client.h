@@ -428,11 +428,17 @@ struct vmq_adopt_options {
         bool persistent;      /* save the adoption, so it survives vmqd restarts */
         uint64_t region_size; /* bytes of the shared region, a power of two (default 4 MiB) */
         uint64_t rx_size;     /* bytes of its receive window (default: half the region) */
+        /* Since LIBVMQ_CLIENT_4: a vhost-user-vsock device for the domain
+         * (see vmq_client_vsock_connect()).  With @vsock_cid 0, the lowest
+         * free CID from 3 up; else this CID (3..4294967294), which implies
+         * @vsock. */
+        bool vsock;
+        uint32_t vsock_cid;
 };
 
 /* Every member in order, for the reason given at VMQ_MACHINE_OPTIONS_INIT. */
 #define VMQ_ADOPT_OPTIONS_INIT                                                                     \
-        { sizeof(struct vmq_adopt_options), NULL, false, 0, 0 }
+        { sizeof(struct vmq_adopt_options), NULL, false, 0, 0, false, 0 }
 
 /*
  * vmq_client_adopt_domain:
@@ -449,9 +455,10 @@ struct vmq_adopt_options {
  * the machine removes the device and the metadata but keeps the domain.
  *
  * Returns: 0; -ENOENT when there is no such domain; -EEXIST when the name
- * is taken or the domain is adopted already; -EINVAL for a bad name or
- * option; -EHOSTUNREACH when the daemon cannot reach libvirt; -EACCES;
- * another negative errno.
+ * is taken, the domain is adopted already, or @opts->vsock_cid is another
+ * machine's; -EINVAL for a bad name or option (a CID out of range);
+ * -EUSERS when no CID is free; -EHOSTUNREACH when the daemon cannot reach
+ * libvirt; -EACCES; another negative errno.
  */
 int vmq_client_adopt_domain(struct vmq_client *c, const char *domain,
                             const struct vmq_adopt_options *opts, char **ret_name);
@@ -469,6 +476,69 @@ const char *vmq_machine_get_backend(const struct vmq_machine *m);
  * micro-VM; NULL in a list snapshot.
  */
 const char *vmq_machine_get_domain(const struct vmq_machine *m);
+
+/* ------------------------------------------------------------------------
+ * vsock (since LIBVMQ_CLIENT_4): the host's end (CID 2) of an adopted
+ * domain's vhost-user-vsock device, which vmqd serves through UNIX sockets.
+ */
+
+/*
+ * vmq_machine_get_vsock_cid:
+ * Returns: the CID of the machine's vsock device, 0 when it has none (also
+ * in a list snapshot, and from a vmqd without vsock).
+ */
+uint32_t vmq_machine_get_vsock_cid(const struct vmq_machine *m);
+
+/*
+ * vmq_client_vsock_connect:
+ * @c: a connected client
+ * @machine: a machine with a vsock device (adopted with @vsock)
+ * @port: the guest's port
+ * @ret_fd: where the connected stream socket is stored (blocking,
+ *          close-on-exec); close() it when done
+ * @ret_host_port: where the host's port of the connection (as the guest
+ *                 sees it) is stored, or NULL
+ *
+ * Connects to @port in the machine's guest, as a program on the host
+ * (CID 2): asks vmqd for the machine's host socket, writes "CONNECT
+ * <port>" to it and waits for "OK <host port>" (up to the call timeout,
+ * vmq_client_set_call_timeout()).  The socket then carries the stream;
+ * shutdown(SHUT_WR) tells the guest the host sends no more.
+ *
+ * Returns: 0; -ENOENT: no such machine; -ENODEV: it has no vsock device;
+ * -ECONNREFUSED: the guest refused (nothing listens on @port, or the
+ * domain's QEMU is not connected to the device); -EACCES: not allowed on
+ * the host socket (vmqd's user only); -ETIMEDOUT: no answer in time;
+ * -EBADMSG: vmqd's answer is malformed; -EHOSTDOWN; another negative errno.
+ */
+int vmq_client_vsock_connect(struct vmq_client *c, const char *machine, uint32_t port, int *ret_fd,
+                             uint32_t *ret_host_port);
+
+/*
+ * vmq_client_vsock_listen:
+ * @c: a connected client
+ * @machine: a machine with a vsock device
+ * @port: the host port (CID 2) the guest connects to
+ * @ret_fd: where the listening socket is stored (blocking, close-on-exec);
+ *          accept() the guest's connections on it
+ * @ret_path: where a newly allocated copy of the socket's path is stored
+ *            (free() it): the machine's host socket followed by "_<port>"
+ *
+ * Listens where vmqd sends the guest's connections to CID 2, @port: a UNIX
+ * stream socket at @ret_path.  A socket file left there by a program that
+ * is gone is replaced.  The caller unlinks @ret_path when it stops
+ * listening; while it is there and nobody listens, the guest's
+ * connections are reset.
+ *
+ * Returns: 0; -ENOENT; -ENODEV; -EADDRINUSE: a program holds a socket
+ * there already (which gets no connection from the check), or the path is
+ * taken by something that is not a socket;
+ * -EACCES: not allowed to create it (the runtime directory is vmqd's);
+ * -ENAMETOOLONG: the path does not fit a UNIX socket address; -EHOSTDOWN;
+ * another negative errno.
+ */
+int vmq_client_vsock_listen(struct vmq_client *c, const char *machine, uint32_t port, int *ret_fd,
+                            char **ret_path);
 
 /* ------------------------------------------------------------------------
  * Channels.

@@ -37,7 +37,7 @@ static void write_file(const char *path, const char *text) {
         cr_assert_eq(fclose(f), 0);
 }
 
-static bool wait_for_path(const char *path, int timeout_ms) {
+bool vmq_wait_for_path(const char *path, int timeout_ms) {
         for (int waited = 0; waited <= timeout_ms; waited += 10) {
                 if (access(path, F_OK) == 0)
                         return true;
@@ -109,7 +109,7 @@ static void spawn_dbus(struct vmq_testbus *t) {
                        "--nopidfile", (char *)NULL);
                 _exit(127);
         }
-        cr_assert(wait_for_path(sock, 10000), "dbus-daemon did not come up at %s", sock);
+        cr_assert(vmq_wait_for_path(sock, 10000), "dbus-daemon did not come up at %s", sock);
         chmod(sock, 0777);
 }
 
@@ -240,6 +240,51 @@ static bool notify_take(const char *what, int timeout_ms) {
         }
         pthread_mutex_unlock(&notify.lock);
         return found;
+}
+
+void vmq_testbus_start_vmqd_on_domains(struct vmq_testbus *t, const char *const *names,
+                                       unsigned n) {
+        char path[512];
+        FILE *f;
+
+        snprintf(path, sizeof(path), "%s/node.xml", t->dir);
+        f = fopen(path, "we");
+        cr_assert_not_null(f);
+        fprintf(f, "<node>\n");
+        for (unsigned i = 0; i < n; i++)
+                fprintf(f,
+                        "  <domain type='test'>\n"
+                        "    <name>%s</name>\n"
+                        "    <uuid>6695eb01-f6a4-8304-79aa-97f2502e19%02u</uuid>\n"
+                        "    <memory>65536</memory>\n"
+                        "    <vcpu>1</vcpu>\n"
+                        "    <os><type arch='x86_64'>hvm</type></os>\n"
+                        "    <devices>\n"
+                        "      <shmem name='vmq-%s'>\n"
+                        "        <model type='ivshmem-doorbell'/>\n"
+                        "        <server path='%s/run/ivshmem-%s.sock'/>\n"
+                        "        <msi vectors='2' ioeventfd='on'/>\n"
+                        "      </shmem>\n"
+                        "    </devices>\n"
+                        "  </domain>\n",
+                        names[i], i + 1, names[i], t->dir, names[i]);
+        fprintf(f, "</node>\n");
+        cr_assert_eq(fclose(f), 0);
+        snprintf(t->uri_buf, sizeof(t->uri_buf), "test://%s", path);
+        t->libvirt_uri = t->uri_buf;
+        vmq_testbus_start_vmqd(t, "");
+}
+
+void vmq_testbus_wait_running(struct vmq_testbus *t, const char *name) {
+        char *out = vmq_testbus_ok(
+                t, 0,
+                "for i in $(seq 100); do $BUSCTL get-property org.vmq1 "
+                "/org/vmq1/machine/%s org.vmq1.Machine State | grep -q running && break; "
+                "sleep 0.05; done; $BUSCTL get-property org.vmq1 /org/vmq1/machine/%s "
+                "org.vmq1.Machine State",
+                name, name);
+        cr_assert(strstr(out, "running"), "%s: %s", name, out);
+        free(out);
 }
 
 int vmq_testbus_run_vmqd_to_exit(struct vmq_testbus *t, const char *extra_args) {

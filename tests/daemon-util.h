@@ -26,6 +26,7 @@ struct vmq_testbus {
          * test driver, test:///<file>, needs no libvirtd) with its runtime
          * directory <dir>/run, instead of running with --no-libvirt. */
         const char *libvirt_uri;
+        char uri_buf[600]; /* libvirt_uri, when vmq_testbus_start_vmqd_on_domains() set it */
 };
 
 /* Starts a private dbus-daemon in a fresh temporary directory. */
@@ -35,6 +36,14 @@ void vmq_testbus_start(struct vmq_testbus *t);
 void vmq_testbus_restart_dbus(struct vmq_testbus *t);
 /* Starts vmqd on it (extra arguments appended) and waits for READY=1. */
 void vmq_testbus_start_vmqd(struct vmq_testbus *t, const char *extra_args);
+/* Writes a node of libvirt's test driver with the domains @names (each
+ * with the ivshmem-doorbell device an adoptable domain has, its server in
+ * vmqd's runtime directory <dir>/run) and starts vmqd on it. */
+void vmq_testbus_start_vmqd_on_domains(struct vmq_testbus *t, const char *const *names, unsigned n);
+/* Waits up to 5 s for machine @name to run; fails the test otherwise. */
+void vmq_testbus_wait_running(struct vmq_testbus *t, const char *name);
+/* Waits up to timeout_ms for @path to exist; returns whether it does. */
+bool vmq_wait_for_path(const char *path, int timeout_ms);
 /* Starts vmqd like vmq_testbus_start_vmqd() for a start that must fail:
  * waits up to 20 s for it to exit and returns its wait status (the test
  * fails if vmqd says READY=1 instead). */

@@ -642,7 +642,8 @@ Test(daemon, help_names_every_option) {
         char *out =
                 ok(0,
                    "cd %s/vmqctl && bash -c '. %s/bash-completion/vmqctl; "
-                   "for c in list channels create adopt stop open send recv console; do "
+                   "for c in list channels create adopt stop open send recv console vsock-connect "
+                   "vsock-listen; do "
                    "for o in $(__vmqctl_options $c); do ./vmqctl $c --help | grep -q -- \"$o\" "
                    "|| echo \"$c --help lacks $o\"; done; done; "
                    "for o in $__vmqctl_global_opts; do ./vmqctl --help | grep -q -- \"${o%%=}\" "

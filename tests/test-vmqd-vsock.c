@@ -29,37 +29,8 @@ static const char *const domains[] = {"lv1", "lv2", "lv3"};
 
 /* vmqd on libvirt's test driver with three domains, lv1..lv3. */
 static void up(void) {
-        static char uri[600];
-        FILE *f;
-        char path[600];
-
         vmq_testbus_start(&tb);
-        snprintf(path, sizeof(path), "%s/node.xml", tb.dir);
-        f = fopen(path, "w");
-        cr_assert_not_null(f);
-        fprintf(f, "<node>\n");
-        for (unsigned i = 0; i < 3; i++)
-                fprintf(f,
-                        "  <domain type='test'>\n"
-                        "    <name>%s</name>\n"
-                        "    <uuid>6695eb01-f6a4-8304-79aa-97f2502e19%02u</uuid>\n"
-                        "    <memory>65536</memory>\n"
-                        "    <vcpu>1</vcpu>\n"
-                        "    <os><type arch='x86_64'>hvm</type></os>\n"
-                        "    <devices>\n"
-                        "      <shmem name='vmq-%s'>\n"
-                        "        <model type='ivshmem-doorbell'/>\n"
-                        "        <server path='%s/run/ivshmem-%s.sock'/>\n"
-                        "        <msi vectors='2' ioeventfd='on'/>\n"
-                        "      </shmem>\n"
-                        "    </devices>\n"
-                        "  </domain>\n",
-                        domains[i], i + 1, domains[i], tb.dir, domains[i]);
-        fprintf(f, "</node>\n");
-        cr_assert_eq(fclose(f), 0);
-        snprintf(uri, sizeof(uri), "test://%s/node.xml", tb.dir);
-        tb.libvirt_uri = uri;
-        vmq_testbus_start_vmqd(&tb, "");
+        vmq_testbus_start_vmqd_on_domains(&tb, domains, 3);
 }
 
 static void down(void) {
@@ -85,26 +56,14 @@ static char *property(const char *machine, const char *name) {
                 machine, name);
 }
 
-static void wait_running(const char *name) {
-        char *out = vmq_testbus_ok(
-                &tb, 0,
-                "for i in $(seq 100); do $BUSCTL get-property org.vmq1 "
-                "/org/vmq1/machine/%s org.vmq1.Machine State | grep -q running && break; "
-                "sleep 0.05; done; $BUSCTL get-property org.vmq1 /org/vmq1/machine/%s "
-                "org.vmq1.Machine State",
-                name, name);
-        cr_assert(strstr(out, "running"), "%s: %s", name, out);
-        free(out);
-}
-
 static void adopt_both(void) {
         sd_bus_error e = SD_BUS_ERROR_NULL;
         int r = vmq_testbus_call(&tb, &e, NULL, "AdoptDomain", "sa{sv}", "lv1", 1, "vsock", "b", 1);
         succeeded(r, &e, "AdoptDomain lv1 vsock");
         r = vmq_testbus_call(&tb, &e, NULL, "AdoptDomain", "sa{sv}", "lv2", 1, "vsock_cid", "u", 9);
         succeeded(r, &e, "AdoptDomain lv2 vsock_cid 9");
-        wait_running("lv1");
-        wait_running("lv2");
+        vmq_testbus_wait_running(&tb, "lv1");
+        vmq_testbus_wait_running(&tb, "lv2");
 }
 
 static void socket_of(const char *machine, char *buf, size_t size) {
@@ -126,21 +85,6 @@ static void close_channel(uint32_t id) {
         sd_bus_error e = SD_BUS_ERROR_NULL;
         int r = vmq_testbus_call(&tb, &e, NULL, "CloseChannel", "u", id);
         succeeded(r, &e, "CloseChannel");
-}
-
-static void expect(struct vfe *f, uint16_t op, uint64_t src_cid, const char *why) {
-        struct vmq_vsock_hdr h;
-        cr_assert(vfe_recv(f, &h, NULL, 5000), "CID %lu got nothing: %s", (unsigned long)f->cid,
-                  why);
-        cr_assert_eq(h.op, op, "CID %lu got %s, not %s: %s", (unsigned long)f->cid,
-                     vmq_vsock_op_to_string(h.op), vmq_vsock_op_to_string(op), why);
-        cr_assert_eq(h.src_cid, src_cid, "%s", why);
-}
-
-static void expect_nothing(struct vfe *f, const char *why) {
-        struct vmq_vsock_hdr h;
-        cr_assert_not(vfe_recv(f, &h, NULL, 300), "CID %lu got %s: %s", (unsigned long)f->cid,
-                      vmq_vsock_op_to_string(h.op), why);
 }
 
 Test(vmqd_vsock, adopting_with_vsock_gives_a_cid_a_socket_and_clear_errors) {
@@ -193,13 +137,13 @@ Test(vmqd_vsock, connections_need_a_channel_and_forged_sources_go_nowhere) {
         /* No channel: refused. */
         struct vmq_vsock_hdr h = vfe_hdr(&a, 9, 40000, 1234, VMQ_VSOCK_OP_REQUEST, 0);
         vfe_send(&a, &h, NULL);
-        expect(&a, VMQ_VSOCK_OP_RST, 9, "no channel between lv1 and lv2");
-        expect_nothing(&b, "a refused request is not passed on");
+        vfe_expect(&a, VMQ_VSOCK_OP_RST, 9, "no channel between lv1 and lv2");
+        vfe_expect_nothing(&b, "a refused request is not passed on");
 
         /* To the host or an unknown CID: refused. */
         h = vfe_hdr(&a, 2, 40001, 1234, VMQ_VSOCK_OP_REQUEST, 0);
         vfe_send(&a, &h, NULL);
-        expect(&a, VMQ_VSOCK_OP_RST, 2, "the host end is not served yet");
+        vfe_expect(&a, VMQ_VSOCK_OP_RST, 2, "the host end is not served yet");
 
         uint32_t ch = open_channel("lv1", "lv2");
 
@@ -208,16 +152,16 @@ Test(vmqd_vsock, connections_need_a_channel_and_forged_sources_go_nowhere) {
         h.src_cid = 9;
         vfe_send(&a, &h, NULL);
         cr_assert(vfe_tx_done(&a, 5000), "the forged packet's buffer comes back");
-        expect_nothing(&b, "a forged source");
-        expect_nothing(&a, "a forged source is dropped, not answered");
+        vfe_expect_nothing(&b, "a forged source");
+        vfe_expect_nothing(&a, "a forged source is dropped, not answered");
 
         /* With the channel: a connection, data both ways. */
         h = vfe_hdr(&a, 9, 40003, 1234, VMQ_VSOCK_OP_REQUEST, 0);
         vfe_send(&a, &h, NULL);
-        expect(&b, VMQ_VSOCK_OP_REQUEST, 3, "the channel lets the request through");
+        vfe_expect(&b, VMQ_VSOCK_OP_REQUEST, 3, "the channel lets the request through");
         h = vfe_hdr(&b, 3, 1234, 40003, VMQ_VSOCK_OP_RESPONSE, 0);
         vfe_send(&b, &h, NULL);
-        expect(&a, VMQ_VSOCK_OP_RESPONSE, 9, "the response comes back");
+        vfe_expect(&a, VMQ_VSOCK_OP_RESPONSE, 9, "the response comes back");
         h = vfe_hdr(&a, 9, 40003, 1234, VMQ_VSOCK_OP_RW, 11);
         vfe_send(&a, &h, "hello, lv2!");
         char got[32] = {0};
@@ -228,12 +172,12 @@ Test(vmqd_vsock, connections_need_a_channel_and_forged_sources_go_nowhere) {
 
         /* The channel closes: both ends are reset. */
         close_channel(ch);
-        expect(&a, VMQ_VSOCK_OP_RST, 9, "the channel closed");
-        expect(&b, VMQ_VSOCK_OP_RST, 3, "the channel closed");
+        vfe_expect(&a, VMQ_VSOCK_OP_RST, 9, "the channel closed");
+        vfe_expect(&b, VMQ_VSOCK_OP_RST, 3, "the channel closed");
         h = vfe_hdr(&a, 9, 40003, 1234, VMQ_VSOCK_OP_RW, 3);
         vfe_send(&a, &h, "late");
-        expect(&a, VMQ_VSOCK_OP_RST, 9, "no connection any more");
-        expect_nothing(&b, "data after the close");
+        vfe_expect(&a, VMQ_VSOCK_OP_RST, 9, "no connection any more");
+        vfe_expect_nothing(&b, "data after the close");
 
         vfe_close(&a);
         vfe_close(&b);
@@ -267,14 +211,14 @@ Test(vmqd_vsock, a_frontend_that_goes_resets_its_peers_and_may_come_back) {
         open_channel("lv1", "lv2");
         struct vmq_vsock_hdr h = vfe_hdr(&a, 9, 40010, 77, VMQ_VSOCK_OP_REQUEST, 0);
         vfe_send(&a, &h, NULL);
-        expect(&b, VMQ_VSOCK_OP_REQUEST, 3, "request");
+        vfe_expect(&b, VMQ_VSOCK_OP_REQUEST, 3, "request");
         h = vfe_hdr(&b, 3, 77, 40010, VMQ_VSOCK_OP_RESPONSE, 0);
         vfe_send(&b, &h, NULL);
-        expect(&a, VMQ_VSOCK_OP_RESPONSE, 9, "response");
+        vfe_expect(&a, VMQ_VSOCK_OP_RESPONSE, 9, "response");
 
         /* lv2's QEMU goes away mid-connection. */
         vfe_close(&b);
-        expect(&a, VMQ_VSOCK_OP_RST, 9, "the peer's QEMU went away");
+        vfe_expect(&a, VMQ_VSOCK_OP_RST, 9, "the peer's QEMU went away");
 
         /* A new QEMU connects: same CID, and connections work again. */
         vfe_connect(&b, pb);
@@ -282,11 +226,11 @@ Test(vmqd_vsock, a_frontend_that_goes_resets_its_peers_and_may_come_back) {
         vfe_post_rx(&b, 8);
         h = vfe_hdr(&a, 9, 40011, 77, VMQ_VSOCK_OP_REQUEST, 0);
         vfe_send(&a, &h, NULL);
-        expect(&b, VMQ_VSOCK_OP_REQUEST, 3, "after the re-connect");
+        vfe_expect(&b, VMQ_VSOCK_OP_REQUEST, 3, "after the re-connect");
 
         /* A frontend that breaks the stream is cut off, and no fd stays. */
         vfe_close(&b);
-        expect(&a, VMQ_VSOCK_OP_RST, 9, "the half-open connection, when lv2's QEMU went");
+        vfe_expect(&a, VMQ_VSOCK_OP_RST, 9, "the half-open connection, when lv2's QEMU went");
         int bad = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
         strcpy(sa.sun_path, pb);
         cr_assert_eq(connect(bad, (struct sockaddr *)&sa, sizeof(sa)), 0);
@@ -334,7 +278,7 @@ Test(vmqd_vsock, a_persistent_adoption_keeps_its_cid_across_a_restart) {
         out = property("lv1", "VsockCID");
         cr_assert(strstr(out, "u 3"), "%s", out);
         free(out);
-        wait_running("lv2");
+        vmq_testbus_wait_running(&tb, "lv2");
         struct vfe b;
         char path[600];
         socket_of("lv2", path, sizeof(path));
@@ -458,7 +402,7 @@ Test(vmqd_vsock, host_programs_reach_guest_ports_with_connect_and_credit) {
         r = vfe_hdr(&a, 2, 5000, hp, VMQ_VSOCK_OP_SHUTDOWN, 0);
         r.flags = VMQ_VSOCK_SHUTDOWN_SEND | VMQ_VSOCK_SHUTDOWN_RCV;
         vfe_send(&a, &r, NULL);
-        expect(&a, VMQ_VSOCK_OP_RST, 2, "both sides done: the host side resets");
+        vfe_expect(&a, VMQ_VSOCK_OP_RST, 2, "both sides done: the host side resets");
         expect_closed(s, "the guest closed");
 
         /* A guest that refuses: the program's socket closes. */
@@ -484,7 +428,7 @@ Test(vmqd_vsock, host_programs_reach_guest_ports_with_connect_and_credit) {
         s = unix_connect(host);
         cr_assert_eq(send(s, "0123456789012345678901234567890123456789", 40, MSG_NOSIGNAL), 40);
         expect_closed(s, "a line that never ends");
-        expect_nothing(&a, "no bad line reached the guest");
+        vfe_expect_nothing(&a, "no bad line reached the guest");
         snprintf(host, sizeof(host), "%s/run/vsock-lv2.host", tb.dir);
         s = unix_connect(host);
         cr_assert_eq(send(s, "CONNECT 5000\n", 13, MSG_NOSIGNAL), 13);
@@ -521,17 +465,17 @@ Test(vmqd_vsock, guests_reach_host_listeners_and_a_guest_that_overruns_is_reset)
         /* Nobody on 6001; no SEQPACKET to the host; CID 1 is nobody's. */
         struct vmq_vsock_hdr h = vfe_hdr(&a, 2, 40000, 6001, VMQ_VSOCK_OP_REQUEST, 0);
         vfe_send(&a, &h, NULL);
-        expect(&a, VMQ_VSOCK_OP_RST, 2, "no listener on port 6001");
+        vfe_expect(&a, VMQ_VSOCK_OP_RST, 2, "no listener on port 6001");
         h = vfe_hdr(&a, 2, 40000, 6000, VMQ_VSOCK_OP_REQUEST, 0);
         h.type = VMQ_VSOCK_TYPE_SEQPACKET;
         vfe_send(&a, &h, NULL);
         h.type = VMQ_VSOCK_TYPE_STREAM;
-        expect(&a, VMQ_VSOCK_OP_RST, 2, "SEQPACKET to the host");
+        vfe_expect(&a, VMQ_VSOCK_OP_RST, 2, "SEQPACKET to the host");
 
         /* A connection to 6000: both ways. */
         h = vfe_hdr(&a, 2, 40000, 6000, VMQ_VSOCK_OP_REQUEST, 0);
         vfe_send(&a, &h, NULL);
-        expect(&a, VMQ_VSOCK_OP_RESPONSE, 2, "the listener is there");
+        vfe_expect(&a, VMQ_VSOCK_OP_RESPONSE, 2, "the listener is there");
         int s = accept4(l, NULL, NULL, SOCK_CLOEXEC);
         cr_assert_geq(s, 0);
         struct timeval tv = {.tv_sec = 5};
@@ -568,7 +512,7 @@ Test(vmqd_vsock, guests_reach_host_listeners_and_a_guest_that_overruns_is_reset)
          * reset. */
         h = vfe_hdr(&a, 2, 40001, 6000, VMQ_VSOCK_OP_REQUEST, 0);
         vfe_send(&a, &h, NULL);
-        expect(&a, VMQ_VSOCK_OP_RESPONSE, 2, "a second connection");
+        vfe_expect(&a, VMQ_VSOCK_OP_RESPONSE, 2, "a second connection");
         s = accept4(l, NULL, NULL, SOCK_CLOEXEC);
         cr_assert_geq(s, 0);
         close(s);
@@ -576,7 +520,7 @@ Test(vmqd_vsock, guests_reach_host_listeners_and_a_guest_that_overruns_is_reset)
         cr_assert(h.op == VMQ_VSOCK_OP_SHUTDOWN && (h.flags & VMQ_VSOCK_SHUTDOWN_SEND));
         h = vfe_hdr(&a, 2, 40001, 6000, VMQ_VSOCK_OP_RW, 3);
         vfe_send(&a, &h, "bye");
-        expect(&a, VMQ_VSOCK_OP_RST, 2, "nobody reads any more");
+        vfe_expect(&a, VMQ_VSOCK_OP_RST, 2, "nobody reads any more");
 
         close(l);
         unlink(path);

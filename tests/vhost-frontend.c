@@ -282,3 +282,18 @@ bool vfe_tx_done(struct vfe *f, int timeout_ms) {
         }
         return true;
 }
+
+void vfe_expect(struct vfe *f, uint16_t op, uint64_t src_cid, const char *why) {
+        struct vmq_vsock_hdr h;
+        cr_assert(vfe_recv(f, &h, NULL, 5000), "CID %lu got nothing: %s", (unsigned long)f->cid,
+                  why);
+        cr_assert_eq(h.op, op, "CID %lu got %s, not %s: %s", (unsigned long)f->cid,
+                     vmq_vsock_op_to_string(h.op), vmq_vsock_op_to_string(op), why);
+        cr_assert_eq(h.src_cid, src_cid, "%s", why);
+}
+
+void vfe_expect_nothing(struct vfe *f, const char *why) {
+        struct vmq_vsock_hdr h;
+        cr_assert_not(vfe_recv(f, &h, NULL, 300), "CID %lu got %s: %s", (unsigned long)f->cid,
+                      vmq_vsock_op_to_string(h.op), why);
+}

@@ -42,6 +42,12 @@ bool vfe_recv(struct vfe *f, struct vmq_vsock_hdr *h, void *payload, int timeout
  * sent so far. */
 bool vfe_tx_done(struct vfe *f, int timeout_ms);
 
+/* Asserts that the next packet comes within 5 s, is @op and comes from
+ * @src_cid; @why says what the test expected it for. */
+void vfe_expect(struct vfe *f, uint16_t op, uint64_t src_cid, const char *why);
+/* Asserts that no packet comes within 300 ms. */
+void vfe_expect_nothing(struct vfe *f, const char *why);
+
 /* A stream header from f's own CID. */
 struct vmq_vsock_hdr vfe_hdr(const struct vfe *f, uint64_t dst_cid, uint32_t src_port,
                              uint32_t dst_port, uint16_t op, uint32_t len);

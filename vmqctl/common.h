@@ -75,6 +75,9 @@ enum {
         OPT_RX_SIZE,
         OPT_NO_LEGEND,
         OPT_NO_PAGER,
+        OPT_VSOCK,
+        OPT_VSOCK_CID,
+        OPT_VERBOSE,
         /* The guest mode's. */
         OPT_GUEST,
         OPT_DEVICE,

@@ -39,6 +39,8 @@ const struct option adopt_options[] = {
         {"persistent", no_argument, NULL, OPT_PERSISTENT},
         {"region-size", required_argument, NULL, OPT_REGION_SIZE},
         {"rx-size", required_argument, NULL, OPT_RX_SIZE},
+        {"vsock", no_argument, NULL, OPT_VSOCK},
+        {"vsock-cid", required_argument, NULL, OPT_VSOCK_CID},
         {0},
 };
 
@@ -192,8 +194,14 @@ void print_machine_json(struct json *j, const struct vmq_machine *m) {
         json_machine_id(j, m);
         json_string(j, "backend", backend_of(m));
         json_string(j, "image", vmq_machine_get_image(m));
-        if (strcmp(backend_of(m), "libvirt") == 0)
+        if (strcmp(backend_of(m), "libvirt") == 0) {
                 json_string(j, "domain", vmq_machine_get_domain(m));
+                /* null: no vsock device (0 is no CID) */
+                if (vmq_machine_get_vsock_cid(m))
+                        json_u64(j, "vsock_cid", vmq_machine_get_vsock_cid(m));
+                else
+                        json_null(j, "vsock_cid");
+        }
         json_u64(j, "memory", vmq_machine_get_memory(m));
         json_u64(j, "vcpus", vmq_machine_get_vcpus(m));
         json_u64(j, "queue_depth", vmq_machine_get_queue_depth(m));
@@ -253,6 +261,8 @@ int cmd_info(struct ctl *ctl, int argc, char **argv) {
         if (strcmp(backend_of(m), "libvirt") == 0) {
                 printf("Domain:       %s\n", vmq_machine_get_domain(m));
                 printf("Region:       %s\n", mem);
+                if (vmq_machine_get_vsock_cid(m))
+                        printf("Vsock CID:    %" PRIu32 "\n", vmq_machine_get_vsock_cid(m));
         } else {
                 printf("Image:        %s\n", vmq_machine_get_image(m));
                 printf("Memory:       %s\n", mem);
@@ -450,6 +460,20 @@ int cmd_adopt(struct ctl *ctl, int argc, char **argv) {
                         if (parse_size(optarg, &opts.rx_size) < 0 || opts.rx_size == 0)
                                 return ctl_usage(cmd, "adopt: invalid size '%s'", optarg);
                         break;
+                case OPT_VSOCK:
+                        opts.vsock = true;
+                        break;
+                case OPT_VSOCK_CID:
+                        /* 0 would mean "the lowest free" on the bus: that
+                         * is --vsock's, so a 0 here is a mistake.  The
+                         * range is vmqd's to check. */
+                        if (parse_u32(optarg, &opts.vsock_cid) < 0 || opts.vsock_cid == 0)
+                                return ctl_usage(cmd,
+                                                 "adopt: invalid CID '%s' (--vsock alone takes "
+                                                 "the lowest free one)",
+                                                 optarg);
+                        opts.vsock = true;
+                        break;
                 }
         }
         code = ctl_check_args(cmd, argc, argv, 1, 1);
@@ -466,6 +490,14 @@ int cmd_adopt(struct ctl *ctl, int argc, char **argv) {
                                  "domain '%s': invalid machine name '%s': a name is %s%s", domain,
                                  opts.name ? opts.name : domain, CTL_NAME_RULE,
                                  opts.name ? "" : " (give one with --name)");
+        /* vmqd words the CID's range after the value it quotes; the user
+         * typed --vsock-cid, not the bus's vsock_cid. */
+        if (r == -EINVAL && ctl_daemon_message(ctl) &&
+            strncmp(ctl_daemon_message(ctl), "Invalid vsock_cid", 17) == 0) {
+                const char *range = strstr(ctl_daemon_message(ctl), "' (");
+                return ctl_error(EXIT_USAGE, "domain '%s': --vsock-cid %" PRIu32 ": out of range%s",
+                                 domain, opts.vsock_cid, range ? range + 1 : "");
+        }
         if (r < 0)
                 return ctl_fail(ctl, r, "no such domain", "domain '%s'", domain);
         if (!ctl->quiet)

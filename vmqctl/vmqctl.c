@@ -119,9 +119,13 @@ const struct command commands[] = {
          "      --persistent         save the adoption across vmqd restarts\n"
          "      --region-size SIZE   the shared region, a power of two (default 4M)\n"
          "      --rx-size SIZE       its receive window (default: half the region)\n"
+         "      --vsock              give it a vhost-user-vsock device, with the\n"
+         "                           lowest free CID from 3 (see vsock-connect)\n"
+         "      --vsock-cid CID      the same with this CID (3 to 4294967294)\n"
          "\n"
-         "Example:\n"
-         "  vmqctl adopt web-vm --name web --persistent\n"},
+         "Examples:\n"
+         "  vmqctl adopt web-vm --name web --persistent\n"
+         "  vmqctl adopt web-vm --name web --vsock-cid 9\n"},
         {"start", cmd_start, NULL, "start NAME",
          "Start a machine that is not running.\n"
          "\n"
@@ -203,6 +207,32 @@ const struct command commands[] = {
          "\n"
          "Example:\n"
          "  vmqctl console web --follow\n"},
+        {"vsock-connect", cmd_vsock_connect, vsock_options, "vsock-connect NAME PORT [--verbose]",
+         "Connect to vsock port PORT in machine NAME's guest, as the host (CID 2),\n"
+         "and copy standard input to the connection and the connection to\n"
+         "standard output.  End of input is passed on (the guest reads end of\n"
+         "file); vmqctl exits 0 once the guest has closed its end and what it\n"
+         "sent is written.  The machine needs a vsock device (adopt --vsock).\n"
+         "Exit 1 when the guest refuses the port, 3 when the machine has no\n"
+         "vsock device, 4 when vmqd's host socket is not yours to use.\n"
+         "\n"
+         "      --verbose   say on stderr which host port the connection has\n"
+         "\n"
+         "Example:\n"
+         "  echo hi | vmqctl vsock-connect web 5000\n"},
+        {"vsock-listen", cmd_vsock_listen, vsock_options, "vsock-listen NAME PORT [--verbose]",
+         "Wait for machine NAME's guest to connect to the host (CID 2) on vsock\n"
+         "port PORT, take that one connection and copy it to standard output,\n"
+         "and standard input to it, as vsock-connect does.  The socket vmqd\n"
+         "passes the guest's connection to (its host socket with \"_PORT\") is\n"
+         "removed once the guest has connected, and on SIGINT or SIGTERM.\n"
+         "Exit 7 when another program listens on that port.\n"
+         "\n"
+         "      --verbose   say on stderr where it listens, and when the guest\n"
+         "                  connected\n"
+         "\n"
+         "Example:\n"
+         "  vmqctl vsock-listen web 6000 > from-guest.txt\n"},
         {"help", cmd_help, NULL, "help [COMMAND]",
          "Show the help, or a command's help.\n"
          "\n"

@@ -125,6 +125,8 @@ int cmd_recv(struct ctl *ctl, int argc, char **argv);
 int cmd_stats(struct ctl *ctl, int argc, char **argv);
 int cmd_monitor(struct ctl *ctl, int argc, char **argv);
 int cmd_version(struct ctl *ctl, int argc, char **argv);
+int cmd_vsock_connect(struct ctl *ctl, int argc, char **argv);
+int cmd_vsock_listen(struct ctl *ctl, int argc, char **argv);
 
 /* Command option tables, for the command table in vmqctl.c. */
 extern const struct option list_options[];
@@ -136,6 +138,7 @@ extern const struct option channels_options[];
 extern const struct option open_options[];
 extern const struct option send_options[];
 extern const struct option recv_options[];
+extern const struct option vsock_options[];
 
 /* Looks up a command by name (for the commands' own --help). */
 const struct command *command_find(const char *name);
