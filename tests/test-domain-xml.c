@@ -207,3 +207,20 @@ Test(domain_xml, what_is_not_a_domain_is_refused) {
         cr_assert_eq(domain_xml_remove_vsock("", "web", 0, &out), -EINVAL);
         cr_assert_null(out);
 }
+
+Test(domain_xml, the_device_address_is_read_back_for_a_replug) {
+        const char *xml = HEAD OS_Q35 DEVICES TAIL;
+        char *out, bus[16];
+        unsigned slot = 0;
+        int added;
+
+        cr_assert_eq(domain_xml_vsock_address(xml, "web", bus, sizeof(bus), &slot), -ENOENT);
+        cr_assert_eq(domain_xml_add_vsock(xml, "web", sock, &out, &added), 0);
+        cr_assert_eq(domain_xml_vsock_address(out, "web", bus, sizeof(bus), &slot), 0);
+        cr_assert_str_eq(bus, "pcie.0");
+        cr_assert_eq(slot, 0x1d);
+        cr_assert_eq(domain_xml_vsock_address(out, "we", bus, sizeof(bus), &slot), -ENOENT);
+        cr_assert_eq(domain_xml_vsock_address(out, "web", bus, 4, &slot), -ENOENT,
+                     "a bus name that does not fit is not cut");
+        free(out);
+}

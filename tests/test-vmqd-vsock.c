@@ -22,6 +22,7 @@
 #include "tests/daemon-util.h"
 #include "tests/test-util.h"
 #include "tests/vhost-frontend.h"
+#include "vmqd/vsock-identity.h"
 
 static struct vmq_testbus tb;
 
@@ -527,4 +528,83 @@ Test(vmqd_vsock, guests_reach_host_listeners_and_a_guest_that_overruns_is_reset)
         cr_assert_leq(vmq_testbus_vmqd_fds(&tb), fds_before, "no fd leaked");
         vfe_close(&a);
         vmq_testbus_expect_clean_exit(&tb);
+}
+
+/* Asks vmqd's identity service one question on connection @port; the
+ * answer's line (without its \n) goes to @buf. */
+static void ask(struct vfe *a, uint32_t port, const char *q, char *buf, size_t size) {
+        struct vmq_vsock_hdr h =
+                vfe_hdr(a, 2, port, VSOCK_IDENTITY_PORT, VMQ_VSOCK_OP_RW, (uint32_t)strlen(q));
+        static uint8_t got[4096];
+        size_t n = 0;
+
+        vfe_send(a, &h, q);
+        while (!memchr(buf, '\n', n)) {
+                cr_assert(vfe_recv(a, &h, got, 5000), "an answer to '%s'", q);
+                vfe_post_rx(a, 1);
+                if (h.op == VMQ_VSOCK_OP_CREDIT_UPDATE)
+                        continue;
+                cr_assert_eq(h.op, VMQ_VSOCK_OP_RW, "'%s' got %s", q, vmq_vsock_op_to_string(h.op));
+                cr_assert_lt(n + h.len, size);
+                memcpy(buf + n, got, h.len);
+                n += h.len;
+        }
+        cr_assert_eq(buf[n - 1], '\n', "one answer at a time");
+        buf[n - 1] = '\0';
+}
+
+Test(vmqd_vsock, the_identity_port_names_peers_only_through_a_channel) {
+        struct vfe a;
+        char pa[600], ans[256], uuid2[64];
+
+        adopt_both();
+        socket_of("lv1", pa, sizeof(pa));
+        vfe_connect(&a, pa);
+        vfe_post_rx(&a, 8);
+        int fds_before = vmq_testbus_vmqd_fds(&tb);
+        struct vmq_vsock_hdr h =
+                vfe_hdr(&a, 2, 41000, VSOCK_IDENTITY_PORT, VMQ_VSOCK_OP_REQUEST, 0);
+        vfe_send(&a, &h, NULL);
+        vfe_expect(&a, VMQ_VSOCK_OP_RESPONSE, 2, "vmqd serves the identity port itself");
+
+        ask(&a, 41000, "WHO 9\n", ans, sizeof(ans));
+        cr_assert_str_eq(ans, "NONE 9", "no channel yet: lv2 is not lv1's peer");
+        ask(&a, 41000, "WHO 3\n", ans, sizeof(ans));
+        cr_assert_str_eq(ans, "OK 3 lv1 6695eb01-f6a4-8304-79aa-97f2502e1901", "itself");
+        ask(&a, 41000, "WHO 2\n", ans, sizeof(ans));
+        cr_assert_str_eq(ans, "OK 2 host -");
+        uint32_t ch = open_channel("lv1", "lv2");
+        ask(&a, 41000, "WHO 9\r\n", ans, sizeof(ans));
+        snprintf(uuid2, sizeof(uuid2), "OK 9 lv2 6695eb01-f6a4-8304-79aa-97f2502e1902");
+        cr_assert_str_eq(ans, uuid2, "a channel makes lv2 lv1's peer");
+        ask(&a, 41000, "WHO 7\n", ans, sizeof(ans));
+        cr_assert_str_eq(ans, "NONE 7", "nobody's CID");
+        ask(&a, 41000, "WHO 4294967296\n", ans, sizeof(ans));
+        cr_assert_str_eq(ans, "ERR bad CID");
+        ask(&a, 41000, "HELLO\n", ans, sizeof(ans));
+        cr_assert_str_eq(ans, "ERR expected WHO <cid>");
+        close_channel(ch);
+        ask(&a, 41000, "WHO 9\n", ans, sizeof(ans));
+        cr_assert_str_eq(ans, "NONE 9", "the channel closed");
+
+        /* A line without end: an error, then the end of the stream. */
+        static char junk[200];
+        memset(junk, 'x', sizeof(junk));
+        h = vfe_hdr(&a, 2, 41000, VSOCK_IDENTITY_PORT, VMQ_VSOCK_OP_RW, sizeof(junk));
+        vfe_send(&a, &h, junk);
+        bool err = false, shut = false;
+        static uint8_t got[4096];
+        while (!shut && vfe_recv(&a, &h, got, 5000)) {
+                vfe_post_rx(&a, 1);
+                if (h.op == VMQ_VSOCK_OP_RW)
+                        err |= h.len >= 18 && memcmp(got, "ERR line too long\n", 18) == 0;
+                shut |= h.op == VMQ_VSOCK_OP_SHUTDOWN;
+        }
+        cr_assert(err && shut, "a line too long: ERR, then a shutdown");
+        h = vfe_hdr(&a, 2, 41000, VSOCK_IDENTITY_PORT, VMQ_VSOCK_OP_RST, 0);
+        vfe_send(&a, &h, NULL);
+        cr_assert(vfe_tx_done(&a, 5000));
+        usleep(100 * 1000);
+        cr_assert_leq(vmq_testbus_vmqd_fds(&tb), fds_before, "no fd leaked");
+        vfe_close(&a);
 }

@@ -47,6 +47,7 @@
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <libvirt/libvirt-qemu.h>
 #include <libvirt/libvirt.h>
 #include <libvirt/virterror.h>
 #include <systemd/sd-id128.h>
@@ -87,6 +88,7 @@ struct libvirt_link {
         int stop_fd;
 
         /* Loop thread only. */
+        sd_event_source *replug_timer; /* a look at the vsock device, soon */
         enum machine_state dom_state;
         const char *reason; /* static */
         bool gone;          /* the domain was not found last time */
@@ -267,6 +269,7 @@ static void lv_detach(struct machine *mc) {
         vsock_device_free(mc);
         if (!l)
                 return;
+        l->replug_timer = sd_event_source_disable_unref(l->replug_timer);
         if (l->thread_started) {
                 uint64_t one = 1;
                 (void)!write(l->stop_fd, &one, sizeof(one));
@@ -432,6 +435,135 @@ static int link_start_region(struct libvirt_link *l) {
         return r;
 }
 
+/* ---- re-plugging the vsock device ---------------------------------------------- */
+
+static virDomainPtr lookup_domain(struct machine *mc);
+
+/* How long after a domain is seen running its QEMU has to be connected to
+ * the vsock device before vmqd re-plugs it, and how long the guest has to
+ * let the old device go. */
+#define REPLUG_GRACE_USEC (1000u * 1000u)
+#define REPLUG_UNPLUG_TRIES 50u
+#define REPLUG_UNPLUG_WAIT_USEC (100u * 1000u)
+
+/* Runs a QMP command in the domain's QEMU.  0, or -EIO (logged unless
+ * @quiet) when libvirt or QEMU refused it. */
+static int qmp(struct machine *mc, virDomainPtr dom, bool quiet, const char *cmd) {
+        char *result = NULL;
+        int r = virDomainQemuMonitorCommand(dom, cmd, &result, 0);
+
+        if (r < 0 || !result || strstr(result, "\"error\"")) {
+                if (!quiet)
+                        log_warning("Machine '%s': QEMU of domain '%s' refused %s: %s", mc->name,
+                                    mc->domain, cmd,
+                                    r < 0    ? libvirt_error_message()
+                                    : result ? result
+                                             : "?");
+                free(result);
+                return -EIO;
+        }
+        free(result);
+        return 0;
+}
+
+/*
+ * QEMU 7.2 does not reconnect a vhost-user-vsock chardev: a domain that ran
+ * before this vmqd holds a dead device.  Its monitor can plug a new one:
+ * device_del (the guest lets the old one go over ACPI), chardev-remove once
+ * it has, chardev-add on vmqd's socket and device_add at the same address,
+ * with a thread serving the socket meanwhile (QEMU talks vhost-user inside
+ * device_add).  The guest's connections are lost; its listeners stay.
+ * libvirt marks the domain tainted ("custom-monitor").  The loop waits for
+ * the guest up to REPLUG_UNPLUG_TRIES * REPLUG_UNPLUG_WAIT_USEC.
+ */
+static void replug_vsock(struct machine *mc, virDomainPtr dom) {
+        _cleanup_free_ char *live = virDomainGetXMLDesc(dom, 0);
+        const char *path = vsock_device_socket(mc);
+        char cmd[1024], bus[16];
+        unsigned slot, i;
+
+        if (!live || domain_xml_vsock_address(live, mc->name, bus, sizeof(bus), &slot) < 0)
+                return; /* the device comes with the domain's next start */
+        if (strpbrk(path, "\"\\") || strlen(path) > 512) {
+                log_warning("Machine '%s': vsock socket '%s' cannot go into a QMP command; "
+                            "restart domain '%s' for its vsock device",
+                            mc->name, path, mc->domain);
+                return;
+        }
+        log_notice("Machine '%s': QEMU of domain '%s' is not connected to the vsock device "
+                   "(vmqd restarted?): re-plugging it",
+                   mc->name, mc->domain);
+        snprintf(cmd, sizeof(cmd),
+                 "{\"execute\":\"device_del\",\"arguments\":{\"id\":\"vmq-vsock-%s\"}}", mc->name);
+        (void)qmp(mc, dom, true, cmd); /* gone already: the chardev may be left */
+        snprintf(cmd, sizeof(cmd),
+                 "{\"execute\":\"chardev-remove\",\"arguments\":{\"id\":\"vmq-vsock-%s\"}}",
+                 mc->name);
+        for (i = 0; qmp(mc, dom, true, cmd) < 0; i++) {
+                if (i == REPLUG_UNPLUG_TRIES) {
+                        log_warning("Machine '%s': the guest of domain '%s' did not let its old "
+                                    "vsock device go; restart the domain for a working one",
+                                    mc->name, mc->domain);
+                        return;
+                }
+                usleep(REPLUG_UNPLUG_WAIT_USEC);
+        }
+        snprintf(cmd, sizeof(cmd),
+                 "{\"execute\":\"chardev-add\",\"arguments\":{\"id\":\"vmq-vsock-%s\","
+                 "\"backend\":{\"type\":\"socket\",\"data\":{\"server\":false,"
+                 "\"addr\":{\"type\":\"unix\",\"data\":{\"path\":\"%s\"}}}}}}",
+                 mc->name, path);
+        struct vsock_assist *assist = vsock_assist_begin(mc);
+        int r = qmp(mc, dom, false, cmd);
+        if (r >= 0) {
+                snprintf(cmd, sizeof(cmd),
+                         "{\"execute\":\"device_add\",\"arguments\":{"
+                         "\"driver\":\"vhost-user-vsock-pci\",\"id\":\"vmq-vsock-%s\","
+                         "\"chardev\":\"vmq-vsock-%s\",\"bus\":\"%s\",\"addr\":\"0x%x\"}}",
+                         mc->name, mc->name, bus, slot);
+                r = qmp(mc, dom, false, cmd);
+        }
+        vsock_assist_end(assist);
+        if (r >= 0)
+                log_info("Machine '%s': vsock device re-plugged into domain '%s' (libvirt marks "
+                         "it tainted: custom-monitor)",
+                         mc->name, mc->domain);
+}
+
+static int on_replug_timer(sd_event_source *s, uint64_t usec, void *userdata) {
+        struct libvirt_link *l = userdata;
+        struct machine *mc = l->machine;
+        virDomainPtr dom;
+
+        (void)s;
+        (void)usec;
+        l->replug_timer = sd_event_source_disable_unref(l->replug_timer);
+        if (l->dom_state != MACHINE_RUNNING || vsock_device_connected(mc))
+                return 0;
+        dom = lookup_domain(mc);
+        if (!dom)
+                return 0;
+        if (virDomainIsActive(dom) == 1)
+                replug_vsock(mc, dom);
+        virDomainFree(dom);
+        return 0;
+}
+
+/* A domain just seen running whose QEMU is not connected to the vsock
+ * device gets a look soon: QEMU connects while it starts, but vmqd may not
+ * have taken the connection yet. */
+static void watch_vsock(struct libvirt_link *l) {
+        struct machine *mc = l->machine;
+
+        if (!mc->vsock_cid || l->replug_timer || vsock_device_connected(mc))
+                return;
+        if (sd_event_add_time_relative(mc->manager->event, &l->replug_timer, CLOCK_MONOTONIC,
+                                       REPLUG_GRACE_USEC, 0, on_replug_timer, l) < 0)
+                log_warning("Machine '%s': cannot watch its vsock device; restart domain '%s' if "
+                            "it does not work",
+                            mc->name, mc->domain);
+}
+
 /* Applies the domain's state to the machine and publishes it. */
 static void link_apply(struct libvirt_link *l, enum machine_state s, const char *reason) {
         struct machine *mc = l->machine;
@@ -461,8 +593,10 @@ static void link_apply(struct libvirt_link *l, enum machine_state s, const char 
                                            mc->name, mc->domain);
                 }
                 manager_process_monitor(m);
-                if (l->dom_state == MACHINE_RUNNING)
+                if (l->dom_state == MACHINE_RUNNING) {
                         manager_open_persistent_channels(m);
+                        watch_vsock(l);
+                }
                 return;
         }
         if (l->dom_state == MACHINE_RUNNING) {

@@ -122,6 +122,34 @@ static int hex_at(const char *p) {
         return end == p + 2 || v < 0 || v > 0xff ? -1 : (int)v;
 }
 
+int domain_xml_vsock_address(const char *xml, const char *name, char *bus, size_t bus_size,
+                             unsigned *ret_slot) {
+        char *chardev, *device;
+        const char *p, *end, *b, *a;
+        int slot;
+
+        if (arg_prefixes(name, &chardev, &device) < 0)
+                return -ENOMEM;
+        p = strstr(xml, device);
+        free(chardev);
+        free(device);
+        if (!p || !(end = strchr(p, '\n')))
+                return -ENOENT;
+        b = strstr(p, ",bus=");
+        a = strstr(p, ",addr=");
+        if (!b || !a || b > end || a > end)
+                return -ENOENT;
+        b += 5;
+        size_t n = strcspn(b, ",'");
+        slot = hex_at(a + 6);
+        if (n == 0 || n >= bus_size || slot < 0 || slot >= 0x20)
+                return -ENOENT;
+        memcpy(bus, b, n);
+        bus[n] = '\0';
+        *ret_slot = (unsigned)slot;
+        return 0;
+}
+
 /* The highest slot of bus 0 that nothing in the definition takes, or -1. */
 static int free_slot(const char *xml) {
         bool used[0x20] = {false};

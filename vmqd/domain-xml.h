@@ -41,6 +41,12 @@ char *xml_attr(const char *s);
 /* Does the definition carry machine @name's vsock device? */
 bool domain_xml_has_vsock(const char *xml, const char *name);
 
+/* The root bus ("pci.0" or "pcie.0", in @bus of @bus_size bytes) and the
+ * slot of machine @name's device in the definition.  0, or -ENOENT when it
+ * has no such device or an address of another form. */
+int domain_xml_vsock_address(const char *xml, const char *name, char *bus, size_t bus_size,
+                             unsigned *ret_slot);
+
 /* Is the domain's memory shared (<access mode='shared'/> under
  * <memoryBacking>)?  Per-NUMA-cell access is not looked at. */
 bool domain_xml_memory_shared(const char *xml);

@@ -15,6 +15,7 @@
 #include "vmqd/machine.h"
 #include "vmqd/manager.h"
 #include "vmqd/vsock-host.h"
+#include "vmqd/vsock-identity.h"
 #include "vmqd/vsock.h"
 
 /* "CONNECT 4294967295\n" and a little slack. */
@@ -37,6 +38,7 @@ struct host_conn {
         uint32_t guest_cid, guest_port, host_port;
         int fd;
         sd_event_source *source;
+        struct vsock_identity *ident; /* the other end of fd, when it is vmqd's */
         char line[LINE_MAX_LEN];
         size_t line_len;
 
@@ -85,6 +87,7 @@ static void conn_free(struct host_conn *c) {
         h->nconns--;
         c->source = sd_event_source_disable_unref(c->source);
         vmq_close(c->fd);
+        c->ident = vsock_identity_free(c->ident);
         free(c->out);
         free(c);
 }
@@ -318,20 +321,29 @@ static void guest_connects(struct vsock_host *h, const struct vmq_vsock_hdr *p) 
                                 .guest_port = p->src_port,
                                 .host_port = p->dst_port};
         struct sockaddr_un sa = {.sun_family = AF_UNIX};
+        struct vsock_identity *ident = NULL;
         int fd = -1;
 
         if (!mc || p->type != VMQ_VSOCK_TYPE_STREAM)
                 goto refuse;
-        int len = snprintf(sa.sun_path, sizeof(sa.sun_path), "%s/vsock-%s.host_%" PRIu32,
-                           m->runtime_dir, mc->name, p->dst_port);
-        if (len < 0 || (size_t)len >= sizeof(sa.sun_path))
-                goto refuse;
-        fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-        if (fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0)
-                goto refuse; /* nobody listens, or its backlog is full */
+        if (p->dst_port == VSOCK_IDENTITY_PORT) {
+                /* vmqd answers: the service's socketpair stands in for a
+                 * host program's socket */
+                if (vsock_identity_new(m, (uint32_t)p->src_cid, &ident, &fd) < 0)
+                        goto refuse;
+        } else {
+                int len = snprintf(sa.sun_path, sizeof(sa.sun_path), "%s/vsock-%s.host_%" PRIu32,
+                                   m->runtime_dir, mc->name, p->dst_port);
+                if (len < 0 || (size_t)len >= sizeof(sa.sun_path))
+                        goto refuse;
+                fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+                if (fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0)
+                        goto refuse; /* nobody listens, or its backlog is full */
+        }
         struct host_conn *c = conn_new(h, fd);
         if (!c)
                 goto refuse;
+        c->ident = ident;
         c->state = HC_OPEN;
         c->guest_cid = tmp.guest_cid;
         c->guest_port = tmp.guest_port;
@@ -343,6 +355,7 @@ static void guest_connects(struct vsock_host *h, const struct vmq_vsock_hdr *p) 
         return;
 refuse:
         vmq_close(fd);
+        (void)vsock_identity_free(ident);
         tmp.h = h;
         send_pkt(&tmp, VMQ_VSOCK_OP_RST, 0, NULL, 0);
 }

@@ -76,6 +76,10 @@ static bool channel_open_between(struct manager *m, const char *a, const char *b
         return false;
 }
 
+bool vsock_channel_open(struct manager *m, const char *a, const char *b) {
+        return channel_open_between(m, a, b, NULL);
+}
+
 static bool switch_allowed(void *userdata, uint64_t from_cid, uint64_t to_cid) {
         struct manager *m = userdata;
         struct machine *from = vsock_machine_by_cid(m, from_cid),
@@ -500,6 +504,10 @@ const char *vsock_device_socket(const struct machine *mc) {
 
 const char *vsock_device_host_socket(const struct machine *mc) {
         return mc->vsock ? mc->vsock->host_path : "";
+}
+
+bool vsock_device_connected(const struct machine *mc) {
+        return mc->vsock && mc->vsock->conn_fd >= 0;
 }
 
 bool vsock_device_running(const struct machine *mc) {

@@ -54,6 +54,8 @@ void vsock_device_free(struct machine *mc);
  * connected and both queues run. */
 const char *vsock_device_socket(const struct machine *mc);
 bool vsock_device_running(const struct machine *mc);
+/* Is a frontend (QEMU) connected, running or not? */
+bool vsock_device_connected(const struct machine *mc);
 /* Where host programs connect to the guest's ports (vsock-host.h), or "". */
 const char *vsock_device_host_socket(const struct machine *mc);
 /* The device's switch counters (zeros when it is not running). */
@@ -75,6 +77,9 @@ void vsock_channel_closed(struct manager *m, const char *a, const char *b);
 
 /* The machine whose device has this CID, or NULL. */
 struct machine *vsock_machine_by_cid(struct manager *m, uint64_t cid);
+/* Is a channel between machines a and b open now (the switch's access
+ * list)? */
+bool vsock_channel_open(struct manager *m, const char *a, const char *b);
 /* The lowest CID from 3 up that no machine has (0: none left). */
 uint32_t vsock_free_cid(struct manager *m);
 

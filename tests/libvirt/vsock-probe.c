@@ -23,6 +23,9 @@
  *   vsock-probe rtt CID PORT COUNT
  *       COUNT round trips of 64 bytes on a stream to an echo:
  *       "VSOCK-RTT ok count=N us_per_rt=U"
+ *   vsock-probe who CID
+ *       asks vmqd's identity service (CID 2, port 1) "WHO CID" and prints
+ *       "VSOCK-WHO <its answer>"
  * Exit status 0 on success.
  */
 #include <errno.h>
@@ -252,6 +255,36 @@ static int own_cid(void) {
         return 0;
 }
 
+static int who(unsigned cid) {
+        int s = vsock_connect(2, 1, SOCK_STREAM);
+        if (s < 0) {
+                printf("VSOCK-WHO failed connect errno=%d (%s)\n", errno, strerror(errno));
+                return 1;
+        }
+        char q[32], a[256];
+        size_t n = 0;
+        int len = snprintf(q, sizeof(q), "WHO %u\n", cid);
+        if (send(s, q, (size_t)len, MSG_NOSIGNAL) != len) {
+                printf("VSOCK-WHO failed send: %s\n", strerror(errno));
+                close(s);
+                return 1;
+        }
+        while (n < sizeof(a) - 1 && !memchr(a, '\n', n)) {
+                ssize_t r = recv(s, a + n, sizeof(a) - 1 - n, 0);
+                if (r <= 0) {
+                        printf("VSOCK-WHO failed recv: %s\n", r ? strerror(errno) : "end");
+                        close(s);
+                        return 1;
+                }
+                n += (size_t)r;
+        }
+        close(s);
+        a[n] = '\0';
+        a[strcspn(a, "\n")] = '\0';
+        printf("VSOCK-WHO %s\n", a);
+        return 0;
+}
+
 int main(int argc, char **argv) {
         setvbuf(stdout, NULL, _IOLBF, 0);
         if (argc < 2)
@@ -259,6 +292,8 @@ int main(int argc, char **argv) {
         const char *cmd = argv[1];
         if (!strcmp(cmd, "cid"))
                 return own_cid();
+        if (!strcmp(cmd, "who") && argc == 3)
+                return who((unsigned)strtoul(argv[2], NULL, 0));
         if (!strcmp(cmd, "serve") && argc == 4)
                 return serve((unsigned)strtoul(argv[2], NULL, 0),
                              !strcmp(argv[3], "seqpacket") ? SOCK_SEQPACKET : SOCK_STREAM);
