@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * libFuzzer harness for the vsock switch (vhost/vsock.c): two guests, both
- * hostile, joined by it.
+ * hostile, joined by it, and a port as vmqd's host end (CID 2) is one.
  *
  * Each guest's memory is a heap block of exactly its size (so
  * AddressSanitizer sees any access outside it) with its rx and tx rings at
@@ -10,12 +10,16 @@
  * anywhere in its memory (descriptors, rings, packet headers, payloads), a
  * guest kicks its tx queue or its rx queue, the channel between them opens
  * or closes (the allowed() answer; a close resets their connections), a
- * guest goes away and comes back.
+ * guest goes away and comes back, the port sends any header with up to 300
+ * bytes of payload (from inside its receive callback too, as an echo), or
+ * starts or stops taking what it gets.
  *
  * Checked besides memory safety: the switch never tracks more connections
  * than it may, every counter only grows, and once both guests are gone no
- * connection is left.
+ * connection is left; the port's packets with a source other than CID 2
+ * are refused, and what it receives is for CID 2 with its whole payload.
  */
+#include <errno.h>
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
@@ -55,6 +59,55 @@ static void notify(void *u, struct vmq_vsock_ep *ep, unsigned queue) {
         FUZZ_CHECK(queue < 2);
 }
 
+static struct vmq_vsock_ep *port;
+static bool port_takes, port_echoes;
+
+/* The host end: reads every byte it is given, and may answer at once. */
+static bool port_receive(void *u, struct vmq_vsock_ep *ep, const struct vmq_vsock_hdr *h,
+                         const uint8_t *data) {
+        static uint8_t copy[VMQ_VSOCK_MAX_PAYLOAD];
+        (void)u;
+        FUZZ_CHECK(ep == port && h->dst_cid == VMQ_VSOCK_CID_HOST);
+        FUZZ_CHECK(h->len <= sizeof(copy));
+        if (h->len)
+                memcpy(copy, data, h->len); /* all of it is there */
+        if (port_echoes && h->op != VMQ_VSOCK_OP_RST) {
+                struct vmq_vsock_hdr r = *h;
+                r.src_cid = h->dst_cid;
+                r.dst_cid = h->src_cid;
+                r.src_port = h->dst_port;
+                r.dst_port = h->src_port;
+                r.op = h->op == VMQ_VSOCK_OP_REQUEST ? VMQ_VSOCK_OP_RESPONSE : h->op;
+                (void)vmq_vsock_port_send(ep, &r, r.len ? data : NULL);
+        }
+        return port_takes;
+}
+
+/* The port sends a header of the input's, with its payload. */
+static void port_sends(struct fuzz_input *in) {
+        static uint8_t payload[300];
+        struct vmq_vsock_hdr h;
+        uint8_t how = fuzz_u8(in);
+        h.src_cid = how & 1 ? fuzz_u64(in) : VMQ_VSOCK_CID_HOST;
+        h.dst_cid = how & 2 ? fuzz_u64(in) : 3 + (how >> 2 & 1);
+        h.src_port = fuzz_u32(in);
+        h.dst_port = fuzz_u32(in);
+        h.len = how & 8 ? fuzz_u32(in) : fuzz_u16(in) % sizeof(payload);
+        h.type = fuzz_u8(in) % 4;
+        h.op = fuzz_u8(in) % 9;
+        h.flags = fuzz_u32(in);
+        h.buf_alloc = fuzz_u32(in);
+        h.fwd_cnt = fuzz_u32(in);
+        fuzz_bytes(in, payload, sizeof(payload));
+        /* a length past the buffer is for the header check to refuse */
+        const void *data = h.len <= sizeof(payload) ? payload : NULL;
+        int r = vmq_vsock_port_send(port, &h, data);
+        if (h.src_cid != VMQ_VSOCK_CID_HOST)
+                FUZZ_CHECK(r == -EPERM || r == -EPROTO);
+        if (h.len > VMQ_VSOCK_MAX_PAYLOAD)
+                FUZZ_CHECK(r == -EPROTO);
+}
+
 static void attach(struct vmq_vsock_switch *sw, struct guest *g, unsigned num) {
         FUZZ_CHECK(vmq_virtq_setup(&g->rx, &g->gm, num, RX_RING, RX_RING + AVAIL, RX_RING + USED, 0,
                                    true) == 0);
@@ -82,9 +135,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         struct fuzz_input in = {data, size};
         struct vmq_vsock_switch *sw = NULL;
         struct guest g[2];
+        static const struct vmq_vsock_port_ops port_ops = {.receive = port_receive};
         FUZZ_CHECK(vmq_vsock_switch_new(&ops, NULL, &sw) == 0);
+        FUZZ_CHECK(vmq_vsock_port_add(sw, VMQ_VSOCK_CID_HOST, &port_ops, NULL, &port) == 0);
         uint8_t geo = fuzz_u8(&in);
         allow = geo & 0x80;
+        port_takes = geo & 0x40;
+        port_echoes = false;
         for (int i = 0; i < 2; i++) {
                 memset(&g[i], 0, sizeof(g[i]));
                 g[i].cid = 3 + (uint64_t)i;
@@ -97,7 +154,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         for (unsigned steps = 0; fuzz_left(&in) > 0 && steps < 512; steps++) {
                 uint8_t op = fuzz_u8(&in);
                 struct guest *me = &g[op & 1];
-                switch ((op >> 1) % 6) {
+                switch ((op >> 1) % 8) {
                 case 0: { /* the guest writes its memory */
                         uint16_t off = fuzz_u16(&in) % MEM;
                         uint8_t len = fuzz_u8(&in);
@@ -126,6 +183,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
                                 attach(sw, me, 1u << (op >> 5) % (MAX_NUM_SHIFT + 1));
                         }
                         break;
+                case 6:
+                        port_sends(&in);
+                        break;
+                case 7: /* the host end changes its mind */
+                        port_takes = op & 0x10;
+                        port_echoes = op & 0x20;
+                        break;
                 default:
                         /* both at once: the tx of one runs into the other */
                         for (int i = 0; i < 2; i++)
@@ -142,6 +206,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
                         vmq_vsock_ep_remove(g[i].ep);
                         g[i].ep = NULL;
                 }
+        vmq_vsock_ep_remove(port);
+        port = NULL;
         FUZZ_CHECK(vmq_vsock_switch_conns(sw) == 0);
         sw = vmq_vsock_switch_free(sw);
         free(g[0].mem);
