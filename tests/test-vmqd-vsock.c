@@ -155,6 +155,10 @@ Test(vmqd_vsock, connections_need_a_channel_and_forged_sources_go_nowhere) {
         cr_assert(vfe_tx_done(&a, 5000), "the forged packet's buffer comes back");
         vfe_expect_nothing(&b, "a forged source");
         vfe_expect_nothing(&a, "a forged source is dropped, not answered");
+        char *st = vmq_testbus_ok(&tb, 0, "$VMQCTL stats lv1");
+        cr_assert(strstr(st, "vsock_forged:"), "vmqctl stats shows the device's counters: %s", st);
+        cr_assert(strstr(st, "vsock_forged:      1\n"), "one forged packet counted: %s", st);
+        free(st);
 
         /* With the channel: a connection, data both ways. */
         h = vfe_hdr(&a, 9, 40003, 1234, VMQ_VSOCK_OP_REQUEST, 0);

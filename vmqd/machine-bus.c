@@ -231,6 +231,26 @@ static int property_get_statistics(sd_bus *bus, const char *path, const char *in
                 if (r < 0)
                         return r;
         }
+        if (mc->vsock_cid) {
+                /* the vsock device's, since the device last joined the
+                 * switch (zeros while no QEMU runs it) */
+                struct vmq_vsock_stats vs;
+                vsock_device_stats(mc, &vs);
+                const struct {
+                        const char *key;
+                        uint64_t value;
+                } vitems[] = {
+                        {"vsock_packets", vs.packets},     {"vsock_forged", vs.forged},
+                        {"vsock_malformed", vs.malformed}, {"vsock_refused", vs.refused},
+                        {"vsock_resets", vs.resets},       {"vsock_backlogged", vs.backlogged},
+                        {"vsock_dropped", vs.dropped},     {"vsock_bad_buffers", vs.bad_buffers},
+                };
+                for (size_t i = 0; i < VMQ_ARRAY_SIZE(vitems); i++) {
+                        r = sd_bus_message_append(reply, "{st}", vitems[i].key, vitems[i].value);
+                        if (r < 0)
+                                return r;
+                }
+        }
         return sd_bus_message_close_container(reply);
 }
 
