@@ -466,30 +466,70 @@ static int qmp(struct machine *mc, virDomainPtr dom, bool quiet, const char *cmd
         return 0;
 }
 
+/* Does the socket path fit a QMP command as it is (no JSON escapes)? */
+static bool qmp_path_ok(const char *path) {
+        return !strpbrk(path, "\"\\") && strlen(path) <= 512;
+}
+
+/*
+ * Plugs machine mc's vsock device into the running QEMU of domain dom, on
+ * root bus @bus at @slot: chardev-add on vmqd's socket, then device_add,
+ * with a thread serving the socket meanwhile (QEMU talks vhost-user inside
+ * device_add while the loop waits for libvirt).  The guest needs shared
+ * memory.  libvirt marks the domain tainted ("custom-monitor").  0, or
+ * -EIO (logged).
+ */
+static int plug_vsock(struct machine *mc, virDomainPtr dom, const char *bus, unsigned slot) {
+        const char *path = vsock_device_socket(mc);
+        char cmd[1024];
+        int r;
+
+        if (!qmp_path_ok(path)) {
+                log_warning("Machine '%s': vsock socket '%s' cannot go into a QMP command",
+                            mc->name, path);
+                return -EIO;
+        }
+        snprintf(cmd, sizeof(cmd),
+                 "{\"execute\":\"chardev-add\",\"arguments\":{\"id\":\"vmq-vsock-%s\","
+                 "\"backend\":{\"type\":\"socket\",\"data\":{\"server\":false,"
+                 "\"addr\":{\"type\":\"unix\",\"data\":{\"path\":\"%s\"}}}}}}",
+                 mc->name, path);
+        struct vsock_assist *assist = vsock_assist_begin(mc);
+        r = qmp(mc, dom, false, cmd);
+        if (r >= 0) {
+                snprintf(cmd, sizeof(cmd),
+                         "{\"execute\":\"device_add\",\"arguments\":{"
+                         "\"driver\":\"vhost-user-vsock-pci\",\"id\":\"vmq-vsock-%s\","
+                         "\"chardev\":\"vmq-vsock-%s\",\"bus\":\"%s\",\"addr\":\"0x%x\"}}",
+                         mc->name, mc->name, bus, slot);
+                r = qmp(mc, dom, false, cmd);
+                if (r < 0) {
+                        snprintf(cmd, sizeof(cmd),
+                                 "{\"execute\":\"chardev-remove\",\"arguments\":{\"id\":"
+                                 "\"vmq-vsock-%s\"}}",
+                                 mc->name);
+                        (void)qmp(mc, dom, true, cmd);
+                }
+        }
+        vsock_assist_end(assist);
+        return r;
+}
+
 /*
  * QEMU 7.2 does not reconnect a vhost-user-vsock chardev: a domain that ran
  * before this vmqd holds a dead device.  Its monitor can plug a new one:
  * device_del (the guest lets the old one go over ACPI), chardev-remove once
- * it has, chardev-add on vmqd's socket and device_add at the same address,
- * with a thread serving the socket meanwhile (QEMU talks vhost-user inside
- * device_add).  The guest's connections are lost; its listeners stay.
- * libvirt marks the domain tainted ("custom-monitor").  The loop waits for
- * the guest up to REPLUG_UNPLUG_TRIES * REPLUG_UNPLUG_WAIT_USEC.
+ * it has, then plug_vsock() at the same address.  The guest's connections
+ * are lost; its listeners stay.  The loop waits for the guest up to
+ * REPLUG_UNPLUG_TRIES * REPLUG_UNPLUG_WAIT_USEC.
  */
 static void replug_vsock(struct machine *mc, virDomainPtr dom) {
         _cleanup_free_ char *live = virDomainGetXMLDesc(dom, 0);
-        const char *path = vsock_device_socket(mc);
-        char cmd[1024], bus[16];
+        char cmd[256], bus[16];
         unsigned slot, i;
 
         if (!live || domain_xml_vsock_address(live, mc->name, bus, sizeof(bus), &slot) < 0)
                 return; /* the device comes with the domain's next start */
-        if (strpbrk(path, "\"\\") || strlen(path) > 512) {
-                log_warning("Machine '%s': vsock socket '%s' cannot go into a QMP command; "
-                            "restart domain '%s' for its vsock device",
-                            mc->name, path, mc->domain);
-                return;
-        }
         log_notice("Machine '%s': QEMU of domain '%s' is not connected to the vsock device "
                    "(vmqd restarted?): re-plugging it",
                    mc->name, mc->domain);
@@ -508,23 +548,7 @@ static void replug_vsock(struct machine *mc, virDomainPtr dom) {
                 }
                 usleep(REPLUG_UNPLUG_WAIT_USEC);
         }
-        snprintf(cmd, sizeof(cmd),
-                 "{\"execute\":\"chardev-add\",\"arguments\":{\"id\":\"vmq-vsock-%s\","
-                 "\"backend\":{\"type\":\"socket\",\"data\":{\"server\":false,"
-                 "\"addr\":{\"type\":\"unix\",\"data\":{\"path\":\"%s\"}}}}}}",
-                 mc->name, path);
-        struct vsock_assist *assist = vsock_assist_begin(mc);
-        int r = qmp(mc, dom, false, cmd);
-        if (r >= 0) {
-                snprintf(cmd, sizeof(cmd),
-                         "{\"execute\":\"device_add\",\"arguments\":{"
-                         "\"driver\":\"vhost-user-vsock-pci\",\"id\":\"vmq-vsock-%s\","
-                         "\"chardev\":\"vmq-vsock-%s\",\"bus\":\"%s\",\"addr\":\"0x%x\"}}",
-                         mc->name, mc->name, bus, slot);
-                r = qmp(mc, dom, false, cmd);
-        }
-        vsock_assist_end(assist);
-        if (r >= 0)
+        if (plug_vsock(mc, dom, bus, slot) >= 0)
                 log_info("Machine '%s': vsock device re-plugged into domain '%s' (libvirt marks "
                          "it tainted: custom-monitor)",
                          mc->name, mc->domain);
@@ -786,10 +810,10 @@ static int has_shmem(virDomainPtr dom, const struct machine *mc, unsigned flags)
 /*
  * Puts machine mc's vsock device into the domain's definition, with shared
  * memory (domain-xml.h), and stores in *ret_added what that added to the
- * memory.  A running domain gets the device with its next start: QEMU 7.2
- * plugs vhost-user-vsock-pci only over its monitor, which libvirt leaves
- * to us as a second taint ("custom-monitor"), and not at all into memory
- * that is not shared.
+ * memory.  A running domain whose memory is shared gets the device at once
+ * over QEMU's monitor (plug_vsock(): libvirt cannot, its <vsock> being the
+ * kernel's); one whose memory is not shared gets it with its next start,
+ * as its memory does.
  */
 static int configure_vsock(struct machine *mc, virDomainPtr dom, bool active, int *ret_added,
                            sd_bus_error *error) {
@@ -827,11 +851,23 @@ static int configure_vsock(struct machine *mc, virDomainPtr dom, bool active, in
                  "marks it tainted: custom-argv)",
                  mc->name, mc->domain, *ret_added ? ", and its memory is now shared (memfd)" : "");
         if (active) {
+                char bus[16];
+                unsigned slot;
                 live = virDomainGetXMLDesc(dom, 0);
-                if (live && !domain_xml_has_vsock(live, mc->name))
-                        log_notice("Machine '%s': domain '%s' is running: its vsock device comes "
-                                   "with its next start (restart the domain)",
-                                   mc->name, mc->domain);
+                if (!live || domain_xml_has_vsock(live, mc->name))
+                        return 0;
+                if (domain_xml_memory_shared(live) &&
+                    domain_xml_vsock_address(edited, mc->name, bus, sizeof(bus), &slot) >= 0 &&
+                    plug_vsock(mc, dom, bus, slot) >= 0) {
+                        log_info("Machine '%s': vsock device hot-plugged into running domain '%s' "
+                                 "(libvirt marks it tainted: custom-monitor)",
+                                 mc->name, mc->domain);
+                        return 0;
+                }
+                log_notice("Machine '%s': domain '%s' is running%s: its vsock device comes with "
+                           "its next start (restart the domain)",
+                           mc->name, mc->domain,
+                           domain_xml_memory_shared(live) ? "" : " with memory that is not shared");
         }
         return 0;
 }
