@@ -38,11 +38,21 @@ int vmq_channel_open(struct vmq_monitor *m, uint32_t end_a, uint32_t end_b,
         }
         if (end_a == end_b || cfg->transfer >= VMQ_TRANSFER_MAX || cfg->host_depth == 0)
                 return -EINVAL;
+        /* Speaking for a VM: one end is the host, the VM is not the other
+         * end, and only the vsock flags go into the HELLO. */
+        if (cfg->speak_for &&
+            ((end_a == VMQ_HOST_ID) == (end_b == VMQ_HOST_ID) || cfg->speak_for == end_a ||
+             cfg->speak_for == end_b || cfg->speak_for == VMQ_HOST_ID))
+                return -EINVAL;
+        if ((!cfg->speak_for && (cfg->hello_flags || cfg->hello_tag)) ||
+            (cfg->hello_flags & ~(VMQ_DESC_F_VSOCK | VMQ_DESC_F_SEQPACKET)))
+                return -EINVAL;
 
         vmq_monitor_wrlock(m);
-        r = hello_for(m, end_a, &ida);
+        r = hello_for(m, end_a == VMQ_HOST_ID && cfg->speak_for ? cfg->speak_for : end_a, &ida);
         if (r == 0)
-                r = hello_for(m, end_b, &idb);
+                r = hello_for(m, end_b == VMQ_HOST_ID && cfg->speak_for ? cfg->speak_for : end_b,
+                              &idb);
         if (r < 0)
                 goto out;
         va = end_a == VMQ_HOST_ID ? NULL : vmq_monitor_find_vm_id_locked(m, end_a);
@@ -95,11 +105,15 @@ int vmq_channel_open(struct vmq_monitor *m, uint32_t end_a, uint32_t end_b,
                 struct vmq_desc d = {0};
                 d.kind = VMQ_DESC_HELLO;
                 d.channel = ch->id;
-                d.src_vm = ch->end[1 - i];
+                d.src_vm = vmq_channel_stamp(ch, 1 - i);
                 d.len = sizeof(struct vmq_identity);
                 if (ch->linked) {
                         d.flags = VMQ_DESC_F_LINK;
                         d.gpa = vmq_monitor_link_gpa(ch, i);
+                }
+                if (ends[i] && cfg->speak_for) {
+                        d.flags |= cfg->hello_flags;
+                        d.tag = cfg->hello_tag;
                 }
                 memcpy(d.data, peer_of[i], sizeof(struct vmq_identity));
                 if (ends[i]) {
@@ -136,7 +150,7 @@ static void close_locked(struct vmq_monitor *m, struct vmq_channel *ch, uint32_t
                         continue;
                 d.kind = VMQ_DESC_CLOSE;
                 d.channel = ch->id;
-                d.src_vm = ch->end[1 - i];
+                d.src_vm = vmq_channel_stamp(ch, 1 - i);
                 if (ch->end[i] == VMQ_HOST_ID) {
                         vmq_host_deliver_forced(m, ch, &d, NULL, 0);
                 } else {

@@ -270,7 +270,7 @@ int vmq_host_send(struct vmq_monitor *m, uint32_t channel, const void *data, siz
                 goto out;
         }
         d.channel = ch->id;
-        d.src_vm = VMQ_HOST_ID;
+        d.src_vm = vmq_channel_stamp(ch, side);
         d.tag = tag;
         d.len = (uint32_t)len;
         if (len > UINT32_MAX || len > peer->ops->window(peer, VMQ_HOW_COPY, VMQ_FRAME_4K)) {

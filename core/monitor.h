@@ -317,6 +317,17 @@ struct vmq_channel_config {
          * cannot have one (an end is the host or a region VM, a VM has
          * VMQ_LINK_SLOTS links, the monitor has max_links) opens without. */
         bool link;
+        /* A channel with the host as one end: the VM id the host end speaks
+         * for (0: the host itself).  The other end's HELLO then carries
+         * that VM's identity, and everything the host end sends it (and
+         * its CLOSE) carries that id in src_vm: vmqd relays for a guest
+         * that has no vmq driver (a vsock connection).  That VM must exist
+         * and not be the other end. */
+        uint32_t speak_for;
+        /* Only with speak_for: flags (VMQ_DESC_F_VSOCK, VMQ_DESC_F_SEQPACKET)
+         * and tag for the other end's HELLO. */
+        uint16_t hello_flags;
+        uint64_t hello_tag;
 };
 void vmq_channel_config_init(struct vmq_channel_config *cfg);
 

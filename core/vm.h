@@ -233,6 +233,13 @@ struct vmq_channel {
         uint32_t link_slot[2];
 };
 
+/* The id stamped on what end `side` of ch sends: its own, or for a host
+ * end that speaks for a VM (vmq_channel_config.speak_for), that VM's. */
+static inline uint32_t vmq_channel_stamp(const struct vmq_channel *ch, int side) {
+        return ch->end[side] == VMQ_HOST_ID && ch->cfg.speak_for ? ch->cfg.speak_for
+                                                                 : ch->end[side];
+}
+
 /* A KVM VM made ahead of need, with vCPU 0 (core/spare.c); fds -1: none. */
 struct vmq_spare {
         int vm_fd, vcpu_fd;

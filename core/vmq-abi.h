@@ -288,6 +288,14 @@ enum vmq_desc_kind {
 #define VMQ_DESC_F_SHARED 0x4u  /* read-only share; RELEASE revokes it */
 #define VMQ_DESC_F_HUGE 0x8u    /* gpa is in the 2 MiB receive window */
 #define VMQ_DESC_F_LINK 0x10u   /* HELLO: the channel has a link at gpa (v3) */
+/* HELLO: the channel carries one vsock connection that a Linux guest (the
+ * peer the HELLO names) opened to this VM through vmqd's vhost-user-vsock
+ * device; tag = the guest's port << 32 | the port it asked for here.  Each
+ * message is a piece of the stream (VMQ_DESC_F_SEQPACKET: one record); an
+ * empty INLINE message tagged VMQ_TAG_DONE says its sender sends no more.
+ * vmq(7), "VSOCK", has the whole framing. */
+#define VMQ_DESC_F_VSOCK 0x20u
+#define VMQ_DESC_F_SEQPACKET 0x40u /* HELLO with VMQ_DESC_F_VSOCK: a SOCK_SEQPACKET */
 
 /* VMQ_HC_WAIT flags (mbox.flags) */
 #define VMQ_WAIT_F_LINKS 0x1u /* return on a kick only, not on the queue (v3) */

@@ -257,3 +257,77 @@ Test(region, scribbling_crashes_only_that_vm_and_closes_its_channels) {
         cr_assert_eq(msg->len, 4);
         free(msg);
 }
+
+/* A host end that speaks for a VM (vmqd relaying a vsock connection of a
+ * guest without a vmq driver): the other end's HELLO names that VM and
+ * carries the vsock flags and ports, and what the host sends, and the
+ * CLOSE, carry that VM's id. */
+Test(region, host_end_speaks_for_a_vm) {
+        struct vmq_vm *vm = make_region_vm("rg");
+        struct vmq_vm_config vc;
+        struct vmq_vm *other;
+        int fd = memfd_create("other", MFD_CLOEXEC);
+        cr_assert_geq(fd, 0);
+        cr_assert_eq(ftruncate(fd, REGION_SIZE), 0);
+        uint8_t *other_region = mmap(NULL, REGION_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+        cr_assert_neq(other_region, MAP_FAILED);
+        close(fd);
+        vmq_vm_config_init(&vc);
+        vc.name = "lv-a";
+        vc.rx_size = 256 * 1024;
+        cr_assert_eq(vmq_vm_create_region(mon, &vc, other_region, REGION_SIZE, &ops, NULL, &other),
+                     0);
+
+        struct vmq_channel_config cc;
+        uint32_t ch;
+        vmq_channel_config_init(&cc);
+        cc.speak_for = vmq_vm_id(other);
+        cc.hello_flags = VMQ_DESC_F_VSOCK | VMQ_DESC_F_SEQPACKET;
+        cc.hello_tag = (uint64_t)0xabcdef12u << 32 | 5000;
+        /* refused: not a host end, the other end itself, unknown flags, no VM */
+        cr_assert_eq(vmq_channel_open(mon, vmq_vm_id(other), vmq_vm_id(vm), &cc, &ch), -EINVAL);
+        cc.speak_for = vmq_vm_id(vm);
+        cr_assert_eq(vmq_channel_open(mon, VMQ_HOST_ID, vmq_vm_id(vm), &cc, &ch), -EINVAL);
+        cc.speak_for = vmq_vm_id(other);
+        cc.hello_flags = VMQ_DESC_F_LINK;
+        cr_assert_eq(vmq_channel_open(mon, VMQ_HOST_ID, vmq_vm_id(vm), &cc, &ch), -EINVAL);
+        cc.speak_for = 0;
+        cc.hello_flags = VMQ_DESC_F_VSOCK;
+        cr_assert_eq(vmq_channel_open(mon, VMQ_HOST_ID, vmq_vm_id(vm), &cc, &ch), -EINVAL);
+        cc.speak_for = 0x7777;
+        cr_assert_eq(vmq_channel_open(mon, VMQ_HOST_ID, vmq_vm_id(vm), &cc, &ch), -ENOENT);
+        struct vmq_desc d;
+        cr_assert_not(guest_dequeue(&d), "a refused channel said HELLO");
+
+        cc.speak_for = vmq_vm_id(other);
+        cc.hello_flags = VMQ_DESC_F_VSOCK | VMQ_DESC_F_SEQPACKET;
+        cr_assert_eq(vmq_channel_open(mon, vmq_vm_id(vm), VMQ_HOST_ID, &cc, &ch), 0);
+        cr_assert(guest_dequeue(&d));
+        cr_assert_eq(d.kind, VMQ_DESC_HELLO);
+        cr_assert_eq(d.flags, VMQ_DESC_F_VSOCK | VMQ_DESC_F_SEQPACKET);
+        cr_assert_eq(d.tag, (uint64_t)0xabcdef12u << 32 | 5000);
+        cr_assert_eq(d.src_vm, vmq_vm_id(other));
+        cr_assert_str_eq(((struct vmq_identity *)d.data)->name, "lv-a");
+        cr_assert_eq(((struct vmq_identity *)d.data)->vm_id, vmq_vm_id(other));
+        /* the host end's own HELLO names the VM end, as always */
+        struct vmq_host_msg *msg;
+        cr_assert_eq(vmq_host_recv(mon, ch, 1000, &msg), 0);
+        cr_assert_eq(msg->kind, VMQ_DESC_HELLO);
+        cr_assert_eq(msg->flags, 0);
+        cr_assert_str_eq(((struct vmq_identity *)msg->data)->name, "rg");
+        free(msg);
+
+        cr_assert_eq(vmq_host_send(mon, ch, "record", 6, 0), 0);
+        cr_assert(guest_dequeue(&d));
+        cr_assert_eq(d.kind, VMQ_DESC_INLINE);
+        cr_assert_eq(d.src_vm, vmq_vm_id(other));
+        cr_assert_arr_eq(d.data, "record", 6);
+        cr_assert_eq(vmq_channel_close(mon, ch), 0);
+        cr_assert(guest_dequeue(&d));
+        cr_assert_eq(d.kind, VMQ_DESC_CLOSE);
+        cr_assert_eq(d.src_vm, vmq_vm_id(other));
+
+        /* the VM it spoke for goes: nothing of it is left behind */
+        vmq_vm_destroy(other);
+        munmap(other_region, REGION_SIZE);
+}

@@ -15,13 +15,17 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
 
 #include "tests/daemon-util.h"
 #include "tests/test-util.h"
+#include "libvmq-client/vmq-guest-ivshmem.h"
 #include "tests/vhost-frontend.h"
+#include "vmqd/vsock-bridge.h"
 #include "vmqd/vsock-identity.h"
 
 static struct vmq_testbus tb;
@@ -557,6 +561,13 @@ static void ask(struct vfe *a, uint32_t port, const char *q, char *buf, size_t s
         buf[n - 1] = '\0';
 }
 
+/* Connects guest a's port @port to the identity service. */
+static void connect_identity(struct vfe *a, uint32_t port) {
+        struct vmq_vsock_hdr h = vfe_hdr(a, 2, port, VSOCK_IDENTITY_PORT, VMQ_VSOCK_OP_REQUEST, 0);
+        vfe_send(a, &h, NULL);
+        vfe_expect(a, VMQ_VSOCK_OP_RESPONSE, 2, "vmqd serves the identity port itself");
+}
+
 Test(vmqd_vsock, the_identity_port_names_peers_only_through_a_channel) {
         struct vfe a;
         char pa[600], ans[256], uuid2[64];
@@ -566,10 +577,8 @@ Test(vmqd_vsock, the_identity_port_names_peers_only_through_a_channel) {
         vfe_connect(&a, pa);
         vfe_post_rx(&a, 8);
         int fds_before = vmq_testbus_vmqd_fds(&tb);
-        struct vmq_vsock_hdr h =
-                vfe_hdr(&a, 2, 41000, VSOCK_IDENTITY_PORT, VMQ_VSOCK_OP_REQUEST, 0);
-        vfe_send(&a, &h, NULL);
-        vfe_expect(&a, VMQ_VSOCK_OP_RESPONSE, 2, "vmqd serves the identity port itself");
+        struct vmq_vsock_hdr h;
+        connect_identity(&a, 41000);
 
         ask(&a, 41000, "WHO 9\n", ans, sizeof(ans));
         cr_assert_str_eq(ans, "NONE 9", "no channel yet: lv2 is not lv1's peer");
@@ -586,7 +595,7 @@ Test(vmqd_vsock, the_identity_port_names_peers_only_through_a_channel) {
         ask(&a, 41000, "WHO 4294967296\n", ans, sizeof(ans));
         cr_assert_str_eq(ans, "ERR bad CID");
         ask(&a, 41000, "HELLO\n", ans, sizeof(ans));
-        cr_assert_str_eq(ans, "ERR expected WHO <cid>");
+        cr_assert_str_eq(ans, "ERR expected WHO <cid> or NAME <name>");
         close_channel(ch);
         ask(&a, 41000, "WHO 9\n", ans, sizeof(ans));
         cr_assert_str_eq(ans, "NONE 9", "the channel closed");
@@ -611,4 +620,253 @@ Test(vmqd_vsock, the_identity_port_names_peers_only_through_a_channel) {
         usleep(100 * 1000);
         cr_assert_leq(vmq_testbus_vmqd_fds(&tb), fds_before, "no fd leaked");
         vfe_close(&a);
+}
+
+/*
+ * The guest of a domain adopted without vsock, as QEMU's ivshmem-doorbell
+ * and vmq's guest transport make it: the test joins the domain's ivshmem
+ * server, maps the region it is given and rings the monitor's eventfd.
+ */
+struct ivs_guest {
+        int sock, shm, doorbell;
+        void *region;
+        size_t size;
+        struct vmq_ivshmem *v;
+};
+
+static void ivs_ring(void *userdata, uint32_t peer, uint32_t vector) {
+        struct ivs_guest *g = userdata;
+        uint64_t one = 1;
+        (void)peer;
+        (void)vector;
+        cr_assert_eq(write(g->doorbell, &one, sizeof(one)), (ssize_t)sizeof(one));
+}
+
+static void ivs_join(struct ivs_guest *g, const char *machine) {
+        struct sockaddr_un sa = {.sun_family = AF_UNIX};
+        struct timeval tv = {.tv_sec = 5};
+        struct stat st;
+
+        char path[600];
+        g->shm = g->doorbell = -1;
+        snprintf(path, sizeof(path), "%s/run/ivshmem-%s.sock", tb.dir, machine);
+        cr_assert_lt(strlen(path), sizeof(sa.sun_path));
+        memcpy(sa.sun_path, path, strlen(path) + 1);
+        g->sock = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        cr_assert_geq(g->sock, 0);
+        cr_assert_eq(setsockopt(g->sock, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv)), 0);
+        cr_assert_eq(connect(g->sock, (struct sockaddr *)&sa, sizeof(sa)), 0, "%s: %m",
+                     sa.sun_path);
+        /* version, own id, the region (-1 with its fd), then each peer's
+         * eventfds: the first of the monitor's is its doorbell */
+        for (unsigned n = 0; g->shm < 0 || g->doorbell < 0; n++) {
+                int64_t value;
+                int fd = -1;
+                char cbuf[CMSG_SPACE(sizeof(int))];
+                struct iovec iov = {.iov_base = &value, .iov_len = sizeof(value)};
+                struct msghdr mh = {.msg_iov = &iov,
+                                    .msg_iovlen = 1,
+                                    .msg_control = cbuf,
+                                    .msg_controllen = sizeof(cbuf)};
+                cr_assert_lt(n, 16, "the server's greeting lacks the region or the doorbell");
+                cr_assert_eq(recvmsg(g->sock, &mh, MSG_CMSG_CLOEXEC), (ssize_t)sizeof(value),
+                             "the ivshmem server's greeting: %m");
+                struct cmsghdr *c = CMSG_FIRSTHDR(&mh);
+                if (c && c->cmsg_type == SCM_RIGHTS)
+                        memcpy(&fd, CMSG_DATA(c), sizeof(fd));
+                if (fd >= 0 && value == -1 && g->shm < 0)
+                        g->shm = fd;
+                else if (fd >= 0 && value == 0 && g->doorbell < 0)
+                        g->doorbell = fd;
+                else if (fd >= 0)
+                        close(fd);
+        }
+        cr_assert_eq(fstat(g->shm, &st), 0);
+        g->size = (size_t)st.st_size;
+        g->region = mmap(NULL, g->size, PROT_READ | PROT_WRITE, MAP_SHARED, g->shm, 0);
+        cr_assert_neq(g->region, MAP_FAILED);
+        int r = vmq_ivshmem_open_region(NULL, g->region, g->size, ivs_ring, g, &g->v);
+        cr_assert_eq(r, 0, "vmq_ivshmem_open_region: %s", strerror(-r));
+}
+
+static void ivs_leave(struct ivs_guest *g) {
+        g->v = vmq_ivshmem_free(g->v);
+        munmap(g->region, g->size);
+        close(g->shm);
+        close(g->doorbell);
+        close(g->sock);
+}
+
+/* The next message for the guest, which must be of @kind. */
+static struct vmq_ivshmem_msg *ivs_expect(struct ivs_guest *g, enum vmq_ivshmem_kind kind,
+                                          const char *why) {
+        struct vmq_ivshmem_msg *msg = NULL;
+        int r = vmq_ivshmem_recv(g->v, VMQ_IVSHMEM_ANY_CHANNEL, 5000 * 1000, &msg);
+        cr_assert_eq(r, 0, "%s: %s", why, strerror(-r));
+        cr_assert_eq(msg->kind, kind, "%s: a %s", why, vmq_ivshmem_kind_to_string(msg->kind));
+        return msg;
+}
+
+/* A SEQPACKET header from f's own CID. */
+static struct vmq_vsock_hdr seq_hdr(const struct vfe *f, uint64_t dst_cid, uint32_t src_port,
+                                    uint32_t dst_port, uint16_t op, uint32_t len) {
+        struct vmq_vsock_hdr h = vfe_hdr(f, dst_cid, src_port, dst_port, op, len);
+        h.type = VMQ_VSOCK_TYPE_SEQPACKET;
+        return h;
+}
+
+/* vfe_expect(), and the receive buffer it used given back. */
+static void expect_and_refill(struct vfe *f, uint16_t op, uint64_t src_cid, const char *why) {
+        vfe_expect(f, op, src_cid, why);
+        vfe_post_rx(f, 1);
+}
+
+Test(vmqd_vsock, a_machine_without_a_device_is_a_peer_whose_messages_carry_the_data) {
+        sd_bus_error e = SD_BUS_ERROR_NULL;
+        struct ivs_guest g;
+        struct vfe a;
+        char pa[600], ans[256];
+        static uint8_t big[10000], got[VSOCK_BRIDGE_CHUNK + 64];
+
+        int r = vmq_testbus_call(&tb, &e, NULL, "AdoptDomain", "sa{sv}", "lv1", 1, "vsock", "b", 1);
+        succeeded(r, &e, "AdoptDomain lv1 vsock");
+        r = vmq_testbus_call(&tb, &e, NULL, "AdoptDomain", "sa{sv}", "lv3", 0);
+        succeeded(r, &e, "AdoptDomain lv3 without vsock");
+        vmq_testbus_wait_running(&tb, "lv1");
+        vmq_testbus_wait_running(&tb, "lv3");
+        socket_of("lv1", pa, sizeof(pa));
+        vfe_connect(&a, pa);
+        vfe_post_rx(&a, 8);
+        ivs_join(&g, "lv3");
+        int fds_before = vmq_testbus_vmqd_fds(&tb);
+
+        struct vmq_vsock_hdr h;
+        connect_identity(&a, 41000);
+        vfe_post_rx(&a, 1);
+        ask(&a, 41000, "NAME lv3\n", ans, sizeof(ans));
+        cr_assert_str_eq(ans, "NONE lv3", "no channel, no CID");
+        ask(&a, 41000, "NAME lv3;rm\n", ans, sizeof(ans));
+        cr_assert_str_eq(ans, "ERR bad name");
+
+        uint32_t ch = open_channel("lv1", "lv3");
+        free(ivs_expect(&g, VMQ_IVSHMEM_HELLO, "the channel's HELLO"));
+        ask(&a, 41000, "NAME lv3\n", ans, sizeof(ans));
+        cr_assert_str_eq(ans, "OK 4 lv3 6695eb01-f6a4-8304-79aa-97f2502e1903",
+                         "the channel gives lv3 the next free CID");
+        ask(&a, 41000, "WHO 4\n", ans, sizeof(ans));
+        cr_assert_str_eq(ans, "OK 4 lv3 6695eb01-f6a4-8304-79aa-97f2502e1903");
+        ask(&a, 41000, "NAME lv1\n", ans, sizeof(ans));
+        cr_assert_str_eq(ans, "OK 3 lv1 6695eb01-f6a4-8304-79aa-97f2502e1901", "itself");
+
+        /* SEQPACKET: the connection is a channel whose HELLO names lv1 and
+         * carries the ports; a record is one message each way. */
+        h = seq_hdr(&a, 4, 42000, 5000, VMQ_VSOCK_OP_REQUEST, 0);
+        vfe_send(&a, &h, NULL);
+        expect_and_refill(&a, VMQ_VSOCK_OP_RESPONSE, 4, "lv3's port answers at once");
+        struct vmq_ivshmem_msg *msg = ivs_expect(&g, VMQ_IVSHMEM_HELLO, "the connection's HELLO");
+        uint32_t conn = msg->channel;
+        cr_assert_neq(conn, ch, "a channel of its own");
+        cr_assert_str_eq(msg->peer.name, "lv1", "stamped: the guest that connected");
+        cr_assert_eq(msg->tag, (uint64_t)42000 << 32 | 5000, "the ports, in the HELLO's tag");
+        free(msg);
+        h = seq_hdr(&a, 4, 42000, 5000, VMQ_VSOCK_OP_RW, 3);
+        vfe_send(&a, &h, "rec");
+        h = seq_hdr(&a, 4, 42000, 5000, VMQ_VSOCK_OP_RW, 5);
+        h.flags = VMQ_VSOCK_SEQ_EOM;
+        vfe_send(&a, &h, "ord-1");
+        msg = ivs_expect(&g, VMQ_IVSHMEM_DATA, "a record");
+        cr_assert_eq(msg->channel, conn);
+        cr_assert_eq(msg->len, 8, "the two pieces of one record are one message");
+        cr_assert_arr_eq(msg->data, "record-1", 8);
+        free(msg);
+        vmq_test_source_pattern(7, big, 3000);
+        r = vmq_ivshmem_send(g.v, conn, big, 3000, 0);
+        cr_assert_eq(r, 0, "%s", strerror(-r));
+        cr_assert(vfe_recv(&a, &h, got, 5000), "lv3's record");
+        cr_assert_eq(h.op, VMQ_VSOCK_OP_RW);
+        cr_assert_eq(h.type, VMQ_VSOCK_TYPE_SEQPACKET);
+        cr_assert_eq(h.len, 3000);
+        cr_assert_eq(h.flags & VMQ_VSOCK_SEQ_EOM, VMQ_VSOCK_SEQ_EOM, "the record ends there");
+        cr_assert_arr_eq(got, big, 3000);
+        vfe_post_rx(&a, 1);
+
+        /* STREAM: cut into messages of at most VSOCK_BRIDGE_CHUNK bytes;
+         * a shutdown is an empty VMQ_TAG_DONE message each way. */
+        h = vfe_hdr(&a, 4, 42001, 5001, VMQ_VSOCK_OP_REQUEST, 0);
+        vfe_send(&a, &h, NULL);
+        expect_and_refill(&a, VMQ_VSOCK_OP_RESPONSE, 4, "a stream");
+        msg = ivs_expect(&g, VMQ_IVSHMEM_HELLO, "the stream's HELLO");
+        uint32_t sconn = msg->channel;
+        cr_assert_eq(msg->tag, (uint64_t)42001 << 32 | 5001);
+        free(msg);
+        vmq_test_source_pattern(8, big, sizeof(big));
+        h = vfe_hdr(&a, 4, 42001, 5001, VMQ_VSOCK_OP_RW, sizeof(big));
+        vfe_send(&a, &h, big);
+        size_t have = 0;
+        while (have < sizeof(big)) {
+                msg = ivs_expect(&g, VMQ_IVSHMEM_PAGE, "a piece of the stream");
+                cr_assert_eq(msg->channel, sconn);
+                cr_assert_leq(msg->len, VSOCK_BRIDGE_CHUNK);
+                cr_assert_arr_eq(msg->data, big + have, msg->len);
+                have += msg->len;
+                free(msg);
+        }
+        cr_assert_eq(have, sizeof(big), "every byte, in order");
+        cr_assert_eq(vmq_ivshmem_send(g.v, sconn, "answer", 6, 0), 0);
+        cr_assert_eq(vmq_ivshmem_send(g.v, sconn, NULL, 0, 0x656e6f64ull), 0);
+        cr_assert(vfe_recv(&a, &h, got, 5000));
+        cr_assert_eq(h.op, VMQ_VSOCK_OP_RW);
+        cr_assert_eq(h.len, 6);
+        cr_assert_arr_eq(got, "answer", 6);
+        vfe_post_rx(&a, 1);
+        expect_and_refill(&a, VMQ_VSOCK_OP_SHUTDOWN, 4, "lv3 sends no more");
+        h = vfe_hdr(&a, 4, 42001, 5001, VMQ_VSOCK_OP_SHUTDOWN, 0);
+        h.flags = VMQ_VSOCK_SHUTDOWN_SEND | VMQ_VSOCK_SHUTDOWN_RCV;
+        vfe_send(&a, &h, NULL);
+        msg = ivs_expect(&g, VMQ_IVSHMEM_DATA, "lv1's shutdown");
+        cr_assert_eq(msg->len, 0);
+        cr_assert_eq(msg->tag, 0x656e6f64ull, "VMQ_TAG_DONE");
+        free(msg);
+        msg = ivs_expect(&g, VMQ_IVSHMEM_CLOSE, "both ways done: the channel closes");
+        cr_assert_eq(msg->channel, sconn);
+        free(msg);
+        expect_and_refill(&a, VMQ_VSOCK_OP_RST, 4, "both ways done");
+
+        /* The guest resets a connection: its channel closes. */
+        h = seq_hdr(&a, 4, 42002, 5002, VMQ_VSOCK_OP_REQUEST, 0);
+        vfe_send(&a, &h, NULL);
+        expect_and_refill(&a, VMQ_VSOCK_OP_RESPONSE, 4, "one more");
+        msg = ivs_expect(&g, VMQ_IVSHMEM_HELLO, "its HELLO");
+        uint32_t third = msg->channel;
+        free(msg);
+        h = seq_hdr(&a, 4, 42002, 5002, VMQ_VSOCK_OP_RST, 0);
+        vfe_send(&a, &h, NULL);
+        msg = ivs_expect(&g, VMQ_IVSHMEM_CLOSE, "a reset closes the channel");
+        cr_assert_eq(msg->channel, third);
+        free(msg);
+        r = vmq_ivshmem_send(g.v, third, "late", 4, 0);
+        cr_assert(r == -EPIPE || r == -ENXIO, "sending on it: %s", strerror(-r));
+
+        /* The channel between the machines closes: their connections are
+         * reset, and no new one opens. */
+        close_channel(ch);
+        free(ivs_expect(&g, VMQ_IVSHMEM_CLOSE, "the channel's CLOSE"));
+        expect_and_refill(&a, VMQ_VSOCK_OP_RST, 4, "the channel closed");
+        msg = ivs_expect(&g, VMQ_IVSHMEM_CLOSE, "the connection's channel closes too");
+        cr_assert_eq(msg->channel, conn);
+        free(msg);
+        h = seq_hdr(&a, 4, 42003, 5000, VMQ_VSOCK_OP_REQUEST, 0);
+        vfe_send(&a, &h, NULL);
+        expect_and_refill(&a, VMQ_VSOCK_OP_RST, 4, "no channel, no connection");
+        ask(&a, 41000, "NAME lv3\n", ans, sizeof(ans));
+        cr_assert_str_eq(ans, "NONE lv3", "no channel: not lv1's peer");
+
+        h = vfe_hdr(&a, 2, 41000, VSOCK_IDENTITY_PORT, VMQ_VSOCK_OP_RST, 0);
+        vfe_send(&a, &h, NULL);
+        cr_assert(vfe_tx_done(&a, 5000));
+        usleep(100 * 1000);
+        cr_assert_leq(vmq_testbus_vmqd_fds(&tb), fds_before, "no fd leaked");
+        ivs_leave(&g);
+        vfe_close(&a);
+        vmq_testbus_expect_clean_exit(&tb);
 }

@@ -165,6 +165,7 @@ int channel_open(struct manager *m, const char *end_a, const char *end_b,
         m->n_channels++;
         log_info("Channel %u opened: '%s' <-> '%s'%s", id, end_a, end_b,
                  c->persistent ? " (persistent)" : "");
+        vsock_channel_opened(m, end_a, end_b);
         *ret = c;
         return 0;
 fail:

@@ -12,6 +12,7 @@
 #include "vmqd/log.h"
 #include "vmqd/machine.h"
 #include "vmqd/manager.h"
+#include "vmqd/vsock-bridge.h"
 
 struct stop_request {
         struct machine *machine;
@@ -109,6 +110,7 @@ struct machine *machine_free(struct machine *mc) {
         if (!mc)
                 return NULL;
         m = mc->manager;
+        vsock_bridge_free(mc);
         mc->backend->detach(mc);
         /* Whoever waits for a Stop gets it: the machine is gone. */
         while (mc->stops) {

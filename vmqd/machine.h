@@ -56,6 +56,10 @@ struct machine {
         struct libvirt_link *link;  /* the libvirt backend's: region, server, domain state */
         struct vmq_vm *vm;          /* the guest's core VM, if any (see backend.h) */
         struct vsock_device *vsock; /* its vhost-user-vsock backend (vmqd/vsock.h), or NULL */
+        /* No device, but a channel with a machine that has one: the CID
+         * guests reach it at, while vmqd runs (vmqd/vsock-bridge.h). */
+        struct vsock_bridge *vsock_bridge;
+        uint32_t vsock_peer_cid;
 
         /* What the bus saw last. */
         enum machine_state state;

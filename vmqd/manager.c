@@ -32,6 +32,7 @@
 #include "vmqd/log.h"
 #include "vmqd/machine.h"
 #include "vmqd/manager.h"
+#include "vmqd/vsock-bridge.h"
 #include "vmqd/vsock.h"
 
 int manager_new(struct manager **ret) {
@@ -188,6 +189,7 @@ void manager_process_monitor(struct manager *m) {
                 (void)channel_publish(c);
         for (struct channel *c = m->channels; c; c = c->next)
                 channel_dispatch_receives(c);
+        vsock_bridges_process(m);
         /* Closed channels stay listed while a host end may still read what
          * is left; then they go, and the core frees them. */
         for (struct channel *c = m->channels, *next; c; c = next) {

@@ -14,6 +14,7 @@
 #include "core/util.h"
 #include "vmqd/machine.h"
 #include "vmqd/manager.h"
+#include "vmqd/state.h"
 #include "vmqd/vsock-identity.h"
 #include "vmqd/vsock.h"
 
@@ -54,8 +55,24 @@ static void answer(struct vsock_identity *id, char *line) {
 
         if (len && line[len - 1] == '\r')
                 line[len - 1] = '\0';
+        if (strncmp(line, "NAME ", 5) == 0 && line[5]) {
+                if (!vmqd_name_is_valid(line + 5)) {
+                        say(id, "ERR bad name\n");
+                        return;
+                }
+                struct machine *asker = vsock_machine_by_cid(m, id->cid);
+                struct machine *mc = manager_find_machine(m, line + 5);
+                uint32_t mc_cid = mc ? vsock_cid_of(mc) : 0;
+                /* a name is printed back only when it is a machine's */
+                if (asker && mc && mc_cid &&
+                    (mc == asker || vsock_channel_open(m, asker->name, mc->name)))
+                        say(id, "OK %" PRIu32 " %s %s\n", mc_cid, mc->name, mc->uuid);
+                else
+                        say(id, "NONE %s\n", line + 5);
+                return;
+        }
         if (strncmp(line, "WHO ", 4) != 0 || !line[4]) {
-                say(id, "ERR expected WHO <cid>\n");
+                say(id, "ERR expected WHO <cid> or NAME <name>\n");
                 return;
         }
         for (p = line + 4; *p; p++) {

@@ -15,6 +15,16 @@
  *                                                CID, or not the asker's
  *                                                peer (which of the two is
  *                                                not said)
+ *   NAME <name>\n ->  OK <cid> <name> <uuid>\n   the same, by the machine's
+ *                                                name: how a guest finds
+ *                                                the CID of a peer it knows
+ *                                                by name (a micro-VM's is
+ *                                                given when its first
+ *                                                channel with a machine
+ *                                                with a device opens)
+ *                     NONE <name>\n              as for WHO (a name that is
+ *                                                not a valid machine name:
+ *                                                ERR)
  *   anything else ->  ERR <reason>\n
  *
  * A line longer than VSOCK_IDENTITY_LINE_MAX bytes is answered with ERR and
@@ -35,8 +45,9 @@ struct vsock_identity;
 
 /* The host port of the identity service. */
 #define VSOCK_IDENTITY_PORT 1u
-/* The longest question, "WHO 4294967295" and some slack. */
-#define VSOCK_IDENTITY_LINE_MAX 64u
+/* The longest question: "NAME " and the longest machine name, and some
+ * slack. */
+#define VSOCK_IDENTITY_LINE_MAX 80u
 
 /* Serves guest @cid on one end of a new socketpair; the other end (non-
  * blocking, close-on-exec) is stored in *ret_fd.  -errno. */

@@ -26,6 +26,7 @@
 #include "vmqd/log.h"
 #include "vmqd/machine.h"
 #include "vmqd/manager.h"
+#include "vmqd/vsock-bridge.h"
 #include "vmqd/vsock-host.h"
 #include "vmqd/vsock.h"
 
@@ -58,9 +59,13 @@ struct machine *vsock_machine_by_cid(struct manager *m, uint64_t cid) {
         if (cid < 3 || cid > VMQD_VSOCK_CID_MAX)
                 return NULL;
         for (struct machine *mc = m->machines; mc; mc = mc->next)
-                if (mc->vsock_cid == cid)
+                if (mc->vsock_cid == cid || mc->vsock_peer_cid == cid)
                         return mc;
         return NULL;
+}
+
+uint32_t vsock_cid_of(const struct machine *mc) {
+        return mc->vsock_cid ? mc->vsock_cid : mc->vsock_peer_cid;
 }
 
 /* Is a channel between machines a and b open in the monitor now? */
@@ -111,7 +116,7 @@ static const struct vmq_vsock_switch_ops switch_ops = {
         .notify = switch_notify,
 };
 
-static struct vmq_vsock_switch *get_switch(struct manager *m) {
+struct vmq_vsock_switch *vsock_get_switch(struct manager *m) {
         if (m->vsock_switch)
                 return m->vsock_switch;
         if (vmq_vsock_switch_new(&switch_ops, m, &m->vsock_switch) < 0)
@@ -139,15 +144,27 @@ uint32_t vsock_free_cid(struct manager *m) {
 void vsock_channel_closed(struct manager *m, const char *a, const char *b) {
         struct machine *ma = manager_find_machine(m, a), *mb = manager_find_machine(m, b);
 
-        if (!m->vsock_switch || !ma || !mb || !ma->vsock_cid || !mb->vsock_cid)
+        if (!m->vsock_switch || !ma || !mb || !vsock_cid_of(ma) || !vsock_cid_of(mb))
                 return;
         if (channel_open_between(m, a, b, NULL))
                 return;
-        unsigned n = vmq_vsock_switch_reset_between(m->vsock_switch, ma->vsock_cid, mb->vsock_cid);
+        unsigned n =
+                vmq_vsock_switch_reset_between(m->vsock_switch, vsock_cid_of(ma), vsock_cid_of(mb));
         if (n)
                 log_info("vsock: %u connection(s) between '%s' and '%s' reset: their channel "
                          "closed",
                          n, a, b);
+}
+
+void vsock_channel_opened(struct manager *m, const char *a, const char *b) {
+        struct machine *ma = manager_find_machine(m, a), *mb = manager_find_machine(m, b);
+
+        if (!ma || !mb || !ma->vsock_cid == !mb->vsock_cid)
+                return; /* the host, or both with a device, or neither */
+        struct machine *peer = ma->vsock_cid ? mb : ma;
+        int r = vsock_bridge_attach(m, peer);
+        if (r < 0)
+                log_warning_errno(r, "Machine '%s' gets no vsock CID: %m", peer->name);
 }
 
 /* ---- one device ---- */
@@ -221,7 +238,7 @@ static void device_sync(struct vsock_device *d) {
         }
         if (d->ep)
                 return;
-        struct vmq_vsock_switch *sw = get_switch(m);
+        struct vmq_vsock_switch *sw = vsock_get_switch(m);
         int r = sw ? vmq_vsock_ep_add(sw, d->machine->vsock_cid, &d->dev.mem, &d->dev.vring[0].q,
                                       &d->dev.vring[1].q, d, &d->ep)
                    : -ENOMEM;
@@ -390,7 +407,7 @@ int vsock_device_new(struct manager *m, struct machine *mc, uid_t uid, gid_t gid
                 r = -ENOMEM;
                 goto fail;
         }
-        if (!get_switch(m)) {
+        if (!vsock_get_switch(m)) {
                 r = -ENOMEM;
                 goto fail;
         }

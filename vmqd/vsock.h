@@ -75,7 +75,15 @@ void vsock_assist_end(struct vsock_assist *a);
  * between them is still open, their connections are reset. */
 void vsock_channel_closed(struct manager *m, const char *a, const char *b);
 
-/* The machine whose device has this CID, or NULL. */
+/* A channel between machines a and b opened: a machine without a device
+ * whose peer has one becomes a vsock peer too (vsock-bridge.h). */
+void vsock_channel_opened(struct manager *m, const char *a, const char *b);
+
+/* The switch, made (with the host's port) on first use; NULL: no memory. */
+struct vmq_vsock_switch *vsock_get_switch(struct manager *m);
+/* The CID a machine is reached at: its device's, or its bridge's (0: none). */
+uint32_t vsock_cid_of(const struct machine *mc);
+/* The machine whose device (or bridge) has this CID, or NULL. */
 struct machine *vsock_machine_by_cid(struct manager *m, uint64_t cid);
 /* Is a channel between machines a and b open now (the switch's access
  * list)? */

@@ -1,0 +1,61 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Machines without a vsock device as vsock peers.
+ *
+ * A micro-VM (or a domain that speaks vmq only through ivshmem) that has a
+ * channel with a machine that has a vsock device gets a CID too, for as
+ * long as vmqd runs, and a port on the switch with it.  A guest that
+ * connects to that CID (the switch lets it while their channel is open)
+ * gets a vmq channel of its own for the connection: vmqd opens it between
+ * the host end, speaking for the guest's machine, and the machine, so the
+ * machine's HELLO names the guest, with VMQ_DESC_F_VSOCK, the two ports in
+ * its tag (guest port << 32 | the port asked for) and VMQ_DESC_F_SEQPACKET
+ * for a SOCK_SEQPACKET.  The connection opens at once; a machine that does
+ * not serve the port says DONE (below) at once: the guest reads end of
+ * file.
+ *
+ * The framing, each way: a SEQPACKET record is one message (at most
+ * VSOCK_BRIDGE_RECORD_MAX bytes); a stream is cut into messages of at most
+ * VSOCK_BRIDGE_CHUNK bytes, anywhere.  An empty message tagged
+ * VMQ_TAG_DONE says its sender sends no more (shutdown(SHUT_WR)); when
+ * both have said so, or the guest resets the connection, vmqd closes the
+ * channel.  The channel closing otherwise (the machine stopped, the
+ * channel between the two machines closed) resets the connection.  A guest's
+ * data waits in vmqd while the machine's queue is full (its credit is
+ * VSOCK_BRIDGE_BUF_ALLOC bytes); a machine's messages wait in the channel
+ * until the guest has credit for them.
+ */
+#ifndef VMQD_VSOCK_BRIDGE_H
+#define VMQD_VSOCK_BRIDGE_H
+
+#include <stdint.h>
+
+#define VSOCK_BRIDGE_CHUNK 4096u
+#define VSOCK_BRIDGE_RECORD_MAX (64u * 1024u)
+#define VSOCK_BRIDGE_BUF_ALLOC (256u * 1024u)
+/* Messages one connection may have waiting for the machine. */
+#define VSOCK_BRIDGE_QUEUE_MAX 1024u
+/* Connections to one machine. */
+#define VSOCK_BRIDGE_MAX_CONNS 256u
+/* The depth of a connection's channel at the host end. */
+#define VSOCK_BRIDGE_DEPTH 64u
+
+struct manager;
+struct machine;
+struct vsock_bridge;
+
+/*
+ * Gives mc (no device of its own) a CID and a port on the switch, if it has
+ * none yet.  0, or -errno (no CID left, no memory).
+ */
+int vsock_bridge_attach(struct manager *m, struct machine *mc);
+/* Takes mc's port out: its connections are reset and their channels
+ * closed.  Nothing without one. */
+void vsock_bridge_free(struct machine *mc);
+/* The monitor said something happened: moves what the machines sent on
+ * connections' channels to their guests, and notices closed channels. */
+void vsock_bridges_process(struct manager *m);
+/* Connections open now through mc's port. */
+unsigned vsock_bridge_conns(const struct machine *mc);
+
+#endif /* VMQD_VSOCK_BRIDGE_H */
