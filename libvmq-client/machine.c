@@ -24,6 +24,7 @@ struct vmq_machine {
         uint32_t vcpus;
         uint32_t queue_depth;
         uint32_t vsock_cid;
+        char *vsock_state;
         uint64_t memory;
         bool persistent;
         bool autostart;
@@ -198,6 +199,7 @@ VMQ_EXPORT struct vmq_machine *vmq_machine_unref(struct vmq_machine *m) {
         free(m->crash_reason);
         free(m->backend);
         free(m->domain);
+        free(m->vsock_state);
         vmq_stats_free(m->stats);
         free(m);
         return NULL;
@@ -270,6 +272,8 @@ static int machine_property(sd_bus_message *reply, const char *key, void *userda
                 return vmqc_read_u32(reply, &m->id);
         if (strcmp(key, "VsockCID") == 0)
                 return vmqc_read_u32(reply, &m->vsock_cid);
+        if (strcmp(key, "VsockState") == 0)
+                return vmqc_read_string(reply, &m->vsock_state);
         if (strcmp(key, "Persistent") == 0)
                 return vmqc_read_bool(reply, &m->persistent);
         if (strcmp(key, "Autostart") == 0)
@@ -474,6 +478,10 @@ VMQ_EXPORT const char *vmq_machine_get_domain(const struct vmq_machine *m) {
 
 VMQ_EXPORT uint32_t vmq_machine_get_vsock_cid(const struct vmq_machine *m) {
         return m->vsock_cid;
+}
+
+VMQ_EXPORT const char *vmq_machine_get_vsock_state(const struct vmq_machine *m) {
+        return m->vsock_state ? m->vsock_state : (m->vsock_cid ? "waiting" : "none");
 }
 
 /* ------------------------------------------------------------------------

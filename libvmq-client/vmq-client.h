@@ -484,10 +484,21 @@ const char *vmq_machine_get_domain(const struct vmq_machine *m);
 
 /*
  * vmq_machine_get_vsock_cid:
- * Returns: the CID of the machine's vsock device, 0 when it has none (also
- * in a list snapshot, and from a vmqd without vsock).
+ * Returns: the CID guests reach the machine at: its vsock device's, or for
+ * a machine without one that vmqd made a vsock peer (state "peer"), the
+ * CID it gave it; 0 when it has none (also in a list snapshot, and from a
+ * vmqd without vsock).
  */
 uint32_t vmq_machine_get_vsock_cid(const struct vmq_machine *m);
+
+/*
+ * vmq_machine_get_vsock_state:
+ * Returns: "none" (no CID), "peer", "running" (QEMU runs the device),
+ * "restart-needed" (the device is in the domain's definition, but the
+ * running domain has none: its memory was not shared; restart it) or
+ * "waiting" (for QEMU: the domain is shut off or starting).  Owned by @m.
+ */
+const char *vmq_machine_get_vsock_state(const struct vmq_machine *m);
 
 /*
  * vmq_client_vsock_connect:

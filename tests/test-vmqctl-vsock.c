@@ -361,16 +361,26 @@ Test(vmqctl_vsock, vmqctl_adopts_with_a_cid_and_shows_it) {
         vmq_assert_has(err, "--vsock-cid 2: out of range");
         free(err);
         free(vmq_testbus_ok(&tb, 0, "$VMQCTL adopt lv2 --vsock-cid 9"));
+        /* the test driver's domains run, their memory not shared: the
+         * user hears that the device needs a restart */
+        err = vmq_testbus_last_err(&tb);
+        vmq_assert_has(err, "vmqctl: domain 'lv2' runs without its vsock device (CID 9): its "
+                            "memory was not shared; the device and shared memory come with its "
+                            "next start (virsh shutdown lv2; virsh start lv2)");
+        free(err);
         free(vmq_testbus_ok(&tb, 0, "$VMQCTL adopt lv1 --vsock"));
         free(vmq_testbus_ok(&tb, 0, "$VMQCTL adopt lv3"));
+        err = vmq_testbus_last_err(&tb);
+        vmq_assert_hasnt(err, "vsock");
+        free(err);
 
         static const struct {
                 const char *args, *want;
         } shows[] = {
-                {"info lv2", "Vsock CID:    9\n"},
-                {"info lv1", "Vsock CID:    3\n"},
-                {"--json info lv2", "\"vsock_cid\":9"},
-                {"--json info lv3", "\"vsock_cid\":null"},
+                {"info lv2", "Vsock CID:    9 (restart-needed)\n"},
+                {"info lv1", "Vsock CID:    3 (restart-needed)\n"},
+                {"--json info lv2", "\"vsock_cid\":9,\"vsock_state\":\"restart-needed\""},
+                {"--json info lv3", "\"vsock_cid\":null,\"vsock_state\":\"none\""},
         };
         for (unsigned i = 0; i < sizeof(shows) / sizeof(shows[0]); i++) {
                 out = vmq_testbus_ok(&tb, 0, "$VMQCTL %s", shows[i].args);

@@ -196,12 +196,13 @@ void print_machine_json(struct json *j, const struct vmq_machine *m) {
         json_string(j, "image", vmq_machine_get_image(m));
         if (strcmp(backend_of(m), "libvirt") == 0) {
                 json_string(j, "domain", vmq_machine_get_domain(m));
-                /* null: no vsock device (0 is no CID) */
-                if (vmq_machine_get_vsock_cid(m))
-                        json_u64(j, "vsock_cid", vmq_machine_get_vsock_cid(m));
-                else
-                        json_null(j, "vsock_cid");
         }
+        /* null: no CID (0 is none) */
+        if (vmq_machine_get_vsock_cid(m))
+                json_u64(j, "vsock_cid", vmq_machine_get_vsock_cid(m));
+        else
+                json_null(j, "vsock_cid");
+        json_string(j, "vsock_state", vmq_machine_get_vsock_state(m));
         json_u64(j, "memory", vmq_machine_get_memory(m));
         json_u64(j, "vcpus", vmq_machine_get_vcpus(m));
         json_u64(j, "queue_depth", vmq_machine_get_queue_depth(m));
@@ -261,12 +262,13 @@ int cmd_info(struct ctl *ctl, int argc, char **argv) {
         if (strcmp(backend_of(m), "libvirt") == 0) {
                 printf("Domain:       %s\n", vmq_machine_get_domain(m));
                 printf("Region:       %s\n", mem);
-                if (vmq_machine_get_vsock_cid(m))
-                        printf("Vsock CID:    %" PRIu32 "\n", vmq_machine_get_vsock_cid(m));
         } else {
                 printf("Image:        %s\n", vmq_machine_get_image(m));
                 printf("Memory:       %s\n", mem);
         }
+        if (vmq_machine_get_vsock_cid(m))
+                printf("Vsock CID:    %" PRIu32 " (%s)\n", vmq_machine_get_vsock_cid(m),
+                       vmq_machine_get_vsock_state(m));
         printf("vCPUs:        %" PRIu32 "\n", vmq_machine_get_vcpus(m));
         printf("Queue depth:  %" PRIu32 "\n", vmq_machine_get_queue_depth(m));
         printf("Persistent:   %s\n", vmq_machine_is_persistent(m) ? "yes" : "no");
@@ -502,6 +504,19 @@ int cmd_adopt(struct ctl *ctl, int argc, char **argv) {
                 return ctl_fail(ctl, r, "no such domain", "domain '%s'", domain);
         if (!ctl->quiet)
                 printf("%s\n", name);
+        if (opts.vsock) {
+                /* The device reaches a running domain at once only when its
+                 * memory was shared already: say when it needs a restart. */
+                struct vmq_machine *m = NULL;
+                if (vmq_client_get_machine(ctl->client, name, &m) >= 0 &&
+                    strcmp(vmq_machine_get_vsock_state(m), "restart-needed") == 0)
+                        fprintf(stderr,
+                                "vmqctl: domain '%s' runs without its vsock device (CID %" PRIu32
+                                "): its memory was not shared; the device and shared memory "
+                                "come with its next start (virsh shutdown %s; virsh start %s)\n",
+                                domain, vmq_machine_get_vsock_cid(m), domain, domain);
+                vmq_machine_unref(m);
+        }
         free(name);
         return ctl_finish_output(EXIT_OK);
 }

@@ -123,6 +123,10 @@ const struct command commands[] = {
          "                           lowest free CID from 3 (see vsock-connect)\n"
          "      --vsock-cid CID      the same with this CID (3 to 4294967294)\n"
          "\n"
+         "The vsock device needs shared memory, which vmqd puts into the\n"
+         "definition: a running domain without it gets both at its next start,\n"
+         "and vmqctl says so on stderr.\n"
+         "\n"
          "Examples:\n"
          "  vmqctl adopt web-vm --name web --persistent\n"
          "  vmqctl adopt web-vm --name web --vsock-cid 9\n"},

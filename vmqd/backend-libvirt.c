@@ -864,6 +864,7 @@ static int configure_vsock(struct machine *mc, virDomainPtr dom, bool active, in
                                  mc->name, mc->domain);
                         return 0;
                 }
+                mc->vsock_restart_needed = true;
                 log_notice("Machine '%s': domain '%s' is running%s: its vsock device comes with "
                            "its next start (restart the domain)",
                            mc->name, mc->domain,

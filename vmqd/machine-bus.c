@@ -160,6 +160,43 @@ static int property_get_vsock_socket(sd_bus *bus, const char *path, const char *
                                              : vsock_device_socket(mc));
 }
 
+/* VsockCID: where guests reach the machine, by device or as a peer. */
+static int property_get_vsock_cid(sd_bus *bus, const char *path, const char *interface,
+                                  const char *property, sd_bus_message *reply, void *userdata,
+                                  sd_bus_error *error) {
+        (void)bus;
+        (void)path;
+        (void)interface;
+        (void)property;
+        (void)error;
+        return sd_bus_message_append(reply, "u", vsock_cid_of(userdata));
+}
+
+/* VsockState: "none" (no CID), "peer" (a CID without a device: vsock-
+ * bridge.h), "running" (QEMU runs the device), "restart-needed" (the
+ * domain runs without it), "waiting" (for QEMU: the domain is off, or
+ * starting). */
+static int property_get_vsock_state(sd_bus *bus, const char *path, const char *interface,
+                                    const char *property, sd_bus_message *reply, void *userdata,
+                                    sd_bus_error *error) {
+        const struct machine *mc = userdata;
+        const char *s = "waiting";
+        (void)bus;
+        (void)path;
+        (void)interface;
+        (void)property;
+        (void)error;
+        if (!vsock_cid_of(mc))
+                s = "none";
+        else if (!mc->vsock_cid)
+                s = "peer";
+        else if (vsock_device_running(mc))
+                s = "running";
+        else if (mc->vsock_restart_needed && machine_current_state(mc) == MACHINE_RUNNING)
+                s = "restart-needed";
+        return sd_bus_message_append(reply, "s", s);
+}
+
 static int property_get_crash_reason(sd_bus *bus, const char *path, const char *interface,
                                      const char *property, sd_bus_message *reply, void *userdata,
                                      sd_bus_error *error) {
@@ -289,8 +326,8 @@ const sd_bus_vtable machine_vtable[] = {
         SD_BUS_PROPERTY("CrashReason", "s", property_get_crash_reason, 0,
                         SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
         SD_BUS_PROPERTY("Statistics", "a{st}", property_get_statistics, 0, 0),
-        SD_BUS_PROPERTY("VsockCID", "u", NULL, offsetof(struct machine, vsock_cid),
-                        SD_BUS_VTABLE_PROPERTY_CONST),
+        SD_BUS_PROPERTY("VsockCID", "u", property_get_vsock_cid, 0, 0),
+        SD_BUS_PROPERTY("VsockState", "s", property_get_vsock_state, 0, 0),
         SD_BUS_PROPERTY("VsockSocket", "s", property_get_vsock_socket, 0,
                         SD_BUS_VTABLE_PROPERTY_CONST),
         SD_BUS_PROPERTY("VsockHostSocket", "s", property_get_vsock_socket, 0,

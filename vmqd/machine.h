@@ -48,6 +48,10 @@ struct machine {
         char *domain;       /* libvirt: the domain's name when adopted; "" for kvm */
         uint64_t rx_size;   /* libvirt: the receive window in the region */
         uint32_t vsock_cid; /* libvirt: its vhost-user-vsock device's CID; 0: none */
+        /* libvirt: the device is in the definition, but the running domain
+         * has none (its memory is not shared): it comes with a restart.
+         * Cleared when QEMU connects to the device. */
+        bool vsock_restart_needed;
 
         /* What runs the guest (vmqd/backend.h), chosen by machine_new(). */
         const struct machine_backend *backend;

@@ -247,6 +247,7 @@ static void device_sync(struct vsock_device *d) {
                             d->machine->name, d->machine->vsock_cid, strerror(-r));
                 return;
         }
+        d->machine->vsock_restart_needed = false;
         log_info("Machine '%s': vsock CID %" PRIu32 " running", d->machine->name,
                  d->machine->vsock_cid);
         /* Buffers the driver put there before we watched. */
