@@ -26,6 +26,16 @@
  *   vsock-probe who CID
  *       asks vmqd's identity service (CID 2, port 1) "WHO CID" and prints
  *       "VSOCK-WHO <its answer>"
+ * And the same measures over vmq's own transport, the ivshmem-doorbell
+ * device (libvmq-client's guest transport, compiled in), for the figures
+ * next to vsock's:
+ *   vsock-probe ivs-echo
+ *       reflects every message on any channel (forever)
+ *   vsock-probe ivs-bench PEER COUNT BYTES
+ *       on the channel with machine PEER (an ivs-echo there): COUNT round
+ *       trips of 64 bytes, "IVS-RTT ok count=N us_per_rt=U"; then BYTES
+ *       patterned bytes there and back in messages of up to 64 KiB, at
+ *       most 4 in flight, "IVS-STREAM ok bytes=N ms=T"
  * Exit status 0 on success.
  */
 #include <errno.h>
@@ -42,6 +52,8 @@
 #include <time.h>
 #include <unistd.h>
 #include <linux/vm_sockets.h>
+
+#include "libvmq-client/vmq-guest-ivshmem.h"
 
 static long long now_us(void) {
         struct timespec ts;
@@ -285,6 +297,149 @@ static int who(unsigned cid) {
         return 0;
 }
 
+/* ---- vmq's transport ---- */
+
+static struct vmq_ivshmem *ivs_open(const char *what) {
+        struct vmq_ivshmem *v = NULL;
+        int r = vmq_ivshmem_open(NULL, VMQ_IVSHMEM_OPEN_BIND_UIO, &v);
+        if (r < 0)
+                printf("%s failed open: %s\n", what, strerror(-r));
+        return v;
+}
+
+/* The channel whose HELLO names machine @peer (waiting up to a minute). */
+static int ivs_channel(struct vmq_ivshmem *v, const char *peer, uint32_t *ret) {
+        for (;;) {
+                struct vmq_ivshmem_msg *m = NULL;
+                int r = vmq_ivshmem_recv(v, VMQ_IVSHMEM_ANY_CHANNEL, 60000000, &m);
+                if (r < 0)
+                        return r;
+                bool found = m->kind == VMQ_IVSHMEM_HELLO && !strcmp(m->peer.name, peer);
+                *ret = m->channel;
+                free(m);
+                if (found)
+                        return 0;
+        }
+}
+
+static int ivs_echo(void) {
+        struct vmq_ivshmem *v = ivs_open("IVS-ECHO");
+        if (!v)
+                return 1;
+        printf("IVS-ECHO serving\n");
+        for (;;) {
+                struct vmq_ivshmem_msg *m = NULL;
+                if (vmq_ivshmem_recv(v, VMQ_IVSHMEM_ANY_CHANNEL, UINT64_MAX, &m) < 0)
+                        continue;
+                if (m->kind == VMQ_IVSHMEM_DATA || m->kind == VMQ_IVSHMEM_PAGE)
+                        while (vmq_ivshmem_send(v, m->channel, m->data, m->len, m->tag) == -EAGAIN)
+                                usleep(100);
+                free(m);
+        }
+}
+
+/* One message there and its reflection back; 0 or a negative errno. */
+static int ivs_exchange(struct vmq_ivshmem *v, uint32_t ch, const uint8_t *out, size_t n,
+                        uint8_t *in) {
+        int r;
+        while ((r = vmq_ivshmem_send(v, ch, out, n, 0)) == -EAGAIN)
+                usleep(100);
+        if (r < 0)
+                return r;
+        struct vmq_ivshmem_msg *m = NULL;
+        r = vmq_ivshmem_recv(v, ch, 20000000, &m);
+        if (r < 0)
+                return r;
+        r = m->len == n ? 0 : -EBADMSG;
+        if (r == 0)
+                memcpy(in, m->data, n);
+        free(m);
+        return r;
+}
+
+static int ivs_rtt(struct vmq_ivshmem *v, uint32_t ch, unsigned count) {
+        uint8_t b[64] = {0};
+        int r;
+        long long t0 = now_us();
+        for (unsigned i = 0; i < count; i++)
+                if ((r = ivs_exchange(v, ch, b, sizeof(b), b)) < 0) {
+                        printf("IVS-RTT failed at %u: %s\n", i, strerror(-r));
+                        return 1;
+                }
+        long long us = now_us() - t0;
+        printf("IVS-RTT ok count=%u us_per_rt=%lld\n", count, us / (count ? count : 1));
+        return 0;
+}
+
+/* Up to 4 messages in flight, as a socket's buffer lets a stream run
+ * ahead of its echo. */
+static int ivs_stream(struct vmq_ivshmem *v, uint32_t ch, size_t bytes) {
+        static uint8_t out[65536];
+        int r;
+        size_t chunk = vmq_ivshmem_max_send(v) < sizeof(out) ? vmq_ivshmem_max_send(v)
+                                                              : sizeof(out);
+        size_t sent = 0, got = 0;
+        unsigned in_flight = 0;
+        long long t0 = now_us();
+        while (got < bytes) {
+                if (sent < bytes && in_flight < 4) {
+                        size_t n = bytes - sent < chunk ? bytes - sent : chunk;
+                        for (size_t i = 0; i < n; i++)
+                                out[i] = pattern(sent + i);
+                        r = vmq_ivshmem_send(v, ch, out, n, 0);
+                        if (r == 0) {
+                                sent += n;
+                                in_flight++;
+                                continue;
+                        }
+                        if (r != -EAGAIN) {
+                                printf("IVS-STREAM failed send at %zu: %s\n", sent, strerror(-r));
+                                return 1;
+                        }
+                }
+                struct vmq_ivshmem_msg *m = NULL;
+                r = vmq_ivshmem_recv(v, ch, 20000000, &m);
+                if (r < 0) {
+                        printf("IVS-STREAM failed recv at %zu: %s\n", got, strerror(-r));
+                        return 1;
+                }
+                if (m->kind != VMQ_IVSHMEM_DATA && m->kind != VMQ_IVSHMEM_PAGE) {
+                        free(m);
+                        continue;
+                }
+                for (size_t i = 0; i < m->len; i++)
+                        if (got + i >= bytes || m->data[i] != pattern(got + i)) {
+                                printf("IVS-STREAM failed: byte %zu differs\n", got + i);
+                                free(m);
+                                return 1;
+                        }
+                got += m->len;
+                in_flight--;
+                free(m);
+        }
+        long long ms = (now_us() - t0) / 1000;
+        printf("IVS-STREAM ok bytes=%zu ms=%lld\n", bytes, ms);
+        return 0;
+}
+
+static int ivs_bench(const char *peer, unsigned count, size_t bytes) {
+        struct vmq_ivshmem *v = ivs_open("IVS-RTT");
+        uint32_t ch;
+        int r;
+        if (!v)
+                return 1;
+        if ((r = ivs_channel(v, peer, &ch)) < 0) {
+                printf("IVS-RTT failed: no channel with %s: %s\n", peer, strerror(-r));
+                vmq_ivshmem_free(v);
+                return 1;
+        }
+        r = ivs_rtt(v, ch, count);
+        if (r == 0)
+                r = ivs_stream(v, ch, bytes);
+        vmq_ivshmem_free(v);
+        return r;
+}
+
 int main(int argc, char **argv) {
         setvbuf(stdout, NULL, _IOLBF, 0);
         if (argc < 2)
@@ -294,6 +449,11 @@ int main(int argc, char **argv) {
                 return own_cid();
         if (!strcmp(cmd, "who") && argc == 3)
                 return who((unsigned)strtoul(argv[2], NULL, 0));
+        if (!strcmp(cmd, "ivs-echo"))
+                return ivs_echo();
+        if (!strcmp(cmd, "ivs-bench") && argc == 5)
+                return ivs_bench(argv[2], (unsigned)strtoul(argv[3], NULL, 0),
+                                 strtoul(argv[4], NULL, 0));
         if (!strcmp(cmd, "serve") && argc == 4)
                 return serve((unsigned)strtoul(argv[2], NULL, 0),
                              !strcmp(argv[3], "seqpacket") ? SOCK_SEQPACKET : SOCK_STREAM);
