@@ -954,3 +954,158 @@ Test(vmqd_vsock, a_micro_vm_echoes_records_and_streams) {
         vfe_close(&a);
         vmq_testbus_expect_clean_exit(&tb);
 }
+
+/* Sends one packet and waits until vmqd has taken it (the test's tx ring
+ * has 16 buffers). */
+static void send_taken(struct vfe *a, const struct vmq_vsock_hdr *h, const void *payload) {
+        vfe_send(a, h, payload);
+        cr_assert(vfe_tx_done(a, 5000), "vmqd takes the packet");
+}
+
+/* Whether a reset from @cid came among the packets waiting now (others
+ * are dropped). */
+static bool reset_came(struct vfe *a, uint64_t cid) {
+        struct vmq_vsock_hdr h;
+        bool reset = false;
+        while (vfe_recv(a, &h, NULL, 0)) {
+                vfe_post_rx(a, 1);
+                reset |= h.op == VMQ_VSOCK_OP_RST && h.src_cid == cid;
+        }
+        return reset;
+}
+
+/* Reads lv3's queue on channel @ch until its CLOSE, or until nothing more
+ * comes (a CLOSE that found the queue full is lost: the core's rule), and
+ * checks that the channel is closed; returns the payload bytes that came
+ * on it. */
+static size_t drain_until_close(struct ivs_guest *g, uint32_t ch) {
+        size_t bytes = 0;
+        for (;;) {
+                struct vmq_ivshmem_msg *msg = NULL;
+                int r = vmq_ivshmem_recv(g->v, ch, 500 * 1000, &msg);
+                if (r == -ETIMEDOUT)
+                        break;
+                cr_assert_eq(r, 0, "channel %u: %s", ch, strerror(-r));
+                bool closed = msg->kind == VMQ_IVSHMEM_CLOSE;
+                bytes += msg->len;
+                free(msg);
+                if (closed)
+                        return bytes;
+        }
+        int r = vmq_ivshmem_send(g->v, ch, "?", 1, 0);
+        cr_assert(r == -EPIPE || r == -ENXIO, "channel %u is closed, sending on it: %s", ch,
+                  strerror(-r));
+        return bytes;
+}
+
+/* A guest that breaks a bridge's rules (a record past 64 KiB, more than its
+ * credit, more small messages than the queue holds) and a machine that
+ * sends a record the guest cannot take: each such connection is reset and
+ * its channel closed, and the next connection works. */
+Test(vmqd_vsock, a_bridge_resets_connections_that_break_its_rules) {
+        sd_bus_error e = SD_BUS_ERROR_NULL;
+        struct ivs_guest g;
+        struct vfe a;
+        char pa[600];
+        static uint8_t piece[16000], big[300000];
+        struct vmq_vsock_hdr h;
+        struct vmq_ivshmem_msg *msg;
+
+        int r = vmq_testbus_call(&tb, &e, NULL, "AdoptDomain", "sa{sv}", "lv1", 1, "vsock", "b", 1);
+        succeeded(r, &e, "AdoptDomain lv1 vsock");
+        r = vmq_testbus_call(&tb, &e, NULL, "AdoptDomain", "sa{sv}", "lv3", 0);
+        succeeded(r, &e, "AdoptDomain lv3 without vsock");
+        vmq_testbus_wait_running(&tb, "lv1");
+        vmq_testbus_wait_running(&tb, "lv3");
+        socket_of("lv1", pa, sizeof(pa));
+        vfe_connect(&a, pa);
+        vfe_post_rx(&a, 8);
+        ivs_join(&g, "lv3");
+        int fds_before = vmq_testbus_vmqd_fds(&tb);
+        (void)open_channel("lv1", "lv3");
+        free(ivs_expect(&g, VMQ_IVSHMEM_HELLO, "the channel's HELLO"));
+
+        /* A record that grows past 64 KiB. */
+        h = seq_hdr(&a, 4, 44000, 6000, VMQ_VSOCK_OP_REQUEST, 0);
+        vfe_send(&a, &h, NULL);
+        expect_and_refill(&a, VMQ_VSOCK_OP_RESPONSE, 4, "a seqpacket");
+        msg = ivs_expect(&g, VMQ_IVSHMEM_HELLO, "its HELLO");
+        uint32_t c1 = msg->channel;
+        free(msg);
+        for (int i = 0; i < 5; i++) {
+                h = seq_hdr(&a, 4, 44000, 6000, VMQ_VSOCK_OP_RW, sizeof(piece));
+                send_taken(&a, &h, piece);
+        }
+        expect_and_refill(&a, VMQ_VSOCK_OP_RST, 4, "80,000 bytes without an end of record");
+        cr_assert_eq(drain_until_close(&g, c1), 0, "no piece of the record reached lv3");
+
+        /* More than its credit, while lv3 reads nothing. */
+        h = vfe_hdr(&a, 4, 44001, 6001, VMQ_VSOCK_OP_REQUEST, 0);
+        vfe_send(&a, &h, NULL);
+        expect_and_refill(&a, VMQ_VSOCK_OP_RESPONSE, 4, "a stream");
+        msg = ivs_expect(&g, VMQ_IVSHMEM_HELLO, "its HELLO");
+        uint32_t c2 = msg->channel;
+        free(msg);
+        size_t sent = 0;
+        bool reset = false;
+        while (!reset && sent < 8u << 20) {
+                h = vfe_hdr(&a, 4, 44001, 6001, VMQ_VSOCK_OP_RW, sizeof(piece));
+                send_taken(&a, &h, piece);
+                sent += sizeof(piece);
+                reset = reset_came(&a, 4);
+        }
+        cr_assert(reset, "%zu bytes and no reset", sent);
+        size_t got = drain_until_close(&g, c2);
+        cr_assert_lt(got, sent, "what lv3 had no room for stayed in vmqd, and went");
+        cr_assert_geq(sent - got, VSOCK_BRIDGE_BUF_ALLOC, "the reset came past the credit");
+
+        /* Small pieces, more than a connection's queue holds. */
+        h = vfe_hdr(&a, 4, 44002, 6002, VMQ_VSOCK_OP_REQUEST, 0);
+        vfe_send(&a, &h, NULL);
+        expect_and_refill(&a, VMQ_VSOCK_OP_RESPONSE, 4, "a stream");
+        msg = ivs_expect(&g, VMQ_IVSHMEM_HELLO, "its HELLO");
+        uint32_t c3 = msg->channel;
+        free(msg);
+        unsigned n = 0;
+        for (reset = false; !reset && n < 20000; n++) {
+                h = vfe_hdr(&a, 4, 44002, 6002, VMQ_VSOCK_OP_RW, 1);
+                send_taken(&a, &h, "x");
+                reset = reset_came(&a, 4);
+        }
+        cr_assert(reset, "%u one-byte packets and no reset", n);
+        cr_assert_gt(n, VSOCK_BRIDGE_QUEUE_MAX, "not before the queue was full");
+        (void)drain_until_close(&g, c3);
+
+        /* lv3 sends a record larger than the guest's buffer (256 KiB). */
+        h = seq_hdr(&a, 4, 44003, 6003, VMQ_VSOCK_OP_REQUEST, 0);
+        vfe_send(&a, &h, NULL);
+        expect_and_refill(&a, VMQ_VSOCK_OP_RESPONSE, 4, "a seqpacket");
+        msg = ivs_expect(&g, VMQ_IVSHMEM_HELLO, "its HELLO");
+        uint32_t c4 = msg->channel;
+        free(msg);
+        cr_assert_geq(vmq_ivshmem_max_send(g.v), sizeof(big));
+        cr_assert_eq(vmq_ivshmem_send(g.v, c4, big, sizeof(big), 0), 0);
+        expect_and_refill(&a, VMQ_VSOCK_OP_RST, 4, "a record the guest cannot take");
+        (void)drain_until_close(&g, c4);
+
+        /* vmqd goes on: the next connection works. */
+        h = seq_hdr(&a, 4, 44004, 6004, VMQ_VSOCK_OP_REQUEST, 0);
+        vfe_send(&a, &h, NULL);
+        expect_and_refill(&a, VMQ_VSOCK_OP_RESPONSE, 4, "one more");
+        msg = ivs_expect(&g, VMQ_IVSHMEM_HELLO, "its HELLO");
+        uint32_t c5 = msg->channel;
+        free(msg);
+        h = seq_hdr(&a, 4, 44004, 6004, VMQ_VSOCK_OP_RW, 2);
+        h.flags = VMQ_VSOCK_SEQ_EOM;
+        vfe_send(&a, &h, "ok");
+        msg = ivs_expect(&g, VMQ_IVSHMEM_DATA, "the record");
+        cr_assert_eq(msg->channel, c5);
+        cr_assert_eq(msg->len, 2);
+        free(msg);
+
+        usleep(100 * 1000);
+        cr_assert_leq(vmq_testbus_vmqd_fds(&tb), fds_before, "no fd leaked");
+        ivs_leave(&g);
+        vfe_close(&a);
+        vmq_testbus_expect_clean_exit(&tb);
+}
