@@ -721,13 +721,11 @@ static void expect_and_refill(struct vfe *f, uint16_t op, uint64_t src_cid, cons
         vfe_post_rx(f, 1);
 }
 
-Test(vmqd_vsock, a_machine_without_a_device_is_a_peer_whose_messages_carry_the_data) {
+/* lv1 adopted with vsock (the test its driver, a), lv3 without (the test
+ * its guest over ivshmem, g), both running. */
+static void lv1_and_lv3(struct vfe *a, struct ivs_guest *g) {
         sd_bus_error e = SD_BUS_ERROR_NULL;
-        struct ivs_guest g;
-        struct vfe a;
-        char pa[600], ans[256];
-        static uint8_t big[10000], got[VSOCK_BRIDGE_CHUNK + 64];
-
+        char pa[600];
         int r = vmq_testbus_call(&tb, &e, NULL, "AdoptDomain", "sa{sv}", "lv1", 1, "vsock", "b", 1);
         succeeded(r, &e, "AdoptDomain lv1 vsock");
         r = vmq_testbus_call(&tb, &e, NULL, "AdoptDomain", "sa{sv}", "lv3", 0);
@@ -735,9 +733,35 @@ Test(vmqd_vsock, a_machine_without_a_device_is_a_peer_whose_messages_carry_the_d
         vmq_testbus_wait_running(&tb, "lv1");
         vmq_testbus_wait_running(&tb, "lv3");
         socket_of("lv1", pa, sizeof(pa));
-        vfe_connect(&a, pa);
-        vfe_post_rx(&a, 8);
-        ivs_join(&g, "lv3");
+        vfe_connect(a, pa);
+        vfe_post_rx(a, 8);
+        ivs_join(g, "lv3");
+}
+
+/* lv1 connects to lv3 (CID 4) from @port to @to: the response, and lv3's
+ * HELLO for it, whose channel is returned. */
+static uint32_t lv1_connects(struct vfe *a, struct ivs_guest *g, uint16_t type, uint32_t port,
+                             uint32_t to) {
+        struct vmq_vsock_hdr h = vfe_hdr(a, 4, port, to, VMQ_VSOCK_OP_REQUEST, 0);
+        h.type = type;
+        vfe_send(a, &h, NULL);
+        expect_and_refill(a, VMQ_VSOCK_OP_RESPONSE, 4, "lv3's port answers at once");
+        struct vmq_ivshmem_msg *msg = ivs_expect(g, VMQ_IVSHMEM_HELLO, "the connection's HELLO");
+        uint32_t ch = msg->channel;
+        cr_assert_eq(msg->tag, (uint64_t)port << 32 | to, "the ports, in the HELLO's tag");
+        cr_assert_str_eq(msg->peer.name, "lv1", "stamped: the guest that connected");
+        free(msg);
+        return ch;
+}
+
+Test(vmqd_vsock, a_machine_without_a_device_is_a_peer_whose_messages_carry_the_data) {
+        struct ivs_guest g;
+        struct vfe a;
+        char ans[256];
+        int r;
+        static uint8_t big[10000], got[VSOCK_BRIDGE_CHUNK + 64];
+
+        lv1_and_lv3(&a, &g);
         int fds_before = vmq_testbus_vmqd_fds(&tb);
 
         struct vmq_vsock_hdr h;
@@ -1003,35 +1027,19 @@ static size_t drain_until_close(struct ivs_guest *g, uint32_t ch) {
  * sends a record the guest cannot take: each such connection is reset and
  * its channel closed, and the next connection works. */
 Test(vmqd_vsock, a_bridge_resets_connections_that_break_its_rules) {
-        sd_bus_error e = SD_BUS_ERROR_NULL;
         struct ivs_guest g;
         struct vfe a;
-        char pa[600];
         static uint8_t piece[16000], big[300000];
         struct vmq_vsock_hdr h;
         struct vmq_ivshmem_msg *msg;
 
-        int r = vmq_testbus_call(&tb, &e, NULL, "AdoptDomain", "sa{sv}", "lv1", 1, "vsock", "b", 1);
-        succeeded(r, &e, "AdoptDomain lv1 vsock");
-        r = vmq_testbus_call(&tb, &e, NULL, "AdoptDomain", "sa{sv}", "lv3", 0);
-        succeeded(r, &e, "AdoptDomain lv3 without vsock");
-        vmq_testbus_wait_running(&tb, "lv1");
-        vmq_testbus_wait_running(&tb, "lv3");
-        socket_of("lv1", pa, sizeof(pa));
-        vfe_connect(&a, pa);
-        vfe_post_rx(&a, 8);
-        ivs_join(&g, "lv3");
+        lv1_and_lv3(&a, &g);
         int fds_before = vmq_testbus_vmqd_fds(&tb);
         (void)open_channel("lv1", "lv3");
         free(ivs_expect(&g, VMQ_IVSHMEM_HELLO, "the channel's HELLO"));
 
         /* A record that grows past 64 KiB. */
-        h = seq_hdr(&a, 4, 44000, 6000, VMQ_VSOCK_OP_REQUEST, 0);
-        vfe_send(&a, &h, NULL);
-        expect_and_refill(&a, VMQ_VSOCK_OP_RESPONSE, 4, "a seqpacket");
-        msg = ivs_expect(&g, VMQ_IVSHMEM_HELLO, "its HELLO");
-        uint32_t c1 = msg->channel;
-        free(msg);
+        uint32_t c1 = lv1_connects(&a, &g, VMQ_VSOCK_TYPE_SEQPACKET, 44000, 6000);
         for (int i = 0; i < 5; i++) {
                 h = seq_hdr(&a, 4, 44000, 6000, VMQ_VSOCK_OP_RW, sizeof(piece));
                 send_taken(&a, &h, piece);
@@ -1040,12 +1048,7 @@ Test(vmqd_vsock, a_bridge_resets_connections_that_break_its_rules) {
         cr_assert_eq(drain_until_close(&g, c1), 0, "no piece of the record reached lv3");
 
         /* More than its credit, while lv3 reads nothing. */
-        h = vfe_hdr(&a, 4, 44001, 6001, VMQ_VSOCK_OP_REQUEST, 0);
-        vfe_send(&a, &h, NULL);
-        expect_and_refill(&a, VMQ_VSOCK_OP_RESPONSE, 4, "a stream");
-        msg = ivs_expect(&g, VMQ_IVSHMEM_HELLO, "its HELLO");
-        uint32_t c2 = msg->channel;
-        free(msg);
+        uint32_t c2 = lv1_connects(&a, &g, VMQ_VSOCK_TYPE_STREAM, 44001, 6001);
         size_t sent = 0;
         bool reset = false;
         while (!reset && sent < 8u << 20) {
@@ -1060,12 +1063,7 @@ Test(vmqd_vsock, a_bridge_resets_connections_that_break_its_rules) {
         cr_assert_geq(sent - got, VSOCK_BRIDGE_BUF_ALLOC, "the reset came past the credit");
 
         /* Small pieces, more than a connection's queue holds. */
-        h = vfe_hdr(&a, 4, 44002, 6002, VMQ_VSOCK_OP_REQUEST, 0);
-        vfe_send(&a, &h, NULL);
-        expect_and_refill(&a, VMQ_VSOCK_OP_RESPONSE, 4, "a stream");
-        msg = ivs_expect(&g, VMQ_IVSHMEM_HELLO, "its HELLO");
-        uint32_t c3 = msg->channel;
-        free(msg);
+        uint32_t c3 = lv1_connects(&a, &g, VMQ_VSOCK_TYPE_STREAM, 44002, 6002);
         unsigned n = 0;
         for (reset = false; !reset && n < 20000; n++) {
                 h = vfe_hdr(&a, 4, 44002, 6002, VMQ_VSOCK_OP_RW, 1);
@@ -1077,24 +1075,14 @@ Test(vmqd_vsock, a_bridge_resets_connections_that_break_its_rules) {
         (void)drain_until_close(&g, c3);
 
         /* lv3 sends a record larger than the guest's buffer (256 KiB). */
-        h = seq_hdr(&a, 4, 44003, 6003, VMQ_VSOCK_OP_REQUEST, 0);
-        vfe_send(&a, &h, NULL);
-        expect_and_refill(&a, VMQ_VSOCK_OP_RESPONSE, 4, "a seqpacket");
-        msg = ivs_expect(&g, VMQ_IVSHMEM_HELLO, "its HELLO");
-        uint32_t c4 = msg->channel;
-        free(msg);
+        uint32_t c4 = lv1_connects(&a, &g, VMQ_VSOCK_TYPE_SEQPACKET, 44003, 6003);
         cr_assert_geq(vmq_ivshmem_max_send(g.v), sizeof(big));
         cr_assert_eq(vmq_ivshmem_send(g.v, c4, big, sizeof(big), 0), 0);
         expect_and_refill(&a, VMQ_VSOCK_OP_RST, 4, "a record the guest cannot take");
         (void)drain_until_close(&g, c4);
 
         /* vmqd goes on: the next connection works. */
-        h = seq_hdr(&a, 4, 44004, 6004, VMQ_VSOCK_OP_REQUEST, 0);
-        vfe_send(&a, &h, NULL);
-        expect_and_refill(&a, VMQ_VSOCK_OP_RESPONSE, 4, "one more");
-        msg = ivs_expect(&g, VMQ_IVSHMEM_HELLO, "its HELLO");
-        uint32_t c5 = msg->channel;
-        free(msg);
+        uint32_t c5 = lv1_connects(&a, &g, VMQ_VSOCK_TYPE_SEQPACKET, 44004, 6004);
         h = seq_hdr(&a, 4, 44004, 6004, VMQ_VSOCK_OP_RW, 2);
         h.flags = VMQ_VSOCK_SEQ_EOM;
         vfe_send(&a, &h, "ok");
