@@ -89,6 +89,7 @@ struct libvirt_link {
 
         /* Loop thread only. */
         sd_event_source *replug_timer; /* a look at the vsock device, soon */
+        unsigned replug_tries;         /* chardev-remove tries after device_del; 0: none yet */
         enum machine_state dom_state;
         const char *reason; /* static */
         bool gone;          /* the domain was not found last time */
@@ -520,56 +521,81 @@ static int plug_vsock(struct machine *mc, virDomainPtr dom, const char *bus, uns
  * before this vmqd holds a dead device.  Its monitor can plug a new one:
  * device_del (the guest lets the old one go over ACPI), chardev-remove once
  * it has, then plug_vsock() at the same address.  The guest's connections
- * are lost; its listeners stay.  The loop waits for the guest up to
- * REPLUG_UNPLUG_TRIES * REPLUG_UNPLUG_WAIT_USEC.
+ * are lost; its listeners stay.  The wait for the guest is the timer's,
+ * not the loop's: chardev-remove is tried again every
+ * REPLUG_UNPLUG_WAIT_USEC, REPLUG_UNPLUG_TRIES times at most.
+ * Returns whether to look again after REPLUG_UNPLUG_WAIT_USEC.
  */
-static void replug_vsock(struct machine *mc, virDomainPtr dom) {
-        _cleanup_free_ char *live = virDomainGetXMLDesc(dom, 0);
+static bool replug_vsock(struct libvirt_link *l, virDomainPtr dom) {
+        struct machine *mc = l->machine;
         char cmd[256], bus[16];
-        unsigned slot, i;
+        unsigned slot;
 
-        if (!live || domain_xml_vsock_address(live, mc->name, bus, sizeof(bus), &slot) < 0)
-                return; /* the device comes with the domain's next start */
-        log_notice("Machine '%s': QEMU of domain '%s' is not connected to the vsock device "
-                   "(vmqd restarted?): re-plugging it",
-                   mc->name, mc->domain);
-        snprintf(cmd, sizeof(cmd),
-                 "{\"execute\":\"device_del\",\"arguments\":{\"id\":\"vmq-vsock-%s\"}}", mc->name);
-        (void)qmp(mc, dom, true, cmd); /* gone already: the chardev may be left */
+        if (l->replug_tries == 0) {
+                _cleanup_free_ char *live = virDomainGetXMLDesc(dom, 0);
+                if (!live || domain_xml_vsock_address(live, mc->name, bus, sizeof(bus), &slot) < 0)
+                        return false; /* the device comes with the domain's next start */
+                log_notice("Machine '%s': QEMU of domain '%s' is not connected to the vsock "
+                           "device (vmqd restarted?): re-plugging it",
+                           mc->name, mc->domain);
+                snprintf(cmd, sizeof(cmd),
+                         "{\"execute\":\"device_del\",\"arguments\":{\"id\":\"vmq-vsock-%s\"}}",
+                         mc->name);
+                (void)qmp(mc, dom, true, cmd); /* gone already: the chardev may be left */
+        }
         snprintf(cmd, sizeof(cmd),
                  "{\"execute\":\"chardev-remove\",\"arguments\":{\"id\":\"vmq-vsock-%s\"}}",
                  mc->name);
-        for (i = 0; qmp(mc, dom, true, cmd) < 0; i++) {
-                if (i == REPLUG_UNPLUG_TRIES) {
-                        log_warning("Machine '%s': the guest of domain '%s' did not let its old "
-                                    "vsock device go; restart the domain for a working one",
-                                    mc->name, mc->domain);
-                        return;
-                }
-                usleep(REPLUG_UNPLUG_WAIT_USEC);
+        if (qmp(mc, dom, true, cmd) < 0) {
+                if (++l->replug_tries < REPLUG_UNPLUG_TRIES)
+                        return true;
+                log_warning("Machine '%s': the guest of domain '%s' did not let its old vsock "
+                            "device go; restart the domain for a working one",
+                            mc->name, mc->domain);
+                l->replug_tries = 0;
+                return false;
+        }
+        l->replug_tries = 0;
+        /* the same address: QEMU's command line, in the live XML */
+        _cleanup_free_ char *xml = virDomainGetXMLDesc(dom, 0);
+        if (!xml || domain_xml_vsock_address(xml, mc->name, bus, sizeof(bus), &slot) < 0) {
+                log_warning("Machine '%s': domain '%s' lost its vsock device's address; restart "
+                            "the domain for a working one",
+                            mc->name, mc->domain);
+                return false;
         }
         if (plug_vsock(mc, dom, bus, slot) >= 0)
                 log_info("Machine '%s': vsock device re-plugged into domain '%s' (libvirt marks "
                          "it tainted: custom-monitor)",
                          mc->name, mc->domain);
+        return false;
 }
 
 static int on_replug_timer(sd_event_source *s, uint64_t usec, void *userdata) {
         struct libvirt_link *l = userdata;
         struct machine *mc = l->machine;
         virDomainPtr dom;
+        bool again = false;
 
         (void)s;
         (void)usec;
         l->replug_timer = sd_event_source_disable_unref(l->replug_timer);
-        if (l->dom_state != MACHINE_RUNNING || vsock_device_connected(mc))
+        if (l->dom_state != MACHINE_RUNNING || vsock_device_connected(mc)) {
+                l->replug_tries = 0;
                 return 0;
+        }
         dom = lookup_domain(mc);
         if (!dom)
                 return 0;
         if (virDomainIsActive(dom) == 1)
-                replug_vsock(mc, dom);
+                again = replug_vsock(l, dom);
+        else
+                l->replug_tries = 0;
         virDomainFree(dom);
+        if (again &&
+            sd_event_add_time_relative(mc->manager->event, &l->replug_timer, CLOCK_MONOTONIC,
+                                       REPLUG_UNPLUG_WAIT_USEC, 0, on_replug_timer, l) < 0)
+                l->replug_tries = 0;
         return 0;
 }
 
