@@ -17,8 +17,11 @@
 /* The most payload put into one packet for a guest (the switch cuts it
  * to the guest's rx buffers). */
 #define PACKET_MAX (32u * 1024u)
-/* A machine's queue was full: try again after this long. */
-#define RETRY_USEC 2000u
+/* A machine's queue was full: try again after this long, twice as long
+ * each time nothing moved, up to RETRY_MAX_USEC (a machine that reads
+ * nothing costs vmqd a wake-up a tenth of a second). */
+#define RETRY_USEC 1000u
+#define RETRY_MAX_USEC (100u * 1000u)
 
 /* A message for the machine, waiting for room in its queue. */
 struct bridge_msg {
@@ -61,6 +64,8 @@ struct vsock_bridge {
         struct bridge_conn *conns;
         unsigned nconns;
         sd_event_source *retry;
+        uint64_t retry_usec; /* the next wait; 0: RETRY_USEC */
+        uint64_t pushed;     /* messages handed to the machine, ever */
 };
 
 /* ---- connections ---- */
@@ -146,8 +151,13 @@ static bool conn_queue(struct bridge_conn *c, const uint8_t *data, uint32_t len,
 
 static void arm_retry(struct vsock_bridge *b) {
         uint64_t now;
+        int enabled = SD_EVENT_OFF;
+        (void)sd_event_source_get_enabled(b->retry, &enabled);
+        if (enabled != SD_EVENT_OFF)
+                return; /* armed already */
         (void)sd_event_now(b->manager->event, CLOCK_MONOTONIC, &now);
-        (void)sd_event_source_set_time(b->retry, now + RETRY_USEC);
+        (void)sd_event_source_set_time(b->retry,
+                                       now + (b->retry_usec ? b->retry_usec : RETRY_USEC));
         (void)sd_event_source_set_enabled(b->retry, SD_EVENT_ONESHOT);
 }
 
@@ -180,6 +190,7 @@ static bool conn_push(struct bridge_conn *c) {
                 c->in_count--;
                 c->in_bytes -= msg->len;
                 c->fwd_cnt += msg->len;
+                c->b->pushed++;
                 free(msg);
         }
         if (!c->in_head && c->guest_closing) {
@@ -442,9 +453,24 @@ static void bridge_run(struct vsock_bridge *b) {
 }
 
 static int on_retry(sd_event_source *s, uint64_t usec, void *userdata) {
+        struct vsock_bridge *b = userdata;
+        uint64_t before = b->pushed;
         (void)s;
         (void)usec;
-        bridge_run(userdata);
+        /* nothing moved since the last try: wait longer next time */
+        b->retry_usec = VMQ_MIN(b->retry_usec ? b->retry_usec * 2 : 2 * RETRY_USEC,
+                                (uint64_t)RETRY_MAX_USEC);
+        bridge_run(b);
+        if (b->pushed != before) {
+                b->retry_usec = 0;
+                /* armed again by a push that found the queue full: sooner */
+                int enabled = SD_EVENT_OFF;
+                (void)sd_event_source_get_enabled(b->retry, &enabled);
+                if (enabled != SD_EVENT_OFF) {
+                        (void)sd_event_source_set_enabled(b->retry, SD_EVENT_OFF);
+                        arm_retry(b);
+                }
+        }
         return 0;
 }
 
