@@ -26,6 +26,9 @@
  *   vsock-probe who CID
  *       asks vmqd's identity service (CID 2, port 1) "WHO CID" and prints
  *       "VSOCK-WHO <its answer>"
+ *   vsock-probe name NAME SECONDS
+ *       asks it "NAME NAME" once a second until the answer is OK, and
+ *       prints "VSOCK-NAME <that answer>" (or the last one, after SECONDS)
  * And the same measures over vmq's own transport, the ivshmem-doorbell
  * device (libvmq-client's guest transport, compiled in), for the figures
  * next to vsock's:
@@ -267,34 +270,56 @@ static int own_cid(void) {
         return 0;
 }
 
-static int who(unsigned cid) {
+/* Asks vmqd's identity service question @q; its answer's line, without
+ * the newline, goes to @a.  0, or -1 (a VSOCK-@what failed line said why). */
+static int ask_identity(const char *what, const char *q, char *a, size_t size) {
         int s = vsock_connect(2, 1, SOCK_STREAM);
-        if (s < 0) {
-                printf("VSOCK-WHO failed connect errno=%d (%s)\n", errno, strerror(errno));
-                return 1;
-        }
-        char q[32], a[256];
         size_t n = 0;
-        int len = snprintf(q, sizeof(q), "WHO %u\n", cid);
-        if (send(s, q, (size_t)len, MSG_NOSIGNAL) != len) {
-                printf("VSOCK-WHO failed send: %s\n", strerror(errno));
-                close(s);
-                return 1;
+        if (s < 0) {
+                printf("VSOCK-%s failed connect errno=%d (%s)\n", what, errno, strerror(errno));
+                return -1;
         }
-        while (n < sizeof(a) - 1 && !memchr(a, '\n', n)) {
-                ssize_t r = recv(s, a + n, sizeof(a) - 1 - n, 0);
+        if (send(s, q, strlen(q), MSG_NOSIGNAL) != (ssize_t)strlen(q)) {
+                printf("VSOCK-%s failed send: %s\n", what, strerror(errno));
+                close(s);
+                return -1;
+        }
+        while (n < size - 1 && !memchr(a, '\n', n)) {
+                ssize_t r = recv(s, a + n, size - 1 - n, 0);
                 if (r <= 0) {
-                        printf("VSOCK-WHO failed recv: %s\n", r ? strerror(errno) : "end");
+                        printf("VSOCK-%s failed recv: %s\n", what, r ? strerror(errno) : "end");
                         close(s);
-                        return 1;
+                        return -1;
                 }
                 n += (size_t)r;
         }
         close(s);
         a[n] = '\0';
         a[strcspn(a, "\n")] = '\0';
+        return 0;
+}
+
+static int who(unsigned cid) {
+        char q[32], a[256];
+        snprintf(q, sizeof(q), "WHO %u\n", cid);
+        if (ask_identity("WHO", q, a, sizeof(a)) < 0)
+                return 1;
         printf("VSOCK-WHO %s\n", a);
         return 0;
+}
+
+static int name(const char *machine, unsigned seconds) {
+        char q[96], a[256] = "";
+        snprintf(q, sizeof(q), "NAME %s\n", machine);
+        for (unsigned i = 0; i <= seconds; i++) {
+                if (ask_identity("NAME", q, a, sizeof(a)) < 0)
+                        return 1;
+                if (!strncmp(a, "OK ", 3))
+                        break;
+                sleep(1);
+        }
+        printf("VSOCK-NAME %s\n", a);
+        return strncmp(a, "OK ", 3) ? 1 : 0;
 }
 
 /* ---- vmq's transport ---- */
@@ -449,6 +474,8 @@ int main(int argc, char **argv) {
                 return own_cid();
         if (!strcmp(cmd, "who") && argc == 3)
                 return who((unsigned)strtoul(argv[2], NULL, 0));
+        if (!strcmp(cmd, "name") && argc == 4)
+                return name(argv[2], (unsigned)strtoul(argv[3], NULL, 0));
         if (!strcmp(cmd, "ivs-echo"))
                 return ivs_echo();
         if (!strcmp(cmd, "ivs-bench") && argc == 5)
