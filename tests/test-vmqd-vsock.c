@@ -25,7 +25,7 @@
 #include "tests/test-util.h"
 #include "libvmq-client/vmq-guest-ivshmem.h"
 #include "tests/vhost-frontend.h"
-#include "vmqd/vsock-bridge.h"
+#include "vhost/vsock-msg.h"
 #include "vmqd/vsock-identity.h"
 
 static struct vmq_testbus tb;
@@ -759,7 +759,7 @@ Test(vmqd_vsock, a_machine_without_a_device_is_a_peer_whose_messages_carry_the_d
         struct vfe a;
         char ans[256];
         int r;
-        static uint8_t big[10000], got[VSOCK_BRIDGE_CHUNK + 64];
+        static uint8_t big[10000], got[VMQ_VSOCK_MSG_CHUNK + 64];
 
         lv1_and_lv3(&a, &g);
         int fds_before = vmq_testbus_vmqd_fds(&tb);
@@ -814,7 +814,7 @@ Test(vmqd_vsock, a_machine_without_a_device_is_a_peer_whose_messages_carry_the_d
         cr_assert_arr_eq(got, big, 3000);
         vfe_post_rx(&a, 1);
 
-        /* STREAM: cut into messages of at most VSOCK_BRIDGE_CHUNK bytes;
+        /* STREAM: cut into messages of at most VMQ_VSOCK_MSG_CHUNK bytes;
          * a shutdown is an empty VMQ_TAG_DONE message each way. */
         h = vfe_hdr(&a, 4, 42001, 5001, VMQ_VSOCK_OP_REQUEST, 0);
         vfe_send(&a, &h, NULL);
@@ -830,7 +830,7 @@ Test(vmqd_vsock, a_machine_without_a_device_is_a_peer_whose_messages_carry_the_d
         while (have < sizeof(big)) {
                 msg = ivs_expect(&g, VMQ_IVSHMEM_PAGE, "a piece of the stream");
                 cr_assert_eq(msg->channel, sconn);
-                cr_assert_leq(msg->len, VSOCK_BRIDGE_CHUNK);
+                cr_assert_leq(msg->len, VMQ_VSOCK_MSG_CHUNK);
                 cr_assert_arr_eq(msg->data, big + have, msg->len);
                 have += msg->len;
                 free(msg);
@@ -1060,7 +1060,7 @@ Test(vmqd_vsock, a_bridge_resets_connections_that_break_its_rules) {
         cr_assert(reset, "%zu bytes and no reset", sent);
         size_t got = drain_until_close(&g, c2);
         cr_assert_lt(got, sent, "what lv3 had no room for stayed in vmqd, and went");
-        cr_assert_geq(sent - got, VSOCK_BRIDGE_BUF_ALLOC, "the reset came past the credit");
+        cr_assert_geq(sent - got, VMQ_VSOCK_MSG_BUF_ALLOC, "the reset came past the credit");
 
         /* Small pieces, more than a connection's queue holds. */
         uint32_t c3 = lv1_connects(&a, &g, VMQ_VSOCK_TYPE_STREAM, 44002, 6002);
@@ -1071,7 +1071,7 @@ Test(vmqd_vsock, a_bridge_resets_connections_that_break_its_rules) {
                 reset = reset_came(&a, 4);
         }
         cr_assert(reset, "%u one-byte packets and no reset", n);
-        cr_assert_gt(n, VSOCK_BRIDGE_QUEUE_MAX, "not before the queue was full");
+        cr_assert_gt(n, VMQ_VSOCK_MSG_QUEUE_MAX, "not before the queue was full");
         (void)drain_until_close(&g, c3);
 
         /* lv3 sends a record larger than the guest's buffer (256 KiB). */

@@ -11,32 +11,18 @@
  * machine's HELLO names the guest, with VMQ_DESC_F_VSOCK, the two ports in
  * its tag (guest port << 32 | the port asked for) and VMQ_DESC_F_SEQPACKET
  * for a SOCK_SEQPACKET.  The connection opens at once; a machine that does
- * not serve the port says DONE (below) at once: the guest reads end of
+ * not serve the port says it is done at once: the guest reads end of
  * file.
  *
- * The framing, each way: a SEQPACKET record is one message (at most
- * VSOCK_BRIDGE_RECORD_MAX bytes); a stream is cut into messages of at most
- * VSOCK_BRIDGE_CHUNK bytes, anywhere.  An empty message tagged
- * VMQ_TAG_DONE says its sender sends no more (shutdown(SHUT_WR)); when
- * both have said so, or the guest resets the connection, vmqd closes the
- * channel.  The channel closing otherwise (the machine stopped, the
- * channel between the two machines closed) resets the connection.  A guest's
- * data waits in vmqd while the machine's queue is full (its credit is
- * VSOCK_BRIDGE_BUF_ALLOC bytes); a machine's messages wait in the channel
- * until the guest has credit for them.
+ * The framing and the flow control are vhost/vsock-msg.h's: a SEQPACKET
+ * record is one message, a stream comes in messages of at most 4 KiB, an
+ * empty message tagged VMQ_TAG_DONE ends a direction.
  */
 #ifndef VMQD_VSOCK_BRIDGE_H
 #define VMQD_VSOCK_BRIDGE_H
 
 #include <stdint.h>
 
-#define VSOCK_BRIDGE_CHUNK 4096u
-#define VSOCK_BRIDGE_RECORD_MAX (64u * 1024u)
-#define VSOCK_BRIDGE_BUF_ALLOC (256u * 1024u)
-/* Messages one connection may have waiting for the machine. */
-#define VSOCK_BRIDGE_QUEUE_MAX 1024u
-/* Connections to one machine. */
-#define VSOCK_BRIDGE_MAX_CONNS 256u
 /* The depth of a connection's channel at the host end. */
 #define VSOCK_BRIDGE_DEPTH 64u
 

@@ -25,24 +25,9 @@
 #include <string.h>
 
 #include "core/util.h"
+#include "tests/fuzz/fuzz-guest.h"
 #include "tests/fuzz/fuzz-util.h"
 #include "vhost/vsock.h"
-
-#define MEM 0x4000u
-#define RX_RING 0x0u
-#define TX_RING 0x800u
-#define AVAIL 0x200u /* within a ring's area: after 16 x 16 descriptors */
-#define USED 0x400u
-#define MAX_NUM_SHIFT 4 /* 1 .. 16 entries */
-
-struct guest {
-        uint64_t cid;
-        uint8_t *mem;
-        struct vmq_gmem gm;
-        struct vmq_virtq rx, tx;
-        struct vmq_vsock_ep *ep;
-        struct vmq_vsock_stats last;
-};
 
 static bool allow;
 
@@ -51,12 +36,6 @@ static bool allowed(void *u, uint64_t from, uint64_t to) {
         (void)from;
         (void)to;
         return allow;
-}
-
-static void notify(void *u, struct vmq_vsock_ep *ep, unsigned queue) {
-        (void)u;
-        (void)ep;
-        FUZZ_CHECK(queue < 2);
 }
 
 static struct vmq_vsock_ep *port;
@@ -108,16 +87,8 @@ static void port_sends(struct fuzz_input *in) {
                 FUZZ_CHECK(r == -EPROTO);
 }
 
-static void attach(struct vmq_vsock_switch *sw, struct guest *g, unsigned num) {
-        FUZZ_CHECK(vmq_virtq_setup(&g->rx, &g->gm, num, RX_RING, RX_RING + AVAIL, RX_RING + USED, 0,
-                                   true) == 0);
-        FUZZ_CHECK(vmq_virtq_setup(&g->tx, &g->gm, num, TX_RING, TX_RING + AVAIL, TX_RING + USED, 0,
-                                   true) == 0);
-        FUZZ_CHECK(vmq_vsock_ep_add(sw, g->cid, &g->gm, &g->rx, &g->tx, g, &g->ep) == 0);
-}
-
 /* Every counter only grows. */
-static void check_stats(struct guest *g) {
+static void check_stats(struct fuzz_guest *g) {
         struct vmq_vsock_stats s;
         if (!g->ep)
                 return;
@@ -131,10 +102,11 @@ static void check_stats(struct guest *g) {
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
-        static const struct vmq_vsock_switch_ops ops = {.allowed = allowed, .notify = notify};
+        static const struct vmq_vsock_switch_ops ops = {.allowed = allowed,
+                                                        .notify = fuzz_guest_notify};
         struct fuzz_input in = {data, size};
         struct vmq_vsock_switch *sw = NULL;
-        struct guest g[2];
+        struct fuzz_guest g[2];
         static const struct vmq_vsock_port_ops port_ops = {.receive = port_receive};
         FUZZ_CHECK(vmq_vsock_switch_new(&ops, NULL, &sw) == 0);
         FUZZ_CHECK(vmq_vsock_port_add(sw, VMQ_VSOCK_CID_HOST, &port_ops, NULL, &port) == 0);
@@ -143,24 +115,16 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         port_takes = geo & 0x40;
         port_echoes = false;
         for (int i = 0; i < 2; i++) {
-                memset(&g[i], 0, sizeof(g[i]));
-                g[i].cid = 3 + (uint64_t)i;
-                g[i].mem = calloc(1, MEM);
-                FUZZ_CHECK(g[i].mem);
-                vmq_gmem_init(&g[i].gm);
-                FUZZ_CHECK(vmq_gmem_add(&g[i].gm, 0, MEM, 0, g[i].mem) == 0);
-                attach(sw, &g[i], 1u << ((geo >> (3 * i)) % (MAX_NUM_SHIFT + 1)));
+                fuzz_guest_init(&g[i], 3 + (uint64_t)i);
+                fuzz_guest_attach(sw, &g[i], 1u << ((geo >> (3 * i)) % (MAX_NUM_SHIFT + 1)));
         }
         for (unsigned steps = 0; fuzz_left(&in) > 0 && steps < 512; steps++) {
                 uint8_t op = fuzz_u8(&in);
-                struct guest *me = &g[op & 1];
+                struct fuzz_guest *me = &g[op & 1];
                 switch ((op >> 1) % 8) {
-                case 0: { /* the guest writes its memory */
-                        uint16_t off = fuzz_u16(&in) % MEM;
-                        uint8_t len = fuzz_u8(&in);
-                        fuzz_bytes(&in, me->mem + off, VMQ_MIN((size_t)len, (size_t)(MEM - off)));
+                case 0: /* the guest writes its memory */
+                        fuzz_guest_write(&in, me);
                         break;
-                }
                 case 1:
                         if (me->ep)
                                 vmq_vsock_ep_tx(me->ep);
@@ -180,7 +144,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
                                 me->ep = NULL;
                                 memset(&me->last, 0, sizeof(me->last));
                         } else {
-                                attach(sw, me, 1u << (op >> 5) % (MAX_NUM_SHIFT + 1));
+                                fuzz_guest_attach(sw, me, 1u << (op >> 5) % (MAX_NUM_SHIFT + 1));
                         }
                         break;
                 case 6:

@@ -401,8 +401,8 @@ static int ivs_rtt(struct vmq_ivshmem *v, uint32_t ch, unsigned count) {
 static int ivs_stream(struct vmq_ivshmem *v, uint32_t ch, size_t bytes) {
         static uint8_t out[65536];
         int r;
-        size_t chunk = vmq_ivshmem_max_send(v) < sizeof(out) ? vmq_ivshmem_max_send(v)
-                                                              : sizeof(out);
+        size_t chunk =
+                vmq_ivshmem_max_send(v) < sizeof(out) ? vmq_ivshmem_max_send(v) : sizeof(out);
         size_t sent = 0, got = 0;
         unsigned in_flight = 0;
         long long t0 = now_us();
