@@ -454,7 +454,3 @@ void vmq_vsock_msgport_run(struct vmq_vsock_msgport *mp) {
 unsigned vmq_vsock_msgport_conns(const struct vmq_vsock_msgport *mp) {
         return mp ? mp->nconns : 0;
 }
-
-uint64_t vmq_vsock_msgport_cid(const struct vmq_vsock_msgport *mp) {
-        return mp->cid;
-}

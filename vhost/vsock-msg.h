@@ -96,7 +96,6 @@ struct vmq_vsock_msgport *vmq_vsock_msgport_free(struct vmq_vsock_msgport *mp);
 void vmq_vsock_msgport_run(struct vmq_vsock_msgport *mp);
 
 unsigned vmq_vsock_msgport_conns(const struct vmq_vsock_msgport *mp);
-uint64_t vmq_vsock_msgport_cid(const struct vmq_vsock_msgport *mp);
 const char *vmq_vsock_msg_end_to_string(enum vmq_vsock_msg_end why);
 
 #endif /* VMQ_VHOST_VSOCK_MSG_H */

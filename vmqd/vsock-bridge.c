@@ -197,7 +197,3 @@ void vsock_bridges_process(struct manager *m) {
                 if (mc->vsock_bridge && vmq_vsock_msgport_conns(mc->vsock_bridge->port))
                         vmq_vsock_msgport_run(mc->vsock_bridge->port);
 }
-
-unsigned vsock_bridge_conns(const struct machine *mc) {
-        return mc->vsock_bridge ? vmq_vsock_msgport_conns(mc->vsock_bridge->port) : 0;
-}

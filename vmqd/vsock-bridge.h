@@ -41,7 +41,5 @@ void vsock_bridge_free(struct machine *mc);
 /* The monitor said something happened: moves what the machines sent on
  * connections' channels to their guests, and notices closed channels. */
 void vsock_bridges_process(struct manager *m);
-/* Connections open now through mc's port. */
-unsigned vsock_bridge_conns(const struct machine *mc);
 
 #endif /* VMQD_VSOCK_BRIDGE_H */

@@ -46,6 +46,20 @@ static void say(struct vsock_identity *id, const char *fmt, ...) {
                 id->out_len += (size_t)n;
 }
 
+/* Says "OK <cid> <name> <uuid>" when machine mc (NULL: none) has a CID
+ * and the asker may know it: it is the asker, or a channel is open between
+ * the two.  False when nothing was said. */
+static bool say_known(struct vsock_identity *id, const struct machine *mc) {
+        struct manager *m = id->manager;
+        struct machine *asker = vsock_machine_by_cid(m, id->cid);
+
+        if (!asker || !mc || !vsock_cid_of(mc) ||
+            (mc != asker && !vsock_channel_open(m, asker->name, mc->name)))
+                return false;
+        say(id, "OK %" PRIu32 " %s %s\n", vsock_cid_of(mc), mc->name, mc->uuid);
+        return true;
+}
+
 /* Answers one question (the line without its \n). */
 static void answer(struct vsock_identity *id, char *line) {
         struct manager *m = id->manager;
@@ -60,14 +74,7 @@ static void answer(struct vsock_identity *id, char *line) {
                         say(id, "ERR bad name\n");
                         return;
                 }
-                struct machine *asker = vsock_machine_by_cid(m, id->cid);
-                struct machine *mc = manager_find_machine(m, line + 5);
-                uint32_t mc_cid = mc ? vsock_cid_of(mc) : 0;
-                /* a name is printed back only when it is a machine's */
-                if (asker && mc && mc_cid &&
-                    (mc == asker || vsock_channel_open(m, asker->name, mc->name)))
-                        say(id, "OK %" PRIu32 " %s %s\n", mc_cid, mc->name, mc->uuid);
-                else
+                if (!say_known(id, manager_find_machine(m, line + 5)))
                         say(id, "NONE %s\n", line + 5);
                 return;
         }
@@ -90,11 +97,7 @@ static void answer(struct vsock_identity *id, char *line) {
                 say(id, "OK 2 host -\n");
                 return;
         }
-        struct machine *asker = vsock_machine_by_cid(m, id->cid);
-        struct machine *mc = vsock_machine_by_cid(m, cid);
-        if (asker && mc && (mc == asker || vsock_channel_open(m, asker->name, mc->name)))
-                say(id, "OK %" PRIu64 " %s %s\n", cid, mc->name, mc->uuid);
-        else
+        if (!say_known(id, vsock_machine_by_cid(m, cid)))
                 say(id, "NONE %" PRIu64 "\n", cid);
 }
 
