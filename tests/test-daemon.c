@@ -1290,7 +1290,9 @@ Test(daemon, closed_channels_leave_nothing_behind, .timeout = 600) {
         need_kvm(); /* it runs micro-VMs */
         long rss0 = 0;
         int fds0 = 0;
-        int after = vmq_test_scale(9) < 3 ? 3 : vmq_test_scale(9);
+        int after = vmq_test_scale(9);
+        if (after < 3)
+                after = 3;
         for (int round = 0; round < 3 + after; round++) {
                 free(ok(0,
                         "$VMQCTL create src --image source --args 'count=2000 size=8192' --start"));
