@@ -192,6 +192,28 @@ static void vcpu_line(struct vmq_vm *vm, unsigned v, uint64_t *ok, uint64_t *err
         *extra = value(line, "extra");
 }
 
+/* The monitor's side of a VM that seems stuck, for failure messages: what
+ * it sees of the post ring (the guest's producer index against its own
+ * consumer index), whom the ring's head waits for, whether the poller polls
+ * it, the doorbell word, and its queue as the monitor counts it.  A guest
+ * that says it posted while the monitor sees no post points at the memory
+ * the two share, not at the wake-up logic (static buffer). */
+static const char *monitor_view(struct vmq_vm *vm) {
+        static char text[320];
+        snprintf(text, sizeof(text),
+                 "monitor's view of %s: post ring prod=%u cons=%u, stalled_on=%u, "
+                 "has_stalled=%d, polled=%d, doorbell word=%u; queue count=%d prod=%u cons=%u, "
+                 "vCPUs waiting=%d",
+                 vmq_vm_name(vm), __atomic_load_n(&vm->postq.idx->prod, __ATOMIC_ACQUIRE),
+                 __atomic_load_n(&vm->postq.local, __ATOMIC_RELAXED),
+                 (unsigned)atomic_load(&vm->stalled_on), (int)atomic_load(&vm->has_stalled),
+                 (int)atomic_load(&vm->polled),
+                 __atomic_load_n(&vm->vmcs->post_doorbell, __ATOMIC_RELAXED),
+                 vmq_monitor_queue_count(vm), __atomic_load_n(&vm->rxq.idx->prod, __ATOMIC_ACQUIRE),
+                 __atomic_load_n(&vm->rxq.idx->cons, __ATOMIC_ACQUIRE), atomic_load(&vm->waiters));
+        return text;
+}
+
 /* ---- the innocent pair --------------------------------------------------------- */
 
 /*
@@ -239,6 +261,8 @@ static void innocent_check(const struct innocent *p) {
                              console_tail(p->tx));
                 cr_log_error("inn-rx: received=%" PRIu64 " exits=%" PRIu64 "; console:\n%s",
                              rx.received, rx.exits, console_tail(p->rx));
+                cr_log_error("%s", monitor_view(p->tx));
+                cr_log_error("%s", monitor_view(p->rx));
         }
         cr_assert_eq(st, VMQ_VM_EXITED, "innocent sender: %s %s",
                      st < 0 ? "still running" : vmq_vm_state_to_string(st),
@@ -583,8 +607,11 @@ Test(race, more_than_16_blocked_senders_all_drain) {
                 if (value(wait_line(b[i], "race: burst pending=", 100), "pending") != 0) {
                         stuck++;
                         cr_log_error("%s: %s", vmq_vm_name(b[i]), line);
+                        cr_log_error("%s", monitor_view(b[i]));
                 }
         }
+        if (stuck)
+                cr_log_error("%s", monitor_view(rcv));
         cr_assert_eq(stuck, 0,
                      "%u of %d blocked senders were never woken: their posts stayed in the ring "
                      "(lost wake-up)",
